@@ -1,0 +1,64 @@
+"""The one error vocabulary that provider clients, the waterfall and the dead-letter queue share.
+
+Every provider answer is either a result (found, or an empty "not found") or one of these.
+The waterfall decides on the class alone: transient errors are retried and may make a dead letter
+retryable; permanent errors disable the provider; ``FeatureUnavailable`` and ``NotFound`` are
+ordinary answers that never count against a circuit breaker.
+"""
+
+from __future__ import annotations
+
+
+class TrackflowError(Exception):
+    """Base of every error trackflow raises on purpose."""
+
+    #: Whether trying the same thing later may succeed.
+    retryable: bool = False
+
+
+class ConfigError(TrackflowError):
+    """Invalid configuration; the message names the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"invalid configuration {key}: {message}")
+        self.key = key
+
+
+class ProviderError(TrackflowError):
+    """An answer from (or a failure to reach) one provider."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+
+
+class TransientError(ProviderError):
+    """Worth retrying later: 5xx, timeouts, 429/503 rate limits, quota answers."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+    ) -> None:
+        super().__init__(provider, message)
+        #: Seconds the provider asked us to wait (Retry-After), when it said so.
+        self.retry_after = retry_after
+        #: True when the provider said we exceeded its rate limit.
+        self.rate_limited = rate_limited
+
+
+class PermanentError(ProviderError):
+    """Retrying cannot help: invalid or suspended credentials, a request the API rejects."""
+
+
+class NotFound(ProviderError):
+    """The provider answered and has no such track."""
+
+
+class FeatureUnavailable(ProviderError):
+    """The provider refuses this feature for our app (Spotify audio features since 2024)."""
