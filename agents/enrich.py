@@ -1,0 +1,147 @@
+"""The enrichment agent: tracks.raw -> decode -> validate -> enrich -> tracks.enriched or DLQ.
+
+The agent is thin: it hands each event to :class:`InFlight` (many records per partition at once,
+acked in offset order) which calls :meth:`EnrichmentPipeline.handle`. ``handle`` never lets a bad
+record escape: undecodable or invalid input and records that could not be enriched go to the
+dead-letter topic with their original bytes and the error context in headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import faust
+
+from agents.inflight import InFlight
+from agents.records import FieldValue, InvalidRecord, Outcome, build_enriched, validate_raw
+from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, DecodeError, decode_raw_track, encode
+from streams import metrics
+from streams.app import Topics
+from streams.deadletter import Failure, Origin, attempt_of, dead_letter_headers
+from streams.settings import Settings
+
+log = logging.getLogger("trackflow.agents.enrich")
+
+
+@dataclass(slots=True)
+class Enrichment:
+    """What the provider waterfall produced for one record."""
+
+    filled: dict[str, FieldValue] = field(default_factory=dict)
+    """Fields filled by providers."""
+    outcomes: list[Outcome] = field(default_factory=list)
+    """One outcome per provider stage."""
+    failure: Failure | None = None
+    """Set when the record must be dead-lettered instead of published."""
+    not_before_ms: int | None = None
+    """For a retryable failure: the earliest sensible retry time."""
+
+
+class Enricher(Protocol):
+    """Fills a validated raw record's missing fields."""
+
+    async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment: ...
+
+
+class NoProviders:
+    """The enricher with no provider stages: every record is published as ``partial``."""
+
+    async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+        return Enrichment()
+
+
+class EnrichmentPipeline:
+    """Handles one raw event end to end. Every failure becomes a dead letter."""
+
+    def __init__(self, *, topics: Topics, settings: Settings, enricher: Enricher,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._topics = topics
+        self._settings = settings
+        self._enricher = enricher
+        self._clock = clock
+
+    async def handle(self, event: Any) -> None:
+        msg = event.message
+        headers = list(msg.headers or ())
+        attempt = attempt_of(headers)
+        metrics.RECORDS_IN.labels(topic=msg.topic).inc()
+        try:
+            raw = decode_raw_track(msg.value, headers)
+        except DecodeError as exc:
+            await self._dead_letter(msg, headers, attempt, Failure(
+                "decode", type(exc).__name__, str(exc), exc.reason, retryable=False))
+            return
+        try:
+            raw = validate_raw(raw)
+        except InvalidRecord as exc:
+            await self._dead_letter(msg, headers, attempt, Failure(
+                "validate", type(exc).__name__, str(exc), exc.reason, retryable=False))
+            return
+        result = await self._enricher.enrich(raw, attempt)
+        if result.failure is not None:
+            await self._dead_letter(msg, headers, attempt, result.failure,
+                                    not_before_ms=result.not_before_ms)
+            return
+        now = self._clock()
+        record = build_enriched(raw, attempt=attempt, enriched_at_ms=int(now * 1000),
+                                filled=result.filled, outcomes=result.outcomes)
+        value = encode("EnrichedTrack", record)
+        fut = await self._topics.enriched.send(
+            key=raw["track_id"].encode(), value=value,
+            headers=[(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())])
+        await fut
+        metrics.RECORDS_OUT.labels(topic=self._settings.kafka.enriched_topic).inc()
+        metrics.ENRICHED.labels(status=record["status"]).inc()
+        if msg.timestamp:  # Faust gives the Kafka timestamp in seconds
+            metrics.END_TO_END_LATENCY.observe(max(0.0, now - msg.timestamp))
+
+    async def _dead_letter(self, msg: Any, headers: list[tuple[str, bytes]], attempt: int,
+                           failure: Failure, *, not_before_ms: int | None = None) -> None:
+        now_ms = int(self._clock() * 1000)
+        ts_ms = int(msg.timestamp * 1000) if msg.timestamp else None
+        origin = Origin(msg.topic, msg.partition, msg.offset, ts_ms,
+                        self._settings.kafka.consumer_group)
+        out_headers = dead_letter_headers(headers, failure, origin, attempt=attempt,
+                                          now_ms=now_ms, not_before_ms=not_before_ms)
+        fut = await self._topics.dlq.send(key=msg.key, value=msg.value, headers=out_headers)
+        await fut
+        log.info("event=dead_lettered topic=%s partition=%s offset=%s stage=%s reason=%s "
+                 "retryable=%s", msg.topic, msg.partition, msg.offset, failure.stage,
+                 failure.reason, failure.retryable)
+        metrics.RECORDS_OUT.labels(topic=self._settings.kafka.dlq_topic).inc()
+        metrics.DEAD_LETTERS.labels(stage=failure.stage.split(":")[0],
+                                    provider=failure.provider or "",
+                                    retryable=str(failure.retryable).lower()).inc()
+
+
+def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
+                          enricher: Enricher) -> InFlight[Any]:
+    """Attach the enrichment agent to ``app``; returns its in-flight tracker."""
+    pipeline = EnrichmentPipeline(topics=topics, settings=settings, enricher=enricher)
+
+    async def on_fatal(exc: BaseException) -> None:
+        # Stop the worker: acking an unhandled record would lose it, and not acking it would
+        # stall its partition. A restart re-delivers it from the last commit.
+        await app.crash(exc)
+
+    inflight: InFlight[Any] = InFlight(pipeline.handle, lambda event: event.ack(),
+                                       max_in_flight=settings.worker.max_in_flight,
+                                       on_fatal=on_fatal)
+    metrics.IN_FLIGHT.set_function(inflight.in_flight)
+
+    async def enrich(stream: faust.StreamT[Any]) -> None:
+        async for event in stream.noack().events():
+            msg = event.message
+            await inflight.submit(msg.tp, msg.offset, msg.key, event)
+
+    app.agent(topics.raw, name="trackflow.enrich")(enrich)
+
+    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        inflight.revoke(set(revoked))
+
+    return inflight

@@ -1,0 +1,167 @@
+"""Many records in flight per partition, committed only below the oldest unfinished one.
+
+Provider calls are slow HTTP requests, so a partition processed one record at a time would crawl.
+:class:`InFlight` runs up to ``max_in_flight`` records of a partition at once, keeps the outputs for
+one key in order (a record waits for the previous record with the same key), and acknowledges
+records to Faust strictly in offset order: a record is acked only when it and every record before
+it in its partition has finished. Faust commits the highest contiguous acked offset, so the
+committed offset never passes a record that is still being processed: a crash re-delivers the
+unfinished ones (at-least-once) instead of losing them.
+
+Acking in order matters because of how faust-streaming computes commit points (see
+faust-streaming #606): given acked offsets with a hole at the front, it can commit past the hole.
+:class:`OffsetTracker` never lets a hole reach Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+log = logging.getLogger("trackflow.agents.inflight")
+
+E = TypeVar("E")
+
+
+@dataclass(slots=True)
+class _Slot(Generic[E]):
+    offset: int
+    item: E
+    done: bool = False
+
+
+class OffsetTracker(Generic[E]):
+    """Offsets of one partition in arrival order; releases the finished prefix. Pure."""
+
+    def __init__(self) -> None:
+        self._slots: deque[_Slot[E]] = deque()
+        self._by_offset: dict[int, _Slot[E]] = {}
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def start(self, offset: int, item: E) -> None:
+        """Register a record as in flight. Offsets must arrive in increasing order."""
+        if self._slots and offset <= self._slots[-1].offset:
+            raise ValueError(f"offset {offset} arrived after {self._slots[-1].offset}")
+        slot = _Slot(offset, item)
+        self._slots.append(slot)
+        self._by_offset[offset] = slot
+
+    def finish(self, offset: int) -> list[E]:
+        """Mark ``offset`` finished; return the items now safe to ack, in offset order."""
+        slot = self._by_offset.pop(offset, None)
+        if slot is None:
+            raise KeyError(f"offset {offset} is not in flight")
+        slot.done = True
+        released: list[E] = []
+        while self._slots and self._slots[0].done:
+            released.append(self._slots.popleft().item)
+        return released
+
+    @property
+    def oldest_unfinished(self) -> int | None:
+        """The offset the committed position must not pass, or None when nothing is pending."""
+        return self._slots[0].offset if self._slots else None
+
+
+@dataclass(slots=True)
+class _Partition(Generic[E]):
+    tracker: OffsetTracker[E]
+    slots: asyncio.Semaphore
+    generation: int
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class InFlight(Generic[E]):
+    """Runs a handler on many records per partition at once; acks in offset order.
+
+    ``handler`` must deal with every failure of a record itself (dead-letter it); an exception
+    escaping it is a bug or a lost broker, and stops the worker through ``on_fatal`` rather than
+    acking a record that was not handled.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[E], Awaitable[None]],
+        ack: Callable[[E], object],
+        *,
+        max_in_flight: int,
+        on_fatal: Callable[[BaseException], Awaitable[None]],
+    ) -> None:
+        self._handler = handler
+        self._ack = ack
+        self._max = max_in_flight
+        self._on_fatal = on_fatal
+        self._partitions: dict[Hashable, _Partition[E]] = {}
+        self._last_for_key: dict[Hashable, asyncio.Task[None]] = {}
+        self._generation = 0
+        self.fatal: BaseException | None = None
+
+    def in_flight(self) -> int:
+        return sum(len(p.tracker) for p in self._partitions.values())
+
+    def _partition(self, tp: Hashable) -> _Partition[E]:
+        part = self._partitions.get(tp)
+        if part is None:
+            self._generation += 1
+            part = _Partition(OffsetTracker(), asyncio.Semaphore(self._max), self._generation)
+            self._partitions[tp] = part
+        return part
+
+    async def submit(self, tp: Hashable, offset: int, key: Hashable, item: E) -> None:
+        """Start processing ``item``; waits while the partition already has the maximum in flight."""
+        if self.fatal is not None:
+            raise self.fatal
+        part = self._partition(tp)
+        await part.slots.acquire()
+        part.tracker.start(offset, item)
+        previous = self._last_for_key.get((tp, key)) if key is not None else None
+        task = asyncio.create_task(self._run(tp, part, offset, item, previous))
+        part.tasks.add(task)
+        if key is not None:
+            self._last_for_key[(tp, key)] = task
+        task.add_done_callback(lambda t: self._forget(tp, key, t))
+
+    def _forget(self, tp: Hashable, key: Hashable, task: asyncio.Task[None]) -> None:
+        part = self._partitions.get(tp)
+        if part is not None:
+            part.tasks.discard(task)
+        if key is not None and self._last_for_key.get((tp, key)) is task:
+            del self._last_for_key[(tp, key)]
+
+    async def _run(self, tp: Hashable, part: _Partition[E], offset: int, item: E,
+                   previous: asyncio.Task[None] | None) -> None:
+        try:
+            if previous is not None:
+                # Same key, earlier offset: its output must be published first.
+                await asyncio.wait([previous])
+            await self._handler(item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # an unhandled record must never be acked
+            log.critical("event=unhandled_record_error offset=%s error=%r", offset, exc)
+            self.fatal = exc
+            await self._on_fatal(exc)
+            return
+        finally:
+            part.slots.release()
+        if self._partitions.get(tp) is not part:
+            return  # the partition was revoked meanwhile; its new owner re-processes it
+        for done in part.tracker.finish(offset):
+            self._ack(done)
+
+    def revoke(self, tps: set[Hashable]) -> None:
+        """Forget revoked partitions: late finishers of theirs must not ack anything."""
+        for tp in tps:
+            self._partitions.pop(tp, None)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for every record in flight to finish."""
+        tasks = [t for p in self._partitions.values() for t in p.tasks]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)

@@ -1,0 +1,145 @@
+"""Encode and decode topic values.
+
+Wire format (documented in the README, "Wire format"): Avro single-object encoding, as defined by
+the Avro specification: two marker bytes ``C3 01``, the writer schema's 8-byte CRC-64-AVRO
+fingerprint (little-endian), then the Avro binary body. The fingerprint says which schema version
+wrote the message; a reader resolves that writer schema to its own (latest) version with Avro's
+schema-resolution rules, so old messages stay readable after a field is added.
+
+``tracks.raw`` also accepts JSON: a message with the header ``content-type: application/json``
+holding one RawTrack object, checked against the same schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import fastavro
+from fastavro.validation import ValidationError as AvroValidationError
+from fastavro.validation import validate
+
+from schemas.registry import SchemaRegistry, SchemaVersion, default_registry
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+CONTENT_TYPE = "content-type"
+JSON_CONTENT_TYPE = "application/json"
+AVRO_CONTENT_TYPE = "application/vnd.trackflow.avro"
+
+
+class DecodeError(ValueError):
+    """A message that cannot be decoded; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def encode(name: str, record: Mapping[str, Any], *, registry: SchemaRegistry | None = None,
+           version: int | None = None) -> bytes:
+    """Single-object encode ``record`` with the latest (or the given) version of ``name``."""
+    reg = registry or default_registry()
+    sv = reg.latest(name) if version is None else reg.get(name, version)
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    buf.write(sv.fingerprint)
+    fastavro.schemaless_writer(buf, sv.parsed, dict(record))
+    return buf.getvalue()
+
+
+def decode(name: str, data: bytes, *, registry: SchemaRegistry | None = None) -> dict[str, Any]:
+    """Decode a single-object-encoded ``name`` record into the latest version's shape."""
+    reg = registry or default_registry()
+    if data is None or len(data) < HEADER_LEN:
+        raise DecodeError("truncated", "message shorter than the Avro single-object header")
+    if data[:2] != MAGIC:
+        raise DecodeError("not_avro", "message does not start with the Avro single-object marker")
+    writer = reg.by_fingerprint(bytes(data[2:HEADER_LEN]))
+    if writer is None:
+        raise DecodeError("unknown_schema",
+                          f"unknown writer schema fingerprint {bytes(data[2:HEADER_LEN]).hex()}")
+    reader = reg.latest(name)
+    if writer.name != reader.name:
+        raise DecodeError("wrong_schema", f"message is a {writer.name}, expected a {name}")
+    return _read_body(data, writer, reader)
+
+
+def _read_body(data: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str, Any]:
+    buf = io.BytesIO(data)
+    buf.seek(HEADER_LEN)
+    try:
+        record = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+    except (EOFError, StopIteration, ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise DecodeError("corrupt_avro", f"Avro body does not match its schema: {exc}") from None
+    if buf.tell() != len(data):
+        raise DecodeError("trailing_bytes", f"{len(data) - buf.tell()} bytes after the Avro body")
+    if not isinstance(record, dict):
+        raise DecodeError("corrupt_avro", "Avro body is not a record")
+    return record
+
+
+def decode_json(name: str, data: bytes, *, registry: SchemaRegistry | None = None
+                ) -> dict[str, Any]:
+    """Decode a JSON object and check it against the latest ``name`` schema, filling defaults."""
+    reg = registry or default_registry()
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError("invalid_json", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("invalid_json", "JSON value is not an object")
+    sv = reg.latest(name)
+    record = _fill_defaults(sv.schema, obj)
+    try:
+        validate(record, sv.parsed, raise_errors=True)
+    except AvroValidationError as exc:
+        fields = sorted({_field_of(e) for e in exc.errors})
+        raise DecodeError("schema_mismatch",
+                          f"JSON does not match {name}: bad or missing {', '.join(fields)}") from None
+    return record
+
+
+def _fill_defaults(schema: Mapping[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    for f in schema["fields"]:
+        if f["name"] not in out and "default" in f:
+            out[f["name"]] = f["default"]
+    return out
+
+
+def _field_of(error: Any) -> str:
+    text = str(error)
+    # fastavro reports "ns.Record.field is <value> ..." or "Field(ns.Record.field) is None ...".
+    head = text.split(" is ", 1)[0].removeprefix("Field(").removesuffix(")")
+    return head.rsplit(".", 1)[-1] or text
+
+
+def header_value(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None,
+                 name: str) -> str | None:
+    """The last value of header ``name`` (case-insensitive), decoded as UTF-8, or None."""
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    found: str | None = None
+    for key, value in items:
+        if key.lower() == name and value is not None:
+            raw = value if isinstance(value, bytes | bytearray) else str(value).encode()
+            found = bytes(raw).decode("utf-8", "replace")
+    return found
+
+
+def decode_raw_track(data: bytes | None,
+                     headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None = None,
+                     *, registry: SchemaRegistry | None = None) -> dict[str, Any]:
+    """Decode a ``tracks.raw`` value: JSON when its content-type says so, else Avro."""
+    if data is None:
+        raise DecodeError("empty", "message has no value")
+    ctype = (header_value(headers, CONTENT_TYPE) or "").split(";", 1)[0].strip().lower()
+    if ctype == JSON_CONTENT_TYPE:
+        return decode_json("RawTrack", data, registry=registry)
+    if ctype and ctype != AVRO_CONTENT_TYPE:
+        raise DecodeError("unsupported_content_type", f"unsupported content-type {ctype!r}")
+    return decode("RawTrack", data, registry=registry)

@@ -1,0 +1,63 @@
+"""The Faust application: configuration, topics, and the agents attached to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+
+from streams.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The pipeline's topics as Faust topic objects (bytes in, bytes out)."""
+
+    raw: Any
+    enriched: Any
+    dlq: Any
+    parked: Any
+
+
+def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
+    """A Faust app wired from ``settings`` (no agents yet)."""
+    k, w = settings.kafka, settings.worker
+    app = faust.App(
+        name or k.consumer_group,
+        broker=[f"kafka://{b.strip()}" for b in k.bootstrap_servers.split(",")],
+        # We decode values ourselves: a bad record must reach the DLQ, not crash a codec.
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=k.partitions,
+        topic_replication_factor=k.replication_factor,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        store="memory://",
+        datadir=str(w.data_dir),
+        web_enabled=True,
+        web_host=w.web_host,
+        web_port=w.web_port,
+        web_bind=w.web_host,
+        broker_commit_interval=k.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+        stream_wait_empty=True,
+        autodiscover=False,
+    )
+    setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")
+    return app
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    """The Faust topic objects for the pipeline (created beforehand by streams.topics)."""
+    k = settings.kafka
+
+    def topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=k.partitions)
+
+    return Topics(topic(k.raw_topic), topic(k.enriched_topic), topic(k.dlq_topic),
+                  topic(k.parked_topic))

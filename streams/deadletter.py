@@ -1,0 +1,143 @@
+"""Dead-letter headers: what went wrong with a record, carried next to its original bytes.
+
+A dead letter's value and key are the original record's, byte for byte, and its original headers
+are kept (a JSON record keeps its ``content-type``), so a replay is lossless. The error context is
+added as headers. Where Kafka Connect already has a name for a fact, we use it, so that operators'
+tools and habits carry over; the rest live under ``trackflow.errors.``. All values are UTF-8 text.
+
+| header | meaning |
+| --- | --- |
+| ``__connect.errors.topic`` / ``.partition`` / ``.offset`` | where the original record was read |
+| ``__connect.errors.stage`` | ``decode``, ``validate``, ``provider:<name>`` or ``publish`` |
+| ``__connect.errors.exception.class.name`` | the error class, e.g. ``InvalidRecord`` |
+| ``__connect.errors.exception.message`` | the error message (never a secret) |
+| ``trackflow.errors.reason`` | short machine code, e.g. ``invalid_isrc``, ``provider_unavailable`` |
+| ``trackflow.errors.provider`` | the provider that failed, empty when none |
+| ``trackflow.errors.retryable`` | ``true`` when a later retry may succeed |
+| ``trackflow.errors.attempt`` | how many times the record has been tried (1 = first pass) |
+| ``trackflow.errors.first.failure.ms`` / ``last.failure.ms`` | epoch milliseconds |
+| ``trackflow.errors.not.before.ms`` | earliest time a retry should run (epoch ms), when retryable |
+| ``trackflow.errors.original.timestamp.ms`` | the original record's timestamp |
+| ``trackflow.errors.consumer.group`` | the consumer group that read it |
+
+The replayed record on ``tracks.raw`` carries ``trackflow.attempt``; every other error header is
+dropped there and kept on the dead letter only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+H_TOPIC = "__connect.errors.topic"
+H_PARTITION = "__connect.errors.partition"
+H_OFFSET = "__connect.errors.offset"
+H_STAGE = "__connect.errors.stage"
+H_CLASS = "__connect.errors.exception.class.name"
+H_MESSAGE = "__connect.errors.exception.message"
+H_REASON = "trackflow.errors.reason"
+H_PROVIDER = "trackflow.errors.provider"
+H_RETRYABLE = "trackflow.errors.retryable"
+H_ATTEMPT = "trackflow.errors.attempt"
+H_FIRST_FAILURE = "trackflow.errors.first.failure.ms"
+H_LAST_FAILURE = "trackflow.errors.last.failure.ms"
+H_NOT_BEFORE = "trackflow.errors.not.before.ms"
+H_ORIGINAL_TS = "trackflow.errors.original.timestamp.ms"
+H_GROUP = "trackflow.errors.consumer.group"
+#: Carried on tracks.raw by replays: which attempt this is.
+H_RAW_ATTEMPT = "trackflow.attempt"
+
+ERROR_PREFIXES = ("__connect.errors.", "trackflow.errors.")
+MAX_MESSAGE = 1_000
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a record is being dead-lettered."""
+
+    stage: str
+    """``decode``, ``validate``, ``provider:<name>`` or ``publish``."""
+    error_class: str
+    """Short class name of the error."""
+    message: str
+    """Human-readable message; must never contain a secret."""
+    reason: str
+    """Short machine code."""
+    retryable: bool
+    """Whether a later retry may succeed."""
+    provider: str | None = None
+    """The provider that failed, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the failed record was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    consumer_group: str
+
+
+def _get(headers: Iterable[tuple[str, bytes | None]], name: str) -> str | None:
+    found = None
+    for k, v in headers:
+        if k == name and v is not None:
+            found = bytes(v).decode("utf-8", "replace")
+    return found
+
+
+def attempt_of(headers: Iterable[tuple[str, bytes | None]] | None) -> int:
+    """The attempt number a raw record carries (1 when it has none)."""
+    value = _get(headers or (), H_RAW_ATTEMPT)
+    try:
+        return max(1, int(value)) if value is not None else 1
+    except ValueError:
+        return 1
+
+
+def dead_letter_headers(
+    original: Iterable[tuple[str, bytes | None]] | None,
+    failure: Failure,
+    origin: Origin,
+    *,
+    attempt: int,
+    now_ms: int,
+    not_before_ms: int | None = None,
+) -> list[tuple[str, bytes]]:
+    """The original headers (minus stale error headers) plus the error context."""
+    original = [(k, v) for k, v in (original or ()) if v is not None]
+    first = _get(original, H_FIRST_FAILURE) or str(now_ms)
+    kept = [(k, v) for k, v in original if not k.startswith(ERROR_PREFIXES)]
+    facts = {
+        H_TOPIC: origin.topic,
+        H_PARTITION: str(origin.partition),
+        H_OFFSET: str(origin.offset),
+        H_STAGE: failure.stage,
+        H_CLASS: failure.error_class,
+        H_MESSAGE: failure.message[:MAX_MESSAGE],
+        H_REASON: failure.reason,
+        H_PROVIDER: failure.provider or "",
+        H_RETRYABLE: "true" if failure.retryable else "false",
+        H_ATTEMPT: str(attempt),
+        H_FIRST_FAILURE: first,
+        H_LAST_FAILURE: str(now_ms),
+        H_GROUP: origin.consumer_group,
+    }
+    if origin.timestamp_ms is not None:
+        facts[H_ORIGINAL_TS] = str(origin.timestamp_ms)
+    if not_before_ms is not None:
+        facts[H_NOT_BEFORE] = str(not_before_ms)
+    return [(k, bytes(v)) for k, v in kept] + [(k, v.encode()) for k, v in facts.items()]
+
+
+def error_facts(headers: Iterable[tuple[str, bytes | None]]) -> Mapping[str, str]:
+    """The error headers of a dead letter as text, keyed by header name."""
+    return {
+        k: bytes(v).decode("utf-8", "replace")
+        for k, v in headers
+        if v is not None and k.startswith(ERROR_PREFIXES)
+    }

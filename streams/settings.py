@@ -1,0 +1,119 @@
+"""One typed, validated settings object, read from a TOML file and ``TRACKFLOW_*`` variables.
+
+Precedence, highest first: environment variables, the TOML file (``--config`` or
+``TRACKFLOW_CONFIG``), the defaults below. Nested keys use ``__`` in variable names:
+``TRACKFLOW_KAFKA__PARTITIONS=16`` sets ``[kafka] partitions``. ``KAFKA_BOOTSTRAP_SERVERS`` and
+``REDIS_URL`` (what ``trackflow stack up`` prints) are honoured too. Credentials are never read from
+the file: provider clients take them from the environment only.
+
+An invalid value stops start-up with :class:`~providers.errors.ConfigError` naming the key and the
+variable that sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from providers.errors import ConfigError
+
+ENV_PREFIX = "TRACKFLOW_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Where Kafka is and how our topics look."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(8, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=7)
+    raw_topic: str = "tracks.raw"
+    enriched_topic: str = "tracks.enriched"
+    dlq_topic: str = "tracks.dlq"
+    parked_topic: str = "tracks.dlq.parked"
+    consumer_group: str = "trackflow"
+    commit_interval_s: float = Field(1.0, gt=0, le=60)
+
+
+class WorkerSettings(_Section):
+    """How one worker process runs."""
+
+    max_in_flight: int = Field(64, ge=1, le=10_000)
+    """Records processed at once per partition (providers are slow HTTP calls)."""
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    data_dir: Path = Path(os.path.expanduser("~/.cache/trackflow/worker"))
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+
+class Settings(_Section):
+    """All of trackflow's configuration."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read the settings, or raise ConfigError naming the first bad key."""
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("TRACKFLOW_CONFIG")
+    file_values: dict[str, Any] = {}
+    if path:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError("TRACKFLOW_CONFIG", f"file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+    # The conventional variables apply unless the TRACKFLOW_ one is set.
+    overrides: dict[str, Any] = {}
+    if "KAFKA_BOOTSTRAP_SERVERS" in env and f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS" not in env:
+        overrides["kafka"] = {"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]}
+    if "REDIS_URL" in env and f"{ENV_PREFIX}REDIS_URL" not in env:
+        overrides["redis_url"] = env["REDIS_URL"]
+    env_values = _env_tree(env)
+    values = _merge(_merge(file_values, overrides), env_values)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        raise ConfigError(key, f"{err['msg']} (set by [{'.'.join(map(str, loc[:-1])) or 'top'}] "
+                               f"{loc[-1]} in the config file or {_env_name(loc)})") from None
+
+
+def _env_tree(env: dict[str, str]) -> dict[str, Any]:
+    """``TRACKFLOW_A__B=v`` -> ``{"a": {"b": "v"}}`` for keys Settings knows or rejects."""
+    tree: dict[str, Any] = {}
+    skip = {"TRACKFLOW_CONFIG"}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in skip:
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if parts[0] not in Settings.model_fields:
+            continue  # provider URLs and credentials are read by the provider registry
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return tree

@@ -1,0 +1,98 @@
+"""Create trackflow's topics at start-up with their declared partition counts and configs.
+
+Broker auto-creation stays off, so a worker that started against a fresh cluster must create its
+topics itself, before Faust subscribes to them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from providers.errors import ConfigError
+from streams.settings import KafkaSettings
+
+log = logging.getLogger("trackflow.streams.topics")
+
+UNREACHABLE_HINT = (
+    "start a local broker with `eval \"$(trackflow stack up)\"` "
+    "or point KAFKA_BOOTSTRAP_SERVERS at a running cluster"
+)
+
+
+class KafkaUnavailable(RuntimeError):
+    """Kafka did not answer at the configured address."""
+
+    def __init__(self, bootstrap: str, cause: BaseException) -> None:
+        super().__init__(
+            f"cannot reach Kafka at {bootstrap} ({type(cause).__name__}): {UNREACHABLE_HINT}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic trackflow owns."""
+
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
+    """The four topics of the pipeline with their configs."""
+    p = kafka.partitions
+    return [
+        TopicSpec(kafka.raw_topic, p, {}),
+        # Compacted: the latest, most complete version of a track wins.
+        TopicSpec(kafka.enriched_topic, p, {"cleanup.policy": "compact"}),
+        TopicSpec(kafka.dlq_topic, p, {}),
+        TopicSpec(kafka.parked_topic, p, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    ]
+
+
+async def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
+    """A started admin client, or KafkaUnavailable with a hint."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except (KafkaConnectionError, KafkaError, OSError) as exc:
+        await admin.close()
+        raise KafkaUnavailable(bootstrap, exc) from None
+    return admin
+
+
+async def ensure_topics(kafka: KafkaSettings) -> list[str]:
+    """Create missing topics; return the names created. Refuses topics with fewer partitions."""
+    admin = await admin_client(kafka.bootstrap_servers)
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        specs = topic_specs(kafka)
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(s.name, s.partitions, kafka.replication_factor, topic_configs=s.config)
+                    for s in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+            created = [s.name for s in missing]
+            log.info("event=topics_created topics=%s partitions=%d", ",".join(created),
+                     kafka.partitions)
+        described = await admin.describe_topics([s.name for s in specs if s.name in existing])
+        for topic in described:
+            have = len(topic.get("partitions", []))
+            if have and have < kafka.partitions:
+                raise ConfigError(
+                    "kafka.partitions",
+                    f"topic {topic['topic']} has {have} partitions, fewer than the configured "
+                    f"{kafka.partitions}; add partitions with kafka-topics --alter or lower "
+                    "TRACKFLOW_KAFKA__PARTITIONS",
+                )
+    finally:
+        await admin.close()
+    return created
