@@ -1,0 +1,304 @@
+"""The in-process LRU and the cache's logic without a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from providers.base import CallSpec
+from providers.cache import CacheTtls, LruCache, ProviderCache, normalise_key
+
+DAY = 86_400.0
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRedis:
+    """Just the commands the cache uses; ``down`` makes every command fail like a dead server."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.ttls: dict[str, int] = {}
+        self.down = False
+        self.commands: list[str] = []
+
+    def _check(self, name: str) -> None:
+        self.commands.append(name)
+        if self.down:
+            raise aioredis.ConnectionError("Connection refused")
+
+    async def get(self, key: str) -> bytes | None:
+        self._check("get")
+        return self.data.get(key)
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        self._check("mget")
+        return [self.data.get(k) for k in keys]
+
+    async def set(self, key: str, value: str, ex: int) -> bool:
+        self._check("set")
+        self.data[key] = value.encode()
+        self.ttls[key] = ex
+        return True
+
+    async def aclose(self) -> None:
+        pass
+
+
+def make_cache(**kwargs: Any) -> tuple[ProviderCache, FakeRedis, Clock]:
+    fake, clock = FakeRedis(), Clock()
+    cache = ProviderCache(None, client=fake, clock=clock, **kwargs)  # type: ignore[arg-type]
+    return cache, fake, clock
+
+
+def fetcher(value: Any) -> tuple[list[int], Any]:
+    calls: list[int] = []
+
+    async def fetch() -> Any:
+        calls.append(1)
+        return value
+
+    return calls, fetch
+
+
+# --- LruCache ---
+
+
+def test_lru_returns_what_was_stored_until_it_expires() -> None:
+    lru = LruCache(10)
+    lru.set("a", "1", expires_at=100.0)
+    assert lru.get("a", 99.9) == "1"
+    assert lru.get("a", 100.0) is None, "an entry is gone at its expiry time"
+    assert len(lru) == 0, "an expired entry is dropped when seen"
+
+
+def test_lru_evicts_the_least_recently_used_beyond_its_bound() -> None:
+    lru = LruCache(2)
+    lru.set("a", "1", 1e9)
+    lru.set("b", "2", 1e9)
+    assert lru.get("a", 0) == "1"  # a is now more recent than b
+    lru.set("c", "3", 1e9)
+    assert lru.get("b", 0) is None, "b was least recently used and should be evicted"
+    assert lru.get("a", 0) == "1" and lru.get("c", 0) == "3"
+    assert len(lru) == 2
+
+
+def test_lru_overwrite_refreshes_value_and_expiry() -> None:
+    lru = LruCache(2)
+    lru.set("a", "1", 10.0)
+    lru.set("a", "2", 20.0)
+    assert lru.get("a", 15.0) == "2"
+
+
+def test_lru_of_size_zero_stores_nothing() -> None:
+    lru = LruCache(0)
+    lru.set("a", "1", 1e9)
+    assert lru.get("a", 0) is None
+
+
+# --- keys and TTLs ---
+
+
+def test_key_format_hashes_the_normalised_key() -> None:
+    cache = ProviderCache(None)
+    spec = CallSpec("spotify", "isrc", "  GBAYE0601498 ")
+    digest = hashlib.sha1(b"GBAYE0601498").hexdigest()
+    assert cache.key_for(spec) == f"trackflow:v1:spotify:isrc:{digest}"
+    assert cache.key_for(CallSpec("spotify", "id", "AbC")) != cache.key_for(
+        CallSpec("spotify", "id", "abc")
+    ), "ids are case-sensitive"
+
+
+def test_normalise_key_composes_unicode() -> None:
+    assert normalise_key("Beyonce\u0301") == normalise_key("Beyonc\u00e9")
+
+
+def test_ttl_per_kind_and_shorter_for_not_found() -> None:
+    ttls = CacheTtls()
+    assert ttls.ttl_for("isrc", [{"x": 1}]) == 30 * DAY
+    assert ttls.ttl_for("search", [{"x": 1}]) == 1 * DAY
+    assert ttls.ttl_for("tags", {"tags": []}) == 7 * DAY
+    assert ttls.ttl_for("isrc", []) == 3600
+    assert ttls.ttl_for("isrc", None) == 3600
+    assert ttls.ttl_for("unknown-kind", 1) == 1 * DAY
+    short = CacheTtls(by_kind={"search": 60.0}, not_found=3600.0)
+    assert short.ttl_for("search", None) == 60.0, "not found never outlives a found answer"
+
+
+# --- ProviderCache with a fake Redis ---
+
+
+async def test_read_through_stores_in_redis_and_lru_with_the_kind_ttl() -> None:
+    cache, fake, _ = make_cache()
+    spec = CallSpec("deezer", "isrc", "USRC17607839")
+    calls, fetch = fetcher([{"id": 3135556}])
+    assert await cache.get_or_fetch(spec, fetch) == [{"id": 3135556}]
+    assert await cache.get_or_fetch(spec, fetch) == [{"id": 3135556}]
+    assert len(calls) == 1, "the second lookup should be served from the cache"
+    key = cache.key_for(spec)
+    assert fake.ttls[key] == 30 * DAY
+    assert fake.commands == ["get", "set"], "the second lookup should not reach Redis"
+
+
+async def test_not_found_is_cached_with_the_short_ttl() -> None:
+    cache, fake, _ = make_cache()
+    spec = CallSpec("deezer", "search", "nobody - nothing")
+    calls, fetch = fetcher([])
+    assert await cache.get_or_fetch(spec, fetch) == []
+    assert await cache.get_or_fetch(spec, fetch) == []
+    assert len(calls) == 1 and fake.ttls[cache.key_for(spec)] == 3600
+
+
+async def test_lru_entries_expire_and_are_refilled_from_redis() -> None:
+    cache, fake, clock = make_cache(lru_ttl_s=60.0)
+    spec = CallSpec("lastfm", "tags", "a - b")
+    calls, fetch = fetcher({"tags": ["house"]})
+    await cache.get_or_fetch(spec, fetch)
+    clock.now += 61
+    assert await cache.get_or_fetch(spec, fetch) == {"tags": ["house"]}
+    assert len(calls) == 1 and fake.commands == ["get", "set", "get"]
+
+
+async def test_callers_get_copies_so_mutating_an_answer_cannot_corrupt_the_cache() -> None:
+    cache, _, _ = make_cache()
+    spec = CallSpec("spotify", "id", "4uLU6hMCjMI75M1A2tKUQC")
+    _, fetch = fetcher({"genres": ["pop"]})
+    first = await cache.get_or_fetch(spec, fetch)
+    first["genres"].append("corrupted")
+    assert await cache.get_or_fetch(spec, fetch) == {"genres": ["pop"]}
+
+
+async def test_uncacheable_specs_bypass_the_cache() -> None:
+    cache, fake, _ = make_cache()
+    spec = CallSpec("spotify", "token", "client-credentials", cacheable=False)
+    calls, fetch = fetcher({"access_token": "secret"})
+    await cache.get_or_fetch(spec, fetch)
+    await cache.get_or_fetch(spec, fetch)
+    assert len(calls) == 2 and fake.commands == [], "tokens must never be stored"
+
+
+async def test_identical_lookups_in_flight_share_one_fetch() -> None:
+    cache = ProviderCache(None)  # LRU only
+    spec = CallSpec("musicbrainz", "search", "daft punk - one more time")
+    release = asyncio.Event()
+    calls = 0
+
+    async def fetch() -> list[str]:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return ["mbid"]
+
+    waiters = [asyncio.create_task(cache.get_or_fetch(spec, fetch)) for _ in range(10)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiters) == [["mbid"]] * 10
+    assert calls == 1, "10 identical lookups in flight should make one fetch"
+
+
+async def test_a_failed_fetch_reaches_every_waiter_and_is_not_cached() -> None:
+    cache = ProviderCache(None)
+    spec = CallSpec("discogs", "search", "x")
+    calls = 0
+
+    async def fetch() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        *(cache.get_or_fetch(spec, fetch) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results) and calls == 1
+    with pytest.raises(RuntimeError):
+        await cache.get_or_fetch(spec, fetch)
+    assert calls == 2, "a failure must not be cached"
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
+    cache = ProviderCache(None)
+    spec = CallSpec("deezer", "id", "42")
+    release = asyncio.Event()
+
+    async def fetch() -> int:
+        await release.wait()
+        return 42
+
+    first = asyncio.create_task(cache.get_or_fetch(spec, fetch))
+    second = asyncio.create_task(cache.get_or_fetch(spec, fetch))
+    await asyncio.sleep(0)
+    first.cancel()
+    release.set()
+    assert await second == 42
+
+
+async def test_get_many_reads_with_one_mget_and_warms_the_lru() -> None:
+    cache, fake, _ = make_cache()
+    specs = [CallSpec("deezer", "isrc", f"ISRC{i}") for i in range(5)]
+    for spec in specs[:3]:
+        _, fetch = fetcher({"isrc": spec.key})
+        await cache.get_or_fetch(spec, fetch)
+    cache.lru.clear()
+    fake.commands.clear()
+
+    found = await cache.get_many([*specs, specs[0]])
+    assert found == {cache.key_for(s): {"isrc": s.key} for s in specs[:3]}
+    assert fake.commands == ["mget"], "a batch should be one MGET"
+    assert await cache.get_many(specs[:3]) == found
+    assert fake.commands == ["mget"], "what the MGET found should now come from the LRU"
+
+
+async def test_redis_errors_fall_back_to_fetch_skip_redis_and_log_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache, fake, clock = make_cache(outage_skip_s=5.0)
+    fake.down = True
+    errors_before = sample("trackflow_cache_errors_total", {"operation": "get"})
+    caplog.set_level(logging.INFO, logger="providers.cache")
+
+    for i in range(20):
+        _, fetch = fetcher(i)
+        assert await cache.get_or_fetch(CallSpec("spotify", "id", str(i)), fetch) == i
+    assert fake.commands == ["get"], "after one error Redis is skipped, not tried per call"
+    assert sample("trackflow_cache_errors_total", {"operation": "get"}) == errors_before + 1
+    assert not cache.redis_available
+
+    clock.now += 6
+    _, fetch = fetcher("x")
+    await cache.get_or_fetch(CallSpec("spotify", "id", "later"), fetch)
+    assert fake.commands == ["get", "get"], "Redis is tried again after the skip window"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, "one outage should log one warning, not one per call"
+
+    fake.down = False
+    clock.now += 6
+    _, fetch = fetcher("y")
+    await cache.get_or_fetch(CallSpec("spotify", "id", "recovered"), fetch)
+    assert fake.commands[-2:] == ["get", "set"]
+    assert any("available again" in r.getMessage() for r in caplog.records)
+
+
+async def test_undecodable_redis_value_is_a_miss_and_gets_overwritten() -> None:
+    cache, fake, _ = make_cache()
+    spec = CallSpec("deezer", "id", "7")
+    fake.data[cache.key_for(spec)] = b"not json{"
+    calls, fetch = fetcher({"id": 7})
+    assert await cache.get_or_fetch(spec, fetch) == {"id": 7}
+    assert len(calls) == 1 and fake.data[cache.key_for(spec)] == b'{"id":7}'
