@@ -1,0 +1,126 @@
+"""In-flight processing: acks strictly in offset order, per-key order, fatal errors stop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from agents.inflight import InFlight, OffsetTracker
+
+
+def test_tracker_releases_only_the_finished_prefix() -> None:
+    t: OffsetTracker[int] = OffsetTracker()
+    for off in (10, 11, 12, 13):
+        t.start(off, off)
+    assert t.finish(12) == [], "12 must wait for 10 and 11"
+    assert t.finish(11) == []
+    assert t.oldest_unfinished == 10
+    assert t.finish(10) == [10, 11, 12]
+    assert t.oldest_unfinished == 13
+    assert t.finish(13) == [13]
+    assert t.oldest_unfinished is None
+
+
+def test_tracker_refuses_offsets_out_of_order() -> None:
+    t: OffsetTracker[int] = OffsetTracker()
+    t.start(5, 5)
+    with pytest.raises(ValueError):
+        t.start(5, 5)
+
+
+async def test_acks_come_in_offset_order_although_work_finishes_out_of_order() -> None:
+    acked: list[int] = []
+    rng = random.Random(7)
+
+    async def handler(offset: int) -> None:
+        await asyncio.sleep(rng.random() / 100)
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(f"no record should fail: {exc!r}")
+
+    flight: InFlight[int] = InFlight(handler, acked.append, max_in_flight=16, on_fatal=fatal)
+    for off in range(200):
+        await flight.submit("p0", off, f"k{off % 7}", off)
+    await flight.drain()
+    assert acked == list(range(200)), "every record must be acked once, in offset order"
+
+
+async def test_never_more_than_max_in_flight_per_partition() -> None:
+    running = 0
+    peak = 0
+
+    async def handler(_: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.002)
+        running -= 1
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    flight: InFlight[int] = InFlight(handler, lambda _: None, max_in_flight=4, on_fatal=fatal)
+    for off in range(50):
+        await flight.submit("p0", off, off, off)
+    await flight.drain()
+    assert peak == 4, f"expected at most 4 records in flight, saw {peak}"
+
+
+async def test_records_with_the_same_key_finish_in_order() -> None:
+    finished: list[int] = []
+
+    async def handler(off: int) -> None:
+        await asyncio.sleep(0.02 if off == 0 else 0)
+        finished.append(off)
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    flight: InFlight[int] = InFlight(handler, lambda _: None, max_in_flight=8, on_fatal=fatal)
+    await flight.submit("p0", 0, b"same", 0)
+    await flight.submit("p0", 1, b"other", 1)
+    await flight.submit("p0", 2, b"same", 2)
+    await flight.drain()
+    assert finished.index(0) < finished.index(2), "same key: offset 0 must finish before 2"
+    assert finished[0] == 1, "a different key must not wait"
+
+
+async def test_an_unhandled_error_is_fatal_and_the_record_is_not_acked() -> None:
+    acked: list[int] = []
+    fatal_seen: list[BaseException] = []
+
+    async def handler(off: int) -> None:
+        if off == 1:
+            raise RuntimeError("bug")
+
+    async def fatal(exc: BaseException) -> None:
+        fatal_seen.append(exc)
+
+    flight: InFlight[int] = InFlight(handler, acked.append, max_in_flight=8, on_fatal=fatal)
+    for off in range(3):
+        await flight.submit("p0", off, off, off)
+    await flight.drain()
+    assert acked == [0], "nothing at or after the failed offset may be acked"
+    assert fatal_seen and isinstance(fatal_seen[0], RuntimeError)
+    with pytest.raises(RuntimeError):
+        await flight.submit("p0", 3, 3, 3)
+
+
+async def test_revoked_partition_acks_nothing_more() -> None:
+    acked: list[int] = []
+    gate = asyncio.Event()
+
+    async def handler(_: int) -> None:
+        await gate.wait()
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    flight: InFlight[int] = InFlight(handler, acked.append, max_in_flight=8, on_fatal=fatal)
+    await flight.submit("p0", 0, 0, 0)
+    flight.revoke({"p0"})
+    gate.set()
+    await asyncio.sleep(0.01)
+    assert acked == []

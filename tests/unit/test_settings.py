@@ -1,0 +1,45 @@
+"""Settings: file + environment, and bad configuration naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from providers.errors import ConfigError
+from streams.settings import load_settings
+
+
+def test_environment_beats_file_and_conventional_variables_apply(tmp_path: Path) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[kafka]\npartitions = 4\n[worker]\nmax_in_flight = 10\n")
+    s = load_settings(cfg, env={"TRACKFLOW_WORKER__MAX_IN_FLIGHT": "20",
+                                "KAFKA_BOOTSTRAP_SERVERS": "h:1", "REDIS_URL": "redis://r"})
+    assert s.kafka.partitions == 4
+    assert s.worker.max_in_flight == 20
+    assert s.kafka.bootstrap_servers == "h:1"
+    assert s.redis_url == "redis://r"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"TRACKFLOW_KAFKA__PARTITIONS": "0"}, "kafka.partitions"),
+        ({"TRACKFLOW_WORKER__MAX_IN_FLIGHT": "many"}, "worker.max_in_flight"),
+        ({"TRACKFLOW_KAFKA__PARTITONS": "3"}, "kafka.partitons"),
+    ],
+)
+def test_bad_values_stop_with_the_key_named(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env)
+    assert err.value.key == key
+    assert "TRACKFLOW_" in str(err.value), "the message must say which variable sets it"
+
+
+def test_missing_or_broken_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(tmp_path / "nope.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\n")
+    with pytest.raises(ConfigError):
+        load_settings(bad, env={})
