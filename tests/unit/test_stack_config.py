@@ -1,0 +1,232 @@
+"""The local stack's pure parts: config rendering, port choice, state parsing. No processes run."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams import stack
+from streams.stack import Ports, StackError, StackInfo
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    """A loopback port something is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def info(tmp_path: Path) -> StackInfo:
+    return StackInfo(
+        bootstrap_servers="127.0.0.1:19092",
+        redis_url="redis://127.0.0.1:16379/0",
+        state_dir=tmp_path,
+        ports=Ports(kafka=19092, controller=19093, redis=16379),
+        kafka_pid=1234,
+        redis_pid=1235,
+    )
+
+
+def test_server_properties_describe_a_single_combined_kraft_node(tmp_path: Path) -> None:
+    ports = Ports(kafka=19092, controller=19093, redis=16379)
+    props = parse_properties(stack.render_server_properties(ports, tmp_path / "data"))
+
+    assert props["process.roles"] == "broker,controller"
+    assert props["node.id"] == "1"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["controller.listener.names"] == "CONTROLLER"
+    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_server_properties_turn_off_auto_create_and_use_replication_factor_one(
+    tmp_path: Path,
+) -> None:
+    props = parse_properties(stack.render_server_properties(Ports(1, 2, 3), tmp_path))
+
+    assert props["auto.create.topics.enable"] == "false"
+    factors = {k: v for k, v in props.items() if "replication.factor" in k or "min.isr" in k}
+    assert "offsets.topic.replication.factor" in factors
+    assert "transaction.state.log.replication.factor" in factors
+    assert set(factors.values()) == {"1"}, f"expected every replication setting at 1: {factors}"
+    assert props["min.insync.replicas"] == "1"
+
+
+def test_properties_escape_backslashes_the_way_java_reads_them() -> None:
+    text = stack.render_server_properties(Ports(1, 2, 3), Path("/odd\\dir"))
+
+    assert "log.dirs=/odd\\\\dir\n" in text
+
+
+def test_log4j2_config_writes_server_log_into_the_given_folder(tmp_path: Path) -> None:
+    text = stack.render_log4j2(tmp_path / "logs")
+
+    assert f"fileName = {tmp_path / 'logs' / 'server.log'}" in text
+    assert "rootLogger.appenderRef.file.ref = file" in text
+
+
+def test_choose_ports_picks_three_distinct_free_ports() -> None:
+    ports = stack.choose_ports()
+
+    chosen = {ports.kafka, ports.controller, ports.redis}
+    assert len(chosen) == 3, f"expected three different ports, got {ports}"
+    assert all(stack.port_is_free(p) for p in chosen)
+
+
+def test_choose_ports_keeps_free_explicit_ports() -> None:
+    free = stack.choose_ports()
+
+    ports = stack.choose_ports(kafka_port=free.kafka, redis_port=free.redis)
+
+    assert (ports.kafka, ports.redis) == (free.kafka, free.redis)
+    assert ports.controller not in (free.kafka, free.redis)
+
+
+@pytest.mark.parametrize("which", ["kafka", "redis"])
+def test_an_explicit_port_in_use_is_refused_with_its_number(
+    listening_port: int, which: str
+) -> None:
+    with pytest.raises(StackError, match=rf"--{which}-port {listening_port} is already in use"):
+        stack.choose_ports(**{f"{which}_port": listening_port})
+
+
+def test_kafka_and_redis_cannot_share_a_port() -> None:
+    port = stack.choose_ports().kafka
+
+    with pytest.raises(StackError, match="cannot share"):
+        stack.choose_ports(kafka_port=port, redis_port=port)
+
+
+def test_state_round_trips_through_json(tmp_path: Path) -> None:
+    original = info(tmp_path)
+
+    assert StackInfo.from_json(original.to_json()) == original
+
+
+def test_read_state_is_none_without_a_state_file(tmp_path: Path) -> None:
+    assert stack.read_state(tmp_path) is None
+
+
+@pytest.mark.parametrize("content", ["not json", "{}", '{"ports": []}', "[]"])
+def test_read_state_treats_an_unreadable_state_file_as_no_stack(
+    tmp_path: Path, content: str
+) -> None:
+    (tmp_path / stack.STATE_FILE).write_text(content)
+
+    assert stack.read_state(tmp_path) is None
+
+
+def test_read_state_reads_what_up_writes(tmp_path: Path) -> None:
+    (tmp_path / stack.STATE_FILE).write_text(info(tmp_path).to_json())
+
+    assert stack.read_state(tmp_path) == info(tmp_path)
+
+
+def test_env_names_the_variables_the_app_reads(tmp_path: Path) -> None:
+    assert info(tmp_path).env() == {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
+        "REDIS_URL": "redis://127.0.0.1:16379/0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('java version "1.8.0_392"', 8),
+        ("something else entirely", None),
+    ],
+)
+def test_java_major_reads_java_version_output(output: str, major: int | None) -> None:
+    assert stack.java_major(output) == major
+
+
+def test_cluster_ids_look_like_kafka_uuids() -> None:
+    ids = {stack.new_cluster_id() for _ in range(200)}
+
+    assert len(ids) == 200
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_jars_are_complete_only_when_the_marker_lists_present_jars(tmp_path: Path) -> None:
+    assert not stack.jars_complete(tmp_path), "expected an empty folder to need a fetch"
+
+    (tmp_path / "kafka_2.13-4.1.1.jar").write_bytes(b"jar")
+    assert not stack.jars_complete(tmp_path), "expected jars without a marker to need a fetch"
+
+    marker = {"kafka": "4.1.1", "jars": ["kafka_2.13-4.1.1.jar", "kafka-clients-4.1.1.jar"]}
+    (tmp_path / stack.JARS_MARKER).write_text(json.dumps(marker))
+    assert not stack.jars_complete(tmp_path), "expected a missing listed jar to need a fetch"
+
+    (tmp_path / "kafka-clients-4.1.1.jar").write_bytes(b"jar")
+    assert stack.jars_complete(tmp_path)
+
+
+def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+
+    assert stack.tail(log, lines=2) == "line 98\nline 99"
+    assert "missing" in stack.tail(tmp_path / "nope.log")
+
+
+def test_defaults_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRACKFLOW_STACK_DIR", str(tmp_path / "stack"))
+    monkeypatch.setenv("TRACKFLOW_KAFKA_HOME", str(tmp_path / "kafka"))
+
+    assert stack.default_state_dir() == tmp_path / "stack"
+    assert stack.kafka_home() == tmp_path / "kafka"
+
+
+def test_docker_is_unavailable_without_a_socket_or_docker_host(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(stack, "DOCKER_SOCKETS", (tmp_path / "docker.sock",))
+
+    assert stack.docker_available() is False
+
+
+def test_services_come_from_the_environment_when_both_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9092")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+
+    services, started = stack.resolve_services()
+
+    assert (services.bootstrap_servers, services.redis_url, services.source) == (
+        "broker:9092",
+        "redis://cache:6379/0",
+        "env",
+    )
+    assert started is False
+
+
+def test_status_without_a_recorded_stack_says_stopped(tmp_path: Path) -> None:
+    current = stack.status(tmp_path)
+
+    assert current.info is None
+    assert not current.running
+
+
+def test_purge_refuses_a_folder_that_holds_more_than_a_stack(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("precious")
+
+    with pytest.raises(StackError, match="not purging"):
+        stack.down(state_dir=tmp_path, purge=True)
+    assert (tmp_path / "thesis.tex").exists()
