@@ -1,0 +1,171 @@
+"""Deezer API client (no key): BPM by ISRC, else a search plus track details for isrc/bpm.
+
+Deezer reports errors inside HTTP 200 bodies: code 4 is its quota (transient, rate limited),
+800 "no data" means not found.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from providers import http
+from providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from providers.errors import NotFound, PermanentError, TransientError
+
+NAME = "deezer"
+DEFAULT_URL = "https://api.deezer.com"
+
+log = logging.getLogger("trackflow.providers.deezer")
+
+_QUOTA = 4
+_TRANSIENT = frozenset({100, 700})  # items limit exceeded, service busy
+_NOT_FOUND = frozenset({800, 500, 501, 600})  # no data; query complaints user text can cause
+_PERMANENT = frozenset({200, 300, 901})  # permission / token / account: our configuration
+
+
+def build_search_q(query: TrackQuery) -> str:
+    """``artist:"x" track:"y"``; user values are quoted phrases that cannot end early."""
+    parts = []
+    if query.artist.strip():
+        parts.append(f"artist:{http.quote_field(query.artist)}")
+    parts.append(f"track:{http.quote_field(query.title)}")
+    return " ".join(parts)
+
+
+def body_error(body: Any) -> TransientError | PermanentError | NotFound | None:
+    """The error a Deezer body reports (whatever the HTTP status), or None."""
+    err = http.as_dict(body).get("error") if isinstance(body, dict) else None
+    if not err:
+        return None
+    err = http.as_dict(err)
+    code = http.as_int(err.get("code"))
+    message = http.as_str(err.get("message")) or "error"
+    text = f"error code={code} type={http.as_str(err.get('type'))} message={message}"
+    if code == _QUOTA:
+        return TransientError(NAME, text, rate_limited=True)
+    if code in _NOT_FOUND:
+        return NotFound(NAME, text)
+    if code in _PERMANENT:
+        return PermanentError(NAME, text)
+    return TransientError(NAME, text)  # 100, 700 and codes we do not know: may pass
+
+
+def parse_track(track: Any, *, via: str) -> Candidate | None:
+    """A candidate from a Deezer track or search item; None when it has no id."""
+    track = http.as_dict(track)
+    tid = http.as_int(track.get("id"))
+    if tid is None:
+        return None
+    duration_s = http.as_int(track.get("duration"))
+    bpm = http.as_float(track.get("bpm"))
+    album = http.as_dict(track.get("album"))
+    fields = http.compact(
+        {
+            "deezer_id": str(tid),
+            "title": http.as_str(track.get("title")),
+            "artist": http.as_str(http.as_dict(track.get("artist")).get("name")),
+            "album": http.as_str(album.get("title")),
+            "release_date": http.as_str(track.get("release_date"))
+            or http.as_str(album.get("release_date")),
+            "duration_ms": duration_s * 1000 if duration_s else None,
+            "isrc": http.valid_isrc(http.as_str(track.get("isrc"))),
+            "bpm": bpm if bpm and bpm > 0 else None,  # 0 means "unknown"
+        }
+    )
+    return Candidate(provider=NAME, fields=fields, via=via)
+
+
+class DeezerClient:
+    """Deezer tracks by ISRC or by search (top items fetched in full for isrc and bpm)."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_URL,
+        timeout: httpx.Timeout | float | None = None,
+        gate: CallGate | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        search_limit: int = 5,
+        detail_limit: int = 3,
+    ) -> None:
+        self._base_url = base_url
+        self._gate: CallGate = gate or DirectGate()
+        self._limit = max(1, min(100, search_limit))
+        self._detail_limit = max(0, detail_limit)
+        self._client = http.make_client(
+            base_url, timeout=timeout, headers={"Accept": "application/json"}, transport=transport
+        )
+
+    def __repr__(self) -> str:
+        return f"DeezerClient(base_url={self._base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def lookup(self, query: TrackQuery) -> list[Candidate]:
+        isrc = http.valid_isrc(query.isrc)
+        if isrc:
+            spec = CallSpec(NAME, "isrc", http.cache_key(isrc))
+            found = await self._gate.run(spec, lambda: self._fetch_track(f"isrc:{isrc}", "isrc"))
+            if found:
+                return [Candidate.from_json(c) for c in found]
+        if not query.title.strip():
+            return []
+        q = build_search_q(query)
+        spec = CallSpec(NAME, "search", http.cache_key(q, self._limit))
+        items = [
+            Candidate.from_json(c) for c in await self._gate.run(spec, lambda: self._search(q))
+        ]
+        out = []
+        for i, item in enumerate(items):
+            if i < self._detail_limit:
+                out.append(await self._details(item))
+            else:
+                out.append(item)
+        log.debug("event=lookup provider=%s via=search candidates=%d", NAME, len(out))
+        return out
+
+    async def _details(self, item: Candidate) -> Candidate:
+        tid = str(item.get("deezer_id"))
+        spec = CallSpec(NAME, "id", tid)
+        full = await self._gate.run(spec, lambda: self._fetch_track(tid, "search"))
+        if not full:
+            return item
+        detail = Candidate.from_json(full[0])
+        return Candidate(NAME, {**item.fields, **detail.fields}, item.provider_score, "search")
+
+    async def _get(self, url: str, kind: str, **kwargs: Any) -> Any:
+        response = await http.send(self._client, NAME, "GET", url, logger=log, kind=kind, **kwargs)
+        if response.status_code >= 500 or response.status_code == 429:
+            http.raise_for_status(NAME, response)  # the status says it all (outages, limits)
+        body = http.try_json(response)
+        err = body_error(body)
+        if err is not None:
+            raise err
+        http.raise_for_status(NAME, response)
+        return body if body is not None else http.json_body(NAME, response)
+
+    async def _fetch_track(self, ref: str, via: str) -> JSON:
+        try:
+            body = await self._get(f"/track/{ref}", "isrc" if via == "isrc" else "id")
+        except NotFound:
+            return []
+        cand = parse_track(body, via=via)
+        return [] if cand is None else [cand.to_json()]
+
+    async def _search(self, q: str) -> JSON:
+        try:
+            body = await self._get("/search", "search", params={"q": q, "limit": self._limit})
+        except NotFound:
+            return []
+        out = []
+        for item in http.as_list(http.as_dict(body).get("data")):
+            cand = parse_track(item, via="search")
+            if cand is not None:
+                out.append(cand.to_json())
+        return out

@@ -1,0 +1,175 @@
+"""MusicBrainz WS/2 client: ISRC lookup when the ISRC is known, else a Lucene recording search."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import httpx
+
+from providers import http
+from providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from providers.errors import NotFound
+
+NAME = "musicbrainz"
+DEFAULT_URL = "https://musicbrainz.org/ws/2"
+DUR_TOLERANCE_MS = 10_000
+"""Half-width of the ``dur:`` range when the duration is known (beets' length grace)."""
+
+log = logging.getLogger("trackflow.providers.musicbrainz")
+
+# Lucene specials; "&&" and "||" are covered by escaping every & and |.
+_LUCENE_SPECIAL_RE = re.compile(r'([+\-&|!(){}\[\]^"~*?:\\/])')
+
+
+def escape_lucene(text: str) -> str:
+    """``text`` with every Lucene special character backslash-escaped."""
+    return _LUCENE_SPECIAL_RE.sub(r"\\\1", text)
+
+
+def build_search_query(query: TrackQuery) -> str:
+    """The Lucene query for a recording search; user text is always a quoted, escaped phrase."""
+    parts = [f'recording:"{escape_lucene(query.title.strip())}"']
+    if query.artist.strip():
+        parts.append(f'artist:"{escape_lucene(query.artist.strip())}"')
+    if query.duration_ms and query.duration_ms > 0:
+        low = max(0, query.duration_ms - DUR_TOLERANCE_MS)
+        parts.append(f"dur:[{low} TO {query.duration_ms + DUR_TOLERANCE_MS}]")
+    return " AND ".join(parts)
+
+
+def _artist_credit(credits: Any) -> str | None:
+    names = []
+    for credit in http.as_list(credits):
+        if isinstance(credit, dict):
+            name = credit.get("name") or http.as_dict(credit.get("artist")).get("name") or ""
+            names.append(f"{name}{credit.get('joinphrase') or ''}")
+        elif isinstance(credit, str):  # very old answers mix joinphrase strings in
+            names.append(credit)
+    return http.as_str("".join(names))
+
+
+def _names(items: Any) -> list[str]:
+    out = []
+    for item in http.as_list(items):
+        name = http.as_str(http.as_dict(item).get("name"))
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def parse_recording(rec: Any, *, via: str, isrc: str | None = None) -> Candidate | None:
+    """A candidate from one recording object; None when it has no id."""
+    rec = http.as_dict(rec)
+    mbid = http.as_str(rec.get("id"))
+    if not mbid:
+        return None
+    releases = [http.as_dict(r) for r in http.as_list(rec.get("releases"))]
+    first_release = releases[0] if releases else {}
+    isrcs = [i for i in http.as_list(rec.get("isrcs")) if isinstance(i, str)]
+    score = http.as_float(rec.get("score"))
+    fields = http.compact(
+        {
+            "musicbrainz_recording_id": mbid,
+            "title": http.as_str(rec.get("title")),
+            "artist": _artist_credit(rec.get("artist-credit")),
+            "duration_ms": http.as_int(rec.get("length")),
+            "release_date": http.as_str(rec.get("first-release-date"))
+            or http.as_str(first_release.get("date")),
+            "album": http.as_str(first_release.get("title")),
+            "isrc": isrc or (isrcs[0] if isrcs else None),
+            "tags": _names(rec.get("tags")),
+            "genres": _names(rec.get("genres")),
+        }
+    )
+    return Candidate(
+        provider=NAME,
+        fields=fields,
+        provider_score=None if score is None else max(0.0, min(1.0, score / 100.0)),
+        via=via,
+    )
+
+
+class MusicBrainzClient:
+    """MusicBrainz recordings by ISRC or by search; needs no key but a real User-Agent."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        contact: str,
+        base_url: str = DEFAULT_URL,
+        timeout: httpx.Timeout | float | None = None,
+        gate: CallGate | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        search_limit: int = 5,
+    ) -> None:
+        if not contact.strip():
+            raise ValueError("MusicBrainz needs a contact (URL or e-mail) for its User-Agent")
+        self._base_url = base_url
+        self._gate: CallGate = gate or DirectGate()
+        self._limit = max(1, min(100, search_limit))
+        self._client = http.make_client(
+            base_url,
+            timeout=timeout,
+            headers={"User-Agent": http.user_agent(contact), "Accept": "application/json"},
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"MusicBrainzClient(base_url={self._base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def lookup(self, query: TrackQuery) -> list[Candidate]:
+        isrc = http.valid_isrc(query.isrc)
+        if isrc:
+            spec = CallSpec(NAME, "isrc", http.cache_key(isrc))
+            found = await self._gate.run(spec, lambda: self._fetch_isrc(isrc))
+            if found:
+                return [Candidate.from_json(c) for c in found]
+            # An ISRC MusicBrainz does not know yet: the recording may still be there by name.
+        if not query.title.strip():
+            return []
+        lucene = build_search_query(query)
+        spec = CallSpec(NAME, "search", http.cache_key(lucene))
+        found = await self._gate.run(spec, lambda: self._fetch_search(lucene))
+        log.debug("event=lookup provider=%s via=search candidates=%d", NAME, len(found))
+        return [Candidate.from_json(c) for c in found]
+
+    async def _get(self, url: str, kind: str, **kwargs: Any) -> Any:
+        response = await http.send(self._client, NAME, "GET", url, logger=log, kind=kind, **kwargs)
+        http.raise_for_status(NAME, response, rate_limit_on_503=True)
+        return http.json_body(NAME, response)
+
+    async def _fetch_isrc(self, isrc: str) -> JSON:
+        # The literal "+" is what MusicBrainz documents for inc (httpx params would send %2B).
+        try:
+            body = await self._get(f"/isrc/{isrc}?fmt=json&inc=artist-credits+releases", "isrc")
+        except NotFound:
+            return []
+        out = []
+        for rec in http.as_list(http.as_dict(body).get("recordings")):
+            cand = parse_recording(rec, via="isrc", isrc=isrc)
+            if cand is not None:
+                out.append(cand.to_json())
+        return out
+
+    async def _fetch_search(self, lucene: str) -> JSON:
+        try:
+            body = await self._get(
+                "/recording",
+                "search",
+                params={"query": lucene, "fmt": "json", "limit": self._limit},
+            )
+        except NotFound:
+            return []
+        out = []
+        for rec in http.as_list(http.as_dict(body).get("recordings")):
+            cand = parse_recording(rec, via="search")
+            if cand is not None:
+                out.append(cand.to_json())
+        return out
