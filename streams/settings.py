@@ -40,6 +40,8 @@ class KafkaSettings(_Section):
     parked_topic: str = "tracks.dlq.parked"
     consumer_group: str = "trackflow"
     commit_interval_s: float = Field(1.0, gt=0, le=60)
+    session_timeout_s: float = Field(30.0, ge=6, le=300)
+    """How long the group waits for a silent worker before moving its partitions."""
 
 
 class WorkerSettings(_Section):

@@ -1,0 +1,58 @@
+"""Factories for integration tests: isolated topics, worker processes, the simulator."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import TopicNames, WorkerProcess
+
+
+@pytest.fixture(autouse=True)
+def _integration_services(services: object) -> None:
+    """Every integration test needs the real stack (KAFKA_BOOTSTRAP_SERVERS/REDIS_URL get set)."""
+
+
+@pytest.fixture
+def bootstrap() -> str:
+    return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+@pytest.fixture
+def topic_names() -> TopicNames:
+    """Topic names and a consumer group no other test uses."""
+    return TopicNames.unique(f"it{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path, topic_names: TopicNames
+                   ) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``trackflow worker`` processes against this test's topics; all stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(*, partitions: int = 4, extra_env: dict[str, str] | None = None,
+              name: str = "w") -> WorkerProcess:
+        proc = WorkerProcess.start(tmp_path / f"{name}{len(started)}", topic_names,
+                                   partitions=partitions, extra_env=extra_env or {})
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+async def sim_process(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """``trackflow simulate`` in its own process; yields the environment it printed."""
+    from tests.integration.harness import SimulatorProcess
+
+    sim = SimulatorProcess.start(tmp_path / "sim.log")
+    try:
+        yield sim.env
+    finally:
+        sim.stop()
