@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "worker": "streams.worker:worker",
     "produce": "streams.produce:produce",
     "consume": "streams.consume:consume",
+    "dlq": "streams.dlq:dlq",
     "stack": "streams.stack:stack",
     "simulate": "providers.simulator.cli:simulate",
 }

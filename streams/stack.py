@@ -447,23 +447,28 @@ def ensure_jars(home: Path) -> Path:
     return libs
 
 
-def find_redis_server() -> str:
-    """redis-server from PATH; installed with apt when we are root on Debian."""
-    found = shutil.which("redis-server")
+def ensure_command(command: str, package: str, how_to_install: str) -> str:
+    """``command`` from PATH; installed with apt-get when we are root on Debian, else an error."""
+    found = shutil.which(command)
     if found is None and Path("/etc/debian_version").exists() and os.geteuid() == 0:
-        log.info("stack.redis.install via=apt-get")
+        log.info("stack.install command=%s package=%s via=apt-get", command, package)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         _run(["apt-get", "update", "-q"], "apt-get update", env)
-        _run(
-            ["apt-get", "install", "-y", "-q", "redis-server"], "apt-get install redis-server", env
-        )
-        found = shutil.which("redis-server")
+        _run(["apt-get", "install", "-y", "-q", package], f"apt-get install {package}", env)
+        found = shutil.which(command)
     if found is None:
-        raise StackError(
-            "`redis-server` is not on PATH. Install it: `sudo apt-get install -y redis-server` "
-            "(Debian/Ubuntu), `sudo dnf install -y redis` (Fedora) or `brew install redis` (macOS)."
-        )
+        raise StackError(f"`{command}` is not on PATH. Install it: {how_to_install}")
     return found
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH; installed with apt when we are root on Debian."""
+    return ensure_command(
+        "redis-server",
+        "redis-server",
+        "`sudo apt-get install -y redis-server` (Debian/Ubuntu), `sudo dnf install -y redis` "
+        "(Fedora) or `brew install redis` (macOS).",
+    )
 
 
 # --- readiness -------------------------------------------------------------------------------

@@ -1,0 +1,37 @@
+# trackflow: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test test-unit lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "trackflow needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+# Brings up Kafka + Redis locally, runs the simulator and a worker, produces sample tracks,
+# prints what happened, and shuts everything down.
+demo: $(STAMP)
+	$(PY) deploy/local/demo.py
+
+# Unit tests, then integration tests on a real Kafka + Redis (the local stack is started
+# automatically unless KAFKA_BOOTSTRAP_SERVERS and REDIS_URL point at running ones).
+test: $(STAMP)
+	$(PY) deploy/local/prerequisites.py
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
