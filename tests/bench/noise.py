@@ -1,0 +1,416 @@
+"""Ground truth from the real catalog CSVs, scraper-style noisy queries, ranked distractor lists.
+
+Used by ``matching_bench.py``. Deliberately independent of :mod:`providers.normalize` (it has its
+own crude title key) so the benchmark does not grade the matcher with the matcher's own rules.
+
+Where the real files lack a field the generator makes one up, seeded and stable per track:
+``most_streamed_2024.csv`` has ISRCs but no durations (a plausible 2-6 minute duration is drawn),
+``top_hits_2000_2019.csv`` has durations but no ISRCs (a fake ``ZZ``-country ISRC is made).
+Typos never touch digits: "We Come 1" -> "We Come 2" is another song, not a typo a matcher could
+be expected to undo.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from providers.base import Candidate, TrackQuery
+
+NEUTRAL_SUFFIXES = (
+    " - Radio Edit",
+    " (Radio Edit)",
+    " (Original Mix)",
+    " - Original Mix",
+    " - Remastered 2011",
+    " - 2015 Remaster",
+    " [Extended]",
+    " (Extended Mix)",
+    " - Single Version",
+    " (Album Version)",
+    " (Explicit)",
+    " - Clean",
+    " - Mono",
+)
+VENUES = ("Wembley Stadium", "Madison Square Garden", "Glastonbury 2019", "the BBC", "Red Rocks")
+COVER_ARTISTS = (
+    "MUSIC LAB JPN",
+    "Vitamin String Quartet",
+    "Piano Tribute Players",
+    "The Karaoke Channel",
+    "Sing2Piano",
+    "Twinkle Twinkle Little Rock Star",
+    "Rockabye Baby!",
+    "Scala & Kolacny Brothers",
+    "Boyce Avenue",
+    "Postmodern Jukebox",
+)
+# Made-up near-names the way sound-alikes and tribute uploads look ("Bon Jovi" / "Jon Bon Jovi").
+NEAR_NAME_PATTERNS = ("Jon {}", "DJ {}", "{} Jr.", "Young {}", "{} Tribute Band", "Lil {}", "{} II")
+# Version words (as regex alternatives) the distractor versions use; "sped" and "speed" together.
+VERSION_WORDS = r"\b(remix|live|acoustic|spe+d up|slowed|instrumental|cover|vip)\b"
+# Keyboard neighbours for substitution typos (QWERTY).
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_NEIGHBOURS = {
+    ch: "".join(row[j] for j in (i - 1, i + 1) if 0 <= j < len(row))
+    for row in _ROWS
+    for i, ch in enumerate(row)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TrueTrack:
+    """One real recording of the catalog."""
+
+    key: str
+    """Stable id of the recording."""
+    artist: str
+    title: str
+    isrc: str
+    duration_ms: int
+    source: str
+    """Which CSV it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One benchmark query with the candidate list a provider would return."""
+
+    query: TrackQuery
+    candidates: list[Candidate]
+    truth: frozenset[str]
+    """Bench ids of the candidates that are the queried recording (empty: truth absent)."""
+    track: TrueTrack
+    noise: tuple[str, ...]
+    """Noise applied to the query, for error reports."""
+
+
+def catalog_dir(repo: Path) -> Path:
+    """The catalog folder: $TRACKFLOW_CATALOG_DIR, else ../shared/data/catalog next to the repo."""
+    import os
+
+    env = os.environ.get("TRACKFLOW_CATALOG_DIR")
+    return Path(env) if env else repo.parent / "shared" / "data" / "catalog"
+
+
+def _stable(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def coarse_key(artist: str, title: str) -> str:
+    """Crude song identity: title without any bracket or dash suffix, and the artist."""
+    title = re.sub(r"[\(\[].*?[\)\]]", " ", title)
+    title = re.split(r"\s+[-\u2013]\s+", title)[0]
+    return f"{_crude(artist)}|{_crude(title)}"
+
+
+def _crude(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.lower())
+    return re.sub(r"[^a-z0-9]+", "", "".join(c for c in text if not unicodedata.combining(c)))
+
+
+def load_catalog(directory: Path) -> list[TrueTrack]:
+    """Real tracks from both CSVs, de-duplicated, mojibake rows left out."""
+    by_key: dict[str, TrueTrack] = {}
+    streamed = directory / "most_streamed_2024.csv"
+    hits = directory / "top_hits_2000_2019.csv"
+    with streamed.open(encoding="utf-8-sig", newline="") as fh:
+        for row in csv.DictReader(fh):
+            artist, title, isrc = row["Artist"].strip(), row["Track"].strip(), row["ISRC"].strip()
+            # Mojibake: "Beyoncï¿" and runs of "ý" where the source lost the encoding.
+            if not artist or not title or "ï¿" in artist + title or "ýýý" in artist + title:
+                continue
+            key = f"{_crude(artist)}|{_crude(title)}"
+            seconds = 120 + _stable(key) % 240  # no duration in this file: 2-6 minutes
+            by_key.setdefault(key, TrueTrack(key, artist, title, isrc, seconds * 1000, "streamed"))
+    with hits.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            artist, title = row["artist"].strip(), row["song"].strip()
+            if not artist or not title:
+                continue
+            key = f"{_crude(artist)}|{_crude(title)}"
+            duration = int(row["duration_ms"])
+            old = by_key.get(key)
+            isrc = old.isrc if old else f"ZZTH0{_stable(key) % 10**7:07d}"
+            by_key[key] = TrueTrack(key, artist, title, isrc, duration, "hits")
+    return list(by_key.values())
+
+
+def typo(text: str, rng: random.Random, edits: int) -> str:
+    """Apply keyboard-style edits (drop, double, neighbour key, swap) to letters only."""
+    chars = list(text)
+    for _ in range(edits):
+        letters = [i for i, c in enumerate(chars) if c.isalpha()]
+        if len(letters) < 4:
+            break
+        i = rng.choice(letters)
+        op = rng.random()
+        if op < 0.3:
+            del chars[i]
+        elif op < 0.45:
+            chars.insert(i, chars[i])
+        elif op < 0.75:
+            low = chars[i].lower()
+            chars[i] = rng.choice(_NEIGHBOURS.get(low, low) or low)
+        elif i + 1 < len(chars) and chars[i + 1].isalpha():
+            chars[i], chars[i + 1] = chars[i + 1], chars[i]
+    return "".join(chars)
+
+
+def _strip_accents(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+_FEAT_IN_TITLE = re.compile(r"\s*[\(\[](?:feat\.?|ft\.?|featuring|with)\s+([^\)\]]+)[\)\]]", re.I)
+
+
+def noisy_query(track: TrueTrack, rng: random.Random) -> tuple[TrackQuery, tuple[str, ...]]:
+    """A query for ``track`` the way scrapers and playlist importers write it."""
+    artist, title, noise = track.artist, track.title, []
+    feat = _FEAT_IN_TITLE.search(title)
+    if feat is not None:
+        roll = rng.random()
+        if roll < 0.35:
+            joiner = rng.choice((" feat. ", " ft. ", " featuring ", " & ", ", "))
+            artist, title = f"{artist}{joiner}{feat.group(1)}", _FEAT_IN_TITLE.sub("", title)
+            noise.append("feat moved to artist")
+        elif roll < 0.6:
+            title = _FEAT_IN_TITLE.sub("", title)
+            noise.append("feat dropped")
+    neutral = re.search(
+        r"\s+-\s+(?:\d{4}\s+)?(?:remaster|radio edit|single|original mix).*$|"
+        r"\s*\((?:explicit|clean).*?\)$",
+        title,
+        re.I,
+    )
+    if neutral is not None and rng.random() < 0.4:
+        title = title[: neutral.start()]
+        noise.append("neutral suffix dropped")
+    elif neutral is None and rng.random() < 0.15:
+        title += rng.choice(NEUTRAL_SUFFIXES)
+        noise.append("neutral suffix added")
+    if artist.lower().startswith("the ") and rng.random() < 0.5:
+        artist = artist[4:]
+        noise.append("'The' dropped")
+    if " & " in artist and rng.random() < 0.3:
+        artist = artist.replace(" & ", " and ")
+        noise.append("& -> and")
+    if _strip_accents(artist + title) != artist + title and rng.random() < 0.5:
+        artist, title = _strip_accents(artist), _strip_accents(title)
+        noise.append("accents lost")
+    roll = rng.random()
+    if roll < 0.2:
+        artist, title = artist.lower(), title.lower()
+        noise.append("lower case")
+    elif roll < 0.3:
+        artist, title = artist.upper(), title.upper()
+        noise.append("upper case")
+    elif roll < 0.4:
+        artist, title = artist.title(), title.title()
+        noise.append("title case")
+    if rng.random() < 0.15:
+        artist = re.sub(r"[.,'!?]", "", artist)
+        title = re.sub(r"[.,'!?]", "", title)
+        noise.append("punctuation dropped")
+    if rng.random() < 0.2:
+        title = typo(title, rng, 1 if rng.random() < 0.7 else 2)
+        noise.append("title typo")
+    if rng.random() < 0.15:
+        artist = typo(artist, rng, 1)
+        noise.append("artist typo")
+    if rng.random() < 0.12:
+        artist, title = "", f"{artist} - {title}"
+        noise.append("'Artist - Title' with empty artist")
+    duration: int | None = None
+    if rng.random() < 0.55:
+        roll = rng.random()
+        spread = 2 if roll < 0.8 else 6 if roll < 0.95 else 12
+        duration = track.duration_ms + rng.randint(-spread * 1000, spread * 1000)
+        noise.append(f"duration off {abs(duration - track.duration_ms) / 1000:.0f}s")
+    else:
+        noise.append("no duration")
+    isrc = track.isrc if rng.random() < 0.1 else None
+    if isrc:
+        noise.append("isrc known")
+    return TrackQuery(artist=artist, title=title, isrc=isrc, duration_ms=duration), tuple(noise)
+
+
+class CandidateFactory:
+    """Builds the candidate lists; holds catalog indexes for distractors."""
+
+    def __init__(self, tracks: Sequence[TrueTrack]) -> None:
+        self.tracks = list(tracks)
+        self.by_artist: dict[str, list[TrueTrack]] = defaultdict(list)
+        self.by_word: dict[str, list[TrueTrack]] = defaultdict(list)
+        self.artists_by_word: dict[str, set[str]] = defaultdict(set)
+        self.artists = sorted({t.artist for t in tracks})
+        self.crude_artists = {a: _crude(a) for a in self.artists}
+        for t in tracks:
+            self.by_artist[t.artist].append(t)
+            for word in set(re.findall(r"[a-z0-9]{4,}", t.title.lower())):
+                self.by_word[word].append(t)
+            for word in re.findall(r"[a-z0-9]{3,}", t.artist.lower()):
+                if word != "the":
+                    self.artists_by_word[word].add(t.artist)
+        self.serial = 0
+
+    def _candidate(
+        self, rng: random.Random, artist: str, title: str, duration_ms: int, bench_id: str | None
+    ) -> Candidate:
+        self.serial += 1
+        fields: dict[str, object] = {"artist": artist, "title": title}
+        if rng.random() < 0.95:
+            fields["duration_ms"] = max(30_000, duration_ms)
+        if rng.random() < 0.7:
+            fields["isrc"] = f"QZ{rng.choice('ABCDEFGH')}{rng.randint(10, 99)}{self.serial:07d}"
+        fields["bench_id"] = bench_id or f"d{self.serial}"
+        return Candidate(provider="bench", fields=fields)
+
+    def _base_title(self, title: str) -> str:
+        return re.split(r"\s+-\s+", re.sub(r"\s*[\(\[].*?[\)\]]", "", title))[0].strip() or title
+
+    def distractors(self, track: TrueTrack, rng: random.Random) -> list[Candidate]:
+        """Plausible wrong answers a search engine returns for this track."""
+        out: list[Candidate] = []
+        base, dur = self._base_title(track.title), track.duration_ms
+        remixer = rng.choice(self.artists)
+        versions = [
+            (f"{base} ({remixer} Remix)", dur + rng.randint(-20_000, 150_000)),
+            (f"{base} - {remixer} Remix", dur + rng.randint(-20_000, 150_000)),
+            (f"{base} - Remix", dur + rng.randint(-15_000, 60_000)),
+            (f"{base} ({remixer} Edit)", dur + rng.randint(-20_000, 20_000)),
+            (f"{base} (Live)", dur + rng.randint(-10_000, 40_000)),
+            (f"{base} - Live at {rng.choice(VENUES)}", dur + rng.randint(-10_000, 40_000)),
+            (f"{base} (Acoustic)", dur + rng.randint(-20_000, 20_000)),
+            (f"{base} - Acoustic Version", dur + rng.randint(-20_000, 20_000)),
+            (f"{base} (Instrumental)", dur + rng.randint(-3_000, 3_000)),
+            (f"{base} - Sped Up", int(dur * 0.8)),
+            (f"{base} (Slowed + Reverb)", int(dur * 1.15)),
+            (f"{base} (VIP Mix)", dur + rng.randint(-10_000, 60_000)),
+        ]
+
+        # A version of the kind the true track already is ("Asesina - Remix", "Paro - Speed Up")
+        # could be the true recording itself: not a fair distractor.
+        def kinds(title: str) -> set[str]:
+            found = re.findall(VERSION_WORDS + r"|\b(edit)\b", title, re.I)
+            return {"".join(m).lower().replace("speed", "sped") for m in found}
+
+        own_kinds = kinds(track.title)
+        versions = [v for v in versions if not kinds(v[0]) & own_kinds]
+        for title, duration in rng.sample(versions, min(len(versions), rng.randint(1, 3))):
+            out.append(self._candidate(rng, track.artist, title, duration, None))
+        suffix = track.title[len(base) :] if track.title.startswith(base) else ""
+        if re.search(VERSION_WORDS, suffix, re.I):
+            # The true track is a version itself ("La Bebe - Remix"): the original is a distractor.
+            out.append(
+                self._candidate(rng, track.artist, base, dur + rng.randint(-9_000, 9_000), None)
+            )
+        # Same title by someone else: covers, karaoke, a sound-alike, a near-name.
+        for _ in range(rng.randint(1, 2)):
+            cover = rng.choice(COVER_ARTISTS)
+            title = track.title + (" - Cover" if rng.random() < 0.3 else "")
+            out.append(self._candidate(rng, cover, title, dur + rng.randint(-25_000, 25_000), None))
+        if rng.random() < 0.5:
+            other = rng.choice(self.artists)
+            if self.crude_artists[other] != _crude(track.artist):
+                near_dur = dur + rng.randint(-30_000, 30_000)
+                out.append(self._candidate(rng, other, track.title, near_dur, None))
+        # Artists sharing a word with the true one ("Lil Baby" / "Lil Durk"), and made-up
+        # near-names: the same title, a duration within the grace. The hardest distractors.
+        words = [w for w in re.findall(r"[a-z0-9]{3,}", track.artist.lower()) if w != "the"]
+        near = sorted(
+            a
+            for a in {a for w in words for a in self.artists_by_word.get(w, ())}
+            if self.crude_artists[a] != _crude(track.artist)
+        )
+        if near and rng.random() < 0.6:
+            near_dur = dur + rng.randint(-8_000, 8_000)
+            out.append(self._candidate(rng, rng.choice(near), track.title, near_dur, None))
+        if rng.random() < 0.4:
+            pattern = rng.choice(NEAR_NAME_PATTERNS)
+            if pattern.split()[0].lower() == track.artist.split()[0].lower():
+                pattern = "{} Jr."  # not "Lil Lil Durk"
+            name = pattern.format(track.artist)
+            near_dur = dur + rng.randint(-5_000, 5_000)
+            out.append(self._candidate(rng, name, track.title, near_dur, None))
+        # Other songs by the same artist, and songs whose titles share a word.
+        own = coarse_key(track.artist, track.title)
+        same_artist = [
+            t for t in self.by_artist[track.artist] if coarse_key(t.artist, t.title) != own
+        ]
+        for t in rng.sample(same_artist, min(len(same_artist), rng.randint(0, 3))):
+            out.append(self._candidate(rng, t.artist, t.title, t.duration_ms, None))
+        words = re.findall(r"[a-z0-9]{4,}", track.title.lower())
+        similar = [t for w in words for t in self.by_word.get(w, ()) if t.key != track.key]
+        similar = [t for t in similar if coarse_key(t.artist, t.title) != own]
+        for t in rng.sample(similar, min(len(similar), rng.randint(0, 3))):
+            out.append(self._candidate(rng, t.artist, t.title, t.duration_ms, None))
+        # Parts and reprises of the same song by the same artist.
+        if rng.random() < 0.15:
+            extra = rng.choice((" (Part 2)", " Pt. 2", " (Reprise)", " (Intro)", " (Demo)"))
+            out.append(self._candidate(rng, track.artist, base + extra, dur - 40_000, None))
+        return out
+
+    def truths(self, track: TrueTrack, rng: random.Random) -> list[Candidate]:
+        """The true recording as a provider prints it, sometimes also a second release of it."""
+        artist, title = track.artist, track.title
+        feat = _FEAT_IN_TITLE.search(title)
+        if feat is not None and rng.random() < 0.3:
+            # Spotify lists every artist and keeps "(feat. X)" in the title; MusicBrainz credits.
+            artist = f"{artist}, {feat.group(1)}" if rng.random() < 0.5 else artist
+            if artist == track.artist:
+                artist, title = f"{artist} feat. {feat.group(1)}", _FEAT_IN_TITLE.sub("", title)
+        truth = self._candidate(rng, artist, title, track.duration_ms, track.key)
+        fields = {k: v for k, v in truth.fields.items() if k != "isrc"}
+        if rng.random() < 0.7:  # search results often lack the ISRC (Deezer's always do)
+            fields["isrc"] = track.isrc
+        out = [Candidate("bench", fields)]
+        if rng.random() < 0.2:
+            suffix = rng.choice((" - Remastered 2011", " - Single Version", " (Album Version)", ""))
+            dup = self._candidate(rng, artist, title + suffix, track.duration_ms + 700, track.key)
+            out.append(dup)
+        return out
+
+
+def _relevance(query: TrackQuery, candidate: Candidate, rng: random.Random) -> float:
+    """A search engine's idea of relevance: shared words, plus a popularity-like jitter."""
+    q = set(_crude_words(f"{query.artist} {query.title}"))
+    c = set(_crude_words(f"{candidate.get('artist')} {candidate.get('title')}"))
+    overlap = len(q & c) / max(1, len(q | c))
+    return overlap + rng.uniform(0.0, 0.35)
+
+
+def _crude_words(text: str) -> list[str]:
+    text = _strip_accents(text.lower())
+    return re.findall(r"[a-z0-9]+", text)
+
+
+def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 0.25) -> list[Case]:
+    """One case per track; ``absent_share`` of them have the true recording left out."""
+    rng = random.Random(seed)
+    factory = CandidateFactory(tracks)
+    cases = []
+    for track in tracks:
+        query, noise = noisy_query(track, rng)
+        absent = rng.random() < absent_share
+        truths = [] if absent else factory.truths(track, rng)
+        pool = truths + factory.distractors(track, rng)
+        ranked = sorted(pool, key=lambda c: -_relevance(query, c, rng))[:10]
+        if truths and not any(c in ranked for c in truths):
+            ranked[-1] = truths[0]  # providers do return the right one within the first page
+        # Provider score from the rank, like MusicBrainz's 100, 98, 95... for a page of hits.
+        candidates = [
+            Candidate(c.provider, c.fields, round(1.0 - 0.04 * i, 2)) for i, c in enumerate(ranked)
+        ]
+        truth_ids = frozenset(str(c.get("bench_id")) for c in truths)
+        noise = noise + (("truth absent",) if absent else ())
+        cases.append(Case(query, candidates, truth_ids, track, noise))
+    return cases

@@ -1,0 +1,275 @@
+"""Matching: a wrong match is worse than no match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from providers.base import Candidate, TrackQuery
+from providers.matching import THRESHOLD, best_match, score, similarity
+
+
+def cand(
+    artist: str,
+    title: str,
+    *,
+    provider_score: float | None = None,
+    via: str = "search",
+    **fields: Any,
+) -> Candidate:
+    return Candidate("test", {"artist": artist, "title": title, **fields}, provider_score, via)
+
+
+def accepted(query: TrackQuery, candidate: Candidate) -> bool:
+    return score(query, candidate).total >= THRESHOLD
+
+
+SAME = [
+    (TrackQuery("Faithless", "We Come 1 - Radio Edit"), cand("Faithless", "We Come 1")),
+    (TrackQuery("Faithless", "We Come 1"), cand("Faithless", "We Come 1 (Original Mix)")),
+    (TrackQuery("The Killers", "Mr. Brightside"), cand("Killers", "Mr Brightside")),
+    (TrackQuery("Beyoncé", "Halo"), cand("Beyonce", "Halo")),
+    (TrackQuery("BEYONCE", "HALO"), cand("Beyoncé", "Halo")),
+    (
+        TrackQuery("Calvin Harris feat. Rihanna", "This Is What You Came For"),
+        cand("Calvin Harris", "This Is What You Came For (feat. Rihanna)"),
+    ),
+    (
+        TrackQuery("Calvin Harris", "This Is What You Came For (feat. Rihanna)"),
+        cand("Calvin Harris, Rihanna", "This Is What You Came For"),
+    ),
+    (
+        TrackQuery("Calvin Harris", "This Is What You Came For"),
+        cand("Calvin Harris", "This Is What You Came For (feat. Rihanna)"),
+    ),
+    (
+        TrackQuery("", "Calvin Harris - This Is What You Came For"),
+        cand("Calvin Harris", "This Is What You Came For"),
+    ),
+    (TrackQuery("Simon and Garfunkel", "The Boxer"), cand("Simon & Garfunkel", "The Boxer")),
+    (
+        TrackQuery("deadmau5", "Strobe (Eric Prydz Remix)"),
+        cand("deadmau5", "Strobe - Eric Prydz Remix"),
+    ),
+    (
+        TrackQuery("Sidney Samson", "Rivresdie", duration_ms=319_000),
+        cand("Sidney Samson", "Riverside", duration_ms=320_348),
+    ),
+    (TrackQuery("Macklemore", "Thrift Shop"), cand("Macklemore & Ryan Lewis", "Thrift Shop")),
+    (TrackQuery("Shaboozey", "A Bar Song"), cand("Shaboozey", "A Bar Song (Tipsy)")),
+]
+
+
+@pytest.mark.parametrize(("query", "candidate"), SAME)
+def test_same_recording_matches(query: TrackQuery, candidate: Candidate) -> None:
+    result = score(query, candidate)
+    assert result.total >= THRESHOLD, (
+        f"expected {query.artist!r} / {query.title!r} to match {candidate.fields} "
+        f"(score {result.total} below {THRESHOLD}; {result})"
+    )
+
+
+DIFFERENT = [
+    (TrackQuery("deadmau5", "Strobe"), cand("deadmau5", "Strobe (Eric Prydz Remix)")),
+    (TrackQuery("deadmau5", "Strobe (Eric Prydz Remix)"), cand("deadmau5", "Strobe")),
+    (
+        TrackQuery("deadmau5", "Strobe (Eric Prydz Remix)"),
+        cand("deadmau5", "Strobe (Tiesto Remix)"),
+    ),
+    (TrackQuery("deadmau5", "Strobe - Remix"), cand("deadmau5", "Strobe (Nirvana Remix)")),
+    (TrackQuery("deadmau5", "Strobe"), cand("deadmau5", "Strobe (Eric Prydz Edit)")),
+    (TrackQuery("The Killers", "Mr. Brightside"), cand("The Killers", "Mr. Brightside - Live")),
+    (TrackQuery("The Killers", "Mr. Brightside - Live"), cand("The Killers", "Mr. Brightside")),
+    (
+        TrackQuery("The Killers", "Mr. Brightside"),
+        cand("The Killers", "Mr. Brightside (Live at Wembley)"),
+    ),
+    (TrackQuery("Adele", "Hello"), cand("Adele", "Hello (Acoustic)")),
+    (TrackQuery("Adele", "Hello"), cand("Boyce Avenue", "Hello")),
+    (TrackQuery("Adele", "Hello"), cand("MUSIC LAB JPN", "Hello - Cover")),
+    (TrackQuery("Bon Jovi", "It's My Life"), cand("Jon Bon Jovi", "It's My Life")),
+    (TrackQuery("Drake", "Hotline Bling"), cand("Drake Bell", "Hotline Bling")),
+    (TrackQuery("Selena Gomez", "Wolves"), cand("Selena Gomez & The Scene", "Wolves")),
+    (TrackQuery("Drake", "Love"), cand("Drake", "Love Me")),
+    (TrackQuery("Faithless", "We Come 1"), cand("Faithless", "We Come 2")),
+    (TrackQuery("PinkPantheress", "Boy's a Liar"), cand("PinkPantheress", "Boy's a Liar (Part 2)")),
+    (TrackQuery("RAYE", "Escapism."), cand("RAYE", "Escapism. - Sped Up")),
+    (TrackQuery("", "Halo"), cand("Beyoncé", "Halo")),
+]
+
+
+@pytest.mark.parametrize(("query", "candidate"), DIFFERENT)
+def test_different_recording_does_not_match(query: TrackQuery, candidate: Candidate) -> None:
+    result = score(query, candidate)
+    assert result.total < THRESHOLD, (
+        f"expected {query.artist!r} / {query.title!r} NOT to match {candidate.fields} "
+        f"(score {result.total} reaches {THRESHOLD}; {result})"
+    )
+
+
+def test_bon_jovi_is_not_matched_on_artist_alone() -> None:
+    result = score(
+        TrackQuery("Bon Jovi", "Livin' on a Prayer"), cand("Jon Bon Jovi", "Livin' on a Prayer")
+    )
+    assert result.title == 1.0, "expected the titles to agree fully"
+    assert result.artist < 0.75, (
+        f"expected Bon Jovi and Jon Bon Jovi to differ, artist {result.artist}"
+    )
+
+
+def test_same_isrc_dominates_noisy_text() -> None:
+    query = TrackQuery("Tarvis Scot", "K-PPOP", isrc="USSM12305652")
+    result = score(query, cand("Travis Scott", "K-POP", isrc="USSM12305652"))
+    assert result.identity is True, "expected the ISRCs to be recognised as equal"
+    assert result.total >= 0.95, (
+        f"expected a very high confidence for the same ISRC, got {result.total}"
+    )
+
+
+def test_isrc_lookup_counts_as_agreement() -> None:
+    query = TrackQuery("Travis Scott", "K-POP", isrc="USSM12305652")
+    result = score(query, cand("Travis Scott", "K-POP", via="isrc"))
+    assert result.identity is True, "expected a candidate found by ISRC lookup to agree on identity"
+
+
+def test_same_isrc_with_unrelated_text_is_refused() -> None:
+    query = TrackQuery("Adele", "Hello", isrc="GBBKS1500214")
+    result = score(query, cand("Metallica", "Enter Sandman", isrc="GBBKS1500214"))
+    assert result.total < THRESHOLD, (
+        "expected a shared ISRC with nothing else in common to be refused"
+    )
+
+
+def test_different_isrc_is_strong_evidence_against() -> None:
+    query = TrackQuery("Adele", "Hello", isrc="GBBKS1500214", duration_ms=295_000)
+    result = score(query, cand("Adele", "Hello", isrc="GBBKS9999999", duration_ms=295_000))
+    assert result.identity is False, "expected the ISRCs to be recognised as different"
+    assert result.total < THRESHOLD, (
+        f"expected different ISRCs to refuse the match, got {result.total}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("candidate_ms", "expected"),
+    [(200_000, 1.0), (209_000, 1.0), (220_000, 0.5), (230_000, 0.0), (400_000, 0.0)],
+)
+def test_duration_grace_and_penalty(candidate_ms: int, expected: float) -> None:
+    result = score(
+        TrackQuery("Adele", "Hello", duration_ms=200_000),
+        cand("Adele", "Hello", duration_ms=candidate_ms),
+    )
+    assert result.duration == pytest.approx(expected), (
+        f"expected duration agreement {expected} for {candidate_ms - 200_000} ms off, "
+        f"got {result.duration}"
+    )
+
+
+def test_far_off_duration_refuses_a_perfect_text_match() -> None:
+    result = score(
+        TrackQuery("Adele", "Hello", duration_ms=200_000),
+        cand("Adele", "Hello", duration_ms=420_000),
+    )
+    assert result.total < THRESHOLD, "expected a duration minutes off to refuse the match"
+
+
+def test_missing_duration_is_neutral() -> None:
+    with_none = score(TrackQuery("Adele", "Hello"), cand("Adele", "Hello", duration_ms=295_000))
+    on_both = score(TrackQuery("Adele", "Hello", duration_ms=295_000), cand("Adele", "Hello"))
+    assert with_none.duration is None and on_both.duration is None, "expected no duration component"
+    assert with_none.total == 1.0 and on_both.total == 1.0, (
+        "expected a missing duration not to cost anything"
+    )
+
+
+def test_hostile_title_does_not_crash() -> None:
+    query = TrackQuery("x", 'AND (Remix) "Edit" OR artist:x')
+    assert best_match(query, [cand("x", "and"), cand("", ""), cand("x", "(((")]) is None, (
+        "expected no match and no exception for a title full of query syntax"
+    )
+
+
+def test_best_match_prefers_the_true_recording_over_a_higher_ranked_remix() -> None:
+    query = TrackQuery("deadmau5", "Strobe", duration_ms=634_000)
+    remix = cand("deadmau5", "Strobe (Eric Prydz Remix)", provider_score=1.0, duration_ms=640_000)
+    studio = cand("deadmau5", "Strobe", provider_score=0.6, duration_ms=633_000)
+    match = best_match(query, [remix, studio])
+    assert match is not None and match.candidate is studio, (
+        "expected the studio recording, not the remix"
+    )
+    assert match.index == 1 and match.confidence >= THRESHOLD, (
+        "expected index 1 with a high confidence"
+    )
+
+
+def test_best_match_refuses_when_only_other_versions_are_offered() -> None:
+    query = TrackQuery("The Killers", "Mr. Brightside")
+    offered = [cand("The Killers", "Mr. Brightside - Live"), cand("Boyce Avenue", "Mr. Brightside")]
+    assert best_match(query, offered) is None, (
+        "expected no match when the studio recording is absent"
+    )
+
+
+def test_provider_score_only_breaks_ties() -> None:
+    query = TrackQuery("Adele", "Hello")
+    weak = cand("Adele", "Hello", provider_score=0.2, isrc="GBBKS1500214")
+    strong = cand("Adele", "Hello (Album Version)", provider_score=1.0, isrc="GBBKS1500214")
+    match = best_match(query, [weak, strong])
+    assert match is not None and match.candidate is strong, (
+        "expected the provider's score to break the tie"
+    )
+    assert (
+        best_match(TrackQuery("Adele", "Goodbye"), [cand("Adele", "Hello", provider_score=1.0)])
+        is None
+    ), "expected a perfect provider score not to make a match on its own"
+
+
+def test_tie_between_different_recordings_is_refused() -> None:
+    query = TrackQuery("Central Cee", "Doja")
+    a = cand("Central Cee", "Doja", isrc="GBUM72205415", duration_ms=97_000)
+    b = cand("Central Ce", "Doja", isrc="QZAB12300001", duration_ms=180_000)
+    assert best_match(query, [a, b]) is None, (
+        "expected two equally good, different recordings to be refused"
+    )
+
+
+def test_tie_is_settled_by_duration_agreement() -> None:
+    query = TrackQuery("Central Cee", "Doja", duration_ms=97_500)
+    a = cand("Central Ce", "Doja", isrc="QZAB12300001", duration_ms=180_000)
+    b = cand("Central Cee", "Doja", isrc="GBUM72205415", duration_ms=97_000)
+    match = best_match(query, [a, b])
+    assert match is not None and match.candidate is b, (
+        "expected the candidate whose duration agrees"
+    )
+
+
+def test_two_releases_of_one_recording_are_not_a_tie() -> None:
+    query = TrackQuery("Adele", "Hello")
+    single = cand("Adele", "Hello", isrc="GBBKS1500214", duration_ms=295_000)
+    album = cand("Adele", "Hello - Remastered 2021", isrc="GBBKS2100001", duration_ms=295_500)
+    assert best_match(query, [single, album]) is not None, (
+        "expected the single and the album release of one recording to be accepted, not refused"
+    )
+
+
+def test_threshold_is_a_keyword_argument() -> None:
+    query = TrackQuery("Sidney Samson", "Rivresdie")
+    candidate = cand("Sidney Samson", "Riverside")
+    assert best_match(query, [candidate], threshold=0.99) is None, (
+        "expected a strict threshold to refuse"
+    )
+    assert best_match(query, [candidate], threshold=0.5) is not None, (
+        "expected a loose threshold to accept"
+    )
+
+
+def test_empty_candidate_list() -> None:
+    assert best_match(TrackQuery("Adele", "Hello"), []) is None, (
+        "expected no match from no candidates"
+    )
+
+
+def test_similarity_bounds() -> None:
+    assert similarity("abc", "abc") == 1.0, "expected equal strings to be 1.0"
+    assert similarity("", "abc") == 0.0, "expected an empty string to be 0.0"
+    assert similarity("deadmau5", "dead mau5") > 0.9, "expected spacing differences to count little"
