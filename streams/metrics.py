@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 #: Value of ``trackflow_breaker_state`` for each breaker state (ordered by severity).
 BREAKER_STATE_VALUES: Final[dict[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
@@ -154,9 +154,18 @@ RETRY_BUDGET_EXHAUSTED = Counter(
     ["provider"],
 )
 
+PROVIDER_ERRORS = Counter(
+    "trackflow_provider_errors_total",
+    "Failed provider calls by error class (TransientError, BreakerOpen, RateLimitWait, ...).",
+    ["provider", "error_class"],
+)
+PROVIDER_STAGE_OUTCOMES = Counter(
+    "trackflow_provider_stage_outcomes_total",
+    "Waterfall stage results per record: matched, not_found, skipped or failed.",
+    ["provider", "outcome"],
+)
+
 # --- stream ---
-# Stream metrics (records in/out, end-to-end latency, consumer lag, in-flight, DLQ and parked
-# counts) are appended here.
 
 RECORDS_IN = Counter(
     "trackflow_records_in_total",
@@ -186,4 +195,48 @@ END_TO_END_LATENCY = Histogram(
 IN_FLIGHT = Gauge(
     "trackflow_in_flight_records",
     "Records this worker is processing right now (all partitions).",
+)
+CONSUMER_LAG = Gauge(
+    "trackflow_consumer_lag_records",
+    "Records between this worker's position and the end of each assigned input partition.",
+    ["topic", "partition"],
+)
+
+# --- dead letters and reprocessing ---
+
+DLQ_RECEIVED = Counter(
+    "trackflow_dlq_received_total",
+    "Dead letters read by the reprocessing agent.",
+    ["stage", "provider", "error_class"],
+)
+DLQ_SCHEDULED = Counter(
+    "trackflow_dlq_scheduled_total",
+    "Dead letters scheduled for a retry.",
+    ["provider"],
+)
+DLQ_REPLAYED = Counter(
+    "trackflow_dlq_replayed_total",
+    "Dead letters republished to the raw topic for another attempt.",
+    ["provider"],
+)
+DLQ_PARKED = Counter(
+    "trackflow_dlq_parked_total",
+    "Dead letters moved to the parked topic (retries exhausted or not retryable).",
+    ["stage", "provider", "error_class"],
+)
+DLQ_SCHEDULE_SIZE = Gauge(
+    "trackflow_dlq_schedule_size",
+    "Dead letters waiting for their retry time on this worker.",
+)
+DLQ_OLDEST_WAITING = Gauge(
+    "trackflow_dlq_oldest_waiting_seconds",
+    "Age of the oldest dead letter waiting for its retry on this worker (0 when none).",
+)
+
+# --- build ---
+
+BUILD_INFO = Info(
+    "trackflow_build",
+    "trackflow version and the versions of the libraries it runs on (exported as "
+    "trackflow_build_info).",
 )
