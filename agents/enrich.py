@@ -19,6 +19,7 @@ import faust
 from agents.inflight import InFlight
 from agents.records import FieldValue, InvalidRecord, Outcome, build_enriched, validate_raw
 from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, DecodeError, decode_raw_track, encode
+from providers.partition import current_partition
 from streams import metrics
 from streams.app import Topics
 from streams.deadletter import Failure, Origin, attempt_of, dead_letter_headers
@@ -66,6 +67,8 @@ class EnrichmentPipeline:
 
     async def handle(self, event: Any) -> None:
         msg = event.message
+        # Provider gates keep rate-limit and breaker state per input partition.
+        current_partition.set(msg.partition)
         headers = list(msg.headers or ())
         attempt = attempt_of(headers)
         metrics.RECORDS_IN.labels(topic=msg.topic).inc()
@@ -88,7 +91,8 @@ class EnrichmentPipeline:
             return
         now = self._clock()
         record = build_enriched(raw, attempt=attempt, enriched_at_ms=int(now * 1000),
-                                filled=result.filled, outcomes=result.outcomes)
+                                filled=result.filled, outcomes=result.outcomes,
+                                targets=self._settings.waterfall.targets)
         value = encode("EnrichedTrack", record)
         fut = await self._topics.enriched.send(
             key=raw["track_id"].encode(), value=value,
@@ -119,7 +123,8 @@ class EnrichmentPipeline:
 
 
 def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
-                          enricher: Enricher) -> InFlight[Any]:
+                          enricher: Enricher,
+                          on_revoke: Callable[[set[int]], None] | None = None) -> InFlight[Any]:
     """Attach the enrichment agent to ``app``; returns its in-flight tracker."""
     pipeline = EnrichmentPipeline(topics=topics, settings=settings, enricher=enricher)
 
@@ -143,5 +148,7 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
     @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         inflight.revoke(set(revoked))
+        if on_revoke is not None:
+            on_revoke({tp.partition for tp in revoked if tp.topic == settings.kafka.raw_topic})
 
     return inflight

@@ -39,6 +39,7 @@ CANDIDATE_FIELDS = frozenset(
         "popularity",
         "listeners",
         "playcount",
+        "deezer_rank",
     }
 )
 

@@ -73,6 +73,7 @@ def parse_track(track: Any, *, via: str) -> Candidate | None:
             "duration_ms": duration_s * 1000 if duration_s else None,
             "isrc": http.valid_isrc(http.as_str(track.get("isrc"))),
             "bpm": bpm if bpm and bpm > 0 else None,  # 0 means "unknown"
+            "deezer_rank": http.as_int(track.get("rank")),
         }
     )
     return Candidate(provider=NAME, fields=fields, via=via)

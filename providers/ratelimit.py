@@ -170,3 +170,34 @@ class TokenBucket:
     def _check_n(self, n: float) -> None:
         if n <= 0 or n > self.capacity:
             raise ValueError(f"cannot acquire {n} tokens from a bucket of capacity {self.capacity}")
+
+
+# --- interleaved slots: how the gate actually paces calls ---------------------------------------
+#
+# A token bucket per partition still lets every partition spend its burst at the same instant:
+# with P partitions the app can send P calls at once, which is a violation for a provider that
+# allows one call per second (MusicBrainz). The gate therefore paces with *slots*: the provider's
+# global rate R defines instants k/R on the wall clock, and slot k belongs to partition k mod P.
+# Calls from all partitions are then at least 1/R apart, whichever worker owns which partition,
+# with no burst at all; each partition gets R/P (the same stranded-budget trade-off as above). A
+# partition remembers the last slot it took (``last_slot`` in its table entry), so a restarted
+# worker never reuses a slot. Workers on different hosts rely on NTP-synchronised clocks; the
+# safety margin applied to R (see ProviderPolicy.rate_margin) absorbs skew and scheduling jitter.
+
+
+def slot_time(slot: int, rate: float) -> float:
+    """Wall-clock time of global slot ``slot`` at ``rate`` calls per second."""
+    return slot / rate
+
+
+def next_slot(now: float, *, rate: float, partition: int, partitions: int,
+              last_slot: int = -1) -> int:
+    """The first slot at or after ``now`` that belongs to ``partition`` and follows ``last_slot``."""
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
+    first = math.ceil(now * rate - _EPSILON)
+    first = max(first, last_slot + 1)
+    # Round up to the next slot whose index is congruent to the partition.
+    return first + (partition - first) % partitions

@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from providers.errors import ConfigError
 
@@ -55,12 +55,144 @@ class WorkerSettings(_Section):
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
 
 
+PROVIDER_NAMES = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
+
+
+class BreakerSettings(_Section):
+    """Circuit breaker thresholds (see providers.breaker.BreakerConfig)."""
+
+    window_size: int = Field(20, ge=1, le=1000)
+    minimum_calls: int = Field(5, ge=1, le=1000)
+    failure_rate_threshold: float = Field(0.5, gt=0, le=1)
+    consecutive_failures: int = Field(5, ge=1, le=1000)
+    slow_call_s: float = Field(5.0, gt=0)
+    slow_call_rate_threshold: float = Field(0.8, gt=0, le=1)
+    half_open_max_probes: int = Field(1, ge=1, le=100)
+    half_open_successes: int = Field(2, ge=1, le=100)
+    open_base_s: float = Field(5.0, gt=0)
+    open_cap_s: float = Field(300.0, ge=0)
+
+
+class ProviderSettings(_Section):
+    """How one provider is used and called."""
+
+    enabled: bool = True
+    rate: float = Field(1.0, gt=0, le=100_000)
+    """Calls per second the provider allows this application as a whole (all workers)."""
+    rate_margin: float = Field(0.95, gt=0, le=1)
+    max_wait_s: float = Field(30.0, ge=0)
+    timeout_s: float = Field(15.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_cap_s: float = Field(8.0, gt=0)
+    retry_budget_ratio: float = Field(0.2, ge=0, le=1)
+    min_confidence: float = Field(0.82, ge=0, le=1)
+    """Matches below this confidence are ignored for this provider."""
+    requires: list[str] = []
+    """Fields that must be known before this stage runs (e.g. ``["isrc"]``)."""
+    breaker: BreakerSettings = BreakerSettings()
+
+
+class FieldRule(_Section):
+    """Which providers may fill a field, and how sure they must be."""
+
+    providers: list[str]
+    min_confidence: float = Field(0.85, ge=0, le=1)
+
+
+def _default_fields() -> dict[str, FieldRule]:
+    every = list(PROVIDER_NAMES)
+    rules = {
+        "isrc": ["musicbrainz", "spotify", "deezer"],
+        "musicbrainz_recording_id": ["musicbrainz", "lastfm"],
+        "spotify_id": ["spotify"],
+        "deezer_id": ["deezer"],
+        "discogs_release_id": ["discogs"],
+        "album": ["musicbrainz", "spotify", "deezer"],
+        "release_date": ["musicbrainz", "spotify", "deezer", "discogs"],
+        "duration_ms": ["musicbrainz", "spotify", "deezer"],
+        "label": ["discogs", "spotify"],
+        "bpm": ["deezer", "spotify"],
+        "key": ["spotify"],
+        "genres": ["discogs", "musicbrainz", "lastfm"],
+        "tags": ["lastfm", "musicbrainz"],
+        "popularity": ["spotify"],
+        "listeners": ["lastfm"],
+        "playcount": ["lastfm"],
+        "deezer_rank": ["deezer"],
+    }
+    return {f: FieldRule(providers=[p for p in every if p in ps]) for f, ps in rules.items()}
+
+
+class WaterfallSettings(_Section):
+    """The provider stages: order, what each may fill, and what a publishable record needs."""
+
+    order: list[str] = list(PROVIDER_NAMES)
+    fields: dict[str, FieldRule] = Field(default_factory=_default_fields)
+    required: list[str] = ["isrc"]
+    """Fields a record needs to be published; without them it is dead-lettered."""
+    targets: list[str] = [
+        "isrc", "spotify_id", "musicbrainz_recording_id", "deezer_id", "discogs_release_id",
+        "album", "release_date", "duration_ms", "label", "bpm", "genres", "tags", "popularity",
+        "listeners", "playcount",
+    ]
+    """Fields the waterfall tries to fill; a record with all of them is ``complete``. ``key``
+    needs Spotify audio features, which apps created after Nov 2024 cannot use, so it is not a
+    default target."""
+
+
+class CacheSettings(_Section):
+    """The two-level provider cache (in-process LRU in front of Redis)."""
+
+    enabled: bool = True
+    lru_size: int = Field(50_000, ge=0)
+    ttl_id_s: float = Field(30 * 86_400, gt=0)
+    ttl_search_s: float = Field(86_400, gt=0)
+    ttl_tags_s: float = Field(7 * 86_400, gt=0)
+    ttl_not_found_s: float = Field(3_600, gt=0)
+
+
+_DEFAULT_RATES = {"musicbrainz": 1.0, "spotify": 5.0, "deezer": 9.0, "lastfm": 4.0,
+                  "discogs": 0.9}
+
+
+def _default_providers() -> dict[str, ProviderSettings]:
+    return {name: ProviderSettings(
+        rate=_DEFAULT_RATES[name],
+        # Deezer's BPM is reliable only by ISRC; a search costs two calls per track.
+        requires=["isrc"] if name == "deezer" else [],
+    ) for name in PROVIDER_NAMES}
+
+
 class Settings(_Section):
     """All of trackflow's configuration."""
 
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     redis_url: str = "redis://127.0.0.1:6379/0"
+    providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
+    waterfall: WaterfallSettings = WaterfallSettings()
+    cache: CacheSettings = CacheSettings()
+
+    @model_validator(mode="after")
+    def _known_providers(self) -> Settings:
+        for name in self.providers:
+            if name not in PROVIDER_NAMES:
+                raise ValueError(f"unknown provider {name!r} in [providers] "
+                                 f"(known: {', '.join(PROVIDER_NAMES)})")
+        for name in self.waterfall.order:
+            if name not in PROVIDER_NAMES:
+                raise ValueError(f"unknown provider {name!r} in waterfall.order")
+        for group in ("required", "targets"):
+            for field_name in getattr(self.waterfall, group):
+                if field_name not in self.waterfall.fields:
+                    raise ValueError(f"waterfall.{group} names {field_name!r}, which has no rule "
+                                     "in [waterfall.fields]")
+        for field_name, rule in self.waterfall.fields.items():
+            for name in rule.providers:
+                if name not in PROVIDER_NAMES:
+                    raise ValueError(f"unknown provider {name!r} in waterfall.fields.{field_name}")
+        return self
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
@@ -93,12 +225,15 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if "REDIS_URL" in env and f"{ENV_PREFIX}REDIS_URL" not in env:
         overrides["redis_url"] = env["REDIS_URL"]
     env_values = _env_tree(env)
-    values = _merge(_merge(file_values, overrides), env_values)
+    # Start from the defaults so a file or variable that sets one key of a provider keeps the
+    # provider's other defaults (its rate, say).
+    defaults = Settings().model_dump(mode="json")
+    values = _merge(_merge(_merge(defaults, file_values), overrides), env_values)
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(err["loc"])
+        loc = tuple(err["loc"]) or ("settings",)
         key = ".".join(str(p) for p in loc)
         raise ConfigError(key, f"{err['msg']} (set by [{'.'.join(map(str, loc[:-1])) or 'top'}] "
                                f"{loc[-1]} in the config file or {_env_name(loc)})") from None

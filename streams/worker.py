@@ -1,27 +1,62 @@
-"""``trackflow worker``: run the Faust worker with the enrichment agent."""
+"""``trackflow worker``: run the Faust worker with the enrichment agent and its providers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import Any
 
 import click
 import faust
 
 from agents.enrich import NoProviders, register_enrich_agent
+from agents.waterfall import Waterfall
+from providers.cache import CacheTtls, ProviderCache
 from providers.errors import ConfigError
+from providers.gate import GateSet, ResilientGate, policy_from_settings
+from providers.registry import build_providers
 from streams.app import create_app, declare_topics
 from streams.settings import Settings, load_settings
 from streams.topics import KafkaUnavailable, ensure_topics
 
 log = logging.getLogger("trackflow.streams.worker")
 
+RESILIENCE_TABLE = "trackflow-resilience"
 
-def build_worker_app(settings: Settings) -> faust.App:
+
+def build_cache(settings: Settings) -> ProviderCache | None:
+    c = settings.cache
+    if not c.enabled:
+        return None
+    ttls = CacheTtls(by_kind={"isrc": c.ttl_id_s, "id": c.ttl_id_s, "search": c.ttl_search_s,
+                              "tags": c.ttl_tags_s, "features": c.ttl_tags_s},
+                     default=c.ttl_search_s, not_found=c.ttl_not_found_s)
+    return ProviderCache(settings.redis_url, lru_size=c.lru_size, ttls=ttls)
+
+
+def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
     """The Faust app with every trackflow agent attached."""
     app = create_app(settings)
     topics = declare_topics(app, settings)
-    register_enrich_agent(app, topics, settings, NoProviders())
+    # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in a
+    # changelogged table: a restarted or rebalanced worker resumes where the last owner was.
+    state: Any = app.Table(RESILIENCE_TABLE, default=None, partitions=settings.kafka.partitions,
+                           schema=faust.Schema(key_type=str, key_serializer="json",
+                                               value_serializer="json"))
+    enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
+    cache = build_cache(settings)
+    gates = GateSet({
+        name: ResilientGate(name, policy_from_settings(settings.providers[name]),
+                            partitions=settings.kafka.partitions, state=state, cache=cache)
+        for name in enabled
+    })
+    providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled)
+    enricher = (Waterfall(providers, settings, targets=settings.waterfall.targets)
+                if providers else NoProviders())
+    log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
+    register_enrich_agent(app, topics, settings, enricher, on_revoke=gates.forget)
+    app.trackflow_gates = gates  # type: ignore[attr-defined]
     return app
 
 
@@ -46,6 +81,9 @@ def worker(config_path: str | None, web_port: int | None, loglevel: str | None) 
         raise click.ClickException(str(exc)) from None
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)
-    app = build_worker_app(settings)
+    try:
+        app = build_worker_app(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     level = loglevel or settings.worker.log_level
     faust.Worker(app, loglevel=level).execute_from_commandline()

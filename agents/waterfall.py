@@ -1,0 +1,216 @@
+"""The provider waterfall: which stage runs next, and what a matched candidate may fill.
+
+For each record the stages run in configured order. A stage runs only when it can still fill a
+missing field it is allowed to fill, and the inputs it requires are known (an ISRC found by
+MusicBrainz lets Deezer look up BPM by ISRC). The waterfall stops as soon as every target field
+is known. Each filled field keeps its provider and match confidence; each provider gets one
+outcome (matched, not_found, skipped, failed).
+
+The record is publishable when every ``required`` field is known. When it is not, it is
+dead-lettered: retryable when a transient provider failure may have caused the gap, not
+retryable when the providers answered and simply do not have the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents.enrich import Enrichment
+from agents.records import TARGET_FIELDS, FieldValue, Outcome
+from providers.base import Candidate, Provider, TrackQuery
+from providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from providers.matching import best_match
+from streams import metrics
+from streams.deadletter import Failure
+from streams.settings import Settings
+
+log = logging.getLogger("trackflow.agents.waterfall")
+
+#: What each provider's candidates can carry.
+PROVIDES: Mapping[str, frozenset[str]] = {
+    "musicbrainz": frozenset({"musicbrainz_recording_id", "isrc", "release_date", "duration_ms",
+                              "album", "genres", "tags"}),
+    "spotify": frozenset({"spotify_id", "isrc", "popularity", "album", "release_date",
+                          "duration_ms", "label", "bpm", "key"}),
+    "deezer": frozenset({"deezer_id", "bpm", "isrc", "duration_ms", "album", "release_date",
+                         "deezer_rank"}),
+    "lastfm": frozenset({"tags", "listeners", "playcount", "musicbrainz_recording_id"}),
+    "discogs": frozenset({"discogs_release_id", "label", "genres", "release_date"}),
+}
+
+_INT_FIELDS = {"duration_ms", "deezer_id", "discogs_release_id", "popularity", "listeners",
+               "playcount", "deezer_rank"}
+_LIST_FIELDS = {"genres", "tags"}
+# A release-level answer (Discogs finds releases, not recordings) is weaker evidence than a
+# recording match, so its confidence is capped.
+_RELEASE_LEVEL_CAP = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """What one stage would do for a record in its current state."""
+
+    provider: str
+    fillable: frozenset[str]
+    """Missing fields this stage may fill (empty: skip)."""
+    skip_reason: str | None
+    """Why it is skipped: ``complete``, ``nothing_to_fill`` or ``missing_<field>``."""
+
+
+def missing_fields(known: Mapping[str, FieldValue], targets: Sequence[str]) -> list[str]:
+    return [t for t in targets if t not in known]
+
+
+def plan_stage(provider: str, known: Mapping[str, FieldValue], settings: Settings,
+               targets: Sequence[str]) -> StagePlan:
+    """Pure: may ``provider`` contribute anything to a record that knows ``known``?"""
+    missing = set(missing_fields(known, targets))
+    if not missing:
+        return StagePlan(provider, frozenset(), "complete")
+    rules = settings.waterfall.fields
+    allowed = {f for f, rule in rules.items() if provider in rule.providers}
+    fillable = frozenset(PROVIDES.get(provider, frozenset()) & allowed & missing)
+    if not fillable:
+        return StagePlan(provider, fillable, "nothing_to_fill")
+    for needed in settings.providers[provider].requires:
+        if needed not in known:
+            return StagePlan(provider, frozenset(), f"missing_{needed}")
+    return StagePlan(provider, fillable, None)
+
+
+def convert(name: str, value: Any) -> Any:
+    """A candidate value in the EnrichedTrack field's type, or None when unusable."""
+    if value is None or value == "" or value == []:
+        return None
+    try:
+        if name in _INT_FIELDS:
+            return int(value)
+        if name == "bpm":
+            bpm = float(value)
+            return bpm if bpm > 0 else None
+        if name in _LIST_FIELDS:
+            items = value if isinstance(value, list | tuple) else [value]
+            out = [str(v).strip() for v in items if str(v).strip()]
+            return out[:25] or None
+    except (TypeError, ValueError):
+        return None
+    return str(value)
+
+
+def query_for(raw: Mapping[str, Any], known: Mapping[str, FieldValue]) -> TrackQuery:
+    """What we ask providers: the input plus identifiers found by earlier stages."""
+    def value(name: str) -> Any:
+        fv = known.get(name)
+        return fv.value if fv is not None else raw.get(name)
+
+    return TrackQuery(artist=raw["artist"], title=raw["title"], isrc=value("isrc"),
+                      duration_ms=value("duration_ms"), album=value("album"),
+                      spotify_id=value("spotify_id"),
+                      musicbrainz_recording_id=value("musicbrainz_recording_id"))
+
+
+def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candidate]
+                  ) -> list[Candidate]:
+    if provider != "discogs":
+        return list(candidates)
+    # Discogs answers with releases found by its track filter: they have no track title, so the
+    # release must agree on the artist and we take the title from the query.
+    return [Candidate(c.provider, {**c.fields, "title": c.get("title") or query.title},
+                      c.provider_score, c.via) for c in candidates]
+
+
+class Waterfall:
+    """Runs the provider stages for one record. ``providers`` holds the enabled clients."""
+
+    def __init__(self, providers: Mapping[str, Provider], settings: Settings,
+                 *, targets: Sequence[str] = TARGET_FIELDS,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._providers = providers
+        self._settings = settings
+        self._targets = tuple(targets)
+        self._order = [p for p in settings.waterfall.order if p in providers]
+        self._clock = clock
+
+    @property
+    def order(self) -> list[str]:
+        return list(self._order)
+
+    async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+        known: dict[str, FieldValue] = {
+            name: FieldValue(raw[name], "input", 1.0)
+            for name in ("isrc", "duration_ms", "album", "spotify_id") if raw.get(name)
+        }
+        outcomes: list[Outcome] = []
+        transient: list[TransientError] = []
+        for name in self._order:
+            plan = plan_stage(name, known, self._settings, self._targets)
+            if plan.skip_reason is not None:
+                outcomes.append(Outcome(name, "skipped", plan.skip_reason))
+                continue
+            outcome = await self._run_stage(name, plan, raw, known, transient)
+            outcomes.append(outcome)
+            metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=name, outcome=outcome.outcome).inc()
+        result = Enrichment(filled={k: v for k, v in known.items() if v.provider != "input"},
+                            outcomes=outcomes)
+        gap = [f for f in self._settings.waterfall.required if f not in known]
+        if gap:
+            result.failure = self._failure(gap, transient)
+            if transient:
+                waits = [e.retry_after for e in transient if e.retry_after]
+                if waits:
+                    result.not_before_ms = int((self._clock() + max(waits)) * 1000)
+        return result
+
+    async def _run_stage(self, name: str, plan: StagePlan, raw: Mapping[str, Any],
+                         known: dict[str, FieldValue], transient: list[TransientError]
+                         ) -> Outcome:
+        query = query_for(raw, known)
+        try:
+            candidates = await self._providers[name].lookup(query)
+        except TransientError as exc:
+            transient.append(exc)
+            metrics.PROVIDER_ERRORS.labels(provider=name, error_class=type(exc).__name__).inc()
+            return Outcome(name, "failed", type(exc).__name__)
+        except NotFound:
+            candidates = []
+        except (PermanentError, ProviderError) as exc:
+            metrics.PROVIDER_ERRORS.labels(provider=name, error_class=type(exc).__name__).inc()
+            log.error("event=provider_permanent_error provider=%s error=%s", name, exc)
+            return Outcome(name, "failed", type(exc).__name__)
+        threshold = self._settings.providers[name].min_confidence
+        match = best_match(query, _for_matching(name, query, candidates), threshold=threshold)
+        if match is None:
+            return Outcome(name, "not_found", "no_candidates" if not candidates
+                           else "no_confident_match")
+        confidence = match.confidence
+        if name == "discogs":
+            confidence = min(confidence, _RELEASE_LEVEL_CAP)
+        rules = self._settings.waterfall.fields
+        for field_name in plan.fillable:
+            value = convert(field_name, match.candidate.get(field_name))
+            if value is not None and confidence >= rules[field_name].min_confidence:
+                known[field_name] = FieldValue(value, name, round(confidence, 4))
+        if "title" not in known and confidence >= 0.9:
+            for canon in ("artist", "title"):
+                value = match.candidate.get(canon)
+                if value:
+                    known[canon] = FieldValue(str(value), name, round(confidence, 4))
+        return Outcome(name, "matched", confidence=round(confidence, 4))
+
+    def _failure(self, gap: list[str], transient: list[TransientError]) -> Failure:
+        if transient:
+            first = transient[0]
+            return Failure(
+                stage=f"provider:{first.provider}", error_class=type(first).__name__,
+                message=f"missing {', '.join(gap)} after transient failures: "
+                        + "; ".join(str(e) for e in transient)[:500],
+                reason="provider_unavailable", retryable=True, provider=first.provider)
+        return Failure(stage="provider:" + (self._order[0] if self._order else "none"),
+                       error_class="NotFound",
+                       message=f"no provider knows {', '.join(gap)} for this track",
+                       reason="not_found", retryable=False,
+                       provider=self._order[0] if self._order else None)

@@ -1,0 +1,360 @@
+"""The resilient call gate: cache -> breaker permit -> rate-limit slot -> call -> retries.
+
+Every provider client sends each HTTP exchange through ``gate.run(spec, fetch)``. This gate:
+
+1. answers from the two-level cache when it can (:mod:`providers.cache`; "not found" included);
+2. asks the provider's circuit breaker for a permit (:mod:`providers.breaker`); an open breaker
+   fails the call at once with a ``TransientError`` that is not retried here;
+3. waits for the partition's next rate-limit slot (:func:`providers.ratelimit.next_slot`), or for
+   the end of a pause a 429/503/quota answer imposed; a wait longer than ``max_wait_s`` is a
+   transient failure instead;
+4. calls, bounded by ``timeout_s``; records success, failure (slow calls too) or a neutral answer
+   (not found, feature unavailable, permanent configuration errors are not the provider's fault);
+5. retries transient failures with capped exponential backoff and full jitter, honouring
+   Retry-After, within a per-provider retry budget (:mod:`providers.backoff`).
+
+Breaker state, the pause and the last slot taken live in one entry per provider and partition
+(``spotify/3``) of a mapping the caller provides: a changelogged Faust table in the worker, a dict
+in tests. The key carries the partition because a Faust table key must always be written from the
+same partition; the worker sets :data:`current_partition` for each record it processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.backoff import RetryBudget, retry_call
+from providers.base import JSON, CallSpec
+from providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
+from providers.cache import ProviderCache
+from providers.errors import FeatureUnavailable, NotFound, PermanentError, TransientError
+from providers.partition import current_partition
+from providers.ratelimit import next_slot, slot_time
+from streams import metrics
+
+log = logging.getLogger("trackflow.providers.gate")
+
+BREAKER_STATE_VALUE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
+class BreakerOpen(TransientError):
+    """The provider's breaker refused the call; nothing was sent."""
+
+
+class RateLimitWait(TransientError):
+    """No rate-limit permit within the bounded wait; nothing was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPolicy:
+    """How one provider is called."""
+
+    rate: float
+    """Calls per second the provider allows our whole application (all workers)."""
+    rate_margin: float = 0.95
+    """Fraction of ``rate`` we use, for clock skew and scheduling jitter."""
+    max_wait_s: float = 30.0
+    """Longest a call waits for a rate-limit permit before it counts as a transient failure."""
+    timeout_s: float = 15.0
+    """Upper bound on one exchange, on top of the HTTP client's own timeouts."""
+    max_attempts: int = 3
+    """Attempts per call (first call included)."""
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 8.0
+    retry_budget_ratio: float = 0.2
+    """Retries allowed as a fraction of calls over a sliding window."""
+    max_retry_delay_s: float = 20.0
+    """A Retry-After longer than this is not slept on in the stream (the DLQ retries later)."""
+    pause_default_s: float = 5.0
+    """Pause after a limit answer that carried no Retry-After."""
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+@dataclass(slots=True)
+class _PartitionState:
+    breaker: CircuitBreaker
+    paused_until: float = 0.0
+    last_slot: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"breaker": self.breaker.to_dict(), "paused_until": self.paused_until,
+                "last_slot": self.last_slot}
+
+
+class ResilientGate:
+    """A :class:`~providers.base.CallGate` for one provider."""
+
+    def __init__(
+        self,
+        provider: str,
+        policy: ProviderPolicy,
+        *,
+        partitions: int,
+        state: MutableMapping[str, Any] | None = None,
+        cache: ProviderCache | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.provider = provider
+        self.policy = policy
+        self.partitions = partitions
+        self._state: MutableMapping[str, Any] = {} if state is None else state
+        self._cache = cache
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._local: dict[int, _PartitionState] = {}
+        self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
+        self._rate = policy.rate * policy.rate_margin
+        metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
+
+    # --- state per partition ---
+
+    def key(self, partition: int) -> str:
+        return f"{self.provider}/{partition}"
+
+    def _partition_state(self, partition: int) -> _PartitionState:
+        st = self._local.get(partition)
+        if st is None:
+            saved = self._state.get(self.key(partition))
+            breaker = (CircuitBreaker.from_dict(saved["breaker"], self.policy.breaker)
+                       if saved else CircuitBreaker(self.policy.breaker))
+            st = _PartitionState(breaker, float(saved.get("paused_until", 0.0)) if saved else 0.0,
+                                 int(saved.get("last_slot", -1)) if saved else -1)
+            if saved:
+                log.info("event=gate_state_restored provider=%s partition=%d breaker=%s",
+                         self.provider, partition, breaker.state)
+            self._local[partition] = st
+            metrics.RATELIMIT_CAPACITY.labels(provider=self.provider).set(len(self._local))
+        return st
+
+    def _save(self, partition: int, st: _PartitionState) -> None:
+        self._state[self.key(partition)] = st.to_dict()
+        self._export_gauges()
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop in-memory state of partitions this worker no longer owns."""
+        for p in partitions:
+            self._local.pop(p, None)
+        metrics.RATELIMIT_CAPACITY.labels(provider=self.provider).set(len(self._local))
+        self._export_gauges()
+
+    def breaker_state(self, partition: int) -> State:
+        """The breaker state for ``partition`` (read-only; restores from the table if needed)."""
+        saved = self._local.get(partition)
+        if saved is not None:
+            return saved.breaker.state
+        raw = self._state.get(self.key(partition))
+        return CircuitBreaker.from_dict(raw["breaker"], self.policy.breaker).state if raw \
+            else State.CLOSED
+
+    def open_until(self, partition: int) -> float:
+        """When the breaker of ``partition`` may let a probe through (0 when not open)."""
+        st = self._local.get(partition)
+        breaker = st.breaker if st else (
+            CircuitBreaker.from_dict(self._state[self.key(partition)]["breaker"],
+                                     self.policy.breaker)
+            if self.key(partition) in self._state else None)
+        return breaker.open_until if breaker and breaker.state is State.OPEN else 0.0
+
+    def _export_gauges(self) -> None:
+        if not self._local:
+            metrics.BREAKER_STATE.labels(provider=self.provider).set(0)
+            metrics.RATELIMIT_TOKENS.labels(provider=self.provider).set(0)
+            return
+        states = [s.breaker for s in self._local.values()]
+        metrics.BREAKER_STATE.labels(provider=self.provider).set(
+            max(BREAKER_STATE_VALUE[b.state] for b in states))
+        metrics.BREAKER_FAILURE_RATE.labels(provider=self.provider).set(
+            max(b.failure_rate() for b in states))
+        now = self._clock()
+        period = self.partitions / self._rate
+        # A partition holds one permit when its next slot is due now; the sum is what this
+        # worker could send at once.
+        ready = 0.0
+        for p, s in self._local.items():
+            k = next_slot(max(now, s.paused_until), rate=self._rate, partition=p,
+                          partitions=self.partitions, last_slot=s.last_slot)
+            ready += max(0.0, 1.0 - (slot_time(k, self._rate) - now) / period)
+        metrics.RATELIMIT_TOKENS.labels(provider=self.provider).set(ready)
+
+    def _transition(self, t: Transition | None) -> None:
+        if t is None:
+            return
+        metrics.BREAKER_TRANSITIONS.labels(provider=self.provider, from_state=t.from_state.value,
+                                           to_state=t.to_state.value).inc()
+        log.warning("event=breaker_transition provider=%s from=%s to=%s reason=%s",
+                    self.provider, t.from_state, t.to_state, t.reason)
+
+    # --- the gate ---
+
+    async def run(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
+        if self._cache is not None and spec.cacheable:
+            return await self._cache.get_or_fetch(spec, lambda: self._call(spec, fetch))
+        return await self._call(spec, fetch)
+
+    async def _call(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
+        def on_retry(attempt: int, delay: float, error: TransientError) -> None:
+            metrics.RETRIES.labels(provider=self.provider, attempt=str(attempt)).inc()
+            metrics.RETRY_BACKOFF_SECONDS.labels(provider=self.provider).observe(delay)
+
+        def on_give_up(reason: str, error: TransientError) -> None:
+            if reason == "budget":
+                metrics.RETRY_BUDGET_EXHAUSTED.labels(provider=self.provider).inc()
+
+        def classify(exc: Exception) -> Exception:
+            # Refusals before sending are not retried here: the breaker or the limiter already
+            # said how long to wait, and the record's own retry (the DLQ) is the right place.
+            if isinstance(exc, BreakerOpen | RateLimitWait):
+                return _NoRetry(exc)
+            return exc
+
+        p = self.policy
+        try:
+            return await retry_call(
+                lambda: self._attempt(spec, fetch), max_attempts=p.max_attempts,
+                base=p.backoff_base_s, cap=p.backoff_cap_s, budget=self._budget,
+                classify=classify, sleep=self._sleep, rng=self._rng,
+                max_delay_s=p.max_retry_delay_s, on_retry=on_retry, on_give_up=on_give_up)
+        except _NoRetry as wrapped:
+            raise wrapped.error from None
+
+    async def _attempt(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
+        partition = current_partition.get()
+        st = self._partition_state(partition)
+        decision: Decision = st.breaker.allow(self._clock())
+        self._transition(decision.transition)
+        if not decision.permitted:
+            metrics.BREAKER_REJECTED_CALLS.labels(provider=self.provider).inc()
+            metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
+                                          outcome="rejected").inc()
+            if decision.transition is not None:
+                self._save(partition, st)
+            raise BreakerOpen(self.provider, f"circuit breaker {decision.state}",
+                              retry_after=decision.wait_s)
+        try:
+            await self._wait_for_slot(partition, st, spec)
+        except BaseException:
+            if decision.probe:
+                st.breaker.release_probe()
+            raise
+        started = self._clock()
+        mono = time.monotonic()
+        try:
+            result = await asyncio.wait_for(fetch(), self.policy.timeout_s)
+        except (TimeoutError, TransientError) as exc:
+            duration = time.monotonic() - mono
+            err = exc if isinstance(exc, TransientError) else TransientError(
+                self.provider, f"no answer within {self.policy.timeout_s} s")
+            self._observe(spec, "transient", duration)
+            self._transition(st.breaker.record_failure(self._clock(), err.retry_after, duration))
+            if err.rate_limited:
+                metrics.RATELIMIT_LIMITED_ANSWERS.labels(provider=self.provider).inc()
+                pause = err.retry_after if err.retry_after is not None \
+                    else self.policy.pause_default_s
+                st.paused_until = max(st.paused_until, self._clock() + pause)
+                log.warning("event=provider_limited provider=%s pause_s=%.1f", self.provider,
+                            pause)
+            self._save(partition, st)
+            raise err from None
+        except (NotFound, FeatureUnavailable, PermanentError) as exc:
+            outcome = {NotFound: "not_found", FeatureUnavailable: "unavailable"}.get(
+                type(exc), "permanent")
+            self._observe(spec, outcome, time.monotonic() - mono)
+            st.breaker.record_neutral()
+            if decision.probe:
+                st.breaker.release_probe()
+            self._save(partition, st)
+            raise
+        except BaseException:
+            if decision.probe:
+                st.breaker.release_probe()
+            raise
+        duration = time.monotonic() - mono
+        empty = result in (None, [], {})
+        self._observe(spec, "not_found" if empty else "found", duration)
+        self._transition(st.breaker.record_success(started + duration, duration))
+        self._save(partition, st)
+        return result
+
+    def _observe(self, spec: CallSpec, outcome: str, duration: float) -> None:
+        metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
+                                      outcome=outcome).inc()
+        metrics.PROVIDER_CALL_DURATION.labels(provider=self.provider,
+                                              kind=spec.kind).observe(duration)
+
+    async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec) -> None:
+        waited = 0.0
+        while True:
+            now = self._clock()
+            k = next_slot(max(now, st.paused_until), rate=self._rate, partition=partition,
+                          partitions=self.partitions, last_slot=st.last_slot)
+            wait = slot_time(k, self._rate) - now
+            if waited + wait > self.policy.max_wait_s:
+                metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
+                                              outcome="rejected").inc()
+                raise RateLimitWait(self.provider,
+                                    f"no rate-limit permit within {self.policy.max_wait_s:.0f} s",
+                                    retry_after=wait)
+            # Take the slot before sleeping so concurrent calls of this partition take later ones.
+            st.last_slot = k
+            if wait <= 0:
+                return
+            metrics.RATELIMIT_WAITS.labels(provider=self.provider).inc()
+            metrics.RATELIMIT_WAIT_SECONDS.labels(provider=self.provider).observe(wait)
+            await self._sleep(wait)
+            waited += wait
+            if st.paused_until <= self._clock():
+                return
+            # A limit answer arrived while we slept: our slot now falls inside the pause.
+
+
+class _NoRetry(Exception):
+    """Carries a refusal through ``retry_call`` without it being retried."""
+
+    def __init__(self, error: TransientError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class GateSet:
+    """One :class:`ResilientGate` per provider behind the single gate the clients are given."""
+
+    def __init__(self, gates: Mapping[str, ResilientGate]) -> None:
+        self.gates = dict(gates)
+
+    async def run(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
+        return await self.gates[spec.provider].run(spec, fetch)
+
+    def forget(self, partitions: set[int]) -> None:
+        for gate in self.gates.values():
+            gate.forget(partitions)
+
+    def open_until(self, provider: str, partition: int) -> float:
+        """When ``provider``'s breaker for ``partition`` lets a probe through (0: not open)."""
+        gate = self.gates.get(provider)
+        return gate.open_until(partition) if gate is not None else 0.0
+
+
+def policy_from_settings(ps: Any) -> ProviderPolicy:
+    """A ProviderPolicy from a ``streams.settings.ProviderSettings``."""
+    b = ps.breaker
+    return ProviderPolicy(
+        rate=ps.rate, rate_margin=ps.rate_margin, max_wait_s=ps.max_wait_s,
+        timeout_s=ps.timeout_s, max_attempts=ps.max_attempts, backoff_base_s=ps.backoff_base_s,
+        backoff_cap_s=ps.backoff_cap_s, retry_budget_ratio=ps.retry_budget_ratio,
+        breaker=BreakerConfig(
+            window_size=b.window_size, minimum_calls=b.minimum_calls,
+            failure_rate_threshold=b.failure_rate_threshold,
+            consecutive_failures=b.consecutive_failures, slow_call_s=b.slow_call_s,
+            slow_call_rate_threshold=b.slow_call_rate_threshold,
+            half_open_max_probes=b.half_open_max_probes,
+            half_open_successes=b.half_open_successes, open_base_s=b.open_base_s,
+            open_cap_s=b.open_cap_s))

@@ -1,0 +1,45 @@
+"""Interleaved slots: the whole app never calls a provider faster than its rate."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from providers.ratelimit import next_slot, slot_time
+
+
+def test_slots_of_all_partitions_are_at_least_one_interval_apart() -> None:
+    rate, partitions = 1.0, 8
+    rng = random.Random(1)
+    taken: list[float] = []
+    last = dict.fromkeys(range(partitions), -1)
+    now = 1_700_000_000.0
+    for _ in range(400):
+        p = rng.randrange(partitions)
+        now += rng.random() * 0.3
+        k = next_slot(now, rate=rate, partition=p, partitions=partitions, last_slot=last[p])
+        last[p] = k
+        assert k % partitions == p, "a slot must belong to the partition that takes it"
+        assert slot_time(k, rate) >= now - 1e-9, "a slot is never in the past"
+        taken.append(slot_time(k, rate))
+    taken.sort()
+    gaps = [b - a for a, b in zip(taken, taken[1:], strict=False)]
+    assert min(gaps) >= 1 / rate - 1e-9, f"two calls closer than 1/R: {min(gaps)}"
+
+
+def test_a_partition_never_reuses_a_slot() -> None:
+    k1 = next_slot(100.0, rate=10, partition=3, partitions=4)
+    k2 = next_slot(100.0, rate=10, partition=3, partitions=4, last_slot=k1)
+    assert k2 == k1 + 4
+
+
+def test_a_busy_partition_gets_its_share() -> None:
+    rate, partitions = 50.0, 5
+    k, now, calls = -1, 0.0, 0
+    while True:
+        k = next_slot(now, rate=rate, partition=2, partitions=partitions, last_slot=k)
+        if slot_time(k, rate) >= 10.0:
+            break
+        calls += 1
+    assert calls == pytest.approx(10 * rate / partitions, abs=1)
