@@ -1,0 +1,165 @@
+"""The resilient gate with a fake clock: breaker, pacing, pauses, retries, persistence."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from providers.base import CallSpec
+from providers.breaker import BreakerConfig, State
+from providers.errors import FeatureUnavailable, NotFound, TransientError
+from providers.gate import BreakerOpen, ProviderPolicy, RateLimitWait, ResilientGate
+from providers.partition import current_partition
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_gate(t: FakeTime, state: dict[str, Any] | None = None, **policy: Any) -> ResilientGate:
+    defaults: dict[str, Any] = {"rate": 10.0, "rate_margin": 1.0, "max_attempts": 1,
+                                "breaker": BreakerConfig(minimum_calls=5, consecutive_failures=5)}
+    defaults.update(policy)
+    return ResilientGate("spotify", ProviderPolicy(**defaults), partitions=4,
+                         state=state if state is not None else {}, clock=t.clock,
+                         sleep=t.sleep, rng=random.Random(1))
+
+
+SPEC = CallSpec("spotify", "search", "q")
+
+
+def failing(message: str = "503", **kw: Any) -> Any:
+    async def fetch() -> Any:
+        raise TransientError("spotify", message, **kw)
+    return fetch
+
+
+async def ok() -> list[dict[str, str]]:
+    return [{"id": "x"}]
+
+
+async def test_breaker_opens_after_consecutive_failures_and_then_refuses_without_calling() -> None:
+    t = FakeTime()
+    gate = make_gate(t)
+    current_partition.set(1)
+    for _ in range(5):
+        with pytest.raises(TransientError):
+            await gate.run(SPEC, failing())
+    assert gate.breaker_state(1) is State.OPEN
+    calls = 0
+
+    async def counted() -> list[Any]:
+        nonlocal calls
+        calls += 1
+        return []
+
+    with pytest.raises(BreakerOpen):
+        await gate.run(SPEC, counted)
+    assert calls == 0, "an open breaker must not let the call through"
+
+
+async def test_breaker_state_survives_a_new_gate_on_the_same_table() -> None:
+    t = FakeTime()
+    table: dict[str, Any] = {}
+    gate = make_gate(t, table)
+    current_partition.set(2)
+    for _ in range(5):
+        with pytest.raises(TransientError):
+            await gate.run(SPEC, failing())
+    restarted = make_gate(t, table)
+    assert "spotify/2" in table, "state is keyed by provider and partition"
+    with pytest.raises(BreakerOpen):
+        await restarted.run(SPEC, ok)
+    assert restarted.breaker_state(2) is State.OPEN
+
+
+async def test_not_found_and_feature_unavailable_do_not_count_as_failures() -> None:
+    t = FakeTime()
+    gate = make_gate(t)
+    current_partition.set(0)
+    for exc in [NotFound("spotify", "no"), FeatureUnavailable("spotify", "403")] * 5:
+        async def fetch(exc: Exception = exc) -> Any:
+            raise exc
+        with pytest.raises(type(exc)):
+            await gate.run(SPEC, fetch)
+    assert gate.breaker_state(0) is State.CLOSED
+
+
+async def test_calls_of_one_partition_are_paced_at_its_share_of_the_rate() -> None:
+    t = FakeTime()
+    gate = make_gate(t, rate=10.0)  # 4 partitions -> one call per 0.4 s per partition
+    current_partition.set(3)
+    times = []
+    for _ in range(5):
+        await gate.run(SPEC, ok)
+        times.append(t.now)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(g == pytest.approx(0.4) for g in gaps), f"expected 0.4 s apart, got {gaps}"
+
+
+async def test_a_limit_answer_pauses_the_partition_for_retry_after() -> None:
+    t = FakeTime()
+    gate = make_gate(t, rate=100.0)
+    current_partition.set(0)
+    with pytest.raises(TransientError):
+        await gate.run(SPEC, failing("429", retry_after=7.0, rate_limited=True))
+    before = t.now
+    await gate.run(SPEC, ok)
+    assert t.now - before >= 7.0, "the next call must wait for Retry-After"
+
+
+async def test_a_permit_further_away_than_max_wait_fails_fast() -> None:
+    t = FakeTime()
+    gate = make_gate(t, rate=100.0, max_wait_s=2.0)
+    current_partition.set(0)
+    with pytest.raises(TransientError):
+        await gate.run(SPEC, failing("429", retry_after=60.0, rate_limited=True))
+    with pytest.raises(RateLimitWait):
+        await gate.run(SPEC, ok)
+
+
+async def test_transient_failures_are_retried_with_backoff_then_succeed() -> None:
+    t = FakeTime()
+    gate = make_gate(t, max_attempts=3, rate=1000.0, retry_budget_ratio=1.0)
+    current_partition.set(0)
+    answers: list[Any] = [TransientError("spotify", "502"), TransientError("spotify", "502"),
+                          [{"id": 1}]]
+
+    async def flaky() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert await gate.run(SPEC, flaky) == [{"id": 1}]
+    assert not answers, "expected two retries"
+
+
+async def test_the_retry_budget_stops_an_outage_from_multiplying_load() -> None:
+    t = FakeTime()
+    gate = make_gate(t, max_attempts=3, rate=1000.0, retry_budget_ratio=0.2,
+                     breaker=BreakerConfig(minimum_calls=1000, window_size=1000,
+                                           consecutive_failures=1000))
+    current_partition.set(0)
+    attempts = 0
+
+    async def down() -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise TransientError("spotify", "503")
+
+    for _ in range(100):
+        with pytest.raises(TransientError):
+            await gate.run(SPEC, down)
+    assert attempts <= 100 * 1.25, f"retries must stay near 20 % of calls, saw {attempts} attempts"
