@@ -105,6 +105,11 @@ class InFlight(Generic[E]):
     def in_flight(self) -> int:
         return sum(len(p.tracker) for p in self._partitions.values())
 
+    def oldest_unfinished(self, tp: Hashable) -> int | None:
+        """The oldest offset of ``tp`` still in flight (None when none or not owned). Read-only."""
+        part = self._partitions.get(tp)
+        return part.tracker.oldest_unfinished if part is not None else None
+
     def _partition(self, tp: Hashable) -> _Partition[E]:
         part = self._partitions.get(tp)
         if part is None:

@@ -46,7 +46,10 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=5,
-        stream_wait_empty=True,
+        # Do not wait for every unacked record before a rebalance or shutdown: a dead letter
+        # waiting an hour for its retry would stall the group that long. Nothing is lost:
+        # offsets are acked in order (agents.inflight), so the unfinished are re-delivered.
+        stream_wait_empty=False,
         autodiscover=False,
     )
     setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")

@@ -11,7 +11,8 @@ tools and habits carry over; the rest live under ``trackflow.errors.``. All valu
 | ``__connect.errors.stage`` | ``decode``, ``validate``, ``provider:<name>`` or ``publish`` |
 | ``__connect.errors.exception.class.name`` | the error class, e.g. ``InvalidRecord`` |
 | ``__connect.errors.exception.message`` | the error message (never a secret) |
-| ``trackflow.errors.reason`` | short machine code, e.g. ``invalid_isrc``, ``provider_unavailable`` |
+| ``trackflow.errors.reason`` | short machine code, e.g. ``invalid_isrc``, ``provider_unavailable``
+  |
 | ``trackflow.errors.provider`` | the provider that failed, empty when none |
 | ``trackflow.errors.retryable`` | ``true`` when a later retry may succeed |
 | ``trackflow.errors.attempt`` | how many times the record has been tried (1 = first pass) |
@@ -19,15 +20,21 @@ tools and habits carry over; the rest live under ``trackflow.errors.``. All valu
 | ``trackflow.errors.not.before.ms`` | earliest time a retry should run (epoch ms), when retryable |
 | ``trackflow.errors.original.timestamp.ms`` | the original record's timestamp |
 | ``trackflow.errors.consumer.group`` | the consumer group that read it |
+| ``trackflow.errors.history`` | JSON list of earlier failures, oldest first, the last 10 |
 
-The replayed record on ``tracks.raw`` carries ``trackflow.attempt``; every other error header is
-dropped there and kept on the dead letter only.
+The replayed record on ``tracks.raw`` carries ``trackflow.attempt`` and ``trackflow.errors.history``
+(so the next dead letter still tells the whole story); every other error header is dropped there
+and kept on the dead letter only. A parked record keeps every header of its dead letter and adds
+``trackflow.parked.reason`` (``not_retryable``, ``attempts_exhausted``, ``no_error_headers``,
+``bad_error_headers``) and ``trackflow.parked.at.ms``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 H_TOPIC = "__connect.errors.topic"
 H_PARTITION = "__connect.errors.partition"
@@ -46,9 +53,15 @@ H_ORIGINAL_TS = "trackflow.errors.original.timestamp.ms"
 H_GROUP = "trackflow.errors.consumer.group"
 #: Carried on tracks.raw by replays: which attempt this is.
 H_RAW_ATTEMPT = "trackflow.attempt"
+#: Carried on replays and kept on their dead letters: the earlier failures, oldest first.
+H_HISTORY = "trackflow.errors.history"
+#: Added when a dead letter is moved to the parked topic.
+H_PARKED_REASON = "trackflow.parked.reason"
+H_PARKED_AT = "trackflow.parked.at.ms"
 
 ERROR_PREFIXES = ("__connect.errors.", "trackflow.errors.")
 MAX_MESSAGE = 1_000
+MAX_HISTORY = 10
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -108,10 +121,10 @@ def dead_letter_headers(
     now_ms: int,
     not_before_ms: int | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The original headers (minus stale error headers) plus the error context."""
+    """The original headers (minus stale error headers but the history), plus the error context."""
     original = [(k, v) for k, v in (original or ()) if v is not None]
     first = _get(original, H_FIRST_FAILURE) or str(now_ms)
-    kept = [(k, v) for k, v in original if not k.startswith(ERROR_PREFIXES)]
+    kept = [(k, v) for k, v in original if k == H_HISTORY or not k.startswith(ERROR_PREFIXES)]
     facts = {
         H_TOPIC: origin.topic,
         H_PARTITION: str(origin.partition),
@@ -141,3 +154,58 @@ def error_facts(headers: Iterable[tuple[str, bytes | None]]) -> Mapping[str, str
         for k, v in headers
         if v is not None and k.startswith(ERROR_PREFIXES)
     }
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def extend_history(headers: Iterable[tuple[str, bytes | None]],
+                   *, limit: int = MAX_HISTORY) -> bytes:
+    """The history header value: the dead letter's earlier history plus its own failure.
+
+    Keeps the last ``limit`` entries; an unreadable history is started afresh rather than
+    failing the replay.
+    """
+    headers = [(k, v) for k, v in headers if v is not None]
+    history: list[Any] = []
+    raw = _get(headers, H_HISTORY)
+    if raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            history = [e for e in parsed if isinstance(e, dict)]
+    history.append({
+        "attempt": _int_or_none(_get(headers, H_ATTEMPT)),
+        "stage": _get(headers, H_STAGE),
+        "reason": _get(headers, H_REASON),
+        "error_class": _get(headers, H_CLASS),
+        "at_ms": _int_or_none(_get(headers, H_LAST_FAILURE)),
+    })
+    return json.dumps(history[-limit:], separators=(",", ":")).encode()
+
+
+def replay_headers(dead_letter: Iterable[tuple[str, bytes | None]], *,
+                   attempt: int) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter republished to the raw topic as attempt number ``attempt``.
+
+    The original headers (``content-type`` above all) survive; the error context collapses into
+    the history header.
+    """
+    headers = [(k, bytes(v)) for k, v in dead_letter if v is not None]
+    kept = [(k, v) for k, v in headers
+            if not k.startswith(ERROR_PREFIXES) and k != H_RAW_ATTEMPT]
+    return [*kept, (H_RAW_ATTEMPT, str(attempt).encode()), (H_HISTORY, extend_history(headers))]
+
+
+def parked_headers(dead_letter: Iterable[tuple[str, bytes | None]], *, reason: str,
+                   now_ms: int) -> list[tuple[str, bytes]]:
+    """Every header of the dead letter, plus why and when it was parked."""
+    kept = [(k, bytes(v)) for k, v in dead_letter
+            if v is not None and k not in (H_PARKED_REASON, H_PARKED_AT)]
+    return [*kept, (H_PARKED_REASON, reason.encode()), (H_PARKED_AT, str(now_ms).encode())]

@@ -12,10 +12,11 @@ variable that sets it.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -53,6 +54,8 @@ class WorkerSettings(_Section):
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path(os.path.expanduser("~/.cache/trackflow/worker"))
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+    agents: list[Literal["enrich", "reprocess"]] = ["enrich", "reprocess"]
+    """Agents this worker runs: enrichment of tracks.raw, reprocessing of tracks.dlq, or both."""
 
 
 PROVIDER_NAMES = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
@@ -145,11 +148,28 @@ class CacheSettings(_Section):
     """The two-level provider cache (in-process LRU in front of Redis)."""
 
     enabled: bool = True
+    namespace: str = Field("trackflow", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Prefix of every Redis key; separate pipelines sharing a Redis use separate namespaces."""
     lru_size: int = Field(50_000, ge=0)
     ttl_id_s: float = Field(30 * 86_400, gt=0)
     ttl_search_s: float = Field(86_400, gt=0)
     ttl_tags_s: float = Field(7 * 86_400, gt=0)
     ttl_not_found_s: float = Field(3_600, gt=0)
+
+
+class DlqSettings(_Section):
+    """How the reprocessing agent retries dead letters (``[dlq]``, ``TRACKFLOW_DLQ__*``)."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    """Passes a record gets in all (1 = the first pass); then it is parked."""
+    backoff_base_s: float = Field(default=30.0, gt=0)
+    """Upper bound of the first retry's delay; doubles with every attempt."""
+    backoff_cap_s: float = Field(default=3600.0, gt=0)
+    """Upper bound of any retry's delay."""
+    max_waiting_per_partition: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Dead letters of one DLQ partition waiting at once; beyond it the DLQ stops being read."""
+    breaker_jitter_s: float = Field(default=2.0, ge=0)
+    """Spread added after an open breaker's end, so waiting retries do not probe together."""
 
 
 _DEFAULT_RATES = {"musicbrainz": 1.0, "spotify": 5.0, "deezer": 9.0, "lastfm": 4.0,
@@ -173,6 +193,7 @@ class Settings(_Section):
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     waterfall: WaterfallSettings = WaterfallSettings()
     cache: CacheSettings = CacheSettings()
+    dlq: DlqSettings = DlqSettings()
 
     @model_validator(mode="after")
     def _known_providers(self) -> Settings:
@@ -239,6 +260,16 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
                                f"{loc[-1]} in the config file or {_env_name(loc)})") from None
 
 
+def _env_value(name: str, value: str) -> Any:
+    """Lists and tables are written as JSON in variables: ``TRACKFLOW_WATERFALL__ORDER='[]'``."""
+    if value.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(name, f"is not valid JSON: {value[:80]!r}") from None
+    return value
+
+
 def _env_tree(env: dict[str, str]) -> dict[str, Any]:
     """``TRACKFLOW_A__B=v`` -> ``{"a": {"b": "v"}}`` for keys Settings knows or rejects."""
     tree: dict[str, Any] = {}
@@ -252,5 +283,5 @@ def _env_tree(env: dict[str, str]) -> dict[str, Any]:
         node = tree
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        node[parts[-1]] = _env_value(name, value)
     return tree
