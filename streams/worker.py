@@ -11,6 +11,8 @@ import click
 import faust
 
 from agents.enrich import NoProviders, register_enrich_agent
+from agents.reprocess import register_reprocess_agent
+from agents.stream_metrics import export_build_info, register_lag_metrics
 from agents.waterfall import Waterfall
 from providers.cache import CacheTtls, ProviderCache
 from providers.errors import ConfigError
@@ -32,7 +34,7 @@ def build_cache(settings: Settings) -> ProviderCache | None:
     ttls = CacheTtls(by_kind={"isrc": c.ttl_id_s, "id": c.ttl_id_s, "search": c.ttl_search_s,
                               "tags": c.ttl_tags_s, "features": c.ttl_tags_s},
                      default=c.ttl_search_s, not_found=c.ttl_not_found_s)
-    return ProviderCache(settings.redis_url, lru_size=c.lru_size, ttls=ttls)
+    return ProviderCache(settings.redis_url, namespace=c.namespace, lru_size=c.lru_size, ttls=ttls)
 
 
 def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
@@ -55,8 +57,13 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     enricher = (Waterfall(providers, settings, targets=settings.waterfall.targets)
                 if providers else NoProviders())
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
-    register_enrich_agent(app, topics, settings, enricher, on_revoke=gates.forget)
-    app.trackflow_gates = gates  # type: ignore[attr-defined]
+    if "enrich" in settings.worker.agents:
+        register_enrich_agent(app, topics, settings, enricher, on_revoke=gates.forget)
+    if "reprocess" in settings.worker.agents:
+        # Retries wait while the failing provider's breaker (as this worker knows it) is open.
+        register_reprocess_agent(app, topics, settings, breaker_open_until=gates.open_until)
+    register_lag_metrics(app, {settings.kafka.raw_topic, settings.kafka.dlq_topic})
+    export_build_info()
     return app
 
 

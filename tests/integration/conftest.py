@@ -56,3 +56,23 @@ async def sim_process(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
         yield sim.env
     finally:
         sim.stop()
+
+
+@pytest.fixture
+def sim_factory(tmp_path: Path) -> Iterator[Callable[..., dict[str, str]]]:
+    """Start ``trackflow simulate`` with a behaviour TOML and catalog size; yields its env."""
+    from tests.integration.harness import SimulatorProcess
+
+    started: list[SimulatorProcess] = []
+
+    def start(config_toml: str = "", *, size: int = 1000, seed: int = 0) -> dict[str, str]:
+        cfg = tmp_path / f"sim{len(started)}.toml"
+        cfg.write_text(config_toml)
+        sim = SimulatorProcess.start(tmp_path / f"sim{len(started)}.log", "--config", str(cfg),
+                                     "--size", str(size), "--seed", str(seed))
+        started.append(sim)
+        return sim.env
+
+    yield start
+    for sim in started:
+        sim.stop()

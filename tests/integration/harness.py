@@ -21,6 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 TRACKFLOW = str(Path(sys.executable).with_name("trackflow"))
 
 
+LOOPBACK_ONLY_URLS = (
+    "TRACKFLOW_MUSICBRAINZ_URL", "TRACKFLOW_SPOTIFY_API_URL", "TRACKFLOW_SPOTIFY_ACCOUNTS_URL",
+    "TRACKFLOW_DEEZER_URL", "TRACKFLOW_LASTFM_URL", "TRACKFLOW_DISCOGS_URL",
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,6 +56,8 @@ class TopicNames:
             "TRACKFLOW_KAFKA__DLQ_TOPIC": self.dlq,
             "TRACKFLOW_KAFKA__PARKED_TOPIC": self.parked,
             "TRACKFLOW_KAFKA__CONSUMER_GROUP": self.group,
+            # Each test starts with a cold cache, whatever earlier runs left in Redis.
+            "TRACKFLOW_CACHE__NAMESPACE": self.prefix,
         }
 
 
@@ -72,6 +80,9 @@ class WorkerProcess:
             "TRACKFLOW_KAFKA__SESSION_TIMEOUT_S": "6",
             "TRACKFLOW_WORKER__WEB_PORT": str(web_port),
             "TRACKFLOW_WORKER__DATA_DIR": str(workdir / "data"),
+            # Tests talk to loopback only: providers point at a closed port unless a test
+            # passes the simulator's variables.
+            **dict.fromkeys(LOOPBACK_ONLY_URLS, "http://127.0.0.1:9/closed"),
             **extra_env,
         }
         argv = [TRACKFLOW, "worker", "-l", "info"]
@@ -212,3 +223,81 @@ async def collect(bootstrap: str, topic: str, *, until: int, timeout: float,
     finally:
         await consumer.stop()
     return out
+
+
+PROVIDERS = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
+
+
+def sim_limits_toml(limits: dict[str, tuple[int, float]], *, latency_ms: tuple[int, int] = (5, 20),
+                    extra: str = "") -> str:
+    """A simulator config with the given (limit, window_s) per provider and a latency range."""
+    lines = []
+    for name, (limit, window) in limits.items():
+        lines += [f"[providers.{name}]", f"rate_limit = {limit}", f"rate_window_s = {window}",
+                  f'latency = {{ dist = "uniform", min_ms = {latency_ms[0]}, '
+                  f"max_ms = {latency_ms[1]} }}", ""]
+    return "\n".join(lines) + extra
+
+
+def worker_rates_env(limits: dict[str, tuple[int, float]]) -> dict[str, str]:
+    """Tell the worker each provider's allowed rate (calls per second) to match the simulator."""
+    return {f"TRACKFLOW_PROVIDERS__{name.upper()}__RATE": str(limit / window)
+            for name, (limit, window) in limits.items()}
+
+
+def catalog_records(size: int, seed: int = 0, *, count: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """RawTrack dicts for distinct tracks of the simulator's generated catalog."""
+    from providers.simulator.generate import generate_catalog
+    from streams.ingest import stable_track_id
+
+    seen: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for t in generate_catalog(size, seed).tracks:
+        tid = stable_track_id(t.artist, t.title)
+        if tid in seen:
+            continue
+        seen.add(tid)
+        out.append({"track_id": tid, "artist": t.artist, "title": t.title, "isrc": None,
+                    "duration_ms": t.duration_ms, "album": None, "spotify_id": None,
+                    "source": "it", "source_ref": None, "observed_at": None, "attributes": {}})
+        if count is not None and len(out) >= count:
+            break
+    return out
+
+
+def avro_records(records: Iterable[dict[str, Any]]
+                 ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    from schemas.codec import AVRO_CONTENT_TYPE, encode
+
+    return [(r["track_id"].encode(), encode("RawTrack", r),
+             [("content-type", AVRO_CONTENT_TYPE.encode())]) for r in records]
+
+
+async def http_json(url: str, method: str = "GET", body: Any = None) -> Any:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.request(method, url, json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+async def scrape(port: int) -> str:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        return response.text
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text format (sum over unmatched labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total = (total or 0.0) + sample.value
+    return total

@@ -14,6 +14,8 @@ from tests.integration.harness import TopicNames, collect, create_topics, produc
 
 pytestmark = pytest.mark.integration
 
+# The skeleton path: no provider stage, every valid record is published as partial.
+NO_PROVIDERS = {"TRACKFLOW_WATERFALL__ORDER": "[]", "TRACKFLOW_WORKER__AGENTS": '["enrich"]'}
 AVRO_H = [("content-type", AVRO_CONTENT_TYPE.encode())]
 JSON_H = [("content-type", JSON_CONTENT_TYPE.encode())]
 
@@ -47,7 +49,7 @@ def malformed(i: int, rng: random.Random) -> tuple[bytes, bytes, list[tuple[str,
 async def test_2000_tracks_50_malformed_all_accounted_for(
         bootstrap: str, topic_names: TopicNames, worker_factory: Any) -> None:
     rng = random.Random(2)
-    worker = worker_factory(partitions=4)
+    worker = worker_factory(partitions=4, extra_env=NO_PROVIDERS)
     await worker.wait_ready()
     good = [raw_record(i) for i in range(1950)]
     records = [(r["track_id"].encode(),
@@ -86,7 +88,7 @@ async def test_sigkill_mid_run_loses_nothing(bootstrap: str, topic_names: TopicN
     good = [raw_record(i) for i in range(total)]
     await produce(bootstrap, topic_names.raw,
                   ((r["track_id"].encode(), encode("RawTrack", r), AVRO_H) for r in good))
-    worker = worker_factory(partitions=4)
+    worker = worker_factory(partitions=4, extra_env=NO_PROVIDERS)
     await worker.wait_ready()
     progress = await collect(bootstrap, topic_names.enriched, until=total // 5, timeout=120)
     assert len(progress) < total, "the kill must land mid-run; make the run longer"

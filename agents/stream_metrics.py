@@ -1,0 +1,61 @@
+"""Stream metrics that no single record produces: consumer lag per input partition, build info."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from importlib import metadata
+
+import faust
+
+from streams import metrics
+
+log = logging.getLogger("trackflow.agents.stream_metrics")
+
+LAG_INTERVAL_S = 5.0
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def export_build_info() -> None:
+    metrics.BUILD_INFO.info({
+        "version": _version("trackflow"),
+        "python": platform.python_version(),
+        "faust": _version("faust-streaming"),
+        "aiokafka": _version("aiokafka"),
+    })
+
+
+def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
+    """Every few seconds: end offset minus this worker's position, per assigned partition."""
+    exported: set[tuple[str, str]] = set()
+
+    @app.timer(LAG_INTERVAL_S, name="trackflow.consumer_lag")  # type: ignore[misc]
+    async def consumer_lag() -> None:
+        consumer = app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic in topics]
+        current: set[tuple[str, str]] = set()
+        if tps:
+            try:
+                ends = await consumer.highwaters(*tps)
+            except Exception as exc:  # broker hiccup: try again next tick, but say so once
+                log.warning("event=consumer_lag_failed error=%r", exc)
+                return
+            for tp in tps:
+                position = await consumer.position(tp)
+                end = ends.get(tp)
+                if end is None or position is None:
+                    continue
+                labels = (tp.topic, str(tp.partition))
+                metrics.CONSUMER_LAG.labels(*labels).set(max(0, end - position))
+                current.add(labels)
+        # Partitions that moved to another worker must not keep reporting a stale lag here.
+        for labels in exported - current:
+            metrics.CONSUMER_LAG.remove(*labels)
+        exported.clear()
+        exported.update(current)
