@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "streams.dlq:dlq",
     "stack": "streams.stack:stack",
     "simulate": "providers.simulator.cli:simulate",
+    "top": "streams.top:top",
 }
 
 

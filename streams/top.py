@@ -1,0 +1,354 @@
+"""``trackflow top``: a live terminal view of the workers, read from their ``/metrics``.
+
+Pure pieces first (parse a scrape, rates between two scrapes, quantiles from histogram buckets,
+the figures of one frame), unit-tested without a worker; scraping and drawing with rich last.
+Several ``--url`` values are added up (gauges such as the breaker state take the worst value).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import click
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from streams.metrics import BREAKER_STATE_VALUES
+
+DEFAULT_URL = "http://127.0.0.1:6066/metrics"
+STATE_NAMES = {v: k for k, v in BREAKER_STATE_VALUES.items()}
+ERROR_OUTCOMES = frozenset({"transient", "permanent"})
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Samples of one or more scrapes taken at (about) the same time."""
+
+    t: float
+    """Monotonic time of the scrape, seconds."""
+    samples: Mapping[tuple[str, Labels], float] = field(default_factory=dict)
+    """(sample name, sorted labels) -> value."""
+
+    def select(self, name: str, **match: str | Iterable[str]) -> list[tuple[dict[str, str], float]]:
+        """Samples named ``name`` whose labels equal (or are in) the given values."""
+        out = []
+        for (n, labels), value in self.samples.items():
+            if n != name:
+                continue
+            d = dict(labels)
+            if all(_matches(d.get(k), v) for k, v in match.items()):
+                out.append((d, value))
+        return out
+
+    def total(self, name: str, **match: str | Iterable[str]) -> float:
+        """Sum of the matching samples (0 when none)."""
+        return sum(v for _, v in self.select(name, **match))
+
+
+def _matches(value: str | None, wanted: str | Iterable[str]) -> bool:
+    if isinstance(wanted, str):
+        return value == wanted
+    return value in set(wanted)
+
+
+def parse(text: str, t: float) -> Snapshot:
+    """A snapshot from Prometheus text exposition."""
+    samples: dict[tuple[str, Labels], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return Snapshot(t, samples)
+
+
+def merge(snapshots: Sequence[Snapshot]) -> Snapshot:
+    """Add several workers' snapshots up (same name and labels summed); time of the last."""
+    samples: dict[tuple[str, Labels], float] = {}
+    for snap in snapshots:
+        for key, value in snap.samples.items():
+            samples[key] = samples.get(key, 0.0) + value
+    return Snapshot(max((s.t for s in snapshots), default=0.0), samples)
+
+
+def increase(prev: Snapshot | None, cur: Snapshot, name: str,
+             **match: str | Iterable[str]) -> float:
+    """Growth of a counter between two snapshots (a reset counts from zero)."""
+    now = cur.total(name, **match)
+    if prev is None:
+        return now
+    before = prev.total(name, **match)
+    return now if now < before else now - before
+
+
+def per_second(prev: Snapshot | None, cur: Snapshot, name: str,
+               **match: str | Iterable[str]) -> float | None:
+    """Rate of a counter between two snapshots; None without an earlier one."""
+    if prev is None or cur.t <= prev.t:
+        return None
+    return increase(prev, cur, name, **match) / (cur.t - prev.t)
+
+
+def ratio(num: float, den: float) -> float | None:
+    """num / den, None when there is nothing to divide."""
+    return num / den if den > 0 else None
+
+
+def buckets(snap: Snapshot, name: str, **match: str | Iterable[str]) -> dict[float, float]:
+    """Cumulative bucket counts of histogram ``name`` (``_bucket`` samples) by upper bound."""
+    out: dict[float, float] = {}
+    for labels, value in snap.select(f"{name}_bucket", **match):
+        le = float(labels["le"])
+        out[le] = out.get(le, 0.0) + value
+    return out
+
+
+def bucket_increase(prev: Snapshot | None, cur: Snapshot, name: str) -> dict[float, float]:
+    """Bucket counts observed between two snapshots (all since start without ``prev``)."""
+    now = buckets(cur, name)
+    if prev is None:
+        return now
+    before = buckets(prev, name)
+    if any(now.get(le, 0.0) < v for le, v in before.items()):
+        return now  # a worker restarted: its counts began again
+    return {le: v - before.get(le, 0.0) for le, v in now.items()}
+
+
+def quantile(q: float, cumulative: Mapping[float, float]) -> float | None:
+    """Prometheus' histogram_quantile over cumulative bucket counts; None with no observations.
+
+    Linear interpolation inside the bucket; a quantile in the ``+Inf`` bucket answers the highest
+    finite bound, as Prometheus does.
+    """
+    if not cumulative:
+        return None
+    bounds = sorted(cumulative)
+    total = cumulative[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for le in bounds:
+        count = cumulative[le]
+        if count >= rank:
+            if math.isinf(le):
+                finite = [b for b in bounds if not math.isinf(b)]
+                return finite[-1] if finite else None
+            if count == lower_count:
+                return le
+            return lower_bound + (le - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = le, count
+    return bounds[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRow:
+    """One provider's line in the view."""
+
+    provider: str
+    calls_per_s: float | None
+    error_ratio: float | None
+    """Transient and permanent failures among calls made (rejected calls excluded)."""
+    breaker: str
+    """Worst breaker state over the workers."""
+    tokens: float | None
+    capacity: float | None
+    cache_hit_ratio: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The figures of one frame."""
+
+    in_per_s: float | None
+    out_per_s: float | None
+    p50: float | None
+    p99: float | None
+    lag: float | None
+    in_flight: float
+    dead_letters: float
+    parked: float
+    scheduled: float
+    providers: tuple[ProviderRow, ...]
+
+
+def _label_values(snap: Snapshot, label: str, names: Iterable[str]) -> list[str]:
+    found = {dict(labels).get(label) for (n, labels) in snap.samples if n in set(names)}
+    return sorted(v for v in found if v)
+
+
+def _max_gauge(snap: Snapshot, name: str, provider: str) -> float | None:
+    values = [v for _, v in snap.select(name, provider=provider)]
+    return max(values) if values else None
+
+
+def _gauge_sum(snap: Snapshot, name: str, provider: str) -> float | None:
+    values = [v for _, v in snap.select(name, provider=provider)]
+    return sum(values) if values else None
+
+
+def build_view(prev: Snapshot | None, cur: Snapshot, *,
+               per_worker: Sequence[Snapshot] = ()) -> View:
+    """Every figure of one frame from two merged snapshots (``prev`` None on the first).
+
+    ``per_worker`` (the current snapshots, unmerged) gives the worst breaker state; without it
+    the merged (summed) gauge is read, which is right for a single worker.
+    """
+    lat = bucket_increase(prev, cur, "trackflow_end_to_end_latency_seconds")
+    if not lat or max(lat.values(), default=0.0) <= 0:
+        lat = buckets(cur, "trackflow_end_to_end_latency_seconds")  # idle: since start
+    lag_samples = cur.select("trackflow_consumer_lag_records")
+    rows = []
+    providers = _label_values(cur, "provider", (
+        "trackflow_provider_calls_total", "trackflow_breaker_state",
+        "trackflow_ratelimit_capacity", "trackflow_cache_requests_total"))
+    for p in providers:
+        calls = increase(prev, cur, "trackflow_provider_calls_total", provider=p)
+        errors = increase(prev, cur, "trackflow_provider_calls_total", provider=p,
+                          outcome=ERROR_OUTCOMES)
+        rejected = increase(prev, cur, "trackflow_provider_calls_total", provider=p,
+                            outcome="rejected")
+        hits = increase(prev, cur, "trackflow_cache_requests_total", provider=p, result="hit")
+        lookups = increase(prev, cur, "trackflow_cache_requests_total", provider=p, level="lru")
+        states = [_max_gauge(w, "trackflow_breaker_state", p) for w in per_worker or (cur,)]
+        worst = max((s for s in states if s is not None), default=None)
+        rows.append(ProviderRow(
+            provider=p,
+            calls_per_s=per_second(prev, cur, "trackflow_provider_calls_total", provider=p),
+            error_ratio=ratio(errors, calls - rejected),
+            breaker=STATE_NAMES.get(int(worst), "?") if worst is not None else "-",
+            tokens=_gauge_sum(cur, "trackflow_ratelimit_tokens", p),
+            capacity=_gauge_sum(cur, "trackflow_ratelimit_capacity", p),
+            cache_hit_ratio=ratio(hits, lookups),
+        ))
+    return View(
+        in_per_s=per_second(prev, cur, "trackflow_records_in_total"),
+        out_per_s=per_second(prev, cur, "trackflow_records_out_total"),
+        p50=quantile(0.5, lat),
+        p99=quantile(0.99, lat),
+        lag=sum(v for _, v in lag_samples) if lag_samples else None,
+        in_flight=cur.total("trackflow_in_flight_records"),
+        dead_letters=cur.total("trackflow_dead_letters_total"),
+        parked=cur.total("trackflow_dlq_parked_total"),
+        scheduled=cur.total("trackflow_dlq_schedule_size"),
+        providers=tuple(rows),
+    )
+
+
+# --- drawing ---------------------------------------------------------------------------------
+
+
+def _num(v: float | None, fmt: str = "{:,.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _secs(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+
+
+_BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+
+
+def render(view: View, *, urls: Sequence[str], answered: int) -> Group:
+    """The rich renderable of one frame."""
+    head = Table.grid(padding=(0, 3))
+    for _ in range(5):
+        head.add_column()
+    head.add_row(f"in [bold]{_num(view.in_per_s)}[/]/s", f"out [bold]{_num(view.out_per_s)}[/]/s",
+                 f"e2e p50 [bold]{_secs(view.p50)}[/]  p99 [bold]{_secs(view.p99)}[/]",
+                 f"lag [bold]{_num(view.lag, '{:,.0f}')}[/]",
+                 f"in flight [bold]{view.in_flight:,.0f}[/]")
+    head.add_row(f"DLQ [bold]{view.dead_letters:,.0f}[/]", f"parked [bold]{view.parked:,.0f}[/]",
+                 f"waiting retry [bold]{view.scheduled:,.0f}[/]",
+                 f"workers {answered}/{len(urls)}", "")
+    table = Table(title="providers", expand=False)
+    for col in ("provider", "calls/s", "errors", "breaker", "tokens", "cache hits"):
+        table.add_column(col, justify="left" if col in ("provider", "breaker") else "right")
+    for r in view.providers:
+        tokens = "-" if r.capacity is None else f"{_num(r.tokens, '{:,.0f}')}/{r.capacity:,.0f}"
+        err_style = "red" if (r.error_ratio or 0) > 0.1 else ""
+        table.add_row(r.provider, _num(r.calls_per_s), Text(_pct(r.error_ratio), err_style),
+                      Text(r.breaker, _BREAKER_STYLE.get(r.breaker, "")), tokens,
+                      _pct(r.cache_hit_ratio))
+    if not view.providers:
+        table.add_row("(no provider calls yet)", "", "", "", "", "")
+    return Group(Text("trackflow top", style="bold"), head, table)
+
+
+def no_worker_message(urls: Sequence[str], errors: Sequence[str]) -> str:
+    """What to print when no URL answered."""
+    lines = [f"no worker answered at {', '.join(urls)}"]
+    lines += [f"  {e}" for e in errors]
+    lines.append("is `trackflow worker` running? its /metrics port is worker.web_port "
+                 "(TRACKFLOW_WORKER__WEB_PORT, default 6066); pass it with --url")
+    return "\n".join(lines)
+
+
+# --- scraping and the command ----------------------------------------------------------------
+
+
+def scrape_all(client: httpx.Client, urls: Sequence[str],
+               clock: Callable[[], float] = time.monotonic
+               ) -> tuple[list[Snapshot], list[str]]:
+    """Scrape every URL; the snapshots that answered and one error line per URL that did not."""
+    snaps, errors = [], []
+    for url in urls:
+        try:
+            resp = client.get(url)
+            resp.raise_for_status()
+            snaps.append(parse(resp.text, clock()))
+        except (httpx.HTTPError, ValueError) as exc:
+            errors.append(f"{url}: {type(exc).__name__}: {exc}")
+    return snaps, errors
+
+
+@click.command()
+@click.option("--url", "urls", multiple=True, default=(DEFAULT_URL,), show_default=True,
+              help="A worker's /metrics URL (repeat for several workers).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one frame (two scrapes --interval apart), exit.")
+def top(urls: tuple[str, ...], interval: float, once: bool) -> None:
+    """Live view of the workers: throughput, latency, lag, providers, cache, DLQ."""
+    console = Console()
+    with httpx.Client(timeout=min(2.0, max(interval, 0.5))) as client:
+        prev: Snapshot | None = None
+        if once:
+            first, errors = scrape_all(client, urls)
+            if not first:
+                raise click.ClickException(no_worker_message(urls, errors))
+            time.sleep(interval)
+            snaps, errors = scrape_all(client, urls)
+            if not snaps:
+                raise click.ClickException(no_worker_message(urls, errors))
+            view = build_view(merge(first), merge(snaps), per_worker=snaps)
+            console.print(render(view, urls=urls, answered=len(snaps)))
+            return
+        with Live(console=console, refresh_per_second=4, screen=False) as live:
+            try:
+                while True:
+                    snaps, errors = scrape_all(client, urls)
+                    if snaps:
+                        cur = merge(snaps)
+                        live.update(render(build_view(prev, cur, per_worker=snaps), urls=urls,
+                                           answered=len(snaps)))
+                        prev = cur if len(snaps) == len(urls) else None
+                    else:
+                        live.update(Text(no_worker_message(urls, errors), style="yellow"))
+                        prev = None
+                    time.sleep(interval)
+            except KeyboardInterrupt:
+                pass
