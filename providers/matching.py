@@ -442,86 +442,8 @@ def _closest_edit(query: TrackQuery, contenders: Sequence[Match]) -> Match | Non
         return abs(float(d) - query.duration_ms) if d else float("inf")  # type: ignore[operator]
 
     ranked = sorted(contenders, key=off)
-    best, runner_up = off(ranked[0]), off(ranked[1])
-    if best <= _EDIT_MARGIN_MS and runner_up >= best + _EDIT_MARGIN_MS:
+    others = [off(m) for m in ranked[1:] if not _same_recording(ranked[0].candidate, m.candidate)]
+    best = off(ranked[0])
+    if best <= _EDIT_MARGIN_MS and all(o >= best + _EDIT_MARGIN_MS for o in others):
         return ranked[0]
     return None
-
-
-_EDIT_MARGIN_MS = 2000.0
-
-
-def _same_recording(a: Candidate, b: Candidate) -> bool:
-    """Whether two candidates are the same recording (e.g. the single and the album track)."""
-    for field in ("isrc", "spotify_id", "musicbrainz_recording_id", "deezer_id"):
-        if a.get(field) and a.get(field) == b.get(field):
-            return True
-    ta, tb = parse_title(str(a.get("title") or "")), parse_title(str(b.get("title") or ""))
-    aa, ab = parse_artists(str(a.get("artist") or "")), parse_artists(str(b.get("artist") or ""))
-    if ta.full != tb.full or aa.primary != ab.primary:
-        return False
-    da, db = a.get("duration_ms"), b.get("duration_ms")
-    return not (da and db and abs(float(da) - float(db)) > 3000)
-
-
-def _evidence(match: Match) -> int:
-    """2 for identity agreement, 1 for a duration within the grace, 0 for text alone."""
-    if match.score.identity:
-        return 2
-    return 1 if match.score.duration == 1.0 else 0
-
-
-def best_match(
-    query: TrackQuery,
-    candidates: Sequence[Candidate],
-    *,
-    threshold: float = THRESHOLD,
-    margin: float = AMBIGUITY_MARGIN,
-) -> Match | None:
-    """The candidate that is surely the queried recording, or None (none good enough, or a tie)."""
-    ranked = rank(query, candidates)
-    if not ranked or ranked[0].score.total < threshold:
-        return None
-    top = ranked[0]
-    tied = [
-        m
-        for m in ranked[1:]
-        if m.score.total >= threshold
-        and top.score.total - m.score.total <= margin
-        and not _same_recording(top.candidate, m.candidate)
-    ]
-    if not tied:
-        return top
-    contenders = [top, *tied]
-    strongest = max(_evidence(m) for m in contenders)
-    winners = [m for m in contenders if _evidence(m) == strongest]
-    if len(winners) == 1:
-        return winners[0]
-    closest = _closest_edit(query, winners)
-    if closest is not None:
-        return closest
-    # Several different recordings fit equally well: guessing would be a coin toss.
-    return None
-
-
-def _closest_edit(query: TrackQuery, contenders: Sequence[Match]) -> Match | None:
-    """Among edits of one song ("Heaven" and "Heaven - Radio Edit"), the one the query names.
-
-    Neutral suffixes are ignored when scoring, so two edits of a song tie. When exactly one of
-    them carries the query's title verbatim (suffix included) and its duration is the closest
-    to the query's by a clear margin, it is the one the scraper saw; otherwise we refuse.
-    """
-    if query.duration_ms is None:
-        return None
-    wanted = fold(query.title)
-    verbatim = [m for m in contenders if fold(str(m.candidate.get("title") or "")) == wanted]
-    if len(verbatim) != 1:
-        return None
-    best = verbatim[0]
-
-    def off(m: Match) -> float:
-        d = m.candidate.get("duration_ms")
-        return abs(float(d) - query.duration_ms) if d else float("inf")  # type: ignore[operator]
-
-    others = [off(m) for m in contenders if m is not best]
-    return best if off(best) + _EDIT_MARGIN_MS <= min(others) else None

@@ -273,3 +273,20 @@ def test_similarity_bounds() -> None:
     assert similarity("abc", "abc") == 1.0, "expected equal strings to be 1.0"
     assert similarity("", "abc") == 0.0, "expected an empty string to be 0.0"
     assert similarity("deadmau5", "dead mau5") > 0.9, "expected spacing differences to count little"
+
+
+def test_the_stated_length_picks_between_two_recordings_with_the_same_title() -> None:
+    from providers.base import Candidate as C
+    from providers.base import TrackQuery as Q
+    from providers.matching import best_match as pick
+
+    cands = [C("musicbrainz", {"artist": "Northern Horses", "title": "Stars", "duration_ms": 216742,
+                               "isrc": "USAPU0437539"}),
+             C("musicbrainz", {"artist": "Northern Horses", "title": "Stars", "duration_ms": 223640,
+                               "isrc": "QZO000145648"})]
+    chosen = pick(Q("Northern Horses", "Stars", duration_ms=223_640), cands)
+    assert chosen is not None and chosen.candidate.get("isrc") == "QZO000145648", (
+        "the recording whose length the query states exactly should win")
+    assert pick(Q("Northern Horses", "Stars", duration_ms=220_000), cands) is None, (
+        "with the length halfway between, the answer is ambiguous and must be refused")
+    assert pick(Q("Northern Horses", "Stars"), cands) is None, "without a length: ambiguous"
