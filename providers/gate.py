@@ -133,6 +133,7 @@ class ResilientGate:
                          self.provider, partition, breaker.state)
             self._local[partition] = st
             metrics.RATELIMIT_CAPACITY.labels(provider=self.provider).set(len(self._local))
+            self._export_gauges()
         return st
 
     def _save(self, partition: int, st: _PartitionState) -> None:
@@ -311,9 +312,14 @@ class ResilientGate:
             metrics.RATELIMIT_WAIT_SECONDS.labels(provider=self.provider).observe(wait)
             await self._sleep(wait)
             waited += wait
-            if st.paused_until <= self._clock():
+            now = self._clock()
+            # A busy event loop can wake us well after our slot; sending then would bunch calls
+            # into the next slots of other partitions and exceed the limit in a sliding window.
+            # A slot missed by more than one global interval is given up for the next one.
+            late = now - slot_time(k, self._rate) > 1.0 / self._rate
+            if st.paused_until <= now and not late:
                 return
-            # A limit answer arrived while we slept: our slot now falls inside the pause.
+            # Late, or a limit answer arrived while we slept and our slot is inside the pause.
 
 
 class _NoRetry(Exception):

@@ -1,0 +1,235 @@
+"""The resilient waterfall on a real broker, real Redis and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from schemas.codec import decode
+from tests.integration.harness import (
+    TopicNames,
+    avro_records,
+    catalog_records,
+    collect,
+    free_port,
+    http_json,
+    metric_value,
+    produce,
+    scrape,
+    sim_limits_toml,
+    worker_rates_env,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# Limits scaled up so a test takes seconds, enforced by the simulator the way each provider does.
+FAST = {"musicbrainz": (100, 1.0), "spotify": (3000, 30.0), "deezer": (500, 5.0),
+        "lastfm": (200, 1.0), "discogs": (6000, 60.0)}
+
+
+def dead_letter_facts(msgs: list[Any]) -> dict[bytes, dict[str, str]]:
+    return {m.key: {k: v.decode() for k, v in m.headers if k.startswith("trackflow.errors.")}
+            for m in msgs}
+
+
+async def test_healthy_run_enriches_everything_within_limits_and_the_cache_answers_a_rerun(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any, sim_factory: Any) -> None:
+    sim = sim_factory(sim_limits_toml(FAST), size=2400)
+    env = {**sim, **worker_rates_env(FAST)}
+    records = catalog_records(2400, count=2000)
+    assert len(records) == 2000
+    worker = worker_factory(partitions=4, extra_env=env)
+    await worker.wait_ready()
+    await produce(bootstrap, topic_names.raw, avro_records(records))
+    out = await collect(bootstrap, topic_names.enriched, until=2000, timeout=240)
+    dlq = await collect(bootstrap, topic_names.dlq, until=1, timeout=3)
+    report = await http_json(sim["TRACKFLOW_SIMULATOR_URL"] + "/_sim/report")
+    print({p: (r["requests"], r["max_in_window"], r["limit"], r["violations"])
+           for p, r in report.items()})
+    assert not dlq, f"no record should be dead-lettered: {dead_letter_facts(dlq)}"
+    assert {m.key for m in out} == {r["track_id"].encode() for r in records}
+    values = [decode("EnrichedTrack", m.value) for m in out]
+    matched_isrc = sum(1 for v in values if v["isrc"])
+    print(f"statuses: complete={sum(v['status'] == 'complete' for v in values)} "
+          f"partial={sum(v['status'] == 'partial' for v in values)} with isrc={matched_isrc}")
+    assert matched_isrc == 2000
+    for name, stats in report.items():
+        assert stats["violations"] == 0, f"{name} limit exceeded: {stats}"
+
+    # Second pass over the same tracks, by a fresh worker process (empty in-process LRU):
+    # every answer must come from Redis.
+    worker.stop()
+    await http_json(sim["TRACKFLOW_SIMULATOR_URL"] + "/_sim/reset", "POST")
+    rerun = TopicNames.unique(topic_names.prefix + "b")
+    rerun_env = {**rerun.env(), "TRACKFLOW_CACHE__NAMESPACE": topic_names.prefix}
+    second = worker_factory(partitions=4, extra_env={**env, **rerun_env}, name="rerun")
+    await second.wait_ready()
+    await produce(bootstrap, rerun.raw, avro_records(records))
+    again = await collect(bootstrap, rerun.enriched, until=2000, timeout=120)
+    assert len({m.key for m in again}) == 2000
+    report = await http_json(sim["TRACKFLOW_SIMULATOR_URL"] + "/_sim/report")
+    calls = {p: r["requests"] for p, r in report.items()}
+    assert sum(calls.values()) == 0, f"a rerun must be answered by the cache, saw calls {calls}"
+
+
+async def wait_for_metric(port: int, name: str, predicate: Any, timeout: float,
+                          **labels: str) -> float | None:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        try:
+            value = metric_value(await scrape(port), name, **labels)
+        except OSError:
+            value = None
+        if value is not None and predicate(value):
+            return value
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{name}{labels} never satisfied the condition; last value {value}")
+
+
+async def spotify_log(sim_url: str) -> list[dict[str, Any]]:
+    entries = await http_json(f"{sim_url}/_sim/requests?provider=spotify&limit=10000")
+    return [e for e in entries if e["endpoint"] != "token"]
+
+
+async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_closes_again(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any, sim_factory: Any) -> None:
+    limits = {**FAST, "musicbrainz": (40, 1.0)}
+    sim = sim_factory(sim_limits_toml(limits), size=2400)
+    url = sim["TRACKFLOW_SIMULATOR_URL"]
+    env = {**sim, **worker_rates_env(limits),
+           # Two partitions, four failures in a row per partition: at most 8 failed calls
+           # before both breakers are open, plus what was already in flight.
+           "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__CONSECUTIVE_FAILURES": "4",
+           "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__MINIMUM_CALLS": "4"}
+    records = catalog_records(2400, count=1600)
+    worker = worker_factory(partitions=2, extra_env=env)
+    await worker.wait_ready()
+    await produce(bootstrap, topic_names.raw, avro_records(records[:1200]))
+    await collect(bootstrap, topic_names.enriched, until=100, timeout=60)
+    outage_started = time.monotonic()
+    await http_json(f"{url}/_sim/outage", "POST",
+                    {"provider": "spotify", "status": 503, "duration_s": 30})
+    await wait_for_metric(worker.web_port, "trackflow_breaker_state", lambda v: v == 2, 30,
+                          provider="spotify")
+    # Traffic after the outage lets the half-open probes succeed.
+    await asyncio.sleep(max(0.0, 32 - (time.monotonic() - outage_started)))
+    await produce(bootstrap, topic_names.raw, avro_records(records[1200:]))
+    await wait_for_metric(worker.web_port, "trackflow_breaker_state", lambda v: v == 0, 60,
+                          provider="spotify")
+
+    failures = [e for e in await spotify_log(url) if e["status"] == 503]
+    assert failures, "the outage must have been seen"
+    start = failures[0]["at"]
+    # The burst before the breakers opened: failures until the first pause of 2 s or more.
+    burst = 1
+    while burst < len(failures) and failures[burst]["at"] - failures[burst - 1]["at"] < 2.0:
+        burst += 1
+    probes = failures[burst:]
+    print(f"failed calls before the breakers opened: {burst}; probes during the outage: "
+          f"{len(probes)} at {[round(p['at'] - start, 1) for p in probes]}")
+    assert burst <= 10, f"the breaker must open after at most 10 failed calls, saw {burst}"
+    # Open periods of 5 s then backing off: at most one probe per open period per partition.
+    assert len(probes) <= 2 * (30 // 5), f"too many probes while open: {len(probes)}"
+
+    enriched = await collect(bootstrap, topic_names.enriched, until=10**6, timeout=60,
+                             stop_early=lambda m: len({x.key for x in m}) >= len(records))
+    done = {m.key for m in enriched}
+    dlq = await collect(bootstrap, topic_names.dlq, until=10**6, timeout=5)
+    for m in dlq:
+        assert dict(m.headers)["trackflow.errors.retryable"] == b"true", (
+            "an outage may only produce retryable dead letters")
+    lost = {r["track_id"].encode() for r in records} - done - {m.key for m in dlq}
+    assert not lost, f"{len(lost)} records neither enriched nor dead-lettered"
+    values = [decode("EnrichedTrack", m.value) for m in enriched]
+    spotify_failed = sum(1 for v in values for o in v["providers"]
+                         if o["provider"] == "spotify" and o["outcome"] == "failed")
+    assert spotify_failed > 0, "records during the outage must show spotify as failed"
+    print(f"enriched {len(done)}, dead-lettered {len(dlq)}, spotify failed on {spotify_failed}")
+    transitions = metric_value(await scrape(worker.web_port),
+                               "trackflow_breaker_transitions_total", provider="spotify",
+                               to_state="closed")
+    assert transitions and transitions >= 1, "the breaker must have closed again"
+
+
+async def test_sigkill_while_the_breaker_is_open_restarts_with_it_open_and_within_limits(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any, sim_factory: Any) -> None:
+    sim = sim_factory(sim_limits_toml(FAST), size=2400)
+    url = sim["TRACKFLOW_SIMULATOR_URL"]
+    env = {**sim, **worker_rates_env(FAST),
+           "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__OPEN_BASE_S": "60"}
+    records = catalog_records(2400, count=1200)
+    worker = worker_factory(partitions=2, extra_env=env)
+    await worker.wait_ready()
+    await http_json(f"{url}/_sim/outage", "POST",
+                    {"provider": "spotify", "status": 503, "duration_s": 600})
+    await produce(bootstrap, topic_names.raw, avro_records(records[:600]))
+    await wait_for_metric(worker.web_port, "trackflow_breaker_state", lambda v: v == 2, 60,
+                          provider="spotify")
+    # Both partitions' breakers must be open before the kill.
+    await asyncio.sleep(3)
+    worker.kill9()
+    calls_at_kill = len(await spotify_log(url))
+    worker.restart()
+    await worker.wait_ready()
+    restarted = time.monotonic()
+    await produce(bootstrap, topic_names.raw, avro_records(records[600:]))
+    await wait_for_metric(worker.web_port, "trackflow_breaker_state", lambda v: v == 2, 30,
+                          provider="spotify")
+    await asyncio.sleep(max(0.0, 10 - (time.monotonic() - restarted)))
+    after = len(await spotify_log(url)) - calls_at_kill
+    report = await http_json(f"{url}/_sim/report")
+    print(f"spotify calls in the first 10 s after restart: {after}; "
+          f"{ {p: (r['max_in_window'], r['limit'], r['violations']) for p, r in report.items()} }")
+    assert after == 0, "a restarted worker must resume with the breaker open and call nobody"
+    for name, stats in report.items():
+        assert stats["violations"] == 0, f"{name} limit exceeded around the restart: {stats}"
+    assert "event=gate_state_restored provider=spotify" in worker.log_text()
+
+
+async def test_redis_stopped_mid_run_and_started_again_loses_nothing(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any, sim_factory: Any,
+        tmp_path: Any) -> None:
+    port = free_port()
+    redis_server = shutil.which("redis-server")
+    assert redis_server, "redis-server must be installed (make test installs it)"
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        return proc
+
+    limits = {**FAST, "musicbrainz": (40, 1.0)}
+    sim = sim_factory(sim_limits_toml(limits), size=1600)
+    redis = start_redis()
+    try:
+        env = {**sim, **worker_rates_env(limits), "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        records = catalog_records(1600, count=900)
+        worker = worker_factory(partitions=2, extra_env=env)
+        await worker.wait_ready()
+        await produce(bootstrap, topic_names.raw, avro_records(records))
+        await collect(bootstrap, topic_names.enriched, until=150, timeout=60)
+        redis.terminate()
+        redis.wait(10)
+        await collect(bootstrap, topic_names.enriched, until=400, timeout=60)
+        errors = metric_value(await scrape(worker.web_port), "trackflow_cache_errors_total")
+        redis = start_redis()
+        out = await collect(bootstrap, topic_names.enriched, until=10**6, timeout=120,
+                            stop_early=lambda m: len({x.key for x in m}) >= len(records))
+        dlq = await collect(bootstrap, topic_names.dlq, until=10**6, timeout=5)
+        missing = {r["track_id"].encode() for r in records} - {m.key for m in out}
+        print(f"cache errors while Redis was down: {errors}; enriched {len(out)}, "
+              f"dead letters {len(dlq)}")
+        assert worker.alive(), "losing Redis must not crash the worker"
+        assert not missing, f"{len(missing)} records never reached tracks.enriched"
+        assert errors and errors > 0, "Redis errors must be counted"
+    finally:
+        redis.terminate()
+        redis.wait(10)
