@@ -50,10 +50,11 @@ from streams.deadletter import (
     replay_headers,
 )
 from streams.settings import Settings
+from streams.topics import TABLES
 
 log = logging.getLogger("trackflow.agents.reprocess")
 
-SCHEDULE_TABLE = "trackflow-dlq-schedule"
+SCHEDULE_TABLE = TABLES[1]
 SLEEP_SLICE_S = 1.0
 """Longest single sleep: keeps waits responsive to shutdown and to wall-clock steps."""
 GAUGE_INTERVAL_S = 5.0

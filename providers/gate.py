@@ -57,8 +57,8 @@ class ProviderPolicy:
 
     rate: float
     """Calls per second the provider allows our whole application (all workers)."""
-    rate_margin: float = 0.95
-    """Fraction of ``rate`` we use, for clock skew and scheduling jitter."""
+    rate_margin: float = 0.9
+    """Fraction of ``rate`` we use; the rest absorbs scheduling jitter and clock skew."""
     max_wait_s: float = 30.0
     """Longest a call waits for a rate-limit permit before it counts as a transient failure."""
     timeout_s: float = 15.0
@@ -80,11 +80,11 @@ class ProviderPolicy:
 class _PartitionState:
     breaker: CircuitBreaker
     paused_until: float = 0.0
-    last_slot: int = -1
+    last_slot_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"breaker": self.breaker.to_dict(), "paused_until": self.paused_until,
-                "last_slot": self.last_slot}
+                "last_slot_at": self.last_slot_at}
 
 
 class ResilientGate:
@@ -113,6 +113,7 @@ class ResilientGate:
         self._local: dict[int, _PartitionState] = {}
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._rate = policy.rate * policy.rate_margin
+        self._late_tolerance = (1.0 / policy.rate_margin - 1.0) / (2.0 * policy.rate)
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
 
     # --- state per partition ---
@@ -127,7 +128,7 @@ class ResilientGate:
             breaker = (CircuitBreaker.from_dict(saved["breaker"], self.policy.breaker)
                        if saved else CircuitBreaker(self.policy.breaker))
             st = _PartitionState(breaker, float(saved.get("paused_until", 0.0)) if saved else 0.0,
-                                 int(saved.get("last_slot", -1)) if saved else -1)
+                                 saved.get("last_slot_at") if saved else None)
             if saved:
                 log.info("event=gate_state_restored provider=%s partition=%d breaker=%s",
                          self.provider, partition, breaker.state)
@@ -182,7 +183,7 @@ class ResilientGate:
         ready = 0.0
         for p, s in self._local.items():
             k = next_slot(max(now, s.paused_until), rate=self._rate, partition=p,
-                          partitions=self.partitions, last_slot=s.last_slot)
+                          partitions=self.partitions, after=s.last_slot_at)
             ready += max(0.0, 1.0 - (slot_time(k, self._rate) - now) / period)
         metrics.RATELIMIT_TOKENS.labels(provider=self.provider).set(ready)
 
@@ -296,7 +297,7 @@ class ResilientGate:
         while True:
             now = self._clock()
             k = next_slot(max(now, st.paused_until), rate=self._rate, partition=partition,
-                          partitions=self.partitions, last_slot=st.last_slot)
+                          partitions=self.partitions, after=st.last_slot_at)
             wait = slot_time(k, self._rate) - now
             if waited + wait > self.policy.max_wait_s:
                 metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
@@ -305,7 +306,7 @@ class ResilientGate:
                                     f"no rate-limit permit within {self.policy.max_wait_s:.0f} s",
                                     retry_after=wait)
             # Take the slot before sleeping so concurrent calls of this partition take later ones.
-            st.last_slot = k
+            st.last_slot_at = slot_time(k, self._rate)
             if wait <= 0:
                 return
             metrics.RATELIMIT_WAITS.labels(provider=self.provider).inc()
@@ -313,10 +314,11 @@ class ResilientGate:
             await self._sleep(wait)
             waited += wait
             now = self._clock()
-            # A busy event loop can wake us well after our slot; sending then would bunch calls
-            # into the next slots of other partitions and exceed the limit in a sliding window.
-            # A slot missed by more than one global interval is given up for the next one.
-            late = now - slot_time(k, self._rate) > 1.0 / self._rate
+            # A busy event loop can wake us after our slot; sending late would bring this call
+            # closer to the next partition's and, in a sliding window, over the provider's
+            # limit. The margin leaves room for half of it to be lateness; a slot missed by more
+            # is given up for the next one.
+            late = now - slot_time(k, self._rate) > self._late_tolerance
             if st.paused_until <= now and not late:
                 return
             # Late, or a limit answer arrived while we slept and our slot is inside the pause.

@@ -180,9 +180,10 @@ class TokenBucket:
 # global rate R defines instants k/R on the wall clock, and slot k belongs to partition k mod P.
 # Calls from all partitions are then at least 1/R apart, whichever worker owns which partition,
 # with no burst at all; each partition gets R/P (the same stranded-budget trade-off as above). A
-# partition remembers the last slot it took (``last_slot`` in its table entry), so a restarted
-# worker never reuses a slot. Workers on different hosts rely on NTP-synchronised clocks; the
-# safety margin applied to R (see ProviderPolicy.rate_margin) absorbs skew and scheduling jitter.
+# partition remembers when its last slot was (``last_slot_at`` in its table entry), so a
+# restarted worker never reuses a slot, even after the rate was changed. Workers on different
+# hosts rely on NTP-synchronised clocks; the safety margin applied to R
+# (ProviderPolicy.rate_margin) absorbs skew and scheduling jitter.
 
 
 def slot_time(slot: int, rate: float) -> float:
@@ -191,13 +192,16 @@ def slot_time(slot: int, rate: float) -> float:
 
 
 def next_slot(now: float, *, rate: float, partition: int, partitions: int,
-              last_slot: int = -1) -> int:
-    """The first slot at or after ``now`` that belongs to ``partition`` and follows ``last_slot``."""
+              after: float | None = None) -> int:
+    """The first slot at or after ``now`` that belongs to ``partition`` and is later than
+    ``after`` (the time of the last slot the partition took, which survives restarts and rate
+    changes because it is a time, not an index)."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     if not 0 <= partition < partitions:
         raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
     first = math.ceil(now * rate - _EPSILON)
-    first = max(first, last_slot + 1)
+    if after is not None:
+        first = max(first, math.floor(after * rate + _EPSILON) + 1)
     # Round up to the next slot whose index is congruent to the partition.
     return first + (partition - first) % partitions

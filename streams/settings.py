@@ -82,7 +82,8 @@ class ProviderSettings(_Section):
     enabled: bool = True
     rate: float = Field(1.0, gt=0, le=100_000)
     """Calls per second the provider allows this application as a whole (all workers)."""
-    rate_margin: float = Field(0.95, gt=0, le=1)
+    rate_margin: float = Field(0.9, gt=0, le=1)
+    """Fraction of ``rate`` used; the rest absorbs scheduling jitter and clock skew."""
     max_wait_s: float = Field(30.0, ge=0)
     timeout_s: float = Field(15.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=10)

@@ -41,8 +41,17 @@ class TopicSpec:
     config: dict[str, str]
 
 
+#: The worker's changelogged Faust tables (resilience state, DLQ retry schedule).
+TABLES = ("trackflow-resilience", "trackflow-dlq-schedule")
+
+
+def changelog_topic(consumer_group: str, table: str) -> str:
+    """The changelog topic Faust uses for ``table`` in an app whose id is ``consumer_group``."""
+    return f"{consumer_group}-{table}-changelog"
+
+
 def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
-    """The four topics of the pipeline with their configs."""
+    """The pipeline's topics and the tables' changelogs, with their configs."""
     p = kafka.partitions
     return [
         TopicSpec(kafka.raw_topic, p, {}),
@@ -50,6 +59,11 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(kafka.enriched_topic, p, {"cleanup.policy": "compact"}),
         TopicSpec(kafka.dlq_topic, p, {}),
         TopicSpec(kafka.parked_topic, p, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        # Faust would create these itself, but a consumer that subscribes before the creation
+        # is visible ignores them until its next metadata refresh (minutes), and the first
+        # table write then fails with PartitionsMismatch. Creating them first avoids the race.
+        *(TopicSpec(changelog_topic(kafka.consumer_group, t), p, {"cleanup.policy": "compact"})
+          for t in TABLES),
     ]
 
 

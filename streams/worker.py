@@ -20,11 +20,11 @@ from providers.gate import GateSet, ResilientGate, policy_from_settings
 from providers.registry import build_providers
 from streams.app import create_app, declare_topics
 from streams.settings import Settings, load_settings
-from streams.topics import KafkaUnavailable, ensure_topics
+from streams.topics import TABLES, KafkaUnavailable, ensure_topics
 
 log = logging.getLogger("trackflow.streams.worker")
 
-RESILIENCE_TABLE = "trackflow-resilience"
+RESILIENCE_TABLE = TABLES[0]
 
 
 def build_cache(settings: Settings) -> ProviderCache | None:
