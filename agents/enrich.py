@@ -18,8 +18,8 @@ import faust
 
 from agents.inflight import InFlight
 from agents.records import FieldValue, InvalidRecord, Outcome, build_enriched, validate_raw
-from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, DecodeError, decode_raw_track, encode
 from providers.partition import current_partition
+from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, DecodeError, decode_raw_track, encode
 from streams import metrics
 from streams.app import Topics
 from streams.deadletter import Failure, Origin, attempt_of, dead_letter_headers

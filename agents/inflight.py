@@ -119,7 +119,7 @@ class InFlight(Generic[E]):
         return part
 
     async def submit(self, tp: Hashable, offset: int, key: Hashable, item: E) -> None:
-        """Start processing ``item``; waits while the partition already has the maximum in flight."""
+        """Start processing ``item``; waits while the partition has the maximum in flight."""
         if self.fatal is not None:
             raise self.fatal
         part = self._partition(tp)
@@ -165,8 +165,8 @@ class InFlight(Generic[E]):
         for tp in tps:
             self._partitions.pop(tp, None)
 
-    async def drain(self, timeout: float | None = None) -> None:
+    async def drain(self) -> None:
         """Wait for every record in flight to finish."""
         tasks = [t for p in self._partitions.values() for t in p.tasks]
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks)

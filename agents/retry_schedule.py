@@ -16,9 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
 from providers.backoff import UniformRng, backoff_delay
-from streams.settings import DlqSettings
 from streams.deadletter import (
     H_ATTEMPT,
     H_LAST_FAILURE,
@@ -28,6 +26,7 @@ from streams.deadletter import (
     H_RETRYABLE,
     error_facts,
 )
+from streams.settings import DlqSettings
 
 NOT_RETRYABLE = "not_retryable"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"

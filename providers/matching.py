@@ -53,7 +53,6 @@ from providers.normalize import (
     ParsedTitle,
     Version,
     edit_distance,
-    fold,
     normalize_artist,
     normalize_isrc,
     parse_artists,

@@ -98,7 +98,8 @@ def decode_json(name: str, data: bytes, *, registry: SchemaRegistry | None = Non
     except AvroValidationError as exc:
         fields = sorted({_field_of(e) for e in exc.errors})
         raise DecodeError("schema_mismatch",
-                          f"JSON does not match {name}: bad or missing {', '.join(fields)}") from None
+                          f"JSON does not match {name}: bad or missing {', '.join(fields)}"
+                          ) from None
     return record
 
 

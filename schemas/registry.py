@@ -59,7 +59,7 @@ class SchemaRegistry:
 
     @classmethod
     def from_schemas(cls, raw: dict[str, dict[int, dict[str, Any]]]) -> SchemaRegistry:
-        """Build from ``{name: {version: schema_json}}``; references resolve to the latest version."""
+        """Build from ``{name: {version: schema}}``; references resolve to the latest version."""
         latest = {
             f"{s.get('namespace', '')}.{s['name']}".lstrip("."): s
             for versions in raw.values()

@@ -84,7 +84,8 @@ def produce(file: Path, topic: str | None, fmt: str, source: str | None,
     except (ConfigError, KafkaUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     rejected = sum(reasons.values())
-    click.echo(f"sent {sent} records to {topic or settings.kafka.raw_topic}, rejected {rejected} rows")
+    target = topic or settings.kafka.raw_topic
+    click.echo(f"sent {sent} records to {target}, rejected {rejected} rows")
     for reason, count in reasons.most_common():
         click.echo(f"  rejected {count}: {reason}")
     for example in examples:

@@ -146,7 +146,7 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
 
 
 async def read_from(bootstrap: str, start_at: dict[TopicPartition, int], keys: set[bytes],
-                    timeout: float) -> tuple[list[Any], list[Any]]:
+                    wait_s: float) -> tuple[list[Any], list[Any]]:
     """Records after ``start_at`` until every key is enriched or dead-lettered."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
@@ -156,7 +156,7 @@ async def read_from(bootstrap: str, start_at: dict[TopicPartition, int], keys: s
         consumer.assign(list(start_at))
         for tp, offset in start_at.items():
             consumer.seek(tp, offset)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
                 (enriched if tp.topic == "tracks.enriched" else dead).extend(msgs)
@@ -300,7 +300,8 @@ async def wait_ready(web_port: int, worker: subprocess.Popen[bytes], workdir: Pa
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.5)
-    console.print(f"[red]worker did not start[/]; its log:\n{(workdir / 'worker.log').read_text()[-3000:]}")
+    log = (workdir / "worker.log").read_text()[-3000:]
+    console.print(f"[red]worker did not start[/]; its log:\n{log}")
     return False
 
 

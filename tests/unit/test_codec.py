@@ -41,7 +41,7 @@ def test_apache_avro_decodes_our_bytes_and_agrees_on_the_fingerprint() -> None:
     data = codec.encode("EnrichedTrack", record)
     schema = avro.schema.parse(json.dumps(sv.schema))
     independent_fp = schema.fingerprint("CRC-64-AVRO")
-    # Apache avro returns the 64-bit fingerprint big-endian; single-object encoding is little-endian.
+    # Apache avro gives the fingerprint big-endian; single-object encoding is little-endian.
     assert bytes(independent_fp)[::-1] == sv.fingerprint, (
         "the Apache avro package must compute the same CRC-64-AVRO fingerprint we write")
     decoded = avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(data[10:])))

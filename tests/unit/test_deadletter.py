@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from streams.deadletter import (
-    H_ATTEMPT, H_FIRST_FAILURE, H_LAST_FAILURE, H_REASON, H_RETRYABLE, H_STAGE, Failure, Origin,
-    attempt_of, dead_letter_headers, error_facts,
+    H_ATTEMPT,
+    H_FIRST_FAILURE,
+    H_LAST_FAILURE,
+    H_REASON,
+    H_RETRYABLE,
+    H_STAGE,
+    Failure,
+    Origin,
+    attempt_of,
+    dead_letter_headers,
+    error_facts,
 )
 
 ORIGIN = Origin("tracks.raw", 3, 42, 1_000, "trackflow")
 
 
 def test_headers_keep_content_type_and_add_the_error_context() -> None:
-    out = dead_letter_headers([("content-type", b"application/json")],
-                              Failure("validate", "InvalidRecord", "bad isrc", "invalid_isrc", False),
-                              ORIGIN, attempt=1, now_ms=5_000)
+    failure = Failure("validate", "InvalidRecord", "bad isrc", "invalid_isrc", False)
+    out = dead_letter_headers([("content-type", b"application/json")], failure, ORIGIN,
+                              attempt=1, now_ms=5_000)
     assert ("content-type", b"application/json") in out
     facts = error_facts(out)
     assert facts[H_STAGE] == "validate"
@@ -25,7 +34,7 @@ def test_headers_keep_content_type_and_add_the_error_context() -> None:
 def test_a_second_failure_keeps_the_first_failure_time_and_replaces_old_error_headers() -> None:
     first = dead_letter_headers([], Failure("provider:spotify", "TransientError", "503", "x", True,
                                             "spotify"), ORIGIN, attempt=1, now_ms=1_000)
-    second = dead_letter_headers(first + [("trackflow.attempt", b"2")],
+    second = dead_letter_headers([*first, ("trackflow.attempt", b"2")],
                                  Failure("provider:spotify", "TransientError", "503", "x", True,
                                          "spotify"), ORIGIN, attempt=2, now_ms=9_000)
     facts = error_facts(second)

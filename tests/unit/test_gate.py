@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -104,7 +105,7 @@ async def test_calls_of_one_partition_are_paced_at_its_share_of_the_rate() -> No
     for _ in range(5):
         await gate.run(SPEC, ok)
         times.append(t.now)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(g == pytest.approx(0.4) for g in gaps), f"expected 0.4 s apart, got {gaps}"
 
 

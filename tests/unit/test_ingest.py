@@ -39,7 +39,7 @@ def test_rows_without_artist_or_title_are_rejected_with_a_reason() -> None:
 
 def test_artist_dash_title_lines() -> None:
     assert split_artist_title("Daft Punk - One More Time") == ("Daft Punk", "One More Time")
-    assert split_artist_title("Jay-Z – 99 Problems") == ("Jay-Z", "99 Problems")
+    assert split_artist_title("Jay-Z \u2013 99 Problems") == ("Jay-Z", "99 Problems")
     assert split_artist_title("No separator") == (None, "No separator")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -24,7 +25,7 @@ def test_slots_of_all_partitions_are_at_least_one_interval_apart() -> None:
         assert slot_time(k, rate) >= now - 1e-9, "a slot is never in the past"
         taken.append(slot_time(k, rate))
     taken.sort()
-    gaps = [b - a for a, b in zip(taken, taken[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(taken)]
     assert min(gaps) >= 1 / rate - 1e-9, f"two calls closer than 1/R: {min(gaps)}"
 
 
