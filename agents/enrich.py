@@ -138,14 +138,14 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
                                        on_fatal=on_fatal)
     metrics.IN_FLIGHT.set_function(inflight.in_flight)
 
-    async def enrich(stream: faust.StreamT[Any]) -> None:
+    async def enrich(stream: Any) -> None:
         async for event in stream.noack().events():
             msg = event.message
             await inflight.submit(msg.tp, msg.offset, msg.key, event)
 
     app.agent(topics.raw, name="trackflow.enrich")(enrich)
 
-    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         inflight.revoke(set(revoked))
         if on_revoke is not None:

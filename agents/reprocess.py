@@ -27,7 +27,6 @@ from agents.inflight import InFlight
 from agents.retry_schedule import (
     DONE,
     WAITING,
-    DlqSettings,
     Park,
     Retry,
     breaker_wait_s,
@@ -49,7 +48,7 @@ from streams.deadletter import (
     parked_headers,
     replay_headers,
 )
-from streams.settings import Settings
+from streams.settings import DlqSettings, Settings
 from streams.topics import TABLES
 
 log = logging.getLogger("trackflow.agents.reprocess")

@@ -35,7 +35,6 @@ def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
     """Every few seconds: end offset minus this worker's position, per assigned partition."""
     exported: set[tuple[str, str]] = set()
 
-    @app.timer(LAG_INTERVAL_S, name="trackflow.consumer_lag")  # type: ignore[misc]
     async def consumer_lag() -> None:
         consumer = app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic in topics]
@@ -59,3 +58,5 @@ def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
             metrics.CONSUMER_LAG.remove(*labels)
         exported.clear()
         exported.update(current)
+
+    app.timer(LAG_INTERVAL_S, name="trackflow.consumer_lag")(consumer_lag)

@@ -122,9 +122,9 @@ def dead_letter_headers(
     not_before_ms: int | None = None,
 ) -> list[tuple[str, bytes]]:
     """The original headers (minus stale error headers but the history), plus the error context."""
-    original = [(k, v) for k, v in (original or ()) if v is not None]
-    first = _get(original, H_FIRST_FAILURE) or str(now_ms)
-    kept = [(k, v) for k, v in original if k == H_HISTORY or not k.startswith(ERROR_PREFIXES)]
+    present = [(k, bytes(v)) for k, v in (original or ()) if v is not None]
+    first = _get(present, H_FIRST_FAILURE) or str(now_ms)
+    kept = [(k, v) for k, v in present if k == H_HISTORY or not k.startswith(ERROR_PREFIXES)]
     facts = {
         H_TOPIC: origin.topic,
         H_PARTITION: str(origin.partition),
@@ -144,7 +144,7 @@ def dead_letter_headers(
         facts[H_ORIGINAL_TS] = str(origin.timestamp_ms)
     if not_before_ms is not None:
         facts[H_NOT_BEFORE] = str(not_before_ms)
-    return [(k, bytes(v)) for k, v in kept] + [(k, v.encode()) for k, v in facts.items()]
+    return kept + [(k, v.encode()) for k, v in facts.items()]
 
 
 def error_facts(headers: Iterable[tuple[str, bytes | None]]) -> Mapping[str, str]:
