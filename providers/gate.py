@@ -59,6 +59,8 @@ class ProviderPolicy:
     """Calls per second the provider allows our whole application (all workers)."""
     rate_margin: float = 0.9
     """Fraction of ``rate`` we use; the rest absorbs scheduling jitter and clock skew."""
+    window_s: float = 1.0
+    """The provider's enforcement window: it allows ``rate * window_s`` calls per window."""
     max_wait_s: float = 30.0
     """Longest a call waits for a rate-limit permit before it counts as a transient failure."""
     timeout_s: float = 15.0
@@ -87,6 +89,21 @@ class _PartitionState:
                 "last_slot_at": self.last_slot_at}
 
 
+def late_tolerance(rate: float, margin: float, window_s: float) -> float:
+    """How late a call may leave after its slot without exceeding ``rate * window_s`` per window.
+
+    Slots are ``1 / (margin * rate)`` apart. If every call may leave up to ``t`` late, a window of
+    ``window_s`` holds the calls of the slots in ``window_s + t``: at most
+    ``margin * rate * (window_s + t) + 1``, which must stay within ``rate * window_s``. For a
+    provider allowing one call per window (MusicBrainz) only the gap between two slots matters,
+    and we allow half of the gap's slack.
+    """
+    limit = rate * window_s
+    by_count = ((1.0 - margin) * limit - 1.0) / (margin * rate)
+    by_gap = (1.0 / margin - 1.0) / (2.0 * rate)
+    return max(by_count, by_gap)
+
+
 class ResilientGate:
     """A :class:`~providers.base.CallGate` for one provider."""
 
@@ -113,7 +130,7 @@ class ResilientGate:
         self._local: dict[int, _PartitionState] = {}
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._rate = policy.rate * policy.rate_margin
-        self._late_tolerance = (1.0 / policy.rate_margin - 1.0) / (2.0 * policy.rate)
+        self._late_tolerance = late_tolerance(policy.rate, policy.rate_margin, policy.window_s)
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
 
     # --- state per partition ---
@@ -355,7 +372,7 @@ def policy_from_settings(ps: Any) -> ProviderPolicy:
     """A ProviderPolicy from a ``streams.settings.ProviderSettings``."""
     b = ps.breaker
     return ProviderPolicy(
-        rate=ps.rate, rate_margin=ps.rate_margin, max_wait_s=ps.max_wait_s,
+        rate=ps.rate, rate_margin=ps.rate_margin, window_s=ps.window_s, max_wait_s=ps.max_wait_s,
         timeout_s=ps.timeout_s, max_attempts=ps.max_attempts, backoff_base_s=ps.backoff_base_s,
         backoff_cap_s=ps.backoff_cap_s, retry_budget_ratio=ps.retry_budget_ratio,
         breaker=BreakerConfig(

@@ -66,3 +66,33 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
 
     return Topics(topic(k.raw_topic), topic(k.enriched_topic), topic(k.dlq_topic),
                   topic(k.parked_topic))
+
+
+def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
+                         bootstrap: str) -> None:
+    """After every rebalance, re-read what is not committed on ``topics``.
+
+    Our agents forget in-flight records on a rebalance (their new owner processes them again).
+    Faust seeks assigned partitions to their committed offsets, but a partition with no commit
+    yet keeps its fetch position, so records that were in flight would never come back, and the
+    next commit would skip them. Seeking such partitions to their beginning closes the gap.
+    """
+    from aiokafka import TopicPartition
+
+    from streams.topics import admin_client
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def rewind(sender: Any, assigned: Any, **_: Any) -> None:
+        tps = [tp for tp in assigned if tp.topic in topics]
+        if not tps:
+            return
+        admin = await admin_client(bootstrap)
+        try:
+            committed = await admin.list_consumer_group_offsets(
+                consumer_group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps])
+        finally:
+            await admin.close()
+        for tp in tps:
+            meta = committed.get(TopicPartition(tp.topic, tp.partition))
+            if meta is None or meta.offset < 0:
+                await app.consumer.seek(tp, 0)

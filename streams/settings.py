@@ -82,6 +82,8 @@ class ProviderSettings(_Section):
     enabled: bool = True
     rate: float = Field(1.0, gt=0, le=100_000)
     """Calls per second the provider allows this application as a whole (all workers)."""
+    window_s: float = Field(1.0, gt=0, le=3600)
+    """The window over which the provider counts calls (it allows ``rate * window_s`` each)."""
     rate_margin: float = Field(0.9, gt=0, le=1)
     """Fraction of ``rate`` used; the rest absorbs scheduling jitter and clock skew."""
     max_wait_s: float = Field(30.0, ge=0)
@@ -173,13 +175,16 @@ class DlqSettings(_Section):
     """Spread added after an open breaker's end, so waiting retries do not probe together."""
 
 
-_DEFAULT_RATES = {"musicbrainz": 1.0, "spotify": 5.0, "deezer": 9.0, "lastfm": 4.0,
-                  "discogs": 0.9}
+# (calls per second, the window the provider counts them in), from each API's documentation;
+# Spotify publishes no number (it uses a rolling 30 s window), Last.fm asks for about 5/s.
+_DEFAULT_LIMITS = {"musicbrainz": (1.0, 1.0), "spotify": (5.0, 30.0), "deezer": (10.0, 5.0),
+                   "lastfm": (5.0, 1.0), "discogs": (1.0, 60.0)}
 
 
 def _default_providers() -> dict[str, ProviderSettings]:
     return {name: ProviderSettings(
-        rate=_DEFAULT_RATES[name],
+        rate=_DEFAULT_LIMITS[name][0],
+        window_s=_DEFAULT_LIMITS[name][1],
         # Deezer's BPM is reliable only by ISRC; a search costs two calls per track.
         requires=["isrc"] if name == "deezer" else [],
     ) for name in PROVIDER_NAMES}

@@ -18,7 +18,7 @@ from providers.cache import CacheTtls, ProviderCache
 from providers.errors import ConfigError
 from providers.gate import GateSet, ResilientGate, policy_from_settings
 from providers.registry import build_providers
-from streams.app import create_app, declare_topics
+from streams.app import create_app, declare_topics, rewind_on_assignment
 from streams.settings import Settings, load_settings
 from streams.topics import TABLES, KafkaUnavailable, ensure_topics
 
@@ -62,7 +62,10 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     if "reprocess" in settings.worker.agents:
         # Retries wait while the failing provider's breaker (as this worker knows it) is open.
         register_reprocess_agent(app, topics, settings, breaker_open_until=gates.open_until)
-    register_lag_metrics(app, {settings.kafka.raw_topic, settings.kafka.dlq_topic})
+    sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic}
+    rewind_on_assignment(app, sources, settings.kafka.consumer_group,
+                         settings.kafka.bootstrap_servers)
+    register_lag_metrics(app, sources)
     export_build_info()
     return app
 

@@ -239,6 +239,7 @@ async def main() -> int:
             env[key] = value.strip("'\"")
         for name, (limit, window) in SIM_LIMITS.items():
             env[f"TRACKFLOW_PROVIDERS__{name.upper()}__RATE"] = str(limit / window)
+            env[f"TRACKFLOW_PROVIDERS__{name.upper()}__WINDOW_S"] = str(window)
         env["TRACKFLOW_WORKER__DATA_DIR"] = str(workdir / "worker")
         env["TRACKFLOW_WORKER__WEB_PORT"] = str(web_port := free_port())
         env["TRACKFLOW_CACHE__NAMESPACE"] = f"demo-{uuid.uuid4().hex[:8]}"

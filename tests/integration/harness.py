@@ -241,8 +241,11 @@ def sim_limits_toml(limits: dict[str, tuple[int, float]], *, latency_ms: tuple[i
 
 def worker_rates_env(limits: dict[str, tuple[int, float]]) -> dict[str, str]:
     """Tell the worker each provider's allowed rate (calls per second) to match the simulator."""
-    return {f"TRACKFLOW_PROVIDERS__{name.upper()}__RATE": str(limit / window)
-            for name, (limit, window) in limits.items()}
+    env = {}
+    for name, (limit, window) in limits.items():
+        env[f"TRACKFLOW_PROVIDERS__{name.upper()}__RATE"] = str(limit / window)
+        env[f"TRACKFLOW_PROVIDERS__{name.upper()}__WINDOW_S"] = str(window)
+    return env
 
 
 def catalog_records(size: int, seed: int = 0, *, count: int | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from typing import Any
 
@@ -164,3 +165,20 @@ async def test_the_retry_budget_stops_an_outage_from_multiplying_load() -> None:
         with pytest.raises(TransientError):
             await gate.run(SPEC, down)
     assert attempts <= 100 * 1.25, f"retries must stay near 20 % of calls, saw {attempts} attempts"
+
+
+@pytest.mark.parametrize(("rate", "window"), [(1.0, 1.0), (10.0, 1.0), (20.0, 1.0),
+                                              (10.0, 5.0), (50.0, 30.0), (200.0, 1.0)])
+def test_late_calls_stay_within_the_limit_of_any_window(rate: float, window: float) -> None:
+    from providers.gate import late_tolerance
+
+    margin = 0.9
+    tol = late_tolerance(rate, margin, window)
+    assert tol > 0
+    # Worst case: every slot in an interval of window + tolerance lands in one window; slots are
+    # 1 / (margin * rate) apart, so such an interval holds at most floor(...) + 1 of them.
+    worst = math.floor(margin * rate * (window + tol) + 1e-9) + 1 if rate * window > 1 else 1
+    assert worst <= rate * window + 1e-9, f"{worst} calls could land in one window"
+    if rate * window <= 1:
+        gap = 1 / (margin * rate) - tol
+        assert gap >= window, "one call per window: two calls must stay a window apart"
