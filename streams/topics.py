@@ -6,7 +6,9 @@ topics itself, before Faust subscribes to them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -78,6 +80,22 @@ async def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], partitions: int,
+                            timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = [t for t in described if t.get("error_code", 0) == 0
+                 and len(t.get("partitions", [])) >= partitions
+                 and all(p.get("leader", -1) >= 0 for p in t["partitions"])]
+        if len(ready) == len(names):
+            return
+        if time.monotonic() > deadline:
+            log.warning("event=topics_not_ready topics=%s", ",".join(names))
+            return
+        await asyncio.sleep(0.2)
+
+
 async def ensure_topics(kafka: KafkaSettings) -> list[str]:
     """Create missing topics; return the names created. Refuses topics with fewer partitions."""
     admin = await admin_client(kafka.bootstrap_servers)
@@ -97,6 +115,9 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
             created = [s.name for s in missing]
             log.info("event=topics_created topics=%s partitions=%d", ",".join(created),
                      kafka.partitions)
+            # Creation returns before every partition has a leader; a consumer that subscribes
+            # earlier ignores the topic until its next metadata refresh, minutes later.
+            await _wait_for_leaders(admin, created, kafka.partitions)
         described = await admin.describe_topics([s.name for s in specs if s.name in existing])
         for topic in described:
             have = len(topic.get("partitions", []))

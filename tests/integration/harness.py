@@ -99,6 +99,10 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def env_vars(self) -> dict[str, str]:
+        """The environment the worker runs with (for CLI commands against the same topics)."""
+        return dict(self._env)
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

@@ -1,0 +1,227 @@
+"""Throughput of the trackflow worker against a plain aiokafka consume -> produce loop.
+
+    python tests/bench/throughput_bench.py [--records N] [--partitions P]
+                                           [--mode skeleton|warm|both] [--tracks T]
+
+The same N RawTrack records (Avro, about 300 bytes, key = track_id, drawn in turn from T distinct
+catalog tracks) are produced once to one raw topic on the local broker, then read by:
+
+- plain loop: one AIOKafkaConsumer (own group, getmany, manual commit about every second) and one
+  AIOKafkaProducer (acks=all, linger 5 ms, as the worker's) in this process, doing per record the
+  worker's own non-provider work: decode the Avro, validate, build the EnrichedTrack, encode it,
+  send it; each batch's sends are awaited before the next batch;
+- skeleton: a `trackflow worker` with no provider stages (TRACKFLOW_WATERFALL__ORDER='[]');
+- warm: a `trackflow worker` with all five providers, its cache namespace warmed beforehand by a
+  worker run over the T tracks, so every provider lookup is a cache hit (the simulator's request
+  counts during the measured run are printed to show it).
+
+Each run's time is the span of the CreateTime stamps of its output topic (first to last output
+record; the producer sets CreateTime at send), so worker start-up is not counted; records/s is
+(outputs - 1) / span. A script, not a test: it prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    NO_PROVIDERS,
+    WARMUP_LIMITS,
+    Bench,
+    Span,
+    add_common_options,
+    bench_records,
+    calls,
+    catalog_size,
+    catalog_tracks,
+    encoded,
+    log,
+    mean_size,
+    table,
+    timestamp_span,
+    wait_for_records,
+    warm_cache,
+    warm_env,
+)
+
+from tests.integration.harness import (
+    TopicNames,
+    create_topics,
+    metric_value,
+    produce,
+    scrape,
+)
+
+TARGET_WARM_RATIO = 0.5
+
+
+async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str, n: int
+                     ) -> float:
+    """Consume ``n`` records, enrich them without providers, produce them; return the seconds
+    from the first record read to the last record acknowledged."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from agents.records import build_enriched, validate_raw
+    from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, decode_raw_track, encode
+    from streams.deadletter import attempt_of
+    from streams.settings import Settings
+
+    targets = Settings().waterfall.targets
+    out_headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
+    consumer = AIOKafkaConsumer(raw_topic, bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        done, first_read, last_commit = 0, 0.0, time.monotonic()
+        deadline = time.monotonic() + 600
+        while done < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            if not batch:
+                continue
+            if not first_read:
+                first_read = time.monotonic()
+            futures = []
+            for msgs in batch.values():
+                for msg in msgs:
+                    headers = list(msg.headers or ())
+                    raw = validate_raw(decode_raw_track(msg.value, headers))
+                    record = build_enriched(raw, attempt=attempt_of(headers),
+                                            enriched_at_ms=int(time.time() * 1000),
+                                            targets=targets)
+                    futures.append(await producer.send(
+                        out_topic, key=raw["track_id"].encode(),
+                        value=encode("EnrichedTrack", record), headers=out_headers))
+            await asyncio.gather(*futures)
+            done += len(futures)
+            if time.monotonic() - last_commit >= 1.0:
+                await consumer.commit()
+                last_commit = time.monotonic()
+        last_ack = time.monotonic()
+        await consumer.commit()
+        return last_ack - first_read
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def worker_run(bench: Bench, raw: str, n: int, partitions: int, env: dict[str, str],
+                     name: str) -> tuple[Span, int, str]:
+    """Start a worker on the pre-produced ``raw`` topic; return its output span, its dead
+    letters and its metrics text, scraped before it is stopped."""
+    topics = await bench.topics(partitions, raw=raw)
+    worker = bench.worker(topics, partitions=partitions, env=env, name=name)
+    await worker.wait_ready()
+    log(f"{name}: worker ready, processing {n:,} records")
+    total = await wait_for_records(bench.bootstrap, [topics.enriched, topics.dlq], n,
+                                   worker=worker)
+    metrics = await scrape(worker.web_port)
+    bench.stop_worker(worker)
+    dlq = total - int(metric_value(metrics, "trackflow_enriched_total") or 0)
+    span = await timestamp_span(bench.bootstrap, topics.enriched, expect=total - dlq)
+    return span, dlq, metrics
+
+
+def cache_line(metrics: str) -> str:
+    parts = []
+    for level in ("lru", "redis"):
+        hits = metric_value(metrics, "trackflow_cache_requests_total", level=level,
+                            result="hit") or 0
+        misses = metric_value(metrics, "trackflow_cache_requests_total", level=level,
+                              result="miss") or 0
+        parts.append(f"{level} hits {hits:,.0f} misses {misses:,.0f}")
+    inflight = metric_value(metrics, "trackflow_cache_requests_total", level="inflight",
+                            result="hit") or 0
+    parts.append(f"coalesced {inflight:,.0f}")
+    return "; ".join(parts)
+
+
+async def main(args: argparse.Namespace) -> None:
+    modes = ["skeleton", "warm"] if args.mode == "both" else [args.mode]
+    n, p = args.records, args.partitions
+    async with Bench("throughput", keep_logs=args.keep_logs,
+                     stack_dir=args.stack_dir) as bench:
+        print(__doc__.split("\n\n", 2)[2].strip())
+        print(f"\nrun: {n:,} records, {p} partitions, modes {', '.join(modes)}; "
+              f"{bench.describe()}")
+        tracks = catalog_tracks(args.tracks, args.seed)
+        cache = sim = None
+        if "warm" in modes:
+            sim = bench.simulator(WARMUP_LIMITS, latency_ms=(5, 20),
+                                  size=catalog_size(args.tracks), seed=args.seed)
+            log(f"warming the cache with {len(tracks):,} tracks")
+            cache = await warm_cache(bench, sim, tracks, partitions=p)
+            print(f"warm-up: {len(tracks):,} distinct tracks in {cache.seconds:.1f} s, "
+                  f"{len(cache.tracks):,} published with every stage answered "
+                  f"({cache.dead_lettered} dead-lettered and {cache.failed_stage} with a failed "
+                  f"stage left out), "
+                  f"provider calls {cache.calls}")
+            tracks = cache.tracks
+        records = encoded(bench_records(tracks, n))
+        base = TopicNames.unique(f"{bench.run_id}-plain")
+        await create_topics(bench.bootstrap, [base.raw, base.enriched], p)
+        log(f"producing {n:,} records to {base.raw}")
+        started = time.monotonic()
+        await produce(bench.bootstrap, base.raw, records)
+        print(f"records: {n:,} from {len(tracks):,} distinct tracks, mean value "
+              f"{mean_size(records):.0f} bytes, produced in {time.monotonic() - started:.1f} s")
+
+        rows = []
+        log("plain loop")
+        wall = await plain_loop(bench.bootstrap, base.raw, base.enriched, base.group, n)
+        plain = await timestamp_span(bench.bootstrap, base.enriched, expect=n)
+        print(f"plain loop: {wall:.2f} s from first record read to last acknowledged "
+              f"({(n / wall):,.0f} records/s by that clock)")
+        rows.append(("plain aiokafka loop", plain.count, plain.seconds, plain.rate, 1.0))
+        for mode in modes:
+            if mode == "skeleton":
+                env = dict(NO_PROVIDERS)
+            else:
+                assert sim is not None and cache is not None
+                await sim.reset()
+                env = warm_env(sim, cache)
+            log(f"worker, {mode}")
+            span, dlq, metrics = await worker_run(bench, base.raw, n, p, env, mode)
+            rows.append((f"worker {mode}", span.count, span.seconds, span.rate,
+                         span.rate / plain.rate if plain.rate else 0.0))
+            if dlq:
+                print(f"worker {mode}: {dlq} records dead-lettered (not counted above)")
+            if mode == "warm":
+                assert sim is not None
+                report = await sim.report()
+                tokens = report.get("spotify", {}).get("token_requests", 0)
+                print(f"worker warm: provider requests during the measured run {calls(report)} "
+                      f"(+{tokens} Spotify token requests, not cacheable); "
+                      f"cache {cache_line(metrics)}")
+        print("\nrecords/s = (outputs - 1) / (last - first output CreateTime)")
+        print(table(("mode", "records", "seconds", "records/s", "ratio to plain loop"), rows))
+        warm_rows = [r for r in rows if r[0] == "worker warm"]
+        if warm_rows:
+            ratio = warm_rows[0][4]
+            verdict = "meets" if ratio >= TARGET_WARM_RATIO else "misses"
+            print(f"\nwarm ratio {ratio:.2f} {verdict} the target >= {TARGET_WARM_RATIO}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Records/s of the trackflow worker vs a plain aiokafka loop, same broker.")
+    parser.add_argument("--records", type=int, default=100_000, help="records per run")
+    parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
+    parser.add_argument("--mode", choices=("skeleton", "warm", "both"), default="both",
+                        help="worker without providers, with a warm cache, or both")
+    parser.add_argument("--tracks", type=int, default=2000,
+                        help="distinct catalog tracks the records are drawn from (and warmed)")
+    parser.add_argument("--seed", type=int, default=0, help="simulator catalog seed")
+    add_common_options(parser)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
