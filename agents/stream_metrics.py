@@ -12,7 +12,7 @@ from streams import metrics
 
 log = logging.getLogger("trackflow.agents.stream_metrics")
 
-LAG_INTERVAL_S = 5.0
+LAG_INTERVAL_S = 2.0
 
 
 def _version(dist: str) -> str:

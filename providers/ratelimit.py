@@ -202,6 +202,9 @@ def next_slot(now: float, *, rate: float, partition: int, partitions: int,
         raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
     first = math.ceil(now * rate - _EPSILON)
     if after is not None:
-        first = max(first, math.floor(after * rate + _EPSILON) + 1)
+        # ``after`` is a slot time k / rate; with epoch-sized k the product carries rounding
+        # error far above any epsilon, so round to recover k rather than floor (which could
+        # hand the same slot out twice). After a rate change rounding only errs on the late side.
+        first = max(first, round(after * rate) + 1)
     # Round up to the next slot whose index is congruent to the partition.
     return first + (partition - first) % partitions
