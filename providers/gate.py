@@ -94,12 +94,13 @@ def late_tolerance(rate: float, margin: float, window_s: float) -> float:
 
     Slots are ``1 / (margin * rate)`` apart. If every call may leave up to ``t`` late, a window of
     ``window_s`` holds the calls of the slots in ``window_s + t``: at most
-    ``margin * rate * (window_s + t) + 1``, which must stay within ``rate * window_s``. For a
-    provider allowing one call per window (MusicBrainz) only the gap between two slots matters,
-    and we allow half of the gap's slack.
+    ``margin * rate * (window_s + t) + 1``, which must stay within ``rate * window_s``. Half of
+    that slack is allowed here; the other half is left for the delay between this check and the
+    request reaching the provider. For a provider allowing one call per window (MusicBrainz) only
+    the gap between two slots matters, and again we allow half of its slack.
     """
     limit = rate * window_s
-    by_count = ((1.0 - margin) * limit - 1.0) / (margin * rate)
+    by_count = ((1.0 - margin) * limit - 1.0) / (2.0 * margin * rate)
     by_gap = (1.0 / margin - 1.0) / (2.0 * rate)
     return max(by_count, by_gap)
 

@@ -22,7 +22,10 @@ from providers.errors import NotFound, PermanentError, ProviderError, TransientE
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 """Per-request timeout: 10 s overall phases, 5 s to connect."""
-DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5)
+# Enough connections that a request leaves when its rate-limit slot says so: a request queued
+# in a small pool leaves later, bunched with the next ones, and a sliding-window limit counts
+# arrivals, not slots.
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
 """Connection pool bounds per provider client."""
 
 #: Query parameter names whose values are credentials.

@@ -32,7 +32,7 @@ NEEDS_MUSICBRAINZ = {
     "TRACKFLOW_WATERFALL__FIELDS__MUSICBRAINZ_RECORDING_ID__PROVIDERS": '["musicbrainz"]',
 }
 LIMITS = {"musicbrainz": (60, 1.0), "spotify": (3000, 30.0), "deezer": (500, 5.0),
-          "lastfm": (200, 1.0), "discogs": (6000, 60.0)}
+          "lastfm": (1000, 5.0), "discogs": (6000, 60.0)}
 
 
 def unknown_tracks(n: int) -> list[dict[str, Any]]:

@@ -28,8 +28,10 @@ from tests.integration.harness import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Limits scaled up so a test takes seconds, enforced by the simulator the way each provider does.
+# Last.fm publishes no window; at 200 calls/s a 1 s window is within the scheduling noise of a
+# loaded two-core machine running broker, simulator and worker together, so it counts over 5 s.
 FAST = {"musicbrainz": (100, 1.0), "spotify": (3000, 30.0), "deezer": (500, 5.0),
-        "lastfm": (200, 1.0), "discogs": (6000, 60.0)}
+        "lastfm": (1000, 5.0), "discogs": (6000, 60.0)}
 
 
 def dead_letter_facts(msgs: list[Any]) -> dict[bytes, dict[str, str]]:
