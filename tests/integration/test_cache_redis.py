@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
 import uuid
@@ -29,14 +28,10 @@ from providers.cache import ProviderCache
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("REDIS_URL")
-
-
 @pytest.fixture
-def redis_url() -> str:
-    if not REDIS_URL:
-        pytest.skip("REDIS_URL is not set: these tests need a real Redis (see module docstring)")
-    return REDIS_URL
+def redis_url(services: Any) -> str:
+    """The suite's Redis: REDIS_URL when set, else the one the ``services`` fixture started."""
+    return str(services.redis_url)
 
 
 @pytest.fixture
