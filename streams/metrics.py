@@ -87,17 +87,17 @@ CACHE_OPERATION_DURATION = Histogram(
 
 RATELIMIT_TOKENS = Gauge(
     "trackflow_ratelimit_tokens",
-    "Tokens left in the provider's bucket(s) on this worker at the last permit.",
+    "Permits this worker could use now: per owned partition, how near its next slot is, summed.",
     ["provider"],
 )
 RATELIMIT_CAPACITY = Gauge(
     "trackflow_ratelimit_capacity",
-    "Capacity (burst) of the provider's bucket(s) on this worker.",
+    "Most permits this worker could hold at once: one per owned partition.",
     ["provider"],
 )
 RATELIMIT_WAITS = Counter(
     "trackflow_ratelimit_waits_total",
-    "Permits that had to wait for a token or for a pause to end.",
+    "Permits that had to wait for their slot or for a pause to end.",
     ["provider"],
 )
 RATELIMIT_WAIT_SECONDS = Histogram(

@@ -287,7 +287,8 @@ def resilience() -> dict[str, Any]:
          [q(f"sum by (provider) (rate(trackflow_breaker_rejected_calls_total{{{P}}}[{RI}]))",
             "{{provider}}")], unit="ops", w=24, h=6)
     b.row("Rate limits")
-    b.ts("Tokens vs capacity", "Tokens left at the last permit and bucket capacity.",
+    b.ts("Tokens vs capacity",
+         "Permits ready now (one per partition at most) and the partitions owned.",
          [q(f"sum by (provider) (trackflow_ratelimit_tokens{{{P}}})", "{{provider}} tokens"),
           q(f"sum by (provider) (trackflow_ratelimit_capacity{{{P}}})",
             "{{provider}} capacity")])

@@ -96,10 +96,10 @@ GROUPS: tuple[Group, ...] = (
             severity='warning',
             summary='Rate limiter of {{ $labels.provider }} is exhausted',
             description=('{{ $value | humanizePercentage }} of calls to {{ '
-                          "$labels.provider }} wait for a rate-limit token: the provider's"
+                          "$labels.provider }} wait for a rate-limit slot: the provider's"
                           " quota is the pipeline's bottleneck."),
-            runbook=('The token bucket is empty most of the time, so throughput is capped'
-                      " by the provider's quota and consumer lag will grow. Check tokens "
+            runbook=('Calls wait for their rate-limit slot most of the time, so throughput is '
+                      "capped by the provider's quota and consumer lag will grow. Check permits "
                       'vs capacity and limit waits on the Resilience dashboard and the '
                       'cache hit ratio (a cold or failing cache multiplies calls). '
                       'Options: wait for the backlog to drain, raise the quota with the '
@@ -119,7 +119,7 @@ GROUPS: tuple[Group, ...] = (
                       'what the provider accepts, several deployments share one API key, '
                       'or the provider lowered our quota. Compare the configured rate with'
                       " the provider's documented limit and with the number of workers "
-                      '(buckets are per worker unless shared through Redis). Lower the '
+                      '(the configured rate is for all workers together). Lower the '
                       'rate and restart. Repeated violations can get the API key '
                       'suspended, so act the same day. A 503 with Retry-After during an '
                       'outage may count too: check TrackflowBreakerOpen first.'),
