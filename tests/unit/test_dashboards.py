@@ -83,11 +83,16 @@ def metric_names(expr: str) -> set[str]:
 
 @cache
 def faust_sample_names() -> frozenset[str]:
-    """Sample names Faust's Prometheus sensor registers with ``name_prefix="faust"``."""
-    from faust.sensors.prometheus import FaustMetrics
+    """Sample names ``streams.faust_metrics`` exports (read from a bare Faust Monitor)."""
+    from faust.sensors.monitor import Monitor
+
+    from streams.faust_metrics import FaustCollector
+
+    class Bare:
+        monitor = Monitor()
 
     registry = CollectorRegistry()
-    FaustMetrics.create(registry, "faust")
+    registry.register(FaustCollector(Bare()))
     return frozenset(n for fam in registry.collect() for n in _expected_samples(fam.name, fam.type))
 
 
