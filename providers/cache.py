@@ -8,6 +8,10 @@ caller gets its own decoded copy, so mutating an answer cannot corrupt the cache
 Keys: ``<namespace>:v1:<provider>:<kind>:<sha1 of the normalised key>``. Bump ``v1`` when the
 shape of cached answers changes.
 
+Redis reads are batched, DataLoader-style: the keys that concurrent lookups miss in the LRU
+during one event-loop iteration are read with one MGET (each key once), sent at the end of that
+iteration or as soon as ``max_batch`` keys wait, whichever comes first.
+
 Redis is an optimisation, never a dependency: on any Redis error the lookup carries on with
 ``fetch``, the error is counted in ``trackflow_cache_errors_total`` and logged once per outage,
 and Redis is skipped for ``outage_skip_s`` so a dead server costs one short timeout per few
@@ -17,14 +21,16 @@ seconds, not one per call. redis-py reconnects by itself on the next command aft
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import json
 import logging
+import math
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -91,6 +97,11 @@ class LruCache:
         self._entries.move_to_end(key)
         return text
 
+    def expires_at(self, key: str) -> float | None:
+        """When ``key``'s entry expires, or None when absent."""
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None else None
+
     def set(self, key: str, text: str, expires_at: float) -> None:
         """Store ``text`` until ``expires_at``; evicts the least recently used beyond the bound."""
         if self.max_entries == 0:
@@ -102,6 +113,24 @@ class LruCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+@dataclass(slots=True)
+class AnswersUsed:
+    """What one unit of work (a record's waterfall) read through the cache.
+
+    Something derived from cached answers (a waterfall result) must not outlive them:
+    ``expires_at`` is the earliest in-process expiry among the answers handed out, on the
+    cache's clock.
+    """
+
+    answers: int = 0
+    expires_at: float = math.inf
+
+
+#: Set by whoever wants to know (the waterfall, around one record); the cache reports into it.
+answers_used: contextvars.ContextVar[AnswersUsed | None] = contextvars.ContextVar(
+    "answers_used", default=None)
 
 
 def normalise_key(key: str) -> str:
@@ -122,6 +151,7 @@ class ProviderCache:
         ttls: CacheTtls | None = None,
         timeout_s: float = 0.25,
         outage_skip_s: float = 5.0,
+        max_batch: int = 100,
         client: aioredis.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -129,12 +159,16 @@ class ProviderCache:
 
         ``timeout_s`` bounds connecting and each Redis command; ``lru_ttl_s`` bounds how long a
         process keeps its own copy (so a purge in Redis reaches every worker within it).
+        ``max_batch`` bounds the keys of one MGET.
         """
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.namespace = namespace
         self.ttls = ttls or CacheTtls()
         self.lru = LruCache(lru_size)
         self.lru_ttl_s = lru_ttl_s
         self.outage_skip_s = outage_skip_s
+        self.max_batch = max_batch
         self._clock = clock
         if client is None and redis_url is not None:
             # No client-side retries: one short timeout per outage window, not ten per call.
@@ -148,11 +182,20 @@ class ProviderCache:
         self._skip_until = 0.0
         self._outage = False
         self._inflight: dict[str, asyncio.Task[str]] = {}
+        # Keys waiting for the next MGET, each with the future its readers wait on.
+        self._batch: dict[str, asyncio.Future[Any]] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._batch_tasks: set[asyncio.Task[None]] = set()  # strong refs until they finish
 
     def key_for(self, spec: CallSpec) -> str:
         """The Redis key of ``spec``'s answer."""
         digest = hashlib.sha1(normalise_key(spec.key).encode("utf-8")).hexdigest()
         return f"{self.namespace}:v1:{spec.provider}:{spec.kind}:{digest}"
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock of every expiry this cache hands out (see :class:`AnswersUsed`)."""
+        return self._clock
 
     @property
     def redis_available(self) -> bool:
@@ -170,23 +213,31 @@ class ProviderCache:
         text = self.lru.get(key, self._clock())
         if text is not None:
             CACHE_REQUESTS.labels(spec.provider, "lru", "hit").inc()
-            return json.loads(text)
-        CACHE_REQUESTS.labels(spec.provider, "lru", "miss").inc()
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._load(spec, key, fetch))
-            self._inflight[key] = task
-            task.add_done_callback(functools.partial(self._flight_done, key))
         else:
-            CACHE_REQUESTS.labels(spec.provider, "inflight", "hit").inc()
-        # shield: a cancelled caller must not cancel the fetch others are waiting for.
-        return json.loads(await asyncio.shield(task))
+            CACHE_REQUESTS.labels(spec.provider, "lru", "miss").inc()
+            task = self._inflight.get(key)
+            if task is None:
+                # The read joins this iteration's batch now, not when the task first runs.
+                task = asyncio.ensure_future(self._load(spec, key, self._read([key]), fetch))
+                self._inflight[key] = task
+                task.add_done_callback(functools.partial(self._flight_done, key))
+            else:
+                CACHE_REQUESTS.labels(spec.provider, "inflight", "hit").inc()
+            # shield: a cancelled caller must not cancel the fetch others are waiting for.
+            text = await asyncio.shield(task)
+        used = answers_used.get()
+        if used is not None:
+            used.answers += 1
+            # Not kept in the LRU (size 0, or evicted already): nothing derived may be kept.
+            used.expires_at = min(used.expires_at, self.lru.expires_at(key) or self._clock())
+        return json.loads(text)
 
     async def get_many(self, specs: Iterable[CallSpec]) -> dict[str, JSON]:
-        """Cached answers of ``specs`` by :meth:`key_for`, read with one MGET; misses are absent.
+        """Cached answers of ``specs`` by :meth:`key_for`; misses are absent.
 
         Meant for prefetching a batch: what Redis holds is also put in the LRU, so the
-        ``get_or_fetch`` calls that follow do not touch Redis.
+        ``get_or_fetch`` calls that follow do not touch Redis. The LRU's misses join the
+        current MGET batch.
         """
         now = self._clock()
         found: dict[str, JSON] = {}
@@ -205,14 +256,11 @@ class ProviderCache:
                 found[key] = json.loads(text)
         if not wanted:
             return found
-        values = await self._redis_call("mget", lambda r: r.mget(list(wanted)))
-        if values is _MISSING:
-            for spec in wanted.values():
-                CACHE_REQUESTS.labels(spec.provider, "redis", "skipped").inc()
-            return found
-        assert isinstance(values, list)
+        values = await self._read(list(wanted))
         for (key, spec), raw in zip(wanted.items(), values, strict=True):
-            if raw is None:
+            if raw is _MISSING:
+                CACHE_REQUESTS.labels(spec.provider, "redis", "skipped").inc()
+            elif raw is None:
                 CACHE_REQUESTS.labels(spec.provider, "redis", "miss").inc()
                 continue
             value = self._from_redis(key, spec, raw)
@@ -227,8 +275,14 @@ class ProviderCache:
 
     # --- internals ---
 
-    async def _load(self, spec: CallSpec, key: str, fetch: Callable[[], Awaitable[JSON]]) -> str:
-        raw = await self._redis_call("get", lambda r: r.get(key))
+    async def _load(
+        self,
+        spec: CallSpec,
+        key: str,
+        read: Awaitable[list[Any]],
+        fetch: Callable[[], Awaitable[JSON]],
+    ) -> str:
+        [raw] = await read
         if raw is _MISSING:
             CACHE_REQUESTS.labels(spec.provider, "redis", "skipped").inc()
         elif raw is not None:
@@ -258,6 +312,56 @@ class ProviderCache:
         ttl = self.ttls.ttl_for(spec.kind, value)
         self.lru.set(key, text, self._clock() + min(ttl, self.lru_ttl_s))
         return value
+
+    def _read(self, keys: Sequence[str]) -> asyncio.Future[list[Any]]:
+        """The raw values of ``keys`` (None when absent), read by the MGETs of this iteration.
+
+        An entry is ``_MISSING`` when Redis was skipped or its MGET failed.
+        """
+        if not self.redis_available:
+            skipped: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            skipped.set_result([_MISSING] * len(keys))
+            return skipped
+        # shield: a cancelled reader must not cancel a read other lookups share.
+        return asyncio.shield(asyncio.gather(*(self._enqueue(key) for key in keys)))
+
+    def _enqueue(self, key: str) -> asyncio.Future[Any]:
+        future = self._batch.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._batch[key] = loop.create_future()
+            if len(self._batch) >= self.max_batch:
+                self._flush()
+            elif self._flush_handle is None:
+                # After the lookups already scheduled in this iteration have enqueued theirs.
+                self._flush_handle = loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch, self._batch = self._batch, {}
+        task = asyncio.ensure_future(self._read_batch(batch))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _read_batch(self, batch: dict[str, asyncio.Future[Any]]) -> None:
+        """One MGET for ``batch``; every reader gets an answer, ``_MISSING`` on any failure."""
+        values: Any = _MISSING
+        try:
+            values = await self._redis_call("mget", lambda r: r.mget(list(batch)))
+        except Exception as exc:
+            # Not an outage (_redis_call absorbs those) but a bug; it must not fail the lookups.
+            CACHE_ERRORS.labels("mget").inc()
+            log.error("cache mget failed keys=%s error_class=%s", len(batch), type(exc).__name__,
+                      exc_info=True)
+        finally:
+            # Also when this task is cancelled: no reader may hang; each carries on to its fetch.
+            if values is _MISSING:
+                values = [_MISSING] * len(batch)
+            for future, raw in zip(batch.values(), values, strict=True):
+                future.set_result(raw)
 
     def _flight_done(self, key: str, task: asyncio.Task[str]) -> None:
         if self._inflight.get(key) is task:

@@ -150,6 +150,31 @@ async def test_get_many_reads_a_batch_with_one_mget(
     assert fetch.calls == 0
 
 
+async def test_concurrent_lookups_are_read_with_one_mget(
+    make_cache: Callable[..., ProviderCache],
+) -> None:
+    specs = [CallSpec("deezer", "isrc", f"BATCH{i:04d}") for i in range(30)]
+    writer = make_cache()
+    for spec in specs[:20]:
+        await writer.get_or_fetch(spec, Fetch({"isrc": spec.key, "title": "Café ☕"}))
+
+    reader = make_cache()  # empty LRU: every lookup goes to Redis
+    fetch = Fetch("fetched")
+    mgets_before = mget_total()
+    results = await asyncio.gather(*(reader.get_or_fetch(s, fetch) for s in specs))
+
+    assert mget_total() == mgets_before + 1, (
+        f"30 concurrent lookups should be one MGET, got {mget_total() - mgets_before}")
+    assert results == [{"isrc": s.key, "title": "Café ☕"} for s in specs[:20]] + ["fetched"] * 10
+    assert fetch.calls == 10, "only the 10 keys Redis did not hold should be fetched"
+
+
+def mget_total() -> float:
+    value = REGISTRY.get_sample_value(
+        "trackflow_cache_operation_duration_seconds_count", {"operation": "mget"})
+    return value or 0.0
+
+
 class TcpProxy:
     """Forwards a local port to Redis; ``stop()`` severs every connection and refuses new ones."""
 
@@ -218,7 +243,7 @@ async def test_redis_outage_falls_back_to_fetch_and_recovers(
     await cache.get_or_fetch(cached, Fetch({"id": 1}))
 
     await proxy.stop()  # Redis goes away mid-test
-    errors_before = errors_total("get") + errors_total("set")
+    errors_before = errors_total("mget") + errors_total("set")
     started = time.monotonic()
     for i in range(30):
         fetch = Fetch({"id": i})
@@ -226,7 +251,7 @@ async def test_redis_outage_falls_back_to_fetch_and_recovers(
         assert await cache.get_or_fetch(spec, fetch) == {"id": i}
         assert fetch.calls == 1, "with Redis down every lookup should still be answered by fetch"
     elapsed = time.monotonic() - started
-    assert errors_total("get") + errors_total("set") > errors_before, "errors should be counted"
+    assert errors_total("mget") + errors_total("set") > errors_before, "errors should be counted"
     assert elapsed < 2.0, f"a dead Redis must not add long timeouts per call ({elapsed:.2f}s)"
     assert not cache.redis_available
 

@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from providers.base import CallSpec
-from providers.cache import CacheTtls, LruCache, ProviderCache, normalise_key
+from providers.cache import (
+    AnswersUsed,
+    CacheTtls,
+    LruCache,
+    ProviderCache,
+    answers_used,
+    normalise_key,
+)
 
 DAY = 86_400.0
+T = TypeVar("T")
 
 
 def sample(name: str, labels: dict[str, str]) -> float:
@@ -30,25 +39,33 @@ class Clock:
 
 
 class FakeRedis:
-    """Just the commands the cache uses; ``down`` makes every command fail like a dead server."""
+    """Just the commands the cache uses; ``down`` makes every command fail like a dead server.
+
+    ``mgets`` records the keys of each MGET; ``mget_gate``, when set, holds MGETs until it opens;
+    ``mget_error`` makes MGET raise it instead of answering.
+    """
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.ttls: dict[str, int] = {}
         self.down = False
         self.commands: list[str] = []
+        self.mgets: list[list[str]] = []
+        self.mget_gate: asyncio.Event | None = None
+        self.mget_error: Exception | None = None
 
     def _check(self, name: str) -> None:
         self.commands.append(name)
         if self.down:
             raise aioredis.ConnectionError("Connection refused")
 
-    async def get(self, key: str) -> bytes | None:
-        self._check("get")
-        return self.data.get(key)
-
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         self._check("mget")
+        self.mgets.append(list(keys))
+        if self.mget_gate is not None:
+            await self.mget_gate.wait()
+        if self.mget_error is not None:
+            raise self.mget_error
         return [self.data.get(k) for k in keys]
 
     async def set(self, key: str, value: str, ex: int) -> bool:
@@ -153,7 +170,7 @@ async def test_read_through_stores_in_redis_and_lru_with_the_kind_ttl() -> None:
     assert len(calls) == 1, "the second lookup should be served from the cache"
     key = cache.key_for(spec)
     assert fake.ttls[key] == 30 * DAY
-    assert fake.commands == ["get", "set"], "the second lookup should not reach Redis"
+    assert fake.commands == ["mget", "set"], "the second lookup should not reach Redis"
 
 
 async def test_not_found_is_cached_with_the_short_ttl() -> None:
@@ -172,7 +189,7 @@ async def test_lru_entries_expire_and_are_refilled_from_redis() -> None:
     await cache.get_or_fetch(spec, fetch)
     clock.now += 61
     assert await cache.get_or_fetch(spec, fetch) == {"tags": ["house"]}
-    assert len(calls) == 1 and fake.commands == ["get", "set", "get"]
+    assert len(calls) == 1 and fake.commands == ["mget", "set", "mget"]
 
 
 async def test_callers_get_copies_so_mutating_an_answer_cannot_corrupt_the_cache() -> None:
@@ -270,20 +287,21 @@ async def test_redis_errors_fall_back_to_fetch_skip_redis_and_log_once(
 ) -> None:
     cache, fake, clock = make_cache(outage_skip_s=5.0)
     fake.down = True
-    errors_before = sample("trackflow_cache_errors_total", {"operation": "get"})
+    errors_before = sample("trackflow_cache_errors_total", {"operation": "mget"})
     caplog.set_level(logging.INFO, logger="providers.cache")
 
     for i in range(20):
         _, fetch = fetcher(i)
-        assert await cache.get_or_fetch(CallSpec("spotify", "id", str(i)), fetch) == i
-    assert fake.commands == ["get"], "after one error Redis is skipped, not tried per call"
-    assert sample("trackflow_cache_errors_total", {"operation": "get"}) == errors_before + 1
+        lookup = cache.get_or_fetch(CallSpec("spotify", "id", str(i)), fetch)
+        assert await within(lookup, "a lookup with Redis down") == i
+    assert fake.commands == ["mget"], "after one error Redis is skipped, not tried per call"
+    assert sample("trackflow_cache_errors_total", {"operation": "mget"}) == errors_before + 1
     assert not cache.redis_available
 
     clock.now += 6
     _, fetch = fetcher("x")
     await cache.get_or_fetch(CallSpec("spotify", "id", "later"), fetch)
-    assert fake.commands == ["get", "get"], "Redis is tried again after the skip window"
+    assert fake.commands == ["mget", "mget"], "Redis is tried again after the skip window"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, "one outage should log one warning, not one per call"
 
@@ -291,7 +309,7 @@ async def test_redis_errors_fall_back_to_fetch_skip_redis_and_log_once(
     clock.now += 6
     _, fetch = fetcher("y")
     await cache.get_or_fetch(CallSpec("spotify", "id", "recovered"), fetch)
-    assert fake.commands[-2:] == ["get", "set"]
+    assert fake.commands[-2:] == ["mget", "set"]
     assert any("available again" in r.getMessage() for r in caplog.records)
 
 
@@ -302,3 +320,170 @@ async def test_undecodable_redis_value_is_a_miss_and_gets_overwritten() -> None:
     calls, fetch = fetcher({"id": 7})
     assert await cache.get_or_fetch(spec, fetch) == {"id": 7}
     assert len(calls) == 1 and fake.data[cache.key_for(spec)] == b'{"id":7}'
+
+
+# --- batched Redis reads ---
+
+
+def mget_count() -> float:
+    return sample("trackflow_cache_operation_duration_seconds_count", {"operation": "mget"})
+
+
+async def within(awaitable: Awaitable[T], what: str, timeout_s: float = 2.0) -> T:
+    """``awaitable``'s result; a plain test failure instead of a hang."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        pytest.fail(f"{what} should have been answered within {timeout_s}s, but hung")
+
+
+def stored(cache: ProviderCache, fake: FakeRedis, specs: list[CallSpec]) -> None:
+    """Put ``{"key": spec.key}`` in the fake Redis for each spec."""
+    for spec in specs:
+        fake.data[cache.key_for(spec)] = f'{{"key":"{spec.key}"}}'.encode()
+
+
+async def test_concurrent_lookups_in_one_iteration_are_read_with_one_mget() -> None:
+    cache, fake, _ = make_cache()
+    specs = [CallSpec("deezer", "isrc", f"ISRC{i}") for i in range(8)]
+    stored(cache, fake, specs[:5])
+    calls, fetch = fetcher("fetched")
+    mgets_before = mget_count()
+
+    results = await asyncio.gather(*(cache.get_or_fetch(s, fetch) for s in specs))
+
+    assert results == [{"key": s.key} for s in specs[:5]] + ["fetched"] * 3, (
+        "each caller should get the value of its own key")
+    assert fake.mgets == [[cache.key_for(s) for s in specs]], (
+        f"8 concurrent lookups should be one MGET of 8 keys, got {fake.mgets}")
+    assert "get" not in fake.commands
+    assert len(calls) == 3, "only the 3 keys Redis did not hold should be fetched"
+    assert mget_count() == mgets_before + 1, "the MGET duration should be observed once per batch"
+
+
+async def test_more_keys_than_max_batch_are_split_into_several_mgets() -> None:
+    cache, fake, _ = make_cache(max_batch=4)
+    specs = [CallSpec("deezer", "id", str(i)) for i in range(10)]
+    stored(cache, fake, specs)
+    calls, fetch = fetcher("fetched")
+
+    results = await asyncio.gather(*(cache.get_or_fetch(s, fetch) for s in specs))
+
+    assert results == [{"key": s.key} for s in specs]
+    assert [len(keys) for keys in fake.mgets] == [4, 4, 2], (
+        f"10 keys with max_batch=4 should be MGETs of 4, 4 and 2 keys, got {fake.mgets}")
+    assert sorted(k for keys in fake.mgets for k in keys) == sorted(cache.key_for(s) for s in specs)
+    assert calls == []
+
+
+async def test_a_key_wanted_twice_in_one_batch_is_read_once() -> None:
+    cache, fake, _ = make_cache()
+    a, b = CallSpec("lastfm", "tags", "a - x"), CallSpec("lastfm", "tags", "b - y")
+    stored(cache, fake, [a, b])
+    calls, fetch = fetcher("fetched")
+
+    # get_many does not share get_or_fetch's flights, so the same key is enqueued twice.
+    results = await asyncio.gather(
+        cache.get_or_fetch(a, fetch), cache.get_or_fetch(a, fetch),
+        cache.get_many([a, b, a]), cache.get_or_fetch(b, fetch),
+    )
+
+    assert results == [
+        {"key": a.key}, {"key": a.key},
+        {cache.key_for(a): {"key": a.key}, cache.key_for(b): {"key": b.key}},
+        {"key": b.key},
+    ]
+    assert fake.mgets == [[cache.key_for(a), cache.key_for(b)]], (
+        f"one MGET with each key once expected, got {fake.mgets}")
+    assert calls == []
+
+
+async def test_a_failed_mget_sends_every_lookup_to_fetch_and_skips_redis() -> None:
+    cache, fake, _ = make_cache(outage_skip_s=5.0)
+    specs = [CallSpec("spotify", "id", f"down-{i}") for i in range(6)]
+    stored(cache, fake, specs)
+    fake.down = True
+    errors_before = sample("trackflow_cache_errors_total", {"operation": "mget"})
+    skipped_before = sample("trackflow_cache_requests_total",
+                            {"provider": "spotify", "level": "redis", "result": "skipped"})
+    calls, fetch = fetcher("fetched")
+
+    results = await within(
+        asyncio.gather(*(cache.get_or_fetch(s, fetch) for s in specs)), "every lookup")
+
+    assert results == ["fetched"] * 6, "with the MGET failing every lookup should be fetched"
+    assert len(calls) == 6
+    assert fake.commands == ["mget"], "one failed MGET, then Redis skipped (no SET either)"
+    assert sample("trackflow_cache_errors_total", {"operation": "mget"}) == errors_before + 1
+    assert sample("trackflow_cache_requests_total",
+                  {"provider": "spotify", "level": "redis", "result": "skipped"}
+                  ) == skipped_before + 6
+    assert not cache.redis_available
+
+
+async def test_an_unexpected_mget_error_is_counted_and_lookups_still_fetch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache, fake, _ = make_cache()
+    fake.mget_error = RuntimeError("client bug")
+    errors_before = sample("trackflow_cache_errors_total", {"operation": "mget"})
+    calls, fetch = fetcher("fetched")
+
+    results = await within(asyncio.gather(
+        *(cache.get_or_fetch(CallSpec("deezer", "id", str(i)), fetch) for i in range(3))),
+        "every lookup")
+
+    assert results == ["fetched"] * 3, "a bug in the batch must not fail the lookups"
+    assert len(calls) == 3
+    assert sample("trackflow_cache_errors_total", {"operation": "mget"}) == errors_before + 1
+    assert any("cache mget failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_cancelled_reader_does_not_cancel_the_batch_for_the_others() -> None:
+    cache, fake, _ = make_cache()
+    specs = [CallSpec("deezer", "isrc", f"C{i}") for i in range(3)]
+    stored(cache, fake, specs)
+    fake.mget_gate = asyncio.Event()
+    calls, fetch = fetcher("fetched")
+
+    prefetch = asyncio.create_task(cache.get_many(specs))  # shares every key of the batch
+    lookups = [asyncio.create_task(cache.get_or_fetch(s, fetch)) for s in specs]
+    cancelled = lookups[1]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(fake.mgets) == 1, "the MGET should be in flight"
+    prefetch.cancel()
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    fake.mget_gate.set()
+
+    assert await within(lookups[0], "a lookup that was not cancelled") == {"key": specs[0].key}
+    assert await within(lookups[2], "a lookup that was not cancelled") == {"key": specs[2].key}
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await prefetch
+    assert fake.mgets == [[cache.key_for(s) for s in specs]] and calls == []
+    assert cache.lru.get(cache.key_for(specs[1]), cache.clock()) == f'{{"key":"{specs[1].key}"}}', (
+        "the cancelled caller's lookup should still complete and fill the LRU")
+
+
+async def test_answers_read_in_a_batch_are_reported_to_answers_used() -> None:
+    cache, fake, clock = make_cache(lru_ttl_s=60.0)
+    specs = [CallSpec("deezer", "isrc", f"U{i}") for i in range(3)]
+    stored(cache, fake, specs)
+    _, fetch = fetcher("fetched")
+    used = AnswersUsed()
+    token = answers_used.set(used)
+    try:
+        await asyncio.gather(*(cache.get_or_fetch(s, fetch) for s in specs))
+    finally:
+        answers_used.reset(token)
+    assert len(fake.mgets) == 1
+    assert used.answers == 3
+    assert used.expires_at == clock.now + 60.0, "expiry should be the LRU entries' expiry"
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        ProviderCache(None, max_batch=0)
