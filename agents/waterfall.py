@@ -9,12 +9,18 @@ outcome (matched, not_found, skipped, failed).
 The record is publishable when every ``required`` field is known. When it is not, it is
 dead-lettered: retryable when a transient provider failure may have caused the gap, not
 retryable when the providers answered and simply do not have the data.
+
+Inputs repeat (chart scrapers publish the same tracks week after week), and a result computed
+only from cached provider answers is a function of those answers: :class:`ResultCache` keeps it
+per input, in process, until the earliest of those answers expires. A repeated input then costs
+one dictionary lookup instead of five stages of lookups and matching.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 from agents.enrich import Enrichment
 from agents.records import TARGET_FIELDS, FieldValue, Outcome
 from providers.base import Candidate, Provider, TrackQuery
+from providers.cache import AnswersUsed, answers_used
 from providers.errors import NotFound, PermanentError, ProviderError, TransientError
 from providers.matching import best_match
 from streams import metrics
@@ -123,26 +130,113 @@ def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candida
                       c.provider_score, c.via) for c in candidates]
 
 
+#: Target fields a raw record may already carry; stages do not look for them again.
+GIVEN_FIELDS = ("isrc", "duration_ms", "album", "spotify_id")
+#: The raw fields the stages read (see ``Waterfall._run`` and :func:`query_for`).
+INPUT_FIELDS = ("artist", "title", "isrc", "duration_ms", "album", "spotify_id",
+                "musicbrainz_recording_id")
+InputKey = tuple[Any, ...]
+
+
+def input_key(raw: Mapping[str, Any]) -> InputKey:
+    return tuple(raw.get(name) for name in INPUT_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    expires_at: float
+    filled: Mapping[str, FieldValue]
+    outcomes: tuple[Outcome, ...]
+
+
+class ResultCache:
+    """Waterfall results by input, bounded (least recently used out), each with its expiry.
+
+    Only results every stage of which was answered (matched, not found or skipped) are kept:
+    a failed stage must be tried again. Times are on the provider cache's clock.
+    """
+
+    def __init__(self, max_entries: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[InputKey, _Result] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: InputKey) -> _Result | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self.clock() >= entry.expires_at:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: InputKey, result: Enrichment, used: AnswersUsed) -> bool:
+        """Keep ``result`` until ``used.expires_at``; False when it may not be kept."""
+        if self.max_entries == 0 or used.expires_at <= self.clock():
+            return False
+        if any(o.outcome == "failed" for o in result.outcomes):
+            return False
+        if used.answers == 0 and any(o.outcome != "skipped" for o in result.outcomes):
+            return False  # stages answered without the cache: nothing bounds the result's age
+        self._entries[key] = _Result(used.expires_at, dict(result.filled),
+                                     tuple(result.outcomes))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return True
+
+
 class Waterfall:
     """Runs the provider stages for one record. ``providers`` holds the enabled clients."""
 
     def __init__(self, providers: Mapping[str, Provider], settings: Settings,
                  *, targets: Sequence[str] = TARGET_FIELDS,
+                 results: ResultCache | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._providers = providers
         self._settings = settings
         self._targets = tuple(targets)
         self._order = [p for p in settings.waterfall.order if p in providers]
+        self._results = results
         self._clock = clock
+        self._outcome_counters = {
+            (p, o): metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=p, outcome=o)
+            for p in self._order for o in ("matched", "not_found", "failed")}
+        self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
+        self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
     @property
     def order(self) -> list[str]:
         return list(self._order)
 
     async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+        if self._results is None:
+            return await self._run(raw)
+        key = input_key(raw)
+        kept = self._results.get(key)
+        if kept is not None:
+            self._result_hit.inc()
+            for outcome in kept.outcomes:
+                if outcome.outcome != "skipped":
+                    self._outcome_counters[outcome.provider, outcome.outcome].inc()
+            return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
+        self._result_miss.inc()
+        used = AnswersUsed()
+        token = answers_used.set(used)
+        try:
+            result = await self._run(raw)
+        finally:
+            answers_used.reset(token)
+        self._results.put(key, result, used)
+        return result
+
+    async def _run(self, raw: dict[str, Any]) -> Enrichment:
         known: dict[str, FieldValue] = {
-            name: FieldValue(raw[name], "input", 1.0)
-            for name in ("isrc", "duration_ms", "album", "spotify_id") if raw.get(name)
+            name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
         }
         outcomes: list[Outcome] = []
         transient: list[TransientError] = []
@@ -153,10 +247,15 @@ class Waterfall:
                 continue
             outcome = await self._run_stage(name, plan, raw, known, transient)
             outcomes.append(outcome)
-            metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=name, outcome=outcome.outcome).inc()
-        result = Enrichment(filled={k: v for k, v in known.items() if v.provider != "input"},
-                            outcomes=outcomes)
-        gap = [f for f in self._settings.waterfall.required if f not in known]
+            self._outcome_counters[name, outcome.outcome].inc()
+        filled = {k: v for k, v in known.items() if v.provider != "input"}
+        return self._finish(raw, filled, outcomes, transient)
+
+    def _finish(self, raw: Mapping[str, Any], filled: dict[str, FieldValue],
+                outcomes: list[Outcome], transient: list[TransientError]) -> Enrichment:
+        result = Enrichment(filled=filled, outcomes=outcomes)
+        gap = [f for f in self._settings.waterfall.required
+               if f not in filled and not (f in GIVEN_FIELDS and raw.get(f))]
         if gap:
             result.failure = self._failure(gap, transient)
             if transient:

@@ -159,6 +159,12 @@ PROVIDER_ERRORS = Counter(
     "Failed provider calls by error class (TransientError, BreakerOpen, RateLimitWait, ...).",
     ["provider", "error_class"],
 )
+RESULT_CACHE_REQUESTS = Counter(
+    "trackflow_result_cache_requests_total",
+    "Records whose waterfall result came from the in-process result cache (hit) or was "
+    "computed stage by stage (miss).",
+    ["result"],
+)
 PROVIDER_STAGE_OUTCOMES = Counter(
     "trackflow_provider_stage_outcomes_total",
     "Waterfall stage results per record: matched, not_found, skipped or failed.",

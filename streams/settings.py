@@ -154,6 +154,10 @@ class CacheSettings(_Section):
     namespace: str = Field("trackflow", pattern=r"^[A-Za-z0-9_.-]+$")
     """Prefix of every Redis key; separate pipelines sharing a Redis use separate namespaces."""
     lru_size: int = Field(50_000, ge=0)
+    """Provider answers each worker keeps in process, in front of Redis (0: none)."""
+    result_cache_size: int = Field(20_000, ge=0)
+    """Waterfall results each worker keeps for inputs it saw recently (0: none); an entry
+    never outlives the cached provider answers it was computed from."""
     ttl_id_s: float = Field(30 * 86_400, gt=0)
     ttl_search_s: float = Field(86_400, gt=0)
     ttl_tags_s: float = Field(7 * 86_400, gt=0)

@@ -13,7 +13,7 @@ import faust
 from agents.enrich import NoProviders, register_enrich_agent
 from agents.reprocess import register_reprocess_agent
 from agents.stream_metrics import export_build_info, register_lag_metrics
-from agents.waterfall import Waterfall
+from agents.waterfall import ResultCache, Waterfall
 from providers.cache import CacheTtls, ProviderCache
 from providers.errors import ConfigError
 from providers.gate import GateSet, ResilientGate, policy_from_settings
@@ -54,7 +54,11 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
         for name in enabled
     })
     providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled)
-    enricher = (Waterfall(providers, settings, targets=settings.waterfall.targets)
+    # Reusing results is only sound when they come from cached answers (see ResultCache).
+    results = (ResultCache(settings.cache.result_cache_size, clock=cache.clock)
+               if cache is not None else None)
+    enricher = (Waterfall(providers, settings, targets=settings.waterfall.targets,
+                          results=results)
                 if providers else NoProviders())
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
     if "enrich" in settings.worker.agents:

@@ -243,8 +243,13 @@ def cache() -> dict[str, Any]:
     b.ts("Hits vs misses", "Lookups per second by level and result (skipped: Redis down).",
          [q(f"sum by (level, result) (rate(trackflow_cache_requests_total{{{P}}}[{RI}]))",
             "{{level}} {{result}}")], unit="ops", w=24)
+    b.row("Result cache")
+    b.ts("Waterfall results reused", "Records whose whole waterfall result came from a recent "
+         "identical input (hit) or was computed stage by stage (miss).",
+         [q(f"sum by (result) (rate(trackflow_result_cache_requests_total[{RI}]))",
+            "{{result}}")], unit="ops", w=24)
     b.row("Redis")
-    b.ts("Redis latency", "Percentiles of Redis GET, MGET and SET, failed ones included.",
+    b.ts("Redis latency", "Percentiles of Redis MGET (batched reads) and SET, failures included.",
          quantiles("trackflow_cache_operation_duration_seconds", "operation"), unit="s")
     b.ts("Redis operations", "Redis operations per second.",
          [q(f"sum by (operation) (rate(trackflow_cache_operation_duration_seconds_count[{RI}]))",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from agents.records import FieldValue
-from agents.waterfall import Waterfall, convert, plan_stage
-from providers.base import Candidate, TrackQuery
+from agents.waterfall import ResultCache, Waterfall, convert, plan_stage
+from providers.base import CallSpec, Candidate, TrackQuery
+from providers.cache import CacheTtls, ProviderCache
 from providers.errors import TransientError
 from streams.settings import load_settings
 
@@ -95,3 +98,120 @@ async def test_transient_failure_with_the_minimum_met_publishes_partial() -> Non
     result = await Waterfall({"musicbrainz": mb, "spotify": sp}, s).enrich(dict(RAW), 1)
     assert result.failure is None
     assert [o.outcome for o in result.outcomes] == ["matched", "failed"]
+
+
+# --- reusing results of repeated inputs ---------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CachedFake(Fake):
+    """A provider whose answers go through a real (LRU-only) ProviderCache, like the clients'."""
+
+    def __init__(self, name: str, answer: Any, cache: ProviderCache) -> None:
+        super().__init__(name, answer)
+        self.cache = cache
+        self.fetches = 0
+
+    async def lookup(self, query: TrackQuery) -> list[Candidate]:
+        self.queries.append(query)
+
+        async def fetch() -> Any:
+            self.fetches += 1
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+        spec = CallSpec(self.name, "search", f"{query.artist}|{query.title}|{query.isrc}")
+        answer = await self.cache.get_or_fetch(spec, fetch)
+        return [Candidate(self.name, f, via="search") for f in answer or []]
+
+
+def cached_waterfall(answers: dict[str, Any], *, size: int = 100,
+                     ttls: CacheTtls | None = None) -> tuple[Waterfall, dict[str, CachedFake],
+                                                             Clock]:
+    clock = Clock()
+    cache = ProviderCache(None, clock=clock, ttls=ttls)
+    fakes = {name: CachedFake(name, answer, cache) for name, answer in answers.items()}
+    waterfall = Waterfall(fakes, load_settings(env={}),
+                          results=ResultCache(size, clock=cache.clock))
+    return waterfall, fakes, clock
+
+
+def hits() -> float:
+    return REGISTRY.get_sample_value("trackflow_result_cache_requests_total",
+                                     {"result": "hit"}) or 0.0
+
+
+async def test_a_repeated_input_reuses_the_result_without_asking_providers() -> None:
+    waterfall, fakes, _ = cached_waterfall({
+        "musicbrainz": [song(isrc="GBDUW0000059", musicbrainz_recording_id="mbid")],
+        "deezer": [song(isrc="GBDUW0000059", bpm=123.0, deezer_id="3135556")]})
+    first = await waterfall.enrich(dict(RAW), 1)
+    before = hits()
+    second = await waterfall.enrich({**RAW, "track_id": "other id, same input"}, 1)
+    assert hits() == before + 1
+    assert [len(f.queries) for f in fakes.values()] == [1, 1], "no stage ran the second time"
+    assert second.filled == first.filled and second.outcomes == first.outcomes
+    assert second.failure is None
+    second.filled.clear()
+    third = await waterfall.enrich(dict(RAW), 1)
+    assert third.filled == first.filled, "a caller's changes must not reach the kept result"
+
+
+async def test_a_kept_result_expires_with_the_earliest_answer_it_used() -> None:
+    # MusicBrainz finds it (search TTL 100 s); Deezer finds nothing ("not found" TTL 10 s).
+    waterfall, fakes, clock = cached_waterfall(
+        {"musicbrainz": [song(isrc="GBDUW0000059")], "deezer": []},
+        ttls=CacheTtls(by_kind={"search": 100.0}, not_found=10.0))
+    await waterfall.enrich(dict(RAW), 1)
+    clock.now += 9.0
+    await waterfall.enrich(dict(RAW), 1)
+    assert len(fakes["deezer"].queries) == 1
+    clock.now += 2.0
+    await waterfall.enrich(dict(RAW), 1)
+    assert len(fakes["deezer"].queries) == 2, "Deezer's cached 'not found' expired: ask again"
+    assert fakes["deezer"].fetches == 2 and fakes["musicbrainz"].fetches == 1
+
+
+async def test_a_result_with_a_failed_stage_is_not_kept() -> None:
+    waterfall, fakes, _ = cached_waterfall({
+        "musicbrainz": [song(isrc="GBDUW0000059")],
+        "spotify": TransientError("spotify", "503")})
+    for _ in range(2):
+        result = await waterfall.enrich(dict(RAW), 1)
+        assert [o.outcome for o in result.outcomes] == ["matched", "failed"]
+    assert len(fakes["spotify"].queries) == 2
+
+
+async def test_results_from_answers_that_bypassed_the_cache_are_not_kept() -> None:
+    mb = Fake("musicbrainz", [song(isrc="GBDUW0000059")])
+    waterfall = Waterfall({"musicbrainz": mb}, load_settings(env={}), results=ResultCache(10))
+    await waterfall.enrich(dict(RAW), 1)
+    await waterfall.enrich(dict(RAW), 1)
+    assert len(mb.queries) == 2
+
+
+async def test_a_reused_result_still_counts_an_isrc_given_in_the_input() -> None:
+    waterfall, fakes, _ = cached_waterfall({"spotify": [song(isrc="GBDUW0000059", popularity=7)]})
+    raw = {**RAW, "isrc": "GBDUW0000059"}
+    first = await waterfall.enrich(dict(raw), 1)
+    second = await waterfall.enrich(dict(raw), 1)
+    assert len(fakes["spotify"].queries) == 1
+    assert first.failure is None and second.failure is None, "the required ISRC was given"
+
+
+async def test_the_result_cache_keeps_the_most_recently_used_inputs() -> None:
+    waterfall, fakes, _ = cached_waterfall({"musicbrainz": [song(isrc="GBDUW0000059")]}, size=2)
+    inputs = [{**RAW, "title": f"One More Time {i}"} for i in range(3)]
+    for raw in inputs:
+        await waterfall.enrich(dict(raw), 1)
+    await waterfall.enrich(dict(inputs[0]), 1)  # evicted by the third: computed again
+    await waterfall.enrich(dict(inputs[2]), 1)  # still kept
+    assert len(fakes["musicbrainz"].queries) == 4
