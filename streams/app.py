@@ -65,6 +65,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         web_port=w.web_port,
         web_bind=w.web_host,
         broker_commit_interval=k.commit_interval_s,
+        broker_max_poll_records=k.max_poll_records,
         broker_session_timeout=k.session_timeout_s,
         broker_heartbeat_interval=min(3.0, k.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",

