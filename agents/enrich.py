@@ -148,6 +148,11 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
 
     app.agent(topics.raw, name="trackflow.enrich")(enrich)
 
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_in_flight(sender: Any, **_: Any) -> None:
+        # Faust sends this after the consumer stopped and before the producer does.
+        await inflight.close()
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         inflight.revoke(set(revoked))

@@ -100,6 +100,7 @@ class InFlight(Generic[E]):
         self._partitions: dict[Hashable, _Partition[E]] = {}
         self._last_for_key: dict[Hashable, asyncio.Task[None]] = {}
         self._generation = 0
+        self._closed = False
         self.fatal: BaseException | None = None
 
     def in_flight(self) -> int:
@@ -122,6 +123,8 @@ class InFlight(Generic[E]):
         """Start processing ``item``; waits while the partition has the maximum in flight."""
         if self.fatal is not None:
             raise self.fatal
+        if self._closed:
+            return  # shutting down: not started, not acked, re-delivered after the restart
         part = self._partition(tp)
         await part.slots.acquire()
         part.tracker.start(offset, item)
@@ -164,6 +167,21 @@ class InFlight(Generic[E]):
         """Forget revoked partitions: late finishers of theirs must not ack anything."""
         for tp in tps:
             self._partitions.pop(tp, None)
+
+    async def close(self) -> None:
+        """Cancel every record in flight and wait until they have stopped.
+
+        For shutdown, before the producer stops: a record still running would try to publish
+        through a stopped producer. None of them is acked, so the next owner of their
+        partitions processes them again (at-least-once).
+        """
+        self._closed = True
+        tasks = [t for p in self._partitions.values() for t in p.tasks]
+        self._partitions.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def drain(self) -> None:
         """Wait for every record in flight to finish."""

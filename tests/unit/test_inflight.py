@@ -124,3 +124,31 @@ async def test_revoked_partition_acks_nothing_more() -> None:
     gate.set()
     await asyncio.sleep(0.01)
     assert acked == []
+
+
+async def test_close_cancels_records_in_flight_without_acking_them() -> None:
+    acked: list[int] = []
+    started: list[int] = []
+    finished_early = asyncio.Event()
+
+    async def handler(n: int) -> None:
+        started.append(n)
+        if n == 0:
+            finished_early.set()
+            return
+        await asyncio.sleep(3600)  # e.g. waiting for a rate-limit slot
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(f"shutdown is not a failure: {exc!r}")
+
+    flight: InFlight[int] = InFlight(handler, acked.append, max_in_flight=8, on_fatal=fatal)
+    for n in range(3):
+        await flight.submit("p0", n, n, n)
+    await finished_early.wait()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(flight.close(), 1.0)
+    assert acked == [0], "only the record that finished before the shutdown is acked"
+    assert flight.in_flight() == 0
+    await flight.submit("p0", 3, 3, 3)
+    await asyncio.sleep(0.01)
+    assert started == [0, 1, 2], "nothing starts once closed"
