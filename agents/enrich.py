@@ -138,7 +138,8 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
 
     inflight: InFlight[Any] = InFlight(pipeline.handle, lambda event: event.ack(),
                                        max_in_flight=settings.worker.max_in_flight,
-                                       on_fatal=on_fatal)
+                                       on_fatal=on_fatal,
+                                       max_queued=settings.worker.max_queued)
     metrics.IN_FLIGHT.set_function(inflight.in_flight)
 
     async def enrich(stream: Any) -> None:

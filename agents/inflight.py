@@ -16,6 +16,7 @@ faust-streaming #606): given acked offsets with a hole at the front, it can comm
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
@@ -70,15 +71,33 @@ class OffsetTracker(Generic[E]):
 
 
 @dataclass(slots=True)
+class _Queued(Generic[E]):
+    offset: int
+    key: Hashable
+    item: E
+    context: contextvars.Context
+    """The context the record was received in: Faust's current event lives there, and table
+    writes need it to know which changelog partition they belong to."""
+
+
+@dataclass(slots=True)
 class _Partition(Generic[E]):
     tracker: OffsetTracker[E]
-    slots: asyncio.Semaphore
-    generation: int
+    running: int = 0
+    queued: deque[_Queued[E]] = field(default_factory=deque)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class InFlight(Generic[E]):
     """Runs a handler on many records per partition at once; acks in offset order.
+
+    A partition with ``max_in_flight`` records running queues the next ones instead of making
+    ``submit`` wait: waiting would stall the agent's single stream, and with it every other
+    partition, behind the one partition that is slow (waiting for a provider's rate-limit
+    slots, say). Only when ``max_queued`` records wait in all partitions together does
+    ``submit`` wait, which bounds memory. (Faust's per-partition pause is no help here: pausing
+    from an agent drops records already fetched for the partition, and its active-partition
+    set is shared unguarded with the consumer thread.)
 
     ``handler`` must deal with every failure of a record itself (dead-letter it); an exception
     escaping it is a bug or a lost broker, and stops the worker through ``on_fatal`` rather than
@@ -92,18 +111,23 @@ class InFlight(Generic[E]):
         *,
         max_in_flight: int,
         on_fatal: Callable[[BaseException], Awaitable[None]],
+        max_queued: int = 10_000,
     ) -> None:
         self._handler = handler
         self._ack = ack
         self._max = max_in_flight
+        self._max_queued = max_queued
+        self._queued = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._on_fatal = on_fatal
         self._partitions: dict[Hashable, _Partition[E]] = {}
         self._last_for_key: dict[Hashable, asyncio.Task[None]] = {}
-        self._generation = 0
         self._closed = False
         self.fatal: BaseException | None = None
 
     def in_flight(self) -> int:
+        """Records received and not yet finished (running or queued)."""
         return sum(len(p.tracker) for p in self._partitions.values())
 
     def oldest_unfinished(self, tp: Hashable) -> int | None:
@@ -111,25 +135,32 @@ class InFlight(Generic[E]):
         part = self._partitions.get(tp)
         return part.tracker.oldest_unfinished if part is not None else None
 
-    def _partition(self, tp: Hashable) -> _Partition[E]:
-        part = self._partitions.get(tp)
-        if part is None:
-            self._generation += 1
-            part = _Partition(OffsetTracker(), asyncio.Semaphore(self._max), self._generation)
-            self._partitions[tp] = part
-        return part
-
     async def submit(self, tp: Hashable, offset: int, key: Hashable, item: E) -> None:
-        """Start processing ``item``; waits while the partition has the maximum in flight."""
+        """Start processing ``item``, or queue it while its partition is at the maximum."""
         if self.fatal is not None:
             raise self.fatal
         if self._closed:
             return  # shutting down: not started, not acked, re-delivered after the restart
-        part = self._partition(tp)
-        await part.slots.acquire()
+        part = self._partitions.get(tp)
+        if part is None:
+            part = self._partitions[tp] = _Partition(OffsetTracker())
+        while part.running >= self._max and self._queued >= self._max_queued:
+            self._room.clear()
+            await self._room.wait()
+            if self._partitions.get(tp) is not part:
+                return  # revoked (or shutting down) while we waited: its new owner reads it
         part.tracker.start(offset, item)
+        if part.running < self._max:
+            self._start(tp, part, offset, key, item)
+            return
+        part.queued.append(_Queued(offset, key, item, contextvars.copy_context()))
+        self._queued += 1
+
+    def _start(self, tp: Hashable, part: _Partition[E], offset: int, key: Hashable,
+               item: E, context: contextvars.Context | None = None) -> None:
+        part.running += 1
         previous = self._last_for_key.get((tp, key)) if key is not None else None
-        task = asyncio.create_task(self._run(tp, part, offset, item, previous))
+        task = asyncio.create_task(self._run(tp, part, offset, item, previous), context=context)
         part.tasks.add(task)
         if key is not None:
             self._last_for_key[(tp, key)] = task
@@ -145,7 +176,7 @@ class InFlight(Generic[E]):
     async def _run(self, tp: Hashable, part: _Partition[E], offset: int, item: E,
                    previous: asyncio.Task[None] | None) -> None:
         try:
-            if previous is not None:
+            if previous is not None and not previous.done():
                 # Same key, earlier offset: its output must be published first.
                 await asyncio.wait([previous])
             await self._handler(item)
@@ -157,16 +188,31 @@ class InFlight(Generic[E]):
             await self._on_fatal(exc)
             return
         finally:
-            part.slots.release()
+            part.running -= 1
         if self._partitions.get(tp) is not part:
             return  # the partition was revoked meanwhile; its new owner re-processes it
         for done in part.tracker.finish(offset):
             self._ack(done)
+        self._next(tp, part)
+
+    def _next(self, tp: Hashable, part: _Partition[E]) -> None:
+        while part.queued and part.running < self._max:
+            q = part.queued.popleft()
+            self._dequeued(1)
+            self._start(tp, part, q.offset, q.key, q.item, q.context)
+
+    def _dequeued(self, n: int) -> None:
+        self._queued -= n
+        if self._queued < self._max_queued:
+            self._room.set()
 
     def revoke(self, tps: set[Hashable]) -> None:
-        """Forget revoked partitions: late finishers of theirs must not ack anything."""
+        """Forget revoked partitions: late finishers of theirs must not ack anything, and their
+        queued records are dropped (their new owner reads them again)."""
         for tp in tps:
-            self._partitions.pop(tp, None)
+            part = self._partitions.pop(tp, None)
+            if part is not None and part.queued:
+                self._dequeued(len(part.queued))
 
     async def close(self) -> None:
         """Cancel every record in flight and wait until they have stopped.
@@ -177,14 +223,16 @@ class InFlight(Generic[E]):
         """
         self._closed = True
         tasks = [t for p in self._partitions.values() for t in p.tasks]
-        self._partitions.clear()
+        self.revoke(set(self._partitions))
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
 
     async def drain(self) -> None:
-        """Wait for every record in flight to finish."""
-        tasks = [t for p in self._partitions.values() for t in p.tasks]
-        if tasks:
+        """Wait for every record in flight (queued ones included) to finish."""
+        while True:
+            tasks = [t for p in self._partitions.values() for t in p.tasks]
+            if not tasks:
+                return
             await asyncio.wait(tasks)

@@ -54,6 +54,9 @@ class WorkerSettings(_Section):
 
     max_in_flight: int = Field(64, ge=1, le=10_000)
     """Records processed at once per partition (providers are slow HTTP calls)."""
+    max_queued: int = Field(10_000, ge=1, le=1_000_000)
+    """Records received and waiting for a free in-flight place, all partitions together; a
+    partition at its maximum queues instead of holding the others up. Bounds memory."""
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path(os.path.expanduser("~/.cache/trackflow/worker"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 
 import pytest
@@ -152,3 +153,55 @@ async def test_close_cancels_records_in_flight_without_acking_them() -> None:
     await flight.submit("p0", 3, 3, 3)
     await asyncio.sleep(0.01)
     assert started == [0, 1, 2], "nothing starts once closed"
+
+
+async def test_a_full_partition_queues_instead_of_holding_up_the_others() -> None:
+    release = {"slow": asyncio.Event(), "fast": asyncio.Event()}
+    release["fast"].set()
+    acked: list[tuple[str, int]] = []
+
+    async def handler(item: tuple[str, int]) -> None:
+        await release[item[0]].wait()
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    flight: InFlight[tuple[str, int]] = InFlight(handler, acked.append, max_in_flight=2,
+                                                 max_queued=3, on_fatal=fatal)
+    # The slow partition gets 2 running + 2 queued, and submit did not wait.
+    for off in range(4):
+        await asyncio.wait_for(flight.submit("slow", off, off, ("slow", off)), 0.1)
+    for off in range(3):
+        await asyncio.wait_for(flight.submit("fast", off, off, ("fast", off)), 0.1)
+    await asyncio.sleep(0.01)
+    assert acked == [("fast", 0), ("fast", 1), ("fast", 2)], "the other partition went on"
+    assert flight.in_flight() == 4
+    # One more queued record reaches max_queued; the next one for a full partition waits.
+    await asyncio.wait_for(flight.submit("slow", 4, 4, ("slow", 4)), 0.1)
+    blocked = asyncio.ensure_future(flight.submit("slow", 5, 5, ("slow", 5)))
+    await asyncio.sleep(0.01)
+    assert not blocked.done(), "memory is bounded: the stream waits once max_queued wait"
+    release["slow"].set()
+    await asyncio.wait_for(blocked, 1.0)
+    await flight.drain()
+    assert [a for a in acked if a[0] == "slow"] == [("slow", n) for n in range(6)]
+    assert flight.in_flight() == 0
+
+
+async def test_a_queued_record_runs_in_the_context_it_was_received_in() -> None:
+    received_as: contextvars.ContextVar[int] = contextvars.ContextVar("received_as")
+    seen: dict[int, int] = {}
+
+    async def handler(n: int) -> None:
+        await asyncio.sleep(0.001)
+        seen[n] = received_as.get()
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    flight: InFlight[int] = InFlight(handler, lambda _: None, max_in_flight=1, on_fatal=fatal)
+    for n in range(4):
+        received_as.set(n)  # as Faust sets its current event before handing one over
+        await flight.submit("p0", n, n, n)
+    await flight.drain()
+    assert seen == {0: 0, 1: 1, 2: 2, 3: 3}
