@@ -16,8 +16,8 @@ fails with Redis; a stranded share only makes us slower, never over the limit.
 State survives restarts: the gate (:mod:`providers.gate`) keeps, per provider and partition in a
 changelogged Faust table, when the partition's last slot was (a time, not an index, so a changed
 rate cannot strand the partition) and until when a limit answer paused the provider. Workers on
-different hosts rely on NTP-synchronised clocks; the gate uses a fraction of R
-(``rate_margin``) to absorb skew and scheduling jitter.
+different hosts rely on NTP-synchronised clocks; the gate paces as if the provider's window were
+``rate_slack_s`` longer, to absorb skew and scheduling jitter.
 """
 
 from __future__ import annotations

@@ -91,8 +91,10 @@ class ProviderSettings(_Section):
     """Calls per second the provider allows this application as a whole (all workers)."""
     window_s: float = Field(1.0, gt=0, le=3600)
     """The window over which the provider counts calls (it allows ``rate * window_s`` each)."""
-    rate_margin: float = Field(0.9, gt=0, le=1)
-    """Fraction of ``rate`` used; the rest absorbs scheduling jitter and clock skew."""
+    rate_slack_s: float = Field(0.1, ge=0, le=60)
+    """Pacing counts the provider's window as this much longer: ``rate * window_s`` calls go
+    out per ``window_s + rate_slack_s``. A quarter of it absorbs a call leaving late, the rest
+    the delay until the request reaches the provider (and clock skew between workers)."""
     max_wait_s: float = Field(30.0, ge=0)
     timeout_s: float = Field(15.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=10)

@@ -30,7 +30,7 @@ class FakeTime:
 
 
 def make_gate(t: FakeTime, state: dict[str, Any] | None = None, **policy: Any) -> ResilientGate:
-    defaults: dict[str, Any] = {"rate": 10.0, "rate_margin": 1.0, "max_attempts": 1,
+    defaults: dict[str, Any] = {"rate": 10.0, "rate_slack_s": 0.0, "max_attempts": 1,
                                 "breaker": BreakerConfig(minimum_calls=5, consecutive_failures=5)}
     defaults.update(policy)
     return ResilientGate("spotify", ProviderPolicy(**defaults), partitions=4,
@@ -169,16 +169,26 @@ async def test_the_retry_budget_stops_an_outage_from_multiplying_load() -> None:
 
 @pytest.mark.parametrize(("rate", "window"), [(1.0, 1.0), (10.0, 1.0), (20.0, 1.0),
                                               (10.0, 5.0), (50.0, 30.0), (200.0, 1.0)])
-def test_late_calls_stay_within_the_limit_of_any_window(rate: float, window: float) -> None:
-    from providers.gate import late_tolerance
+@pytest.mark.parametrize("slack", [0.05, 0.1, 0.5])
+def test_late_calls_stay_within_the_limit_of_any_window(rate: float, window: float,
+                                                        slack: float) -> None:
+    from providers.gate import late_tolerance, paced_rate
 
-    margin = 0.9
-    tol = late_tolerance(rate, margin, window)
-    assert tol > 0
-    # Worst case: every slot in an interval of window + tolerance lands in one window; slots are
-    # 1 / (margin * rate) apart, so such an interval holds at most floor(...) + 1 of them.
-    worst = math.floor(margin * rate * (window + tol) + 1e-9) + 1 if rate * window > 1 else 1
-    assert worst <= rate * window + 1e-9, f"{worst} calls could land in one window"
-    if rate * window <= 1:
-        gap = 1 / (margin * rate) - tol
-        assert gap >= window, "one call per window: two calls must stay a window apart"
+    limit = round(rate * window)
+    gap = 1 / paced_rate(rate, window, slack)
+    tol = late_tolerance(slack)
+    assert 0 < tol < slack
+    # Worst case for a closed window of `window` seconds: its first call left `tol` late and
+    # reached the provider after almost the other half of the slack, its last call left and
+    # arrived on time. Calls of slots within window + that much can share the window.
+    shrink = tol + 0.999 * (slack - tol)
+    worst = math.floor((window + shrink) / gap + 1e-9) + 1
+    assert worst <= limit, f"{worst} calls could land in one window of {window} s"
+    assert gap * limit == pytest.approx(window + slack), "the window is paced as window + slack"
+
+
+def test_the_slack_costs_short_windows_more_than_long_ones() -> None:
+    from providers.gate import paced_rate
+
+    assert paced_rate(1.0, 1.0, 0.1) == pytest.approx(1 / 1.1)
+    assert paced_rate(50.0, 30.0, 0.1) / 50.0 == pytest.approx(30 / 30.1)
