@@ -278,8 +278,15 @@ def register_reprocess_agent(app: faust.App, topics: Topics, settings: Settings,
 
     inflight: InFlight[Any] = InFlight(reprocessor.handle, lambda event: event.ack(),
                                        max_in_flight=dlq.max_waiting_per_partition,
+                                       max_queued=settings.worker.max_queued,
                                        on_fatal=on_fatal)
     reprocessor.inflight = inflight
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_waiting(sender: Any, **_: Any) -> None:
+        # After the consumer stopped, before the producer does: no replay through a stopped
+        # producer. Nothing cancelled was acked, so the next owner re-reads those dead letters.
+        await inflight.close()
 
     async def reprocess(stream: Any) -> None:
         async for event in stream.noack().events():

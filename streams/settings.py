@@ -183,7 +183,8 @@ class DlqSettings(_Section):
     backoff_cap_s: float = Field(default=3600.0, gt=0)
     """Upper bound of any retry's delay."""
     max_waiting_per_partition: int = Field(default=10_000, ge=1, le=1_000_000)
-    """Dead letters of one DLQ partition waiting at once; beyond it the DLQ stops being read."""
+    """Dead letters of one DLQ partition waiting at once; beyond it they queue (``worker.
+    max_queued`` in all), and beyond that the DLQ stops being read."""
     breaker_jitter_s: float = Field(default=2.0, ge=0)
     """Spread added after an open breaker's end, so waiting retries do not probe together."""
 
