@@ -7,9 +7,9 @@ The simulator enforces scaled-up limits (MusicBrainz 10 per 1 s, Spotify 1500 pe
 Deezer 250 per 5 s = 50/s, Last.fm 20 per 1 s, Discogs 600 per 60 s = 10/s, sliding windows) and
 answers after a latency drawn uniformly from 50-150 ms; the worker is told the same rates
 (TRACKFLOW_PROVIDERS__<NAME>__RATE) and paces each window as if it were rate_slack_s (0.1 s)
-longer, so a ratio reaches at most window / (window + 0.1): 0.909 for 1 s windows. Records are distinct catalog tracks, pre-produced, in a cache namespace
-of their own (cold: every lookup is a provider call); TRACKFLOW_WORKER__MAX_IN_FLIGHT records per
-partition are in flight.
+longer, so a ratio reaches at most window / (window + 0.1): 0.909 for 1 s windows. Records
+are distinct catalog tracks, pre-produced, in a cache namespace of their own (cold: every lookup
+is a provider call); TRACKFLOW_WORKER__MAX_IN_FLIGHT records per partition are in flight.
 
 Layouts:
 - isolated: one worker per provider, all five at once against one simulator, each with a

@@ -1,7 +1,7 @@
 """Throughput of the trackflow worker against a plain aiokafka consume -> produce loop.
 
     python tests/bench/throughput_bench.py [--records N] [--partitions P]
-                                           [--mode skeleton|warm|both] [--tracks T]
+                                           [--mode skeleton|warm|both|faust|all] [--tracks T]
 
 The same N RawTrack records (Avro, about 300 bytes, key = track_id, drawn in turn from T distinct
 catalog tracks) are produced once to one raw topic on the local broker, then read by:
@@ -11,6 +11,9 @@ catalog tracks) are produced once to one raw topic on the local broker, then rea
   worker's own non-provider work: decode the Avro, validate, build the EnrichedTrack, encode it,
   send it; each batch's sends are awaited before the next batch;
 - skeleton: a `trackflow worker` with no provider stages (TRACKFLOW_WATERFALL__ORDER='[]');
+- faust (only with --mode faust or all): faust_passthrough.py, a Faust app with the worker's
+  consumer and producer settings whose agent passes every record through unchanged; Faust's
+  own ceiling on this machine, with none of the work above;
 - warm: a `trackflow worker` with all five providers, its cache namespace warmed beforehand by a
   worker run over the T tracks, so every provider lookup is a cache hit (the simulator's request
   counts during the measured run are printed to show it).
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +58,7 @@ from common import (
 from tests.integration.harness import (
     TopicNames,
     create_topics,
+    free_port,
     metric_value,
     produce,
     scrape,
@@ -129,6 +135,27 @@ async def worker_run(bench: Bench, raw: str, n: int, partitions: int, env: dict[
     return span, dlq, metrics
 
 
+def start_passthrough(bench: Bench, raw: str, sink: str, group: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BENCH_SOURCE": raw, "BENCH_SINK": sink, "BENCH_GROUP": group,
+           "BENCH_WEB_PORT": str(free_port())}
+    with (bench.workdir / "faust-passthrough.log").open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("faust_passthrough.py")), "worker",
+             "-l", "warn"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=bench.workdir)
+
+
+async def passthrough_run(bench: Bench, raw: str, n: int, partitions: int) -> Span:
+    """Run faust_passthrough.py on ``raw`` until it has passed ``n`` records on; its span."""
+    topics = await bench.topics(partitions, raw=raw)
+    proc = start_passthrough(bench, raw, topics.enriched, topics.group)
+    try:
+        await wait_for_records(bench.bootstrap, [topics.enriched], n)
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
+    return await timestamp_span(bench.bootstrap, topics.enriched, expect=n)
+
+
 def cache_line(metrics: str) -> str:
     parts = []
     for level in ("lru", "redis"):
@@ -144,7 +171,8 @@ def cache_line(metrics: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    modes = ["skeleton", "warm"] if args.mode == "both" else [args.mode]
+    modes = {"both": ["skeleton", "warm"], "all": ["faust", "skeleton", "warm"]}.get(
+        args.mode, [args.mode])
     n, p = args.records, args.partitions
     async with Bench("throughput", keep_logs=args.keep_logs,
                      stack_dir=args.stack_dir) as bench:
@@ -181,6 +209,12 @@ async def main(args: argparse.Namespace) -> None:
               f"({(n / wall):,.0f} records/s by that clock)")
         rows.append(("plain aiokafka loop", plain.count, plain.seconds, plain.rate, 1.0))
         for mode in modes:
+            if mode == "faust":
+                log("faust pass-through")
+                span = await passthrough_run(bench, base.raw, n, p)
+                rows.append(("faust pass-through", span.count, span.seconds, span.rate,
+                             span.rate / plain.rate if plain.rate else 0.0))
+                continue
             if mode == "skeleton":
                 env = dict(NO_PROVIDERS)
             else:
@@ -214,8 +248,10 @@ def parse_args() -> argparse.Namespace:
         description="Records/s of the trackflow worker vs a plain aiokafka loop, same broker.")
     parser.add_argument("--records", type=int, default=100_000, help="records per run")
     parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
-    parser.add_argument("--mode", choices=("skeleton", "warm", "both"), default="both",
-                        help="worker without providers, with a warm cache, or both")
+    parser.add_argument("--mode", choices=("skeleton", "warm", "both", "faust", "all"),
+                        default="both",
+                        help="worker without providers, with a warm cache, both, Faust's "
+                             "pass-through ceiling, or all three")
     parser.add_argument("--tracks", type=int, default=2000,
                         help="distinct catalog tracks the records are drawn from (and warmed)")
     parser.add_argument("--seed", type=int, default=0, help="simulator catalog seed")
