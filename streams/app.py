@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -103,23 +104,48 @@ def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
     Faust seeks assigned partitions to their committed offsets, but a partition with no commit
     yet keeps its fetch position, so records that were in flight would never come back, and the
     next commit would skip them. Seeking such partitions to their beginning closes the gap.
+
+    The seek waits for the end of the changelog recovery (``on_rebalance_complete``: the
+    partitions are still paused, Faust resumes them and seeks the committed ones right after).
+    Seeking on assignment was too early: Faust's pause does not stop the consumer thread from
+    fetching, and a fetch that started while some partitions were active but waits while Faust's
+    active set (shared with that thread) is empty, between the active and the standby changelog
+    recovery, returns the records of every partition (aiokafka reads an empty set as "all").
+    Faust drops those of paused partitions, and the position has moved past them, so their dead
+    letters waited for the next rebalance.
     """
     from aiokafka import TopicPartition
 
     from streams.topics import admin_client
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def rewind(sender: Any, assigned: Any, **_: Any) -> None:
-        tps = [tp for tp in assigned if tp.topic in topics]
-        if not tps:
-            return
+    lookup: asyncio.Task[list[Any]] | None = None
+    """The latest assignment's partitions of ``topics`` without a committed offset."""
+
+    async def uncommitted(tps: list[Any]) -> list[Any]:
         admin = await admin_client(bootstrap)
         try:
             committed = await admin.list_consumer_group_offsets(
                 consumer_group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps])
         finally:
             await admin.close()
-        for tp in tps:
-            meta = committed.get(TopicPartition(tp.topic, tp.partition))
-            if meta is None or meta.offset < 0:
+        return [tp for tp in tps
+                if (meta := committed.get(TopicPartition(tp.topic, tp.partition))) is None
+                or meta.offset < 0]
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def look_up_commits(sender: Any, assigned: Any, **_: Any) -> None:
+        nonlocal lookup
+        tps = [tp for tp in assigned if tp.topic in topics]
+        # Started now, awaited before the resume: the broker round trip overlaps the recovery.
+        lookup = asyncio.ensure_future(uncommitted(tps)) if tps else None
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def rewind(sender: Any, **_: Any) -> None:
+        # Not consumed: when a rebalance starts during a recovery, the old generation's recovery
+        # ends with this signal too; both seeks come before the new generation's resume.
+        if lookup is None:
+            return
+        assigned = app.consumer.assignment()
+        for tp in await lookup:
+            if tp in assigned:
                 await app.consumer.seek(tp, 0)

@@ -161,9 +161,6 @@ async def test_sigkill_while_retries_are_scheduled_loses_none(
 
 
 @pytest.mark.chaos
-@pytest.mark.xfail(reason="known bug: a worker that joins the group may not receive the DLQ "
-                          "partitions moved to it until the next rebalance, so their retries wait "
-                          "(seen in about half the runs here); not yet understood")
 async def test_a_second_worker_joining_takes_over_waiting_retries(
         bootstrap: str, topic_names: TopicNames, reprocess_workers: Any) -> None:
     await create_topics(bootstrap, [topic_names.raw, topic_names.dlq, topic_names.parked],
