@@ -65,6 +65,11 @@ class OffsetTracker(Generic[E]):
         return released
 
     @property
+    def newest(self) -> int | None:
+        """The highest offset registered and not yet released."""
+        return self._slots[-1].offset if self._slots else None
+
+    @property
     def oldest_unfinished(self) -> int | None:
         """The offset the committed position must not pass, or None when nothing is pending."""
         return self._slots[0].offset if self._slots else None
@@ -144,6 +149,12 @@ class InFlight(Generic[E]):
         part = self._partitions.get(tp)
         if part is None:
             part = self._partitions[tp] = _Partition(OffsetTracker())
+        newest = part.tracker.newest
+        if newest is not None and offset <= newest:
+            # Delivered again (a seek during a rebalance can do that) while the first delivery
+            # is still in flight: that one acks it.
+            log.warning("event=redelivered_in_flight offset=%s newest=%s", offset, newest)
+            return
         while part.running >= self._max and self._queued >= self._max_queued:
             self._room.clear()
             await self._room.wait()

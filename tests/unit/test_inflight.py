@@ -205,3 +205,23 @@ async def test_a_queued_record_runs_in_the_context_it_was_received_in() -> None:
         await flight.submit("p0", n, n, n)
     await flight.drain()
     assert seen == {0: 0, 1: 1, 2: 2, 3: 3}
+
+
+async def test_an_offset_delivered_again_while_in_flight_is_ignored() -> None:
+    release = asyncio.Event()
+    handled: list[int] = []
+    acked: list[int] = []
+
+    async def handler(n: int) -> None:
+        handled.append(n)
+        await release.wait()
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    flight: InFlight[int] = InFlight(handler, acked.append, max_in_flight=4, on_fatal=fatal)
+    for off in (0, 1, 2, 1, 2):  # 1 and 2 again, as after a seek back
+        await flight.submit("p0", off, off, off)
+    release.set()
+    await flight.drain()
+    assert handled == [0, 1, 2] and acked == [0, 1, 2]
