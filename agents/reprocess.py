@@ -38,7 +38,7 @@ from agents.retry_schedule import (
     waiting_entry,
 )
 from streams import metrics
-from streams.app import Topics
+from streams.app import Send, Topics, producer_send
 from streams.deadletter import (
     H_CLASS,
     H_LAST_FAILURE,
@@ -76,11 +76,11 @@ class _Partition:
 class Reprocessor:
     """Handles one dead letter end to end: park it, or wait and replay it."""
 
-    def __init__(self, *, topics: Topics, settings: Settings, dlq: DlqSettings,
+    def __init__(self, *, send: Send, settings: Settings, dlq: DlqSettings,
                  table: MutableMapping[str, Any], breaker_open_until: BreakerOpenUntil,
                  clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
-        self._topics = topics
+        self._send = send
         self._settings = settings
         self._dlq = dlq
         self._table = table
@@ -200,10 +200,8 @@ class Reprocessor:
 
     async def _replay(self, msg: Any, headers: list[tuple[str, bytes]], retry: Retry) -> None:
         raw_topic = self._settings.kafka.raw_topic
-        fut = await self._topics.raw.send(key=msg.key, value=msg.value,
-                                          headers=replay_headers(headers,
-                                                                 attempt=retry.attempt + 1))
-        await fut
+        await (await self._send(raw_topic, msg.key, msg.value,
+                                replay_headers(headers, attempt=retry.attempt + 1)))
         metrics.DLQ_REPLAYED.labels(provider=retry.provider).inc()
         metrics.RECORDS_OUT.labels(topic=raw_topic).inc()
         log.info("event=dlq_replayed partition=%s offset=%s provider=%s attempt=%s",
@@ -212,8 +210,7 @@ class Reprocessor:
     async def _park(self, msg: Any, headers: list[tuple[str, bytes]], reason: str,
                     labels: dict[str, str]) -> None:
         out = parked_headers(headers, reason=reason, now_ms=int(self._clock() * 1000))
-        fut = await self._topics.parked.send(key=msg.key, value=msg.value, headers=out)
-        await fut
+        await (await self._send(self._settings.kafka.parked_topic, msg.key, msg.value, out))
         metrics.DLQ_PARKED.labels(**labels).inc()
         metrics.RECORDS_OUT.labels(topic=self._settings.kafka.parked_topic).inc()
         log.info("event=dlq_parked partition=%s offset=%s reason=%s stage=%s provider=%s",
@@ -269,7 +266,7 @@ def register_reprocess_agent(app: faust.App, topics: Topics, settings: Settings,
     table: Any = app.Table(SCHEDULE_TABLE, default=None, partitions=settings.kafka.partitions,
                            schema=faust.Schema(key_type=str, key_serializer="json",
                                                value_serializer="json"))
-    reprocessor = Reprocessor(topics=topics, settings=settings, dlq=dlq, table=table,
+    reprocessor = Reprocessor(send=producer_send(app), settings=settings, dlq=dlq, table=table,
                               breaker_open_until=breaker_open_until)
 
     async def on_fatal(exc: BaseException) -> None:

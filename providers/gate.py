@@ -103,7 +103,7 @@ def paced_rate(rate: float, window_s: float, slack_s: float) -> float:
     ``window_s + late_s + reach_s``: no more than ``limit`` while ``late_s + reach_s`` stays
     within ``slack_s``. The gate lets a call leave up to a quarter of the slack late
     (:func:`late_tolerance`) and leaves the rest to the way there: on a loaded two-core test
-    machine the simulator's own clock saw two requests 6 ms apart that left 110 ms apart, and
+    machine the simulator's own clock saw two requests 6 ms apart whose slots were 110 ms apart, and
     a half-and-half split let that through as an 11th call in a 1 s window.
     """
     return rate * window_s / (window_s + slack_s)

@@ -15,12 +15,11 @@ from streams.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The pipeline's topics as Faust topic objects (bytes in, bytes out)."""
+    """The topics the agents read, as Faust topic objects (bytes in, bytes out). Outputs are
+    sent by name through :func:`producer_send`."""
 
     raw: Any
-    enriched: Any
     dlq: Any
-    parked: Any
 
 
 Headers = list[tuple[str, bytes]]
@@ -85,15 +84,14 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    """The Faust topic objects for the pipeline (created beforehand by streams.topics)."""
+    """The Faust topic objects the agents read (created beforehand by streams.topics)."""
     k = settings.kafka
 
     def topic(name: str) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=k.partitions)
 
-    return Topics(topic(k.raw_topic), topic(k.enriched_topic), topic(k.dlq_topic),
-                  topic(k.parked_topic))
+    return Topics(topic(k.raw_topic), topic(k.dlq_topic))
 
 
 def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
