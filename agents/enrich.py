@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import faust
 
 from agents.inflight import InFlight
+from agents.publish import is_record_error, publish, record_skipped
 from agents.records import FieldValue, InvalidRecord, Outcome, build_enriched, validate_raw
 from providers.partition import current_partition
 from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, DecodeError, decode_raw_track, encode
 from streams import metrics
 from streams.app import Send, Topics, producer_send
-from streams.deadletter import Failure, Origin, attempt_of, dead_letter_headers
+from streams.deadletter import Failure, Origin, attempt_of, dead_letter_headers, fit_record
 from streams.settings import Settings
 
 log = logging.getLogger("trackflow.agents.enrich")
@@ -70,6 +71,8 @@ class EnrichmentPipeline:
         self._enriched_out = metrics.RECORDS_OUT.labels(topic=k.enriched_topic)
         self._status = {s: metrics.ENRICHED.labels(status=s) for s in ("complete", "partial")}
         self._avro_headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
+        # At 0 from the start, so that the first skipped record is an increase alerts can see.
+        metrics.RECORDS_SKIPPED.labels(topic=k.raw_topic, destination=k.dlq_topic)
 
     async def handle(self, event: Any) -> None:
         msg = event.message
@@ -99,9 +102,18 @@ class EnrichmentPipeline:
         record = build_enriched(raw, attempt=attempt, enriched_at_ms=int(now * 1000),
                                 filled=result.filled, outcomes=result.outcomes,
                                 targets=self._settings.waterfall.targets)
-        value = encode("EnrichedTrack", record)
-        await (await self._send(self._settings.kafka.enriched_topic, raw["track_id"].encode(),
-                                value, self._avro_headers))
+        try:
+            value = encode("EnrichedTrack", record)
+            await publish(self._send, self._settings.kafka.enriched_topic,
+                          raw["track_id"].encode(), value, self._avro_headers)
+        except Exception as exc:
+            if not is_record_error(exc):
+                raise
+            # Too large for the topic, say: the input stays intact in the dead letter.
+            await self._dead_letter(msg, headers, attempt, Failure(
+                "publish", type(exc).__name__, str(exc)[:200], "unpublishable",
+                retryable=False))
+            return
         self._enriched_out.inc()
         self._status[record["status"]].inc()
         if msg.timestamp:  # Faust gives the Kafka timestamp in seconds
@@ -115,7 +127,15 @@ class EnrichmentPipeline:
                         self._settings.kafka.consumer_group)
         out_headers = dead_letter_headers(headers, failure, origin, attempt=attempt,
                                           now_ms=now_ms, not_before_ms=not_before_ms)
-        await (await self._send(self._settings.kafka.dlq_topic, msg.key, msg.value, out_headers))
+        k = self._settings.kafka
+        out = fit_record(msg.key, msg.value, out_headers, max_bytes=k.max_message_bytes)
+        try:
+            await publish(self._send, k.dlq_topic, out.key, out.value, out.headers)
+        except Exception as exc:
+            if not is_record_error(exc):
+                raise  # Kafka is gone: stop, and read the record again after the restart
+            record_skipped(msg, k.dlq_topic, exc)
+            return
         log.info("event=dead_lettered topic=%s partition=%s offset=%s stage=%s reason=%s "
                  "retryable=%s", msg.topic, msg.partition, msg.offset, failure.stage,
                  failure.reason, failure.retryable)
@@ -126,15 +146,15 @@ class EnrichmentPipeline:
 
 
 def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
-                          enricher: Enricher,
+                          enricher: Enricher, *,
+                          on_fatal: Callable[[BaseException], Awaitable[None]],
                           on_revoke: Callable[[set[int]], None] | None = None) -> InFlight[Any]:
-    """Attach the enrichment agent to ``app``; returns its in-flight tracker."""
-    pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher)
+    """Attach the enrichment agent to ``app``; returns its in-flight tracker.
 
-    async def on_fatal(exc: BaseException) -> None:
-        # Stop the worker: acking an unhandled record would lose it, and not acking it would
-        # stall its partition. A restart re-delivers it from the last commit.
-        await app.crash(exc)
+    ``on_fatal`` stops the worker (:func:`agents.runner.crash_handler`): acking an unhandled
+    record would lose it, and not acking it would stall its partition.
+    """
+    pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher)
 
     inflight: InFlight[Any] = InFlight(pipeline.handle, lambda event: event.ack(),
                                        max_in_flight=settings.worker.max_in_flight,

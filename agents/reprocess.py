@@ -17,13 +17,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 
 from agents.inflight import InFlight
+from agents.publish import is_record_error, publish, record_skipped
 from agents.retry_schedule import (
     DONE,
     WAITING,
@@ -45,6 +46,7 @@ from streams.deadletter import (
     H_PROVIDER,
     H_STAGE,
     error_facts,
+    fit_record,
     parked_headers,
     replay_headers,
 )
@@ -91,6 +93,9 @@ class Reprocessor:
         self._waiting: dict[tuple[int, int], float] = {}
         self._tasks: dict[Hashable, set[asyncio.Task[Any]]] = {}
         self.inflight: InFlight[Any] | None = None
+        k = settings.kafka
+        for destination in (k.raw_topic, k.parked_topic):  # at 0 from the start, for alerts
+            metrics.RECORDS_SKIPPED.labels(topic=k.dlq_topic, destination=destination)
 
     # --- the agent loop side (runs for the event being iterated) ---
 
@@ -199,9 +204,17 @@ class Reprocessor:
             await self._sleep_until(now + wait)
 
     async def _replay(self, msg: Any, headers: list[tuple[str, bytes]], retry: Retry) -> None:
-        raw_topic = self._settings.kafka.raw_topic
-        await (await self._send(raw_topic, msg.key, msg.value,
-                                replay_headers(headers, attempt=retry.attempt + 1)))
+        k = self._settings.kafka
+        raw_topic = k.raw_topic
+        out = fit_record(msg.key, msg.value, replay_headers(headers, attempt=retry.attempt + 1),
+                         max_bytes=k.max_message_bytes)
+        try:
+            await publish(self._send, raw_topic, out.key, out.value, out.headers)
+        except Exception as exc:
+            if not is_record_error(exc):
+                raise
+            record_skipped(msg, raw_topic, exc)
+            return
         metrics.DLQ_REPLAYED.labels(provider=retry.provider).inc()
         metrics.RECORDS_OUT.labels(topic=raw_topic).inc()
         log.info("event=dlq_replayed partition=%s offset=%s provider=%s attempt=%s",
@@ -209,8 +222,17 @@ class Reprocessor:
 
     async def _park(self, msg: Any, headers: list[tuple[str, bytes]], reason: str,
                     labels: dict[str, str]) -> None:
-        out = parked_headers(headers, reason=reason, now_ms=int(self._clock() * 1000))
-        await (await self._send(self._settings.kafka.parked_topic, msg.key, msg.value, out))
+        k = self._settings.kafka
+        out = fit_record(msg.key, msg.value,
+                         parked_headers(headers, reason=reason, now_ms=int(self._clock() * 1000)),
+                         max_bytes=k.max_message_bytes)
+        try:
+            await publish(self._send, k.parked_topic, out.key, out.value, out.headers)
+        except Exception as exc:
+            if not is_record_error(exc):
+                raise
+            record_skipped(msg, k.parked_topic, exc)
+            return
         metrics.DLQ_PARKED.labels(**labels).inc()
         metrics.RECORDS_OUT.labels(topic=self._settings.kafka.parked_topic).inc()
         log.info("event=dlq_parked partition=%s offset=%s reason=%s stage=%s provider=%s",
@@ -257,6 +279,7 @@ def _float_ms(value: str | None) -> float | None:
 
 def register_reprocess_agent(app: faust.App, topics: Topics, settings: Settings, *,
                              breaker_open_until: BreakerOpenUntil,
+                             on_fatal: Callable[[BaseException], Awaitable[None]],
                              dlq: DlqSettings | None = None) -> InFlight[Any]:
     """Attach the DLQ reprocessing agent (and its schedule table) to ``app``.
 
@@ -268,10 +291,6 @@ def register_reprocess_agent(app: faust.App, topics: Topics, settings: Settings,
                                                value_serializer="json"))
     reprocessor = Reprocessor(send=producer_send(app), settings=settings, dlq=dlq, table=table,
                               breaker_open_until=breaker_open_until)
-
-    async def on_fatal(exc: BaseException) -> None:
-        # As in the enrichment agent: never ack a record that was not handled.
-        await app.crash(exc)
 
     inflight: InFlight[Any] = InFlight(reprocessor.handle, lambda event: event.ack(),
                                        max_in_flight=dlq.max_waiting_per_partition,

@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=5,
+        producer_max_request_size=k.max_message_bytes,
         # Do not wait for every unacked record before a rebalance or shutdown: a dead letter
         # waiting an hour for its retry would stall the group that long. Nothing is lost:
         # offsets are acked in order (agents.inflight), so the unfinished are re-delivered.

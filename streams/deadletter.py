@@ -21,6 +21,17 @@ tools and habits carry over; the rest live under ``trackflow.errors.``. All valu
 | ``trackflow.errors.original.timestamp.ms`` | the original record's timestamp |
 | ``trackflow.errors.consumer.group`` | the consumer group that read it |
 | ``trackflow.errors.history`` | JSON list of earlier failures, oldest first, the last 10 |
+| ``trackflow.errors.original.value.null`` | ``true``: the original had no value (a tombstone); the
+  dead letter's value is empty, because Kafka needs a key or a value |
+| ``trackflow.errors.original.value.bytes`` | set when the value was cut: the original's length |
+| ``trackflow.errors.original.key.bytes`` | set when the key was cut: the original's length |
+| ``trackflow.errors.original.headers.dropped`` | set when original headers were left out: how
+  many |
+
+A dead letter must fit the dead-letter topic (``kafka.max_message_bytes``): when the original
+record and the error context do not fit together, the value is cut first, then the original
+headers are left out from the last, then the key is cut; the headers above say what was cut, so
+the original's bytes are never silently changed.
 
 The replayed record on ``tracks.raw`` carries ``trackflow.attempt`` and ``trackflow.errors.history``
 (so the next dead letter still tells the whole story); every other error header is dropped there
@@ -59,7 +70,16 @@ H_HISTORY = "trackflow.errors.history"
 H_PARKED_REASON = "trackflow.parked.reason"
 H_PARKED_AT = "trackflow.parked.at.ms"
 
+H_VALUE_NULL = "trackflow.errors.original.value.null"
+H_VALUE_BYTES = "trackflow.errors.original.value.bytes"
+H_KEY_BYTES = "trackflow.errors.original.key.bytes"
+H_HEADERS_DROPPED = "trackflow.errors.original.headers.dropped"
+
 ERROR_PREFIXES = ("__connect.errors.", "trackflow.errors.")
+#: What a record costs the broker beyond its key, value and header bytes (batch header, record
+#: framing, varints), with room to spare: Kafka checks the whole batch against the limit.
+RECORD_OVERHEAD = 256
+HEADER_OVERHEAD = 12
 MAX_MESSAGE = 1_000
 MAX_HISTORY = 10
 
@@ -209,3 +229,66 @@ def parked_headers(dead_letter: Iterable[tuple[str, bytes | None]], *, reason: s
     kept = [(k, bytes(v)) for k, v in dead_letter
             if v is not None and k not in (H_PARKED_REASON, H_PARKED_AT)]
     return [*kept, (H_PARKED_REASON, reason.encode()), (H_PARKED_AT, str(now_ms).encode())]
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record ready for the producer: Kafka accepts it as it is."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """An upper bound of what one record weighs against a topic's ``max.message.bytes``."""
+    return (RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+            + sum(HEADER_OVERHEAD + len(k.encode()) + len(v) for k, v in headers))
+
+
+def fit_record(key: bytes | None, value: bytes | None, headers: Headers, *,
+               max_bytes: int) -> OutRecord:
+    """``key``/``value``/``headers`` made publishable for any record Kafka can hold.
+
+    A missing value becomes an empty one marked with :data:`H_VALUE_NULL` (the producer refuses
+    a record with neither key nor value). What does not fit in ``max_bytes`` is cut, value
+    first, then original headers (those without an error prefix, from the last), then the key,
+    each cut said in a header. The error headers are small and always kept.
+    """
+    out = [(k, bytes(v)) for k, v in headers]
+    if value is None:
+        out.append((H_VALUE_NULL, b"true"))
+        value = b""
+    over = record_size(key, value, out) - max_bytes
+    if over <= 0:
+        return OutRecord(key, value, out)
+    note = (H_VALUE_BYTES, str(len(value)).encode())
+    over += HEADER_OVERHEAD + len(note[0]) + len(note[1])
+    if over <= len(value):
+        return OutRecord(key, value[:len(value) - over], [*out, note])
+    over -= len(value)
+    value = b""
+    out.append(note)
+    # Room for the count of dropped headers (seven digits at most), taken back if none is.
+    reserve = HEADER_OVERHEAD + len(H_HEADERS_DROPPED) + 7
+    over += reserve
+    dropped = 0
+    for i in range(len(out) - 1, -1, -1):
+        k, v = out[i]
+        if over <= 0:
+            break
+        if k.startswith(ERROR_PREFIXES):
+            continue
+        over -= HEADER_OVERHEAD + len(k.encode()) + len(v)
+        del out[i]
+        dropped += 1
+    if dropped:
+        out.append((H_HEADERS_DROPPED, str(dropped).encode()))
+    else:
+        over -= reserve
+    if over > 0 and key:
+        cut = (H_KEY_BYTES, str(len(key)).encode())
+        over += HEADER_OVERHEAD + len(cut[0]) + len(cut[1])
+        out.append(cut)
+        key = key[:max(0, len(key) - over)] or None
+    return OutRecord(key, value, out)

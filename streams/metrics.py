@@ -193,6 +193,12 @@ DEAD_LETTERS = Counter(
     "Records sent to the dead-letter topic, by stage, provider and retryability.",
     ["stage", "provider", "retryable"],
 )
+RECORDS_SKIPPED = Counter(
+    "trackflow_records_skipped_total",
+    "Records Kafka refused to take even as a dead letter, by source topic and destination: "
+    "skipped so they cannot stop the worker; their topic, partition and offset are logged.",
+    ["topic", "destination"],
+)
 END_TO_END_LATENCY = Histogram(
     "trackflow_end_to_end_latency_seconds",
     "Time from a raw record's Kafka timestamp to the publication of its enriched record.",

@@ -45,6 +45,10 @@ class KafkaSettings(_Section):
     """Records one fetch hands to the agents at most. Faust's default is everything buffered;
     bounded, the fetcher and the agents take turns (a pass-through agent measured 7,500 records/s
     unbounded, 9,000 at 2,000)."""
+    max_message_bytes: int = Field(1_048_576, ge=65_536, le=64 * 1024 * 1024)
+    """The largest record a worker publishes (the producer's ``max.request.size``, and
+    ``max.message.bytes`` of the topics it creates). A dead letter that would be larger is cut
+    to fit, and its headers say so (``streams.deadletter``)."""
     session_timeout_s: float = Field(30.0, ge=6, le=300)
     """How long the group waits for a silent worker before moving its partitions."""
 
@@ -63,6 +67,9 @@ class WorkerSettings(_Section):
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     agents: list[Literal["enrich", "reprocess"]] = ["enrich", "reprocess"]
     """Agents this worker runs: enrichment of tracks.raw, reprocessing of tracks.dlq, or both."""
+    crash_grace_s: float = Field(30.0, gt=0, le=600)
+    """After a fatal error, how long the worker may take to stop cleanly before it exits
+    anyway: a crashed worker must never linger without consuming."""
 
 
 PROVIDER_NAMES = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")

@@ -55,12 +55,15 @@ def changelog_topic(consumer_group: str, table: str) -> str:
 def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     """The pipeline's topics and the tables' changelogs, with their configs."""
     p = kafka.partitions
+    # Every topic takes what the worker publishes at most, so that a dead letter cut to
+    # kafka.max_message_bytes always fits (the broker's default is a few bytes over 1 MiB).
+    size = {"max.message.bytes": str(kafka.max_message_bytes)}
     return [
-        TopicSpec(kafka.raw_topic, p, {}),
+        TopicSpec(kafka.raw_topic, p, size),
         # Compacted: the latest, most complete version of a track wins.
-        TopicSpec(kafka.enriched_topic, p, {"cleanup.policy": "compact"}),
-        TopicSpec(kafka.dlq_topic, p, {}),
-        TopicSpec(kafka.parked_topic, p, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(kafka.enriched_topic, p, {"cleanup.policy": "compact", **size}),
+        TopicSpec(kafka.dlq_topic, p, size),
+        TopicSpec(kafka.parked_topic, p, {"retention.ms": str(30 * 24 * 3600 * 1000), **size}),
         # Faust would create these itself, but a consumer that subscribes before the creation
         # is visible ignores them until its next metadata refresh (minutes), and the first
         # table write then fails with PartitionsMismatch. Creating them first avoids the race.

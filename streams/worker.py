@@ -12,6 +12,7 @@ import faust
 
 from agents.enrich import NoProviders, register_enrich_agent
 from agents.reprocess import register_reprocess_agent
+from agents.runner import CrashWatchdog, crash_handler
 from agents.stream_metrics import export_build_info, register_lag_metrics
 from agents.waterfall import ResultCache, Waterfall
 from providers.cache import CacheTtls, ProviderCache
@@ -61,11 +62,14 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
                           results=results)
                 if providers else NoProviders())
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
+    on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))
     if "enrich" in settings.worker.agents:
-        register_enrich_agent(app, topics, settings, enricher, on_revoke=gates.forget)
+        register_enrich_agent(app, topics, settings, enricher, on_fatal=on_fatal,
+                              on_revoke=gates.forget)
     if "reprocess" in settings.worker.agents:
         # Retries wait while the failing provider's breaker (as this worker knows it) is open.
-        register_reprocess_agent(app, topics, settings, breaker_open_until=gates.open_until)
+        register_reprocess_agent(app, topics, settings, breaker_open_until=gates.open_until,
+                                 on_fatal=on_fatal)
     sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic}
     rewind_on_assignment(app, sources, settings.kafka.consumer_group,
                          settings.kafka.bootstrap_servers)

@@ -311,6 +311,21 @@ GROUPS: tuple[Group, ...] = (
                       'input, a bug), then replay them with `trackflow dlq replay`. A '
                       'sudden burst usually follows a long outage.'),
         ),
+        Alert(
+            name='TrackflowRecordsSkipped',
+            expr='sum by (topic, destination) (increase(trackflow_records_skipped_total[15m])) > 0',
+            severity='critical',
+            summary='Records of {{ $labels.topic }} were skipped: Kafka refused them',
+            description=('{{ $value | printf "%.0f" }} records of {{ $labels.topic }} could '
+                          'not be published to {{ $labels.destination }}, not even as dead '
+                          'letters, and were skipped so that the worker keeps running.'),
+            runbook=('Each skipped record is one ERROR log line (event=record_skipped) with '
+                      'its topic, partition and offset and the error Kafka gave. Read the '
+                      'record with `kafka-console-consumer --partition P --offset O`; the '
+                      'usual cause is a topic whose max.message.bytes is lower than '
+                      'kafka.max_message_bytes. Fix the limit, then re-produce the record '
+                      'from its original topic.'),
+        ),
     )),
     Group('trackflow.stream', (
         Alert(
