@@ -104,14 +104,15 @@ def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
     yet keeps its fetch position, so records that were in flight would never come back, and the
     next commit would skip them. Seeking such partitions to their beginning closes the gap.
 
-    The seek waits for the end of the changelog recovery (``on_rebalance_complete``: the
-    partitions are still paused, Faust resumes them and seeks the committed ones right after).
-    Seeking on assignment was too early: Faust's pause does not stop the consumer thread from
-    fetching, and a fetch that started while some partitions were active but waits while Faust's
-    active set (shared with that thread) is empty, between the active and the standby changelog
-    recovery, returns the records of every partition (aiokafka reads an empty set as "all").
-    Faust drops those of paused partitions, and the position has moved past them, so their dead
-    letters waited for the next rebalance.
+    The seek is part of Faust's own seek to the committed offsets (``Consumer.perform_seek``),
+    the last step before Faust resumes the flow after a rebalance. Anything earlier is too early:
+    Faust's pause does not stop the consumer thread from fetching, and a fetch that returns while
+    Faust's active-partition set (shared with that thread) is empty returns the records of every
+    partition (aiokafka reads an empty set as "all"). Faust drops those of paused partitions, and
+    the position has moved past them. That can happen after ``on_rebalance_complete`` too: Faust
+    sends it before resuming the stream partitions, and its own seek leaves a partition without a
+    commit where it is, so a dead letter at the head of such a partition was never re-read, and
+    once the records behind it were acked Faust committed past it.
     """
     from aiokafka import TopicPartition
 
@@ -138,13 +139,18 @@ def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
         # Started now, awaited before the resume: the broker round trip overlaps the recovery.
         lookup = asyncio.ensure_future(uncommitted(tps)) if tps else None
 
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def rewind(sender: Any, **_: Any) -> None:
-        # Not consumed: when a rebalance starts during a recovery, the old generation's recovery
-        # ends with this signal too; both seeks come before the new generation's resume.
+    consumer = app.consumer
+    seek_committed = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await seek_committed()
+        # Not consumed: Faust seeks again when a fetch finds the flow stopped, and the lookup
+        # is replaced on the next assignment.
         if lookup is None:
             return
-        assigned = app.consumer.assignment()
+        assigned = consumer.assignment()
         for tp in await lookup:
             if tp in assigned:
-                await app.consumer.seek(tp, 0)
+                await consumer.seek(tp, 0)
+
+    consumer.perform_seek = perform_seek  # type: ignore[method-assign]
