@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 # Unit tests, then integration tests on a real Kafka + Redis (the local stack is started
 # automatically unless KAFKA_BOOTSTRAP_SERVERS and REDIS_URL point at running ones).
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) deploy/local/prerequisites.py
 	$(PY) -m pytest
 
@@ -32,6 +32,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict agents streams providers schemas
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
