@@ -16,15 +16,33 @@ from typing import Any, Protocol
 
 import faust
 
-from agents.inflight import InFlight
-from agents.publish import is_record_error, publish, record_skipped
-from agents.records import FieldValue, InvalidRecord, Outcome, build_enriched, validate_raw
-from providers.partition import current_partition
-from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, DecodeError, decode_raw_track, encode
-from streams import metrics
-from streams.app import Send, Topics, producer_send
-from streams.deadletter import Failure, Origin, attempt_of, dead_letter_headers, fit_record
-from streams.settings import Settings
+from trackflow.agents.inflight import InFlight
+from trackflow.agents.publish import is_record_error, publish, record_skipped
+from trackflow.agents.records import (
+    FieldValue,
+    InvalidRecord,
+    Outcome,
+    build_enriched,
+    validate_raw,
+)
+from trackflow.providers.context import enter_record
+from trackflow.schemas.codec import (
+    AVRO_CONTENT_TYPE,
+    CONTENT_TYPE,
+    DecodeError,
+    decode_raw_track,
+    encode,
+)
+from trackflow.streams import metrics
+from trackflow.streams.app import Send, Topics, producer_send
+from trackflow.streams.deadletter import (
+    Failure,
+    Origin,
+    attempt_of,
+    dead_letter_headers,
+    fit_record,
+)
+from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.agents.enrich")
 
@@ -77,7 +95,7 @@ class EnrichmentPipeline:
     async def handle(self, event: Any) -> None:
         msg = event.message
         # Provider gates keep rate-limit and breaker state per input partition.
-        current_partition.set(msg.partition)
+        enter_record(msg.partition)  # this record's own task: its context ends with it
         headers = list(msg.headers or ())
         attempt = attempt_of(headers)
         self._records_in.inc()

@@ -21,8 +21,8 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
-from streams import metrics
-from streams.app import Headers, Send
+from trackflow.streams import metrics
+from trackflow.streams.app import Headers, Send
 
 log = logging.getLogger("trackflow.agents.publish")
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import faust
 
-from agents.inflight import InFlight
-from agents.publish import is_record_error, publish, record_skipped
-from agents.retry_schedule import (
+from trackflow.agents.inflight import InFlight
+from trackflow.agents.publish import is_record_error, publish, record_skipped
+from trackflow.agents.retry_schedule import (
     DONE,
     WAITING,
     Park,
@@ -38,9 +38,9 @@ from agents.retry_schedule import (
     schedule_key,
     waiting_entry,
 )
-from streams import metrics
-from streams.app import Send, Topics, producer_send
-from streams.deadletter import (
+from trackflow.streams import metrics
+from trackflow.streams.app import Send, Topics, producer_send
+from trackflow.streams.deadletter import (
     H_CLASS,
     H_LAST_FAILURE,
     H_PROVIDER,
@@ -50,8 +50,8 @@ from streams.deadletter import (
     parked_headers,
     replay_headers,
 )
-from streams.settings import DlqSettings, Settings
-from streams.topics import TABLES
+from trackflow.streams.settings import DlqSettings, Settings
+from trackflow.streams.topics import TABLES
 
 log = logging.getLogger("trackflow.agents.reprocess")
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.backoff import UniformRng, backoff_delay
-from streams.deadletter import (
+from trackflow.providers.backoff import UniformRng, backoff_delay
+from trackflow.streams.deadletter import (
     H_ATTEMPT,
     H_LAST_FAILURE,
     H_NOT_BEFORE,
@@ -26,7 +26,7 @@ from streams.deadletter import (
     H_RETRYABLE,
     error_facts,
 )
-from streams.settings import DlqSettings
+from trackflow.streams.settings import DlqSettings
 
 NOT_RETRYABLE = "not_retryable"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"

@@ -8,7 +8,7 @@ from importlib import metadata
 
 import faust
 
-from streams import metrics
+from trackflow.streams import metrics
 
 log = logging.getLogger("trackflow.agents.stream_metrics")
 

@@ -25,15 +25,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.enrich import Enrichment
-from agents.records import TARGET_FIELDS, FieldValue, Outcome
-from providers.base import Candidate, Provider, TrackQuery
-from providers.cache import AnswersUsed, answers_used
-from providers.errors import NotFound, PermanentError, ProviderError, TransientError
-from providers.matching import best_match
-from streams import metrics
-from streams.deadletter import Failure
-from streams.settings import Settings
+from trackflow.agents.enrich import Enrichment
+from trackflow.agents.records import TARGET_FIELDS, FieldValue, Outcome
+from trackflow.providers.base import Candidate, Provider, TrackQuery
+from trackflow.providers.context import AnswersUsed, current_record
+from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from trackflow.providers.matching import best_match
+from trackflow.streams import metrics
+from trackflow.streams.deadletter import Failure
+from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.agents.waterfall")
 
@@ -225,12 +225,9 @@ class Waterfall:
                     self._outcome_counters[outcome.provider, outcome.outcome].inc()
             return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
         self._result_miss.inc()
-        used = AnswersUsed()
-        token = answers_used.set(used)
-        try:
-            result = await self._run(raw)
-        finally:
-            answers_used.reset(token)
+        # The cache reports every answer it hands this record into its context.
+        used = current_record().answers
+        result = await self._run(raw)
         self._results.put(key, result, used)
         return result
 

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from providers.errors import TransientError
+from trackflow.providers.errors import TransientError
 
 log = logging.getLogger(__name__)
 

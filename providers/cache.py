@@ -21,12 +21,10 @@ seconds, not one per call. redis-py reconnects by itself on the next command aft
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import hashlib
 import json
 import logging
-import math
 import time
 import unicodedata
 from collections import OrderedDict
@@ -38,8 +36,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from providers.base import JSON, CallSpec
-from streams.metrics import CACHE_ERRORS, CACHE_OPERATION_DURATION, CACHE_REQUESTS
+from trackflow.providers.base import JSON, CallSpec
+from trackflow.providers.context import record_or_none
+from trackflow.streams.metrics import CACHE_ERRORS, CACHE_OPERATION_DURATION, CACHE_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -113,24 +112,6 @@ class LruCache:
 
     def clear(self) -> None:
         self._entries.clear()
-
-
-@dataclass(slots=True)
-class AnswersUsed:
-    """What one unit of work (a record's waterfall) read through the cache.
-
-    Something derived from cached answers (a waterfall result) must not outlive them:
-    ``expires_at`` is the earliest in-process expiry among the answers handed out, on the
-    cache's clock.
-    """
-
-    answers: int = 0
-    expires_at: float = math.inf
-
-
-#: Set by whoever wants to know (the waterfall, around one record); the cache reports into it.
-answers_used: contextvars.ContextVar[AnswersUsed | None] = contextvars.ContextVar(
-    "answers_used", default=None)
 
 
 def normalise_key(key: str) -> str:
@@ -225,8 +206,9 @@ class ProviderCache:
                 CACHE_REQUESTS.labels(spec.provider, "inflight", "hit").inc()
             # shield: a cancelled caller must not cancel the fetch others are waiting for.
             text = await asyncio.shield(task)
-        used = answers_used.get()
-        if used is not None:
+        record = record_or_none()
+        if record is not None:
+            used = record.answers
             used.answers += 1
             # Not kept in the LRU (size 0, or evicted already): nothing derived may be kept.
             used.expires_at = min(used.expires_at, self.lru.expires_at(key) or self._clock())

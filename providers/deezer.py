@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from providers import http
-from providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
-from providers.errors import NotFound, PermanentError, TransientError
+from trackflow.providers import http
+from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers.errors import NotFound, PermanentError, TransientError
 
 NAME = "deezer"
 DEFAULT_URL = "https://api.deezer.com"

@@ -16,7 +16,8 @@ Every provider client sends each HTTP exchange through ``gate.run(spec, fetch)``
 Breaker state, the pause and the last slot taken live in one entry per provider and partition
 (``spotify/3``) of a mapping the caller provides: a changelogged Faust table in the worker, a dict
 in tests. The key carries the partition because a Faust table key must always be written from the
-same partition; the worker sets :data:`current_partition` for each record it processes.
+same partition; the worker enters a record context (``providers.context``) for each record it
+processes, and a call outside one raises.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.backoff import RetryBudget, retry_call
-from providers.base import JSON, CallSpec
-from providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
-from providers.cache import ProviderCache
-from providers.errors import FeatureUnavailable, NotFound, PermanentError, TransientError
-from providers.partition import current_partition
-from providers.ratelimit import next_slot, slot_time
-from streams import metrics
+from trackflow.providers.backoff import RetryBudget, retry_call
+from trackflow.providers.base import JSON, CallSpec
+from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
+from trackflow.providers.cache import ProviderCache
+from trackflow.providers.context import current_record
+from trackflow.providers.errors import FeatureUnavailable, NotFound, PermanentError, TransientError
+from trackflow.providers.ratelimit import next_slot, slot_time
+from trackflow.streams import metrics
 
 log = logging.getLogger("trackflow.providers.gate")
 
@@ -256,7 +257,7 @@ class ResilientGate:
             raise wrapped.error from None
 
     async def _attempt(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
-        partition = current_partition.get()
+        partition = current_record().partition
         st = self._partition_state(partition)
         decision: Decision = st.breaker.allow(self._clock())
         self._transition(decision.transition)

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 """Per-request timeout: 10 s overall phases, 5 s to connect."""

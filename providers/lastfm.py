@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from providers import http
-from providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
-from providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from trackflow.providers import http
+from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
 
 NAME = "lastfm"
 DEFAULT_URL = "https://ws.audioscrobbler.com/2.0/"

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
 
-from providers.base import Candidate, TrackQuery
-from providers.normalize import (
+from trackflow.providers.base import Candidate, TrackQuery
+from trackflow.providers.normalize import (
     ArtistCredit,
     ParsedTitle,
     Version,

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from providers import http
-from providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
-from providers.errors import NotFound
+from trackflow.providers import http
+from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers.errors import NotFound
 
 NAME = "musicbrainz"
 DEFAULT_URL = "https://musicbrainz.org/ws/2"

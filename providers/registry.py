@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
-from providers import deezer, discogs, lastfm, musicbrainz, spotify
-from providers.base import CallGate, DirectGate, Provider
-from providers.errors import ConfigError
+from trackflow.providers import deezer, discogs, lastfm, musicbrainz, spotify
+from trackflow.providers.base import CallGate, DirectGate, Provider
+from trackflow.providers.errors import ConfigError
 
 PROVIDER_NAMES: tuple[str, ...] = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
 """Every provider we have a client for, in the default waterfall order."""

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from providers import http
-from providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
-from providers.errors import FeatureUnavailable, NotFound, PermanentError
+from trackflow.providers import http
+from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers.errors import FeatureUnavailable, NotFound, PermanentError
 
 NAME = "spotify"
 DEFAULT_API_URL = "https://api.spotify.com/v1"

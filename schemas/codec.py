@@ -21,7 +21,7 @@ import fastavro
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
-from schemas.registry import SchemaRegistry, SchemaVersion, default_registry
+from trackflow.schemas.registry import SchemaRegistry, SchemaVersion, default_registry
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10

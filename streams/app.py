@@ -9,8 +9,8 @@ from typing import Any
 
 import faust
 
-from streams.faust_metrics import setup_faust_metrics
-from streams.settings import Settings
+from trackflow.streams.faust_metrics import setup_faust_metrics
+from trackflow.streams.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
     """
     from aiokafka import TopicPartition
 
-    from streams.topics import admin_client
+    from trackflow.streams.topics import admin_client
 
     lookup: asyncio.Task[list[Any]] | None = None
     """The latest assignment's partitions of ``topics`` without a committed offset."""

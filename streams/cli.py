@@ -13,13 +13,13 @@ import click
 
 #: subcommand name -> "module:attribute" of its click command.
 COMMANDS: dict[str, str] = {
-    "worker": "streams.worker:worker",
-    "produce": "streams.produce:produce",
-    "consume": "streams.consume:consume",
-    "dlq": "streams.dlq:dlq",
-    "stack": "streams.stack:stack",
-    "simulate": "providers.simulator.cli:simulate",
-    "top": "streams.top:top",
+    "worker": "trackflow.streams.worker:worker",
+    "produce": "trackflow.streams.produce:produce",
+    "consume": "trackflow.streams.consume:consume",
+    "dlq": "trackflow.streams.dlq:dlq",
+    "stack": "trackflow.streams.stack:stack",
+    "simulate": "trackflow.providers.simulator.cli:simulate",
+    "top": "trackflow.streams.top:top",
 }
 
 

@@ -14,12 +14,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from providers.errors import ConfigError
-from schemas.codec import DecodeError, decode, decode_raw_track
-from streams.deadletter import error_facts
-from streams.kafka_io import start_consumer
-from streams.settings import load_settings
-from streams.topics import KafkaUnavailable
+from trackflow.providers.errors import ConfigError
+from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
+from trackflow.streams.deadletter import error_facts
+from trackflow.streams.kafka_io import start_consumer
+from trackflow.streams.settings import load_settings
+from trackflow.streams.topics import KafkaUnavailable
 
 
 def _jsonable(value: Any) -> Any:

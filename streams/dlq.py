@@ -31,9 +31,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from providers.errors import ConfigError
-from streams.consume import _jsonable, assigned_consumer, decode_message
-from streams.deadletter import (
+from trackflow.providers.errors import ConfigError
+from trackflow.streams.consume import _jsonable, assigned_consumer, decode_message
+from trackflow.streams.deadletter import (
     ERROR_PREFIXES,
     H_ATTEMPT,
     H_CLASS,
@@ -46,9 +46,9 @@ from streams.deadletter import (
     H_STAGE,
     error_facts,
 )
-from streams.kafka_io import start_consumer, start_producer
-from streams.settings import Settings, load_settings
-from streams.topics import KafkaUnavailable, admin_client
+from trackflow.streams.kafka_io import start_consumer, start_producer
+from trackflow.streams.settings import Settings, load_settings
+from trackflow.streams.topics import KafkaUnavailable, admin_client
 
 #: Carried on tracks.raw by ``dlq replay``: the dead letter it came from.
 H_REPLAY_OF = "trackflow.replay.of"

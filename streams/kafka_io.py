@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from streams.topics import KafkaUnavailable
+from trackflow.streams.topics import KafkaUnavailable
 
 
 async def start_producer(bootstrap: str) -> AIOKafkaProducer:

@@ -12,12 +12,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from providers.errors import ConfigError
-from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
-from streams.ingest import parse_row, read_rows
-from streams.kafka_io import start_producer
-from streams.settings import load_settings
-from streams.topics import KafkaUnavailable, ensure_topics
+from trackflow.providers.errors import ConfigError
+from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
+from trackflow.streams.ingest import parse_row, read_rows
+from trackflow.streams.kafka_io import start_producer
+from trackflow.streams.settings import load_settings
+from trackflow.streams.topics import KafkaUnavailable, ensure_topics
 
 
 def _encode(record: dict[str, Any], fmt: str) -> tuple[bytes, list[tuple[str, bytes]]]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from providers.errors import ConfigError
+from trackflow.providers.errors import ConfigError
 
 ENV_PREFIX = "TRACKFLOW_"
 

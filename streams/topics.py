@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from providers.errors import ConfigError
-from streams.settings import KafkaSettings
+from trackflow.providers.errors import ConfigError
+from trackflow.streams.settings import KafkaSettings
 
 log = logging.getLogger("trackflow.streams.topics")
 

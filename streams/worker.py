@@ -10,18 +10,18 @@ from typing import Any
 import click
 import faust
 
-from agents.enrich import NoProviders, register_enrich_agent
-from agents.reprocess import register_reprocess_agent
-from agents.runner import CrashWatchdog, crash_handler
-from agents.stream_metrics import export_build_info, register_lag_metrics
-from agents.waterfall import ResultCache, Waterfall
-from providers.cache import CacheTtls, ProviderCache
-from providers.errors import ConfigError
-from providers.gate import GateSet, ResilientGate, policy_from_settings
-from providers.registry import build_providers
-from streams.app import create_app, declare_topics, rewind_on_assignment
-from streams.settings import Settings, load_settings
-from streams.topics import TABLES, KafkaUnavailable, ensure_topics
+from trackflow.agents.enrich import NoProviders, register_enrich_agent
+from trackflow.agents.reprocess import register_reprocess_agent
+from trackflow.agents.runner import CrashWatchdog, crash_handler
+from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
+from trackflow.agents.waterfall import ResultCache, Waterfall
+from trackflow.providers.cache import CacheTtls, ProviderCache
+from trackflow.providers.errors import ConfigError
+from trackflow.providers.gate import GateSet, ResilientGate, policy_from_settings
+from trackflow.providers.registry import build_providers
+from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
+from trackflow.streams.settings import Settings, load_settings
+from trackflow.streams.topics import TABLES, KafkaUnavailable, ensure_topics
 
 log = logging.getLogger("trackflow.streams.worker")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from streams.stack import StackError, ensure_command, find_java, find_redis_server
+from trackflow.streams.stack import StackError, ensure_command, find_java, find_redis_server
 
 
 def main() -> int:

@@ -6,8 +6,8 @@ generated catalog or a CSV, with configurable latency, errors, hangs, outages an
 Run it: ``trackflow simulate [--size N --seed S | --catalog FILE] [--config sim.toml]``; it prints
 ``export TRACKFLOW_...`` lines first. In tests::
 
-    from providers.simulator.server import start_simulator
-    from providers.simulator.config import SimConfig
+    from trackflow.providers.simulator.server import start_simulator
+    from trackflow.providers.simulator.config import SimConfig
 
     config = SimConfig().with_provider("deezer", rate_limit=5, rate_window_s=1.0)
     async with await start_simulator(config=config) as sim:   # or: async with simulator(...)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import click
 
-from providers.simulator.config import SimConfig
-from providers.simulator.csvload import load_csv
-from providers.simulator.generate import generate_catalog
-from providers.simulator.server import start_simulator
+from trackflow.providers.simulator.config import SimConfig
+from trackflow.providers.simulator.csvload import load_csv
+from trackflow.providers.simulator.generate import generate_catalog
+from trackflow.providers.simulator.server import start_simulator
 
 log = logging.getLogger("trackflow.simulator")
 

@@ -14,8 +14,15 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from providers.simulator.catalog import ISRC_RE, PITCHES, Catalog, Track, int_id, main_artist
-from providers.simulator.search import fold
+from trackflow.providers.simulator.catalog import (
+    ISRC_RE,
+    PITCHES,
+    Catalog,
+    Track,
+    int_id,
+    main_artist,
+)
+from trackflow.providers.simulator.search import fold
 
 NATIVE_COLUMNS = (
     "artist",

@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from providers.simulator.catalog import Track, int_id, main_artist
-from providers.simulator.limits import Decision
-from providers.simulator.queries import parse_filters
-from providers.simulator.state import json_response, state_of
+from trackflow.providers.simulator.catalog import Track, int_id, main_artist
+from trackflow.providers.simulator.limits import Decision
+from trackflow.providers.simulator.queries import parse_filters
+from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "deezer"
 PREFIX = "/deezer"

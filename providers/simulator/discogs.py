@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from providers.simulator.catalog import Track, main_artist
-from providers.simulator.limits import Decision
-from providers.simulator.state import json_response, state_of
+from trackflow.providers.simulator.catalog import Track, main_artist
+from trackflow.providers.simulator.limits import Decision
+from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "discogs"
 PREFIX = "/discogs"

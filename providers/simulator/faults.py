@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-from providers.simulator.config import SimConfig
+from trackflow.providers.simulator.config import SimConfig
 
 
 class Fault(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from providers.simulator.catalog import Catalog, Track
+from trackflow.providers.simulator.catalog import Catalog, Track
 
 FIRST = (
     "Alex", "Maya", "Jonas", "Lena", "Marcus", "Chloe", "Diego", "Nina", "Oscar", "Priya", "Sam",

@@ -10,10 +10,10 @@ from urllib.parse import quote_plus
 
 from aiohttp import web
 
-from providers.simulator.catalog import Track, main_artist
-from providers.simulator.limits import Decision
-from providers.simulator.search import fold
-from providers.simulator.state import json_response, state_of
+from trackflow.providers.simulator.catalog import Track, main_artist
+from trackflow.providers.simulator.limits import Decision
+from trackflow.providers.simulator.search import fold
+from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "lastfm"
 PREFIX = "/lastfm/2.0"

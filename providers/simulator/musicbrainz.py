@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from providers.simulator.catalog import ISRC_RE, Track, mb_uuid, split_artists
-from providers.simulator.limits import Decision
-from providers.simulator.queries import LuceneQuery, parse_lucene
-from providers.simulator.state import json_response, state_of
+from trackflow.providers.simulator.catalog import ISRC_RE, Track, mb_uuid, split_artists
+from trackflow.providers.simulator.limits import Decision
+from trackflow.providers.simulator.queries import LuceneQuery, parse_lucene
+from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "musicbrainz"
 PREFIX = "/musicbrainz/ws/2"

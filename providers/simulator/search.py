@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from providers.simulator.catalog import Track
+    from trackflow.providers.simulator.catalog import Track
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset({"the", "a", "an", "and", "of", "feat", "ft", "featuring", "to", "in", "on"})

@@ -17,14 +17,14 @@ from typing import Any
 
 from aiohttp import web
 
-from providers.simulator import deezer, discogs, lastfm, musicbrainz, spotify
-from providers.simulator.catalog import Catalog
-from providers.simulator.config import PROVIDERS, SimConfig
-from providers.simulator.csvload import load_csv
-from providers.simulator.faults import FaultInjector
-from providers.simulator.generate import generate_catalog
-from providers.simulator.limits import Decision, Recorder, RequestLogEntry
-from providers.simulator.state import STATE, SimState, json_response
+from trackflow.providers.simulator import deezer, discogs, lastfm, musicbrainz, spotify
+from trackflow.providers.simulator.catalog import Catalog
+from trackflow.providers.simulator.config import PROVIDERS, SimConfig
+from trackflow.providers.simulator.csvload import load_csv
+from trackflow.providers.simulator.faults import FaultInjector
+from trackflow.providers.simulator.generate import generate_catalog
+from trackflow.providers.simulator.limits import Decision, Recorder, RequestLogEntry
+from trackflow.providers.simulator.state import STATE, SimState, json_response
 
 log = logging.getLogger("trackflow.simulator")
 

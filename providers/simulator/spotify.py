@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from providers.simulator.catalog import Track, base62_id, int_id
-from providers.simulator.limits import Decision
-from providers.simulator.queries import parse_filters
-from providers.simulator.state import json_response, state_of
+from trackflow.providers.simulator.catalog import Track, base62_id, int_id
+from trackflow.providers.simulator.limits import Decision
+from trackflow.providers.simulator.queries import parse_filters
+from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "spotify"
 PREFIX = "/spotify"

@@ -9,10 +9,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from providers.simulator.catalog import Catalog
-from providers.simulator.config import SimConfig
-from providers.simulator.faults import FaultInjector
-from providers.simulator.limits import Decision, Recorder
+from trackflow.providers.simulator.catalog import Catalog
+from trackflow.providers.simulator.config import SimConfig
+from trackflow.providers.simulator.faults import FaultInjector
+from trackflow.providers.simulator.limits import Decision, Recorder
 
 
 @dataclass(slots=True)

@@ -91,8 +91,8 @@ def log(message: str) -> None:
 def catalog_tracks(count: int, seed: int = 0) -> list[dict[str, Any]]:
     """``count`` distinct RawTrack dicts of the simulator's catalog (size 1.25x ``count``),
     with the catalog's ISRC kept aside under ``_isrc`` (the raw records do not carry it)."""
-    from providers.simulator.generate import generate_catalog
-    from streams.ingest import stable_track_id
+    from trackflow.providers.simulator.generate import generate_catalog
+    from trackflow.streams.ingest import stable_track_id
 
     size = catalog_size(count)
     tracks = catalog_records(size, seed, count=count)
@@ -115,7 +115,7 @@ def padded(track: dict[str, Any], seq: int, *, with_isrc: bool = False) -> dict[
     ``attributes["bench_seq"]`` numbers the record; the enriched record keeps its input, so an
     output can be matched to its input exactly even when track ids repeat.
     """
-    from schemas.codec import encode
+    from trackflow.schemas.codec import encode
 
     record = {k: v for k, v in track.items() if not k.startswith("_")}
     if with_isrc:
@@ -256,7 +256,7 @@ class Bench:
         self._topic_sets = 0
 
     async def __aenter__(self) -> Bench:
-        from streams.stack import resolve_services
+        from trackflow.streams.stack import resolve_services
 
         services, started = await asyncio.to_thread(resolve_services, state_dir=self.stack_dir)
         self.bootstrap, self.redis_url = services.bootstrap_servers, services.redis_url
@@ -374,8 +374,8 @@ async def warm_cache(bench: Bench, sim: Simulator, tracks: Sequence[dict[str, An
     with no failed stage (at most ``passes`` passes; later passes take only the tracks with a
     failed stage, whose other answers are cached by then). Returns the namespace and the tracks
     whose every lookup is now cached."""
-    from schemas.codec import decode
     from tests.integration.harness import produce
+    from trackflow.schemas.codec import decode
 
     namespace = f"{bench.run_id}-warm"
     await sim.reset()

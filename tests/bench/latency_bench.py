@@ -86,7 +86,7 @@ async def latencies(bootstrap: str, raw_topic: str, enriched_topic: str, *, firs
                     raw_count: int, enriched_count: int) -> tuple[list[float], int]:
     """Latency in ms of every enriched record numbered ``first_seq`` or later, and how many of
     those raw records found no enriched one."""
-    from schemas.codec import decode
+    from trackflow.schemas.codec import decode
 
     raw = await read_all(bootstrap, raw_topic, expect=raw_count)
     out = await read_all(bootstrap, enriched_topic, expect=enriched_count)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(HERE))  # noise.py sits next to this script
 
 from noise import Case, catalog_dir, load_catalog, make_cases  # noqa: E402
 
-from providers.base import Candidate  # noqa: E402
-from providers.matching import THRESHOLD, best_match, score  # noqa: E402
+from trackflow.providers.base import Candidate  # noqa: E402
+from trackflow.providers.matching import THRESHOLD, best_match, score  # noqa: E402
 
 Picker = Callable[[Case], Candidate | None]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.base import Candidate, TrackQuery
+from trackflow.providers.base import Candidate, TrackQuery
 
 NEUTRAL_SUFFIXES = (
     " - Radio Edit",

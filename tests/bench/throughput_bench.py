@@ -73,10 +73,10 @@ async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str,
     from the first record read to the last record acknowledged."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from agents.records import build_enriched, validate_raw
-    from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, decode_raw_track, encode
-    from streams.deadletter import attempt_of
-    from streams.settings import Settings
+    from trackflow.agents.records import build_enriched, validate_raw
+    from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, decode_raw_track, encode
+    from trackflow.streams.deadletter import attempt_of
+    from trackflow.streams.settings import Settings
 
     targets = Settings().waterfall.targets
     out_headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]

@@ -255,8 +255,8 @@ def worker_rates_env(limits: dict[str, tuple[int, float]]) -> dict[str, str]:
 def catalog_records(size: int, seed: int = 0, *, count: int | None = None
                     ) -> list[dict[str, Any]]:
     """RawTrack dicts for distinct tracks of the simulator's generated catalog."""
-    from providers.simulator.generate import generate_catalog
-    from streams.ingest import stable_track_id
+    from trackflow.providers.simulator.generate import generate_catalog
+    from trackflow.streams.ingest import stable_track_id
 
     seen: set[str] = set()
     out: list[dict[str, Any]] = []
@@ -275,7 +275,7 @@ def catalog_records(size: int, seed: int = 0, *, count: int | None = None
 
 def avro_records(records: Iterable[dict[str, Any]]
                  ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    from schemas.codec import AVRO_CONTENT_TYPE, encode
+    from trackflow.schemas.codec import AVRO_CONTENT_TYPE, encode
 
     return [(r["track_id"].encode(), encode("RawTrack", r),
              [("content-type", AVRO_CONTENT_TYPE.encode())]) for r in records]

@@ -23,8 +23,8 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from providers.base import CallSpec
-from providers.cache import ProviderCache
+from trackflow.providers.base import CallSpec
+from trackflow.providers.cache import ProviderCache
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from providers.base import Provider, TrackQuery
-from providers.errors import TransientError
-from providers.registry import build_providers
-from providers.simulator.catalog import Catalog, Track
-from providers.simulator.config import SimConfig
-from providers.simulator.generate import generate_catalog
-from providers.simulator.server import RunningSimulator, start_simulator
-from providers.spotify import SpotifyClient
+from trackflow.providers.base import Provider, TrackQuery
+from trackflow.providers.errors import TransientError
+from trackflow.providers.registry import build_providers
+from trackflow.providers.simulator.catalog import Catalog, Track
+from trackflow.providers.simulator.config import SimConfig
+from trackflow.providers.simulator.generate import generate_catalog
+from trackflow.providers.simulator.server import RunningSimulator, start_simulator
+from trackflow.providers.spotify import SpotifyClient
 
 pytestmark = pytest.mark.integration
 

@@ -19,16 +19,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner, Result
 
-from schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
-from streams.deadletter import (
+from tests.integration.harness import TopicNames, collect, create_topics, produce
+from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
+from trackflow.streams.deadletter import (
     ERROR_PREFIXES,
     H_RAW_ATTEMPT,
     Failure,
     Origin,
     dead_letter_headers,
 )
-from streams.dlq import H_REPLAY_OF, LEDGER_SUFFIX, dlq
-from tests.integration.harness import TopicNames, collect, create_topics, produce
+from trackflow.streams.dlq import H_REPLAY_OF, LEDGER_SUFFIX, dlq
 
 pytestmark = pytest.mark.integration
 

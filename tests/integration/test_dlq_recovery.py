@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import decode
 from tests.integration.harness import (
     TRACKFLOW,
     TopicNames,
@@ -22,6 +21,7 @@ from tests.integration.harness import (
     sim_limits_toml,
     worker_rates_env,
 )
+from trackflow.schemas.codec import decode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

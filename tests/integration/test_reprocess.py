@@ -13,20 +13,20 @@ from typing import Any
 import httpx
 import pytest
 
-from streams.deadletter import (
-    H_HISTORY,
-    H_PARKED_REASON,
-    H_RAW_ATTEMPT,
-    Failure,
-    Origin,
-    dead_letter_headers,
-)
 from tests.integration.harness import (
     TopicNames,
     WorkerProcess,
     collect,
     create_topics,
     produce,
+)
+from trackflow.streams.deadletter import (
+    H_HISTORY,
+    H_PARKED_REASON,
+    H_RAW_ATTEMPT,
+    Failure,
+    Origin,
+    dead_letter_headers,
 )
 
 pytestmark = pytest.mark.integration

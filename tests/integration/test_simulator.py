@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.simulator.catalog import Catalog, Track
-from providers.simulator.config import SimConfig
-from providers.simulator.generate import generate_catalog
-from providers.simulator.server import RunningSimulator, start_simulator
+from trackflow.providers.simulator.catalog import Catalog, Track
+from trackflow.providers.simulator.config import SimConfig
+from trackflow.providers.simulator.generate import generate_catalog
+from trackflow.providers.simulator.server import RunningSimulator, start_simulator
 
 pytestmark = pytest.mark.integration
 

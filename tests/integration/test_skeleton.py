@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, decode, encode
-from streams.ingest import stable_track_id
 from tests.integration.harness import TopicNames, collect, create_topics, produce
+from trackflow.schemas.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, decode, encode
+from trackflow.streams.ingest import stable_track_id
 
 pytestmark = pytest.mark.integration
 

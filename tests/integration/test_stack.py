@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from click.testing import CliRunner
 
-from streams import stack
+from trackflow.streams import stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from providers.backoff import RetryBudget, backoff_delay, retry_call
-from providers.errors import NotFound, PermanentError, TransientError
+from trackflow.providers.backoff import RetryBudget, backoff_delay, retry_call
+from trackflow.providers.errors import NotFound, PermanentError, TransientError
 
 
 class FixedRng:

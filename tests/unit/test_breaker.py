@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from providers.breaker import BreakerConfig, CircuitBreaker, State, Transition
+from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, State, Transition
 
 T0 = 1_700_000_000.0
 

@@ -12,15 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from providers.base import CallSpec
-from providers.cache import (
-    AnswersUsed,
+from trackflow.providers.base import CallSpec
+from trackflow.providers.cache import (
     CacheTtls,
     LruCache,
     ProviderCache,
-    answers_used,
     normalise_key,
 )
+from trackflow.providers.context import current_record, enter_record, leave_record
 
 DAY = 86_400.0
 T = TypeVar("T")
@@ -288,7 +287,7 @@ async def test_redis_errors_fall_back_to_fetch_skip_redis_and_log_once(
     cache, fake, clock = make_cache(outage_skip_s=5.0)
     fake.down = True
     errors_before = sample("trackflow_cache_errors_total", {"operation": "mget"})
-    caplog.set_level(logging.INFO, logger="providers.cache")
+    caplog.set_level(logging.INFO, logger="trackflow.providers.cache")
 
     for i in range(20):
         _, fetch = fetcher(i)
@@ -473,12 +472,12 @@ async def test_answers_read_in_a_batch_are_reported_to_answers_used() -> None:
     specs = [CallSpec("deezer", "isrc", f"U{i}") for i in range(3)]
     stored(cache, fake, specs)
     _, fetch = fetcher("fetched")
-    used = AnswersUsed()
-    token = answers_used.set(used)
+    token = enter_record(0)
+    used = current_record().answers
     try:
         await asyncio.gather(*(cache.get_or_fetch(s, fetch) for s in specs))
     finally:
-        answers_used.reset(token)
+        leave_record(token)
     assert len(fake.mgets) == 1
     assert used.answers == 3
     assert used.expires_at == clock.now + 60.0, "expiry should be the LRU entries' expiry"

@@ -7,10 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.base import TrackQuery
-from providers.deezer import DeezerClient, build_search_q
-from providers.errors import PermanentError, TransientError
 from tests.unit.fixtures.providers.helpers import Router, fail, load, reply
+from trackflow.providers.base import TrackQuery
+from trackflow.providers.deezer import DeezerClient, build_search_q
+from trackflow.providers.errors import PermanentError, TransientError
 
 BASE = "https://deezer.test"
 

@@ -7,10 +7,10 @@ import logging
 import httpx
 import pytest
 
-from providers.base import TrackQuery
-from providers.discogs import DiscogsClient
-from providers.errors import PermanentError, TransientError
 from tests.unit.fixtures.providers.helpers import Router, fail, load, reply
+from trackflow.providers.base import TrackQuery
+from trackflow.providers.discogs import DiscogsClient
+from trackflow.providers.errors import PermanentError, TransientError
 
 BASE = "https://discogs.test"
 

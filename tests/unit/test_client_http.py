@@ -9,8 +9,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from providers import http
-from providers.errors import NotFound, PermanentError, TransientError
+from trackflow.providers import http
+from trackflow.providers.errors import NotFound, PermanentError, TransientError
 
 REQ = httpx.Request("GET", "https://example.test/2.0/?method=x&api_key=SECRETKEY")
 

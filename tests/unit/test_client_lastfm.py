@@ -7,10 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.base import TrackQuery
-from providers.errors import PermanentError, TransientError
-from providers.lastfm import LastfmClient
 from tests.unit.fixtures.providers.helpers import Router, fail, load, reply
+from trackflow.providers.base import TrackQuery
+from trackflow.providers.errors import PermanentError, TransientError
+from trackflow.providers.lastfm import LastfmClient
 
 BASE = "https://lastfm.test/2.0/"
 INFO = "?method=track.getInfo"

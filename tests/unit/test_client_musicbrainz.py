@@ -7,10 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.base import CallSpec, TrackQuery
-from providers.errors import TransientError
-from providers.musicbrainz import MusicBrainzClient, build_search_query, escape_lucene
 from tests.unit.fixtures.providers.helpers import Router, fail, load, reply
+from trackflow.providers.base import CallSpec, TrackQuery
+from trackflow.providers.errors import TransientError
+from trackflow.providers.musicbrainz import MusicBrainzClient, build_search_query, escape_lucene
 
 BASE = "https://mb.test/ws/2"
 

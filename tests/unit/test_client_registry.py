@@ -7,10 +7,10 @@ import logging
 import httpx
 import pytest
 
-from providers.base import TrackQuery
-from providers.errors import ConfigError
-from providers.registry import PROVIDER_NAMES, build_providers
 from tests.unit.fixtures.providers.helpers import Router, load, reply
+from trackflow.providers.base import TrackQuery
+from trackflow.providers.errors import ConfigError
+from trackflow.providers.registry import PROVIDER_NAMES, build_providers
 
 FULL_ENV = {
     "TRACKFLOW_SPOTIFY_CLIENT_ID": "cid",

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.base import CallSpec, TrackQuery
-from providers.errors import PermanentError, TransientError
-from providers.spotify import SpotifyClient, build_search_q, key_name
 from tests.unit.fixtures.providers.helpers import Handler, Router, fail, load, reply
+from trackflow.providers.base import CallSpec, TrackQuery
+from trackflow.providers.errors import PermanentError, TransientError
+from trackflow.providers.spotify import SpotifyClient, build_search_q, key_name
 
 API = "https://api.spotify.test/v1"
 ACCOUNTS = "https://accounts.spotify.test"

@@ -10,8 +10,8 @@ import avro.io
 import avro.schema
 import pytest
 
-from schemas import codec
-from schemas.registry import SchemaRegistry, default_registry
+from trackflow.schemas import codec
+from trackflow.schemas.registry import SchemaRegistry, default_registry
 
 RAW = {
     "track_id": "trk_1", "artist": "Daft Punk", "title": "One More Time", "isrc": "GBDUW0000059",

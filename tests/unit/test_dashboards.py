@@ -18,7 +18,7 @@ from typing import Any
 import promql_parser
 from prometheus_client import CollectorRegistry
 
-from streams.metrics_doc import families, sample_names
+from trackflow.streams.metrics_doc import families, sample_names
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 GRAFANA = DEPLOY / "grafana"
@@ -86,7 +86,7 @@ def faust_sample_names() -> frozenset[str]:
     """Sample names ``streams.faust_metrics`` exports (read from a bare Faust Monitor)."""
     from faust.sensors.monitor import Monitor
 
-    from streams.faust_metrics import FaustCollector
+    from trackflow.streams.faust_metrics import FaustCollector
 
     class Bare:
         monitor = Monitor()

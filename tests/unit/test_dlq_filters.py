@@ -6,14 +6,14 @@ import datetime as dt
 
 import pytest
 
-from streams.deadletter import (
+from trackflow.streams.deadletter import (
     H_ATTEMPT,
     H_RAW_ATTEMPT,
     Failure,
     Origin,
     dead_letter_headers,
 )
-from streams.dlq import (
+from trackflow.streams.dlq import (
     H_REPLAY_OF,
     DeadLetter,
     LetterFilter,

@@ -14,7 +14,7 @@ from faust.sensors.prometheus import PrometheusMonitor
 from faust.types import TP, Message
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from streams.faust_metrics import FaustCollector, exported_families, setup_faust_metrics
+from trackflow.streams.faust_metrics import FaustCollector, exported_families, setup_faust_metrics
 
 RAW = TP("raw-tracks", 2)
 

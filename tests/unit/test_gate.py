@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from providers.base import CallSpec
-from providers.breaker import BreakerConfig, State
-from providers.errors import FeatureUnavailable, NotFound, TransientError
-from providers.gate import BreakerOpen, ProviderPolicy, RateLimitWait, ResilientGate
-from providers.partition import current_partition
+from trackflow.providers.base import CallSpec
+from trackflow.providers.breaker import BreakerConfig, State
+from trackflow.providers.context import enter_record
+from trackflow.providers.errors import FeatureUnavailable, NotFound, TransientError
+from trackflow.providers.gate import BreakerOpen, ProviderPolicy, RateLimitWait, ResilientGate
 
 
 class FakeTime:
@@ -54,7 +54,7 @@ async def ok() -> list[dict[str, str]]:
 async def test_breaker_opens_after_consecutive_failures_and_then_refuses_without_calling() -> None:
     t = FakeTime()
     gate = make_gate(t)
-    current_partition.set(1)
+    enter_record(1)
     for _ in range(5):
         with pytest.raises(TransientError):
             await gate.run(SPEC, failing())
@@ -75,7 +75,7 @@ async def test_breaker_state_survives_a_new_gate_on_the_same_table() -> None:
     t = FakeTime()
     table: dict[str, Any] = {}
     gate = make_gate(t, table)
-    current_partition.set(2)
+    enter_record(2)
     for _ in range(5):
         with pytest.raises(TransientError):
             await gate.run(SPEC, failing())
@@ -89,7 +89,7 @@ async def test_breaker_state_survives_a_new_gate_on_the_same_table() -> None:
 async def test_not_found_and_feature_unavailable_do_not_count_as_failures() -> None:
     t = FakeTime()
     gate = make_gate(t)
-    current_partition.set(0)
+    enter_record(0)
     for exc in [NotFound("spotify", "no"), FeatureUnavailable("spotify", "403")] * 5:
         async def fetch(exc: Exception = exc) -> Any:
             raise exc
@@ -101,7 +101,7 @@ async def test_not_found_and_feature_unavailable_do_not_count_as_failures() -> N
 async def test_calls_of_one_partition_are_paced_at_its_share_of_the_rate() -> None:
     t = FakeTime()
     gate = make_gate(t, rate=10.0)  # 4 partitions -> one call per 0.4 s per partition
-    current_partition.set(3)
+    enter_record(3)
     times = []
     for _ in range(5):
         await gate.run(SPEC, ok)
@@ -113,7 +113,7 @@ async def test_calls_of_one_partition_are_paced_at_its_share_of_the_rate() -> No
 async def test_a_limit_answer_pauses_the_partition_for_retry_after() -> None:
     t = FakeTime()
     gate = make_gate(t, rate=100.0)
-    current_partition.set(0)
+    enter_record(0)
     with pytest.raises(TransientError):
         await gate.run(SPEC, failing("429", retry_after=7.0, rate_limited=True))
     before = t.now
@@ -124,7 +124,7 @@ async def test_a_limit_answer_pauses_the_partition_for_retry_after() -> None:
 async def test_a_permit_further_away_than_max_wait_fails_fast() -> None:
     t = FakeTime()
     gate = make_gate(t, rate=100.0, max_wait_s=2.0)
-    current_partition.set(0)
+    enter_record(0)
     with pytest.raises(TransientError):
         await gate.run(SPEC, failing("429", retry_after=60.0, rate_limited=True))
     with pytest.raises(RateLimitWait):
@@ -134,7 +134,7 @@ async def test_a_permit_further_away_than_max_wait_fails_fast() -> None:
 async def test_transient_failures_are_retried_with_backoff_then_succeed() -> None:
     t = FakeTime()
     gate = make_gate(t, max_attempts=3, rate=1000.0, retry_budget_ratio=1.0)
-    current_partition.set(0)
+    enter_record(0)
     answers: list[Any] = [TransientError("spotify", "502"), TransientError("spotify", "502"),
                           [{"id": 1}]]
 
@@ -153,7 +153,7 @@ async def test_the_retry_budget_stops_an_outage_from_multiplying_load() -> None:
     gate = make_gate(t, max_attempts=3, rate=1000.0, retry_budget_ratio=0.2,
                      breaker=BreakerConfig(minimum_calls=1000, window_size=1000,
                                            consecutive_failures=1000))
-    current_partition.set(0)
+    enter_record(0)
     attempts = 0
 
     async def down() -> Any:
@@ -172,7 +172,7 @@ async def test_the_retry_budget_stops_an_outage_from_multiplying_load() -> None:
 @pytest.mark.parametrize("slack", [0.05, 0.1, 0.5])
 def test_late_calls_stay_within_the_limit_of_any_window(rate: float, window: float,
                                                         slack: float) -> None:
-    from providers.gate import late_tolerance, paced_rate
+    from trackflow.providers.gate import late_tolerance, paced_rate
 
     limit = round(rate * window)
     gap = 1 / paced_rate(rate, window, slack)
@@ -188,7 +188,7 @@ def test_late_calls_stay_within_the_limit_of_any_window(rate: float, window: flo
 
 
 def test_the_slack_costs_short_windows_more_than_long_ones() -> None:
-    from providers.gate import paced_rate
+    from trackflow.providers.gate import paced_rate
 
     assert paced_rate(1.0, 1.0, 0.1) == pytest.approx(1 / 1.1)
     assert paced_rate(50.0, 30.0, 0.1) / 50.0 == pytest.approx(30 / 30.1)

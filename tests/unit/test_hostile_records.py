@@ -14,14 +14,14 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.enrich import EnrichmentPipeline, NoProviders
-from agents.publish import is_record_error
-from agents.records import InvalidRecord, validate_raw
-from agents.runner import CRASH_EXIT_CODE, CrashWatchdog
-from schemas.codec import DecodeError, decode_raw_track, encode
-from streams import metrics
-from streams.deadletter import H_REASON, H_STAGE, H_VALUE_NULL, error_facts
-from streams.settings import Settings
+from trackflow.agents.enrich import EnrichmentPipeline, NoProviders
+from trackflow.agents.publish import is_record_error
+from trackflow.agents.records import InvalidRecord, validate_raw
+from trackflow.agents.runner import CRASH_EXIT_CODE, CrashWatchdog
+from trackflow.schemas.codec import DecodeError, decode_raw_track, encode
+from trackflow.streams import metrics
+from trackflow.streams.deadletter import H_REASON, H_STAGE, H_VALUE_NULL, error_facts
+from trackflow.streams.settings import Settings
 
 _headers = st.lists(st.tuples(st.sampled_from(["content-type", "Content-Type", "x", "trace"]),
                               st.one_of(st.binary(max_size=40),

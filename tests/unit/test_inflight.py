@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from agents.inflight import InFlight, OffsetTracker
+from trackflow.agents.inflight import InFlight, OffsetTracker
 
 
 def test_tracker_releases_only_the_finished_prefix() -> None:

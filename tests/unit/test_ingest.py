@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from streams.ingest import parse_row, read_rows, row_to_raw, split_artist_title, stable_track_id
+from trackflow.streams.ingest import (
+    parse_row,
+    read_rows,
+    row_to_raw,
+    split_artist_title,
+    stable_track_id,
+)
 
 
 def test_track_id_is_stable_and_insensitive_to_case_and_spacing() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from providers.base import Candidate, TrackQuery
-from providers.matching import THRESHOLD, best_match, score, similarity
+from trackflow.providers.base import Candidate, TrackQuery
+from trackflow.providers.matching import THRESHOLD, best_match, score, similarity
 
 
 def cand(
@@ -276,9 +276,9 @@ def test_similarity_bounds() -> None:
 
 
 def test_the_stated_length_picks_between_two_recordings_with_the_same_title() -> None:
-    from providers.base import Candidate as C
-    from providers.base import TrackQuery as Q
-    from providers.matching import best_match as pick
+    from trackflow.providers.base import Candidate as C
+    from trackflow.providers.base import TrackQuery as Q
+    from trackflow.providers.matching import best_match as pick
 
     cands = [C("musicbrainz", {"artist": "Northern Horses", "title": "Stars", "duration_ms": 216742,
                                "isrc": "USAPU0437539"}),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from streams import metrics
-from streams.metrics_doc import families, render, sample_names
+from trackflow.streams import metrics
+from trackflow.streams.metrics_doc import families, render, sample_names
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 #: Label names a per-track value could hide behind; never allowed on a family.
@@ -15,10 +15,10 @@ FORBIDDEN_LABELS = {"track_id", "isrc", "title", "artist", "key", "cache_key", "
 
 def test_docs_table_is_what_the_code_generates() -> None:
     assert DOC.exists(), ("docs/metrics.md is missing: "
-                          "run python -m streams.metrics_doc > docs/metrics.md")
+                          "run python -m trackflow.streams.metrics_doc > docs/metrics.md")
     assert DOC.read_text() == render(), (
         "docs/metrics.md differs from streams/metrics.py: "
-        "run python -m streams.metrics_doc > docs/metrics.md and commit it")
+        "run python -m trackflow.streams.metrics_doc > docs/metrics.md and commit it")
 
 
 def test_every_family_is_in_the_table() -> None:

@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.base import TrackQuery
-from providers.deezer import DeezerClient
-from providers.discogs import DiscogsClient
-from providers.lastfm import LastfmClient
-from providers.musicbrainz import MusicBrainzClient
-from providers.registry import build_providers
-from providers.spotify import SpotifyClient
 from tests.unit.fixtures.providers.helpers import Handler, Router, fail, load, reply
+from trackflow.providers.base import TrackQuery
+from trackflow.providers.deezer import DeezerClient
+from trackflow.providers.discogs import DiscogsClient
+from trackflow.providers.lastfm import LastfmClient
+from trackflow.providers.musicbrainz import MusicBrainzClient
+from trackflow.providers.registry import build_providers
+from trackflow.providers.spotify import SpotifyClient
 
 SPOTIFY_ID = "spotify-client-id-7f3a"
 SPOTIFY_SECRET = "spotify-secret-Q9x2LmZ"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.normalize import (
+from trackflow.providers.normalize import (
     Version,
     edit_distance,
     fold,

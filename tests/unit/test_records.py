@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from agents.records import FieldValue, InvalidRecord, Outcome, build_enriched, validate_raw
+from trackflow.agents.records import (
+    FieldValue,
+    InvalidRecord,
+    Outcome,
+    build_enriched,
+    validate_raw,
+)
 
 
 def raw(**over: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agents.retry_schedule import (
+from trackflow.agents.retry_schedule import (
     ATTEMPTS_EXHAUSTED,
     BAD_ERROR_HEADERS,
     DONE,
@@ -25,7 +25,7 @@ from agents.retry_schedule import (
     schedule_key,
     waiting_entry,
 )
-from streams.deadletter import (
+from trackflow.streams.deadletter import (
     H_HISTORY,
     H_PARKED_AT,
     H_PARKED_REASON,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.errors import ConfigError
-from streams.settings import load_settings
+from trackflow.providers.errors import ConfigError
+from trackflow.streams.settings import load_settings
 
 
 def test_environment_beats_file_and_conventional_variables_apply(tmp_path: Path) -> None:

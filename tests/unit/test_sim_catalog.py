@@ -6,8 +6,8 @@ import re
 import unicodedata
 from collections import defaultdict
 
-from providers.simulator.catalog import ISRC_RE, Catalog
-from providers.simulator.generate import generate_catalog
+from trackflow.providers.simulator.catalog import ISRC_RE, Catalog
+from trackflow.providers.simulator.generate import generate_catalog
 
 
 def _catalog() -> Catalog:

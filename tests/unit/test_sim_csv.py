@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.simulator.catalog import ISRC_RE
-from providers.simulator.csvload import has_mojibake, load_csv, parse_key
+from trackflow.providers.simulator.catalog import ISRC_RE
+from trackflow.providers.simulator.csvload import has_mojibake, load_csv, parse_key
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIRS = (Path("/work/shared/data/catalog"), REPO.parent / "shared" / "data" / "catalog")

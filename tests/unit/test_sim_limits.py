@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.simulator.limits import Recorder, SlidingWindowLimiter, WindowCounter
+from trackflow.providers.simulator.limits import Recorder, SlidingWindowLimiter, WindowCounter
 
 
 def test_window_counts_only_the_last_window_s() -> None:

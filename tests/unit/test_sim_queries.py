@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.simulator.queries import parse_filters, parse_lucene
+from trackflow.providers.simulator.queries import parse_filters, parse_lucene
 
 KNOWN = frozenset({"artist", "track", "isrc", "album", "year"})
 

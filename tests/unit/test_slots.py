@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from providers.ratelimit import next_slot, slot_time
+from trackflow.providers.ratelimit import next_slot, slot_time
 
 
 def test_slots_of_all_partitions_are_at_least_one_interval_apart() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import stack
-from streams.stack import Ports, StackError, StackInfo
+from trackflow.streams import stack
+from trackflow.streams.stack import Ports, StackError, StackInfo
 
 
 def parse_properties(text: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from streams.top import (
+from trackflow.streams.top import (
     bucket_increase,
     build_view,
     merge,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY
 
-from agents.records import FieldValue
-from agents.waterfall import ResultCache, Waterfall, convert, plan_stage
-from providers.base import CallSpec, Candidate, TrackQuery
-from providers.cache import CacheTtls, ProviderCache
-from providers.errors import TransientError
-from streams.settings import load_settings
+from trackflow.agents.records import FieldValue
+from trackflow.agents.waterfall import ResultCache, Waterfall, convert, plan_stage
+from trackflow.providers.base import CallSpec, Candidate, TrackQuery
+from trackflow.providers.cache import CacheTtls, ProviderCache
+from trackflow.providers.context import enter_record, leave_record
+from trackflow.providers.errors import TransientError
+from trackflow.streams.settings import load_settings
 
 RAW = {"track_id": "t", "artist": "Daft Punk", "title": "One More Time", "isrc": None,
        "duration_ms": 320_000, "album": None, "spotify_id": None}
@@ -133,6 +135,18 @@ class CachedFake(Fake):
         return [Candidate(self.name, f, via="search") for f in answer or []]
 
 
+T = TypeVar("T")
+
+
+async def in_record(work: Awaitable[T]) -> T:
+    """Run ``work`` as the worker runs a record's waterfall: in a record context of its own."""
+    token = enter_record(0)
+    try:
+        return await work
+    finally:
+        leave_record(token)
+
+
 def cached_waterfall(answers: dict[str, Any], *, size: int = 100,
                      ttls: CacheTtls | None = None) -> tuple[Waterfall, dict[str, CachedFake],
                                                              Clock]:
@@ -153,15 +167,15 @@ async def test_a_repeated_input_reuses_the_result_without_asking_providers() -> 
     waterfall, fakes, _ = cached_waterfall({
         "musicbrainz": [song(isrc="GBDUW0000059", musicbrainz_recording_id="mbid")],
         "deezer": [song(isrc="GBDUW0000059", bpm=123.0, deezer_id="3135556")]})
-    first = await waterfall.enrich(dict(RAW), 1)
+    first = await in_record(waterfall.enrich(dict(RAW), 1))
     before = hits()
-    second = await waterfall.enrich({**RAW, "track_id": "other id, same input"}, 1)
+    second = await in_record(waterfall.enrich({**RAW, "track_id": "other id, same input"}, 1))
     assert hits() == before + 1
     assert [len(f.queries) for f in fakes.values()] == [1, 1], "no stage ran the second time"
     assert second.filled == first.filled and second.outcomes == first.outcomes
     assert second.failure is None
     second.filled.clear()
-    third = await waterfall.enrich(dict(RAW), 1)
+    third = await in_record(waterfall.enrich(dict(RAW), 1))
     assert third.filled == first.filled, "a caller's changes must not reach the kept result"
 
 
@@ -170,12 +184,12 @@ async def test_a_kept_result_expires_with_the_earliest_answer_it_used() -> None:
     waterfall, fakes, clock = cached_waterfall(
         {"musicbrainz": [song(isrc="GBDUW0000059")], "deezer": []},
         ttls=CacheTtls(by_kind={"search": 100.0}, not_found=10.0))
-    await waterfall.enrich(dict(RAW), 1)
+    await in_record(waterfall.enrich(dict(RAW), 1))
     clock.now += 9.0
-    await waterfall.enrich(dict(RAW), 1)
+    await in_record(waterfall.enrich(dict(RAW), 1))
     assert len(fakes["deezer"].queries) == 1
     clock.now += 2.0
-    await waterfall.enrich(dict(RAW), 1)
+    await in_record(waterfall.enrich(dict(RAW), 1))
     assert len(fakes["deezer"].queries) == 2, "Deezer's cached 'not found' expired: ask again"
     assert fakes["deezer"].fetches == 2 and fakes["musicbrainz"].fetches == 1
 
@@ -185,7 +199,7 @@ async def test_a_result_with_a_failed_stage_is_not_kept() -> None:
         "musicbrainz": [song(isrc="GBDUW0000059")],
         "spotify": TransientError("spotify", "503")})
     for _ in range(2):
-        result = await waterfall.enrich(dict(RAW), 1)
+        result = await in_record(waterfall.enrich(dict(RAW), 1))
         assert [o.outcome for o in result.outcomes] == ["matched", "failed"]
     assert len(fakes["spotify"].queries) == 2
 
@@ -193,16 +207,16 @@ async def test_a_result_with_a_failed_stage_is_not_kept() -> None:
 async def test_results_from_answers_that_bypassed_the_cache_are_not_kept() -> None:
     mb = Fake("musicbrainz", [song(isrc="GBDUW0000059")])
     waterfall = Waterfall({"musicbrainz": mb}, load_settings(env={}), results=ResultCache(10))
-    await waterfall.enrich(dict(RAW), 1)
-    await waterfall.enrich(dict(RAW), 1)
+    await in_record(waterfall.enrich(dict(RAW), 1))
+    await in_record(waterfall.enrich(dict(RAW), 1))
     assert len(mb.queries) == 2
 
 
 async def test_a_reused_result_still_counts_an_isrc_given_in_the_input() -> None:
     waterfall, fakes, _ = cached_waterfall({"spotify": [song(isrc="GBDUW0000059", popularity=7)]})
     raw = {**RAW, "isrc": "GBDUW0000059"}
-    first = await waterfall.enrich(dict(raw), 1)
-    second = await waterfall.enrich(dict(raw), 1)
+    first = await in_record(waterfall.enrich(dict(raw), 1))
+    second = await in_record(waterfall.enrich(dict(raw), 1))
     assert len(fakes["spotify"].queries) == 1
     assert first.failure is None and second.failure is None, "the required ISRC was given"
 
@@ -211,7 +225,7 @@ async def test_the_result_cache_keeps_the_most_recently_used_inputs() -> None:
     waterfall, fakes, _ = cached_waterfall({"musicbrainz": [song(isrc="GBDUW0000059")]}, size=2)
     inputs = [{**RAW, "title": f"One More Time {i}"} for i in range(3)]
     for raw in inputs:
-        await waterfall.enrich(dict(raw), 1)
-    await waterfall.enrich(dict(inputs[0]), 1)  # evicted by the third: computed again
-    await waterfall.enrich(dict(inputs[2]), 1)  # still kept
+        await in_record(waterfall.enrich(dict(raw), 1))
+    await in_record(waterfall.enrich(dict(inputs[0]), 1))  # evicted by the third: computed again
+    await in_record(waterfall.enrich(dict(inputs[2]), 1))  # still kept
     assert len(fakes["musicbrainz"].queries) == 4
