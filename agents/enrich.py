@@ -25,6 +25,7 @@ from trackflow.agents.records import (
     build_enriched,
     validate_raw,
 )
+from trackflow.agents.runner import run_agent
 from trackflow.providers.context import enter_record
 from trackflow.schemas.codec import (
     AVRO_CONTENT_TYPE,
@@ -170,32 +171,19 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
     """Attach the enrichment agent to ``app``; returns its in-flight tracker.
 
     ``on_fatal`` stops the worker (:func:`agents.runner.crash_handler`): acking an unhandled
-    record would lose it, and not acking it would stall its partition.
+    record would lose it, and not acking it would stall its partition. ``on_revoke`` gets the
+    revoked partitions of the raw topic.
     """
     pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher)
+    raw_topic = settings.kafka.raw_topic
 
-    inflight: InFlight[Any] = InFlight(pipeline.handle, lambda event: event.ack(),
-                                       max_in_flight=settings.worker.max_in_flight,
-                                       on_fatal=on_fatal,
-                                       max_queued=settings.worker.max_queued)
-    metrics.IN_FLIGHT.set_function(inflight.in_flight)
-
-    async def enrich(stream: Any) -> None:
-        async for event in stream.noack().events():
-            msg = event.message
-            await inflight.submit(msg.tp, msg.offset, msg.key, event)
-
-    app.agent(topics.raw, name="trackflow.enrich")(enrich)
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def stop_in_flight(sender: Any, **_: Any) -> None:
-        # Faust sends this after the consumer stopped and before the producer does.
-        await inflight.close()
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        inflight.revoke(set(revoked))
+    def revoked(tps: set[Any]) -> None:
         if on_revoke is not None:
-            on_revoke({tp.partition for tp in revoked if tp.topic == settings.kafka.raw_topic})
+            on_revoke({tp.partition for tp in tps if tp.topic == raw_topic})
 
+    inflight = run_agent(app, topics.raw, name="trackflow.enrich", handler=pipeline.handle,
+                         max_in_flight=settings.worker.max_in_flight,
+                         max_queued=settings.worker.max_queued, on_fatal=on_fatal,
+                         key_of=lambda msg: msg.key, on_revoke=revoked)
+    metrics.IN_FLIGHT.set_function(inflight.in_flight)
     return inflight

@@ -38,6 +38,7 @@ from trackflow.agents.retry_schedule import (
     schedule_key,
     waiting_entry,
 )
+from trackflow.agents.runner import DLQ_SCHEDULE_TABLE, declare_table, run_agent
 from trackflow.streams import metrics
 from trackflow.streams.app import Send, Topics, producer_send
 from trackflow.streams.deadletter import (
@@ -51,11 +52,9 @@ from trackflow.streams.deadletter import (
     replay_headers,
 )
 from trackflow.streams.settings import DlqSettings, Settings
-from trackflow.streams.topics import TABLES
 
 log = logging.getLogger("trackflow.agents.reprocess")
 
-SCHEDULE_TABLE = TABLES[1]
 SLEEP_SLICE_S = 1.0
 """Longest single sleep: keeps waits responsive to shutdown and to wall-clock steps."""
 GAUGE_INTERVAL_S = 5.0
@@ -286,43 +285,22 @@ def register_reprocess_agent(app: faust.App, topics: Topics, settings: Settings,
     ``dlq`` overrides ``settings.dlq`` (tests); without either the defaults apply.
     """
     dlq = dlq or settings.dlq
-    table: Any = app.Table(SCHEDULE_TABLE, default=None, partitions=settings.kafka.partitions,
-                           schema=faust.Schema(key_type=str, key_serializer="json",
-                                               value_serializer="json"))
+    table = declare_table(app, DLQ_SCHEDULE_TABLE, partitions=settings.kafka.partitions)
     reprocessor = Reprocessor(send=producer_send(app), settings=settings, dlq=dlq, table=table,
                               breaker_open_until=breaker_open_until)
-
-    inflight: InFlight[Any] = InFlight(reprocessor.handle, lambda event: event.ack(),
-                                       max_in_flight=dlq.max_waiting_per_partition,
-                                       max_queued=settings.worker.max_queued,
-                                       on_fatal=on_fatal)
+    # No key: dead letters of one track need no order, and a key would make a retry due in a
+    # minute wait for one due in an hour.
+    inflight = run_agent(app, topics.dlq, name="trackflow.reprocess", handler=reprocessor.handle,
+                         max_in_flight=dlq.max_waiting_per_partition,
+                         max_queued=settings.worker.max_queued, on_fatal=on_fatal,
+                         on_delivered=lambda msg: reprocessor.on_delivered(msg.partition,
+                                                                           msg.offset),
+                         on_revoke=reprocessor.revoke)
     reprocessor.inflight = inflight
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def stop_waiting(sender: Any, **_: Any) -> None:
-        # After the consumer stopped, before the producer does: no replay through a stopped
-        # producer. Nothing cancelled was acked, so the next owner re-reads those dead letters.
-        await inflight.close()
-
-    async def reprocess(stream: Any) -> None:
-        async for event in stream.noack().events():
-            msg = event.message
-            reprocessor.on_delivered(msg.partition, msg.offset)
-            # No key: dead letters of one track need no order, and a key would make a retry due
-            # in a minute wait for one due in an hour.
-            await inflight.submit(msg.tp, msg.offset, None, event)
-
-    app.agent(topics.dlq, name="trackflow.reprocess")(reprocess)
 
     async def refresh_gauges() -> None:
         reprocessor.update_gauges()
 
     app.timer(GAUGE_INTERVAL_S, name="trackflow.reprocess.gauges")(refresh_gauges)
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        revoked = set(revoked)
-        reprocessor.revoke(revoked)
-        inflight.revoke(revoked)
 
     return inflight

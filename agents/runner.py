@@ -1,4 +1,10 @@
-"""What the agents share in Faust's machinery: stopping the worker when a record cannot be handled.
+"""The one module that talks to Faust's agent machinery: tables, agents, acks, revoke, crash.
+
+An agent here is a handler of one event plus a few lines: :func:`run_agent` reads the topic with
+``noack()``, hands each event to :class:`~trackflow.agents.inflight.InFlight` (many records per
+partition at once, acked strictly in offset order, so the committed offset never passes an
+unfinished record), forgets revoked partitions, and cancels what is in flight before the producer
+stops at shutdown. Tables are declared here, by name (:data:`TABLES`).
 
 A record whose handling failed for a reason that is not the record's own (Kafka gone, a bug) must
 not be acked, and not acking it would stall its partition: the worker stops and a restart
@@ -13,8 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
+
+import faust
+
+from trackflow.agents.inflight import InFlight
 
 log = logging.getLogger("trackflow.agents.runner")
 
@@ -70,3 +80,61 @@ def crash_handler(app: Any, watchdog: CrashWatchdog) -> Callable[[BaseException]
         await app.crash(exc)
 
     return on_fatal
+
+
+#: The worker's changelogged tables: breaker state and rate-limit pacing per provider and
+#: partition, and the DLQ retry schedule.
+RESILIENCE_TABLE = "trackflow-resilience"
+DLQ_SCHEDULE_TABLE = "trackflow-dlq-schedule"
+TABLES = (RESILIENCE_TABLE, DLQ_SCHEDULE_TABLE)
+
+
+def declare_table(app: faust.App, name: str, *, partitions: int) -> Any:
+    """One of :data:`TABLES`: string keys, JSON values, a changelog with ``partitions``."""
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; trackflow's tables are {', '.join(TABLES)}")
+    return app.Table(name, default=None, partitions=partitions,
+                     schema=faust.Schema(key_type=str, key_serializer="json",
+                                         value_serializer="json"))
+
+
+def run_agent(app: faust.App, topic: Any, *, name: str,
+              handler: Callable[[Any], Awaitable[None]], max_in_flight: int, max_queued: int,
+              on_fatal: Callable[[BaseException], Awaitable[None]],
+              key_of: Callable[[Any], Hashable] = lambda msg: None,
+              on_delivered: Callable[[Any], None] | None = None,
+              on_revoke: Callable[[set[Any]], None] | None = None) -> InFlight[Any]:
+    """Attach an agent running ``handler`` on every event of ``topic``; returns its tracker.
+
+    ``key_of(message)`` orders records: those with the same key (not None) finish in offset
+    order. ``on_delivered(message)`` sees every message before it is submitted;
+    ``on_revoke(partitions)`` runs before the tracker forgets revoked partitions.
+    """
+    inflight: InFlight[Any] = InFlight(handler, lambda event: event.ack(),
+                                       max_in_flight=max_in_flight, max_queued=max_queued,
+                                       on_fatal=on_fatal)
+
+    async def agent(stream: Any) -> None:
+        async for event in stream.noack().events():
+            msg = event.message
+            if on_delivered is not None:
+                on_delivered(msg)
+            await inflight.submit(msg.tp, msg.offset, key_of(msg), event)
+
+    app.agent(topic, name=name)(agent)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_in_flight(sender: Any, **_: Any) -> None:
+        # Faust sends this after the consumer stopped and before the producer does: nothing in
+        # flight may publish through a stopped producer. None of it was acked, so the next
+        # owner of those partitions processes it again (at-least-once).
+        await inflight.close()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        revoked = set(revoked)
+        if on_revoke is not None:
+            on_revoke(revoked)
+        inflight.revoke(revoked)
+
+    return inflight

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from trackflow.agents.runner import TABLES
 from trackflow.providers.errors import ConfigError
 from trackflow.streams.settings import KafkaSettings
 
@@ -43,8 +44,6 @@ class TopicSpec:
     config: dict[str, str]
 
 
-#: The worker's changelogged Faust tables (resilience state, DLQ retry schedule).
-TABLES = ("trackflow-resilience", "trackflow-dlq-schedule")
 
 
 def changelog_topic(consumer_group: str, table: str) -> str:

@@ -11,8 +11,9 @@ import click
 import faust
 
 from trackflow.agents.enrich import NoProviders, register_enrich_agent
+from trackflow.agents.inflight import InFlight
 from trackflow.agents.reprocess import register_reprocess_agent
-from trackflow.agents.runner import CrashWatchdog, crash_handler
+from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handler, declare_table
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
 from trackflow.agents.waterfall import ResultCache, Waterfall
 from trackflow.providers.cache import CacheTtls, ProviderCache
@@ -21,11 +22,9 @@ from trackflow.providers.gate import GateSet, ResilientGate, policy_from_setting
 from trackflow.providers.registry import build_providers
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
 from trackflow.streams.settings import Settings, load_settings
-from trackflow.streams.topics import TABLES, KafkaUnavailable, ensure_topics
+from trackflow.streams.topics import KafkaUnavailable, ensure_topics
 
 log = logging.getLogger("trackflow.streams.worker")
-
-RESILIENCE_TABLE = TABLES[0]
 
 
 def build_cache(settings: Settings) -> ProviderCache | None:
@@ -44,9 +43,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     topics = declare_topics(app, settings)
     # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in a
     # changelogged table: a restarted or rebalanced worker resumes where the last owner was.
-    state: Any = app.Table(RESILIENCE_TABLE, default=None, partitions=settings.kafka.partitions,
-                           schema=faust.Schema(key_type=str, key_serializer="json",
-                                               value_serializer="json"))
+    state = declare_table(app, RESILIENCE_TABLE, partitions=settings.kafka.partitions)
     enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
     cache = build_cache(settings)
     gates = GateSet({
@@ -63,13 +60,27 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
                 if providers else NoProviders())
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
     on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))
+    trackers: list[InFlight[Any]] = []
     if "enrich" in settings.worker.agents:
-        register_enrich_agent(app, topics, settings, enricher, on_fatal=on_fatal,
-                              on_revoke=gates.forget)
+        trackers.append(register_enrich_agent(app, topics, settings, enricher,
+                                              on_fatal=on_fatal, on_revoke=gates.forget))
     if "reprocess" in settings.worker.agents:
         # Retries wait while the failing provider's breaker (as this worker knows it) is open.
-        register_reprocess_agent(app, topics, settings, breaker_open_until=gates.open_until,
-                                 on_fatal=on_fatal)
+        trackers.append(register_reprocess_agent(app, topics, settings,
+                                                 breaker_open_until=gates.open_until,
+                                                 on_fatal=on_fatal))
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_clients(sender: Any, **_: Any) -> None:
+        # Whoever opens a resource closes it: the provider clients' HTTP pools and Redis. The
+        # records in flight stop first (closing twice is harmless), so that none of them meets
+        # a closed client and turns that into a dead letter.
+        for tracker in trackers:
+            await tracker.close()
+        for provider in providers.values():
+            await provider.aclose()
+        if cache is not None:
+            await cache.aclose()
     sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic}
     rewind_on_assignment(app, sources, settings.kafka.consumer_group,
                          settings.kafka.bootstrap_servers)
