@@ -42,14 +42,13 @@ from trackflow.streams.dlq_letters import (
     tally,
 )
 from trackflow.streams.dlq_replay import (
-    LEDGER_SUFFIX,
     prepare_replay,
     publish_replays,
     read_ledger,
     read_topic,
 )
 from trackflow.streams.settings import Settings, load_settings
-from trackflow.streams.topics import KafkaUnavailable
+from trackflow.streams.topics import KafkaUnavailable, replay_ledger_topic
 
 SKIPPED_SHOWN = 10
 
@@ -231,7 +230,7 @@ def replay(topic: str | None, flt: LetterFilter, dry_run: bool, force: bool, yes
     settings = _settings(config_path)
     kafka = settings.kafka
     name = topic or kafka.dlq_topic
-    ledger_topic = kafka.dlq_topic + LEDGER_SUFFIX
+    ledger_topic = replay_ledger_topic(kafka)
     letters = _run(read_topic(kafka.bootstrap_servers, name,
                               enriched_topic=kafka.enriched_topic))
     found = [d for d in letters if matches(d, flt)]
@@ -258,7 +257,7 @@ def replay(topic: str | None, flt: LetterFilter, dry_run: bool, force: bool, yes
         if not yes:
             click.confirm(f"Replay {len(todo)} dead letters from {name} to {kafka.raw_topic}?",
                           abort=True, err=True)
-        _run(prepare_replay(settings, ledger_topic))
+        _run(prepare_replay(settings))
         by = f"{getpass.getuser()}@{socket.gethostname()}"
         replayed = _run(publish_replays(settings, todo, ledger_topic, by=by,
                                         console=Console(stderr=True)))

@@ -1,6 +1,6 @@
 """Dead letters on Kafka: read a dead-letter or parked topic to its end, replay, keep the ledger.
 
-Replays are recorded in a small compacted ledger topic (``<dlq topic>.replays``, so
+Replays are recorded in a small compacted ledger topic (``topics.replay_ledger_topic``,
 ``tracks.dlq.replays`` by default) keyed by ``<topic>/<partition>/<offset>`` of the dead letter, so
 running the same replay twice does not republish what was already replayed. What to replay and
 with which headers is decided in ``dlq_letters.py``; this module only does the I/O.
@@ -16,8 +16,6 @@ from typing import Any
 
 import click
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -25,9 +23,7 @@ from trackflow.streams.consume import assigned_consumer, decode_message
 from trackflow.streams.dlq_letters import DeadLetter, ledger_value, operator_replay_headers
 from trackflow.streams.kafka_io import start_consumer, start_producer
 from trackflow.streams.settings import Settings
-from trackflow.streams.topics import admin_client
-
-LEDGER_SUFFIX = ".replays"
+from trackflow.streams.topics import admin_client, ensure_replay_ledger
 
 
 def letter_of(msg: Any, *, enriched_topic: str | None = None) -> DeadLetter:
@@ -91,25 +87,18 @@ async def read_ledger(bootstrap: str, ledger_topic: str) -> dict[str, dict[str, 
     return ledger
 
 
-async def prepare_replay(settings: Settings, ledger_topic: str) -> None:
-    """Check the raw topic exists and create the compacted ledger topic when missing."""
+async def prepare_replay(settings: Settings) -> None:
+    """Check the raw topic exists and have topics.py create the replay ledger when missing."""
     kafka = settings.kafka
     admin = await admin_client(kafka.bootstrap_servers)
     try:
-        existing = set(await admin.list_topics())
-        if kafka.raw_topic not in existing:
+        if kafka.raw_topic not in set(await admin.list_topics()):
             raise click.ClickException(
                 f"topic {kafka.raw_topic} does not exist: start a worker once (it creates the "
                 "topics) or check the name")
-        if ledger_topic not in existing:
-            try:
-                await admin.create_topics([NewTopic(
-                    ledger_topic, 1, kafka.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"})])
-            except TopicAlreadyExistsError:
-                pass  # another operator's replay created it first
     finally:
         await admin.close()
+    await ensure_replay_ledger(kafka)
 
 
 async def publish_replays(settings: Settings, letters: Sequence[DeadLetter], ledger_topic: str,

@@ -30,7 +30,7 @@ from trackflow.streams.deadletter import (
 )
 from trackflow.streams.dlq import dlq
 from trackflow.streams.dlq_letters import H_REPLAY_OF
-from trackflow.streams.dlq_replay import LEDGER_SUFFIX
+from trackflow.streams.topics import LEDGER_SUFFIX
 
 pytestmark = pytest.mark.integration
 
