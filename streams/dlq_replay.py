@@ -63,8 +63,8 @@ async def read_ledger(bootstrap: str, ledger_topic: str) -> dict[str, dict[str, 
     """Dead-letter ref -> its last replay record; empty when the ledger does not exist yet."""
     consumer = await start_consumer(bootstrap)
     try:
-        await consumer._client.force_metadata_update()
-        if not consumer.partitions_for_topic(ledger_topic):
+        # topics() asks the broker now: the metadata fetched at start may predate the ledger.
+        if ledger_topic not in await consumer.topics():
             return {}
     finally:
         await consumer.stop()
