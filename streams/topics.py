@@ -99,6 +99,17 @@ async def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
+async def topic_partitions(bootstrap: str, topic: str) -> set[int]:
+    """The partition ids of ``topic`` as the broker knows them now; empty when it does not exist."""
+    admin = await admin_client(bootstrap)
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {p["partition"] for t in described if t.get("error_code", 0) == 0
+            for p in t.get("partitions", [])}
+
+
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], partitions: int,
                             timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
