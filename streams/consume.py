@@ -19,7 +19,7 @@ from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
 from trackflow.streams.deadletter import error_facts
 from trackflow.streams.kafka_io import start_consumer
 from trackflow.streams.settings import load_settings
-from trackflow.streams.topics import KafkaUnavailable
+from trackflow.streams.topics import KafkaUnavailable, topic_partitions
 
 
 def _jsonable(value: Any) -> Any:
@@ -59,8 +59,12 @@ async def assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool
     consumer = await start_consumer(bootstrap)
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
-        await consumer._client.force_metadata_update()  # first metadata may predate the topic
-        partitions = consumer.partitions_for_topic(topic)
+        # The metadata fetched at start may predate the topic: ask the broker now.
+        try:
+            partitions = await topic_partitions(bootstrap, topic)
+        except BaseException:
+            await consumer.stop()
+            raise
     if not partitions:
         await consumer.stop()
         raise click.ClickException(

@@ -1,7 +1,8 @@
-"""Create trackflow's topics at start-up with their declared partition counts and configs.
+"""Create trackflow's topics with their partition counts and configs: the one place that does.
 
 Broker auto-creation stays off, so a worker that started against a fresh cluster must create its
-topics itself, before Faust subscribes to them.
+topics itself, before Faust subscribes to them. The replay ledger of ``trackflow dlq replay`` is
+created here too, by the first replay rather than by the worker, which never reads it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,21 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
+#: ``trackflow dlq replay`` records replays in ``<dlq topic>`` plus this.
+LEDGER_SUFFIX = ".replays"
+
+
+def replay_ledger_topic(kafka: KafkaSettings) -> str:
+    """The replay ledger's name: ``tracks.dlq.replays`` by default."""
+    return kafka.dlq_topic + LEDGER_SUFFIX
+
+
+def replay_ledger_spec(kafka: KafkaSettings) -> TopicSpec:
+    """The replay ledger: compacted, since only the latest replay of a dead letter counts."""
+    # One partition: the ledger is small and always read whole, by one operator's command.
+    return TopicSpec(replay_ledger_topic(kafka), 1, {"cleanup.policy": "compact"})
+
+
 async def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
     """A started admin client, or KafkaUnavailable with a hint."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
@@ -80,6 +96,17 @@ async def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
         await admin.close()
         raise KafkaUnavailable(bootstrap, exc) from None
     return admin
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> set[int]:
+    """The partition ids of ``topic`` as the broker knows them now; empty when it does not exist."""
+    admin = await admin_client(bootstrap)
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {p["partition"] for t in described if t.get("error_code", 0) == 0
+            for p in t.get("partitions", [])}
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], partitions: int,
@@ -133,3 +160,22 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
     finally:
         await admin.close()
     return created
+
+
+async def ensure_replay_ledger(kafka: KafkaSettings) -> bool:
+    """Create the replay ledger topic when missing; True when this call created it."""
+    spec = replay_ledger_spec(kafka)
+    admin = await admin_client(kafka.bootstrap_servers)
+    try:
+        if spec.name in set(await admin.list_topics()):
+            return False
+        try:
+            await admin.create_topics([NewTopic(spec.name, spec.partitions,
+                                                kafka.replication_factor,
+                                                topic_configs=spec.config)])
+        except TopicAlreadyExistsError:
+            return False  # another operator's replay created it first
+        log.info("event=topics_created topics=%s partitions=%d", spec.name, spec.partitions)
+        return True
+    finally:
+        await admin.close()

@@ -28,7 +28,9 @@ from trackflow.streams.deadletter import (
     Origin,
     dead_letter_headers,
 )
-from trackflow.streams.dlq import H_REPLAY_OF, LEDGER_SUFFIX, dlq
+from trackflow.streams.dlq import dlq
+from trackflow.streams.dlq_letters import H_REPLAY_OF
+from trackflow.streams.topics import LEDGER_SUFFIX
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,15 @@ from trackflow.streams.deadletter import (
     Origin,
     dead_letter_headers,
 )
-from trackflow.streams.dlq import (
+from trackflow.streams.dlq_letters import (
     H_REPLAY_OF,
     DeadLetter,
     LetterFilter,
     age_bucket,
     matches,
+    operator_replay_headers,
     ordered,
     parse_since,
-    replay_headers,
     split_replayed,
     tally,
 )
@@ -135,7 +135,7 @@ def test_replay_headers_keep_content_type_and_reset_the_attempt() -> None:
     replayed_before = [JSON, ("x-trace", b"t"), (H_RAW_ATTEMPT, b"3"), (H_REPLAY_OF, b"old/0/1")]
     dead = letter(SPOTIFY_503, original=replayed_before)
     assert dict(dead.headers)[H_ATTEMPT] == b"1"
-    out = replay_headers(dead.headers, dead.ref)
+    out = operator_replay_headers(dead.headers, dead.ref)
     assert out == [JSON, ("x-trace", b"t"), (H_RAW_ATTEMPT, b"1"),
                    (H_REPLAY_OF, b"tracks.dlq/0/0")], (
         "expected the original headers, no error headers, one attempt=1 and one replay.of")

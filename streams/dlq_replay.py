@@ -1,0 +1,135 @@
+"""Dead letters on Kafka: read a dead-letter or parked topic to its end, replay, keep the ledger.
+
+Replays are recorded in a small compacted ledger topic (``topics.replay_ledger_topic``,
+``tracks.dlq.replays`` by default) keyed by ``<topic>/<partition>/<offset>`` of the dead letter, so
+running the same replay twice does not republish what was already replayed. What to replay and
+with which headers is decided in ``dlq_letters.py``; this module only does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import click
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from trackflow.streams.consume import assigned_consumer, decode_message
+from trackflow.streams.dlq_letters import DeadLetter, ledger_value, operator_replay_headers
+from trackflow.streams.kafka_io import start_consumer, start_producer
+from trackflow.streams.settings import Settings
+from trackflow.streams.topics import admin_client, ensure_replay_ledger
+
+
+def letter_of(msg: Any, *, enriched_topic: str | None = None) -> DeadLetter:
+    """A DeadLetter from a consumer record; decoded (via decode_message) when a topic is given."""
+    decoded = decode_message(msg, enriched_topic=enriched_topic) if enriched_topic else None
+    return DeadLetter(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                      tuple((k, bytes(v)) for k, v in (msg.headers or ()) if v is not None),
+                      decoded)
+
+
+async def read_to_end(consumer: AIOKafkaConsumer) -> AsyncIterator[Any]:
+    """Every record of the assigned partitions up to their end offsets as of now, then stop."""
+    tps = sorted(consumer.assignment())
+    ends = await consumer.end_offsets(tps)
+    remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+    while remaining:
+        batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=500)
+        for tp, records in batch.items():
+            for msg in records:
+                if msg.offset < ends[tp]:
+                    yield msg
+        # position, not the last offset seen: compaction and transaction markers leave gaps.
+        remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+
+
+async def read_topic(bootstrap: str, topic: str, *, enriched_topic: str | None = None
+                     ) -> list[DeadLetter]:
+    """All dead letters of ``topic``; ClickException naming it when it does not exist."""
+    consumer = await assigned_consumer(bootstrap, topic, from_beginning=True)
+    try:
+        return [letter_of(m, enriched_topic=enriched_topic) async for m in read_to_end(consumer)]
+    finally:
+        await consumer.stop()
+
+
+async def read_ledger(bootstrap: str, ledger_topic: str) -> dict[str, dict[str, Any]]:
+    """Dead-letter ref -> its last replay record; empty when the ledger does not exist yet."""
+    consumer = await start_consumer(bootstrap)
+    try:
+        # topics() asks the broker now: the metadata fetched at start may predate the ledger.
+        if ledger_topic not in await consumer.topics():
+            return {}
+    finally:
+        await consumer.stop()
+    consumer = await assigned_consumer(bootstrap, ledger_topic, from_beginning=True)
+    ledger: dict[str, dict[str, Any]] = {}
+    try:
+        async for msg in read_to_end(consumer):
+            if msg.key is None:
+                continue
+            ref = msg.key.decode("utf-8", "replace")
+            if msg.value is None:
+                ledger.pop(ref, None)  # a tombstone forgets a replay
+                continue
+            try:
+                ledger[ref] = json.loads(msg.value)
+            except ValueError:
+                ledger[ref] = {}
+    finally:
+        await consumer.stop()
+    return ledger
+
+
+async def prepare_replay(settings: Settings) -> None:
+    """Check the raw topic exists and have topics.py create the replay ledger when missing."""
+    kafka = settings.kafka
+    admin = await admin_client(kafka.bootstrap_servers)
+    try:
+        if kafka.raw_topic not in set(await admin.list_topics()):
+            raise click.ClickException(
+                f"topic {kafka.raw_topic} does not exist: start a worker once (it creates the "
+                "topics) or check the name")
+    finally:
+        await admin.close()
+    await ensure_replay_ledger(kafka)
+
+
+async def publish_replays(settings: Settings, letters: Sequence[DeadLetter], ledger_topic: str,
+                          *, by: str, console: Console) -> int:
+    """Republish ``letters`` to the raw topic, then record each acknowledged one in the ledger."""
+    producer = await start_producer(settings.kafka.bootstrap_servers)
+    sent: list[tuple[DeadLetter, asyncio.Future[Any]]] = []
+    try:
+        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("replay", total=len(letters))
+            for letter in letters:
+                fut = await producer.send(settings.kafka.raw_topic, value=letter.value,
+                                          key=letter.key,
+                                          headers=operator_replay_headers(letter.headers,
+                                                                          letter.ref))
+                sent.append((letter, fut))
+                progress.advance(task)
+            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        now = dt.datetime.now(dt.UTC)
+        acked = [letter for (letter, _), r in zip(sent, results, strict=True)
+                 if not isinstance(r, BaseException)]
+        for letter in acked:
+            await producer.send(ledger_topic, key=letter.ref.encode(),
+                                value=ledger_value(now=now, by=by))
+        await producer.flush()
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise click.ClickException(
+                f"{len(failed)} of {len(letters)} replays failed ({type(failed[0]).__name__}: "
+                f"{failed[0]}); {len(acked)} were replayed and recorded, run again to retry")
+    finally:
+        await producer.stop()
+    return len(acked)
