@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -14,6 +11,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.fakes import Event, Message, Sender
 from trackflow.agents.enrich import EnrichmentPipeline, NoProviders
 from trackflow.agents.publish import is_record_error
 from trackflow.agents.records import InvalidRecord, validate_raw
@@ -79,41 +77,6 @@ def test_deeply_nested_json_is_a_decode_error() -> None:
 
 
 # --- the pipeline's decisions when Kafka refuses a record ----------------------------------------
-
-@dataclass
-class Message:
-    value: bytes | None
-    key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    topic: str = "tracks.raw"
-    partition: int = 2
-    offset: int = 7
-    timestamp: float = 1_700_000_000.0
-
-
-@dataclass
-class Event:
-    message: Message
-
-
-class Sender:
-    """A :data:`streams.app.Send` that records what it got, or fails as told per topic."""
-
-    def __init__(self, fail: dict[str, BaseException] | None = None) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-        self.fail = fail or {}
-
-    async def __call__(self, topic: str, key: bytes | None, value: bytes | None,
-                      headers: list[tuple[str, bytes]]) -> Awaitable[Any]:
-        assert key is not None or value is not None, "Need at least one: key or value"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if topic in self.fail:
-            future.set_exception(self.fail[topic])
-        else:
-            self.sent.append((topic, key, value, headers))
-            future.set_result(None)
-        return future
-
 
 def _pipeline(sender: Sender) -> EnrichmentPipeline:
     return EnrichmentPipeline(send=sender, settings=Settings(), enricher=NoProviders(),

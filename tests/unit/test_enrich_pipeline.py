@@ -1,0 +1,196 @@
+"""EnrichmentPipeline: publish to tracks.enriched, or dead-letter keeping the original bytes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.unit.fakes import Event, Message, Sender
+from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
+from trackflow.agents.records import FieldValue, Outcome, validate_raw
+from trackflow.schemas.codec import AVRO_CONTENT_TYPE, decode, encode
+from trackflow.streams.deadletter import (
+    H_ATTEMPT,
+    H_CLASS,
+    H_LAST_FAILURE,
+    H_NOT_BEFORE,
+    H_OFFSET,
+    H_PARTITION,
+    H_PROVIDER,
+    H_RAW_ATTEMPT,
+    H_REASON,
+    H_RETRYABLE,
+    H_STAGE,
+    H_TOPIC,
+    Failure,
+    error_facts,
+)
+from trackflow.streams.settings import Settings
+
+NOW = 1_700_000_100.0
+NOW_MS = int(NOW * 1000)
+JSON_CT = ("content-type", b"application/json")
+TRACE = ("trace", b"abc-123")
+# Two targets keep "complete" reachable without filling fifteen fields.
+SETTINGS = Settings(waterfall={"targets": ["isrc", "album"]})
+TRACK = {"track_id": "t1", "artist": "Daft Punk", "title": "One More Time",
+         "isrc": "GBDUW0000059", "duration_ms": 320_000}
+
+
+class FixedEnricher:
+    """Returns the given enrichment and remembers what it was asked."""
+
+    def __init__(self, result: Enrichment | None = None) -> None:
+        self.result = result or Enrichment()
+        self.calls: list[tuple[dict[str, Any], int]] = []
+
+    async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+        self.calls.append((raw, attempt))
+        return self.result
+
+
+def _pipeline(sender: Sender, enricher: FixedEnricher) -> EnrichmentPipeline:
+    return EnrichmentPipeline(send=sender, settings=SETTINGS, enricher=enricher,
+                              clock=lambda: NOW)
+
+
+def _avro_track(**overrides: Any) -> bytes:
+    return encode("RawTrack", validate_raw({**TRACK, **overrides}))
+
+
+def _json_track(**overrides: Any) -> bytes:
+    return json.dumps({**TRACK, **overrides}).encode()
+
+
+def _only_record(sender: Sender) -> tuple[str, bytes | None, bytes | None,
+                                           list[tuple[str, bytes]]]:
+    assert len(sender.sent) == 1, f"expected exactly one record sent, got {sender.sent!r}"
+    return sender.sent[0]
+
+
+async def test_a_valid_avro_record_is_published_partial_keyed_by_its_track_id() -> None:
+    sender, enricher = Sender(), FixedEnricher(Enrichment(
+        outcomes=[Outcome("spotify", "not_found")]))
+    # The message key is not the track id: the enriched record is keyed by the track id.
+    await _pipeline(sender, enricher).handle(Event(Message(_avro_track(), b"other-key")))
+    topic, key, value, headers = _only_record(sender)
+    assert (topic, key) == ("tracks.enriched", b"t1"), "expected tracks.enriched keyed by t1"
+    assert headers == [("content-type", AVRO_CONTENT_TYPE.encode())], (
+        "expected only the Avro content-type header on the enriched record")
+    assert value is not None
+    record = decode("EnrichedTrack", value)
+    assert record["track_id"] == "t1"
+    assert record["status"] == "partial", "album was not filled: expected status partial"
+    assert record["missing"] == ["album"]
+    assert record["attempt"] == 1, "a first pass has no attempt header: expected attempt 1"
+    assert record["enriched_at"] == NOW_MS, "expected enriched_at from the injected clock"
+    assert record["providers"] == [{"provider": "spotify", "outcome": "not_found",
+                                    "reason": None, "confidence": None}]
+    assert [attempt for _, attempt in enricher.calls] == [1]
+
+
+async def test_a_valid_json_record_the_enricher_completes_is_published_complete() -> None:
+    sender = Sender()
+    enricher = FixedEnricher(Enrichment(
+        filled={"album": FieldValue("Discovery", "spotify", 0.97)},
+        outcomes=[Outcome("spotify", "matched", confidence=0.97)]))
+    await _pipeline(sender, enricher).handle(
+        Event(Message(_json_track(), b"t1", [JSON_CT, TRACE])))
+    topic, key, value, headers = _only_record(sender)
+    assert (topic, key) == ("tracks.enriched", b"t1"), "expected tracks.enriched keyed by t1"
+    assert headers == [("content-type", AVRO_CONTENT_TYPE.encode())], (
+        "expected the enriched record re-encoded as Avro whatever the input's content-type")
+    assert value is not None
+    record = decode("EnrichedTrack", value)
+    assert record["status"] == "complete", "every target was filled: expected status complete"
+    assert record["missing"] == []
+    assert record["album"] == "Discovery"
+    assert record["isrc"] == "GBDUW0000059"
+    assert record["sources"] == {"album": {"provider": "spotify", "confidence": 0.97}}
+    [(raw, _)] = enricher.calls
+    assert raw["track_id"] == "t1" and raw["artist"] == "Daft Punk", (
+        "expected the enricher to get the decoded, validated record")
+
+
+async def test_a_retryable_enricher_failure_is_dead_lettered_retryable_with_its_not_before(
+        ) -> None:
+    not_before = NOW_MS + 90_000
+    failure = Failure("provider:spotify", "TransientError", "503 from spotify",
+                      "provider_unavailable", retryable=True, provider="spotify")
+    sender = Sender()
+    value = _json_track()
+    msg = Message(value, b"t1", [JSON_CT, TRACE], partition=4, offset=99)
+    await _pipeline(sender, FixedEnricher(Enrichment(failure=failure,
+                                                     not_before_ms=not_before))).handle(Event(msg))
+    topic, key, out_value, headers = _only_record(sender)
+    assert (topic, key, out_value) == ("tracks.dlq", b"t1", value), (
+        "expected the original key and bytes on tracks.dlq")
+    assert headers[:2] == [JSON_CT, TRACE], "expected the original headers first, unchanged"
+    facts = error_facts(headers)
+    assert facts[H_RETRYABLE] == "true"
+    assert facts[H_NOT_BEFORE] == str(not_before), "expected the enricher's not-before"
+    assert facts[H_STAGE] == "provider:spotify"
+    assert facts[H_PROVIDER] == "spotify"
+    assert facts[H_REASON] == "provider_unavailable"
+    assert facts[H_CLASS] == "TransientError"
+    assert facts[H_ATTEMPT] == "1"
+    assert facts[H_LAST_FAILURE] == str(NOW_MS), "expected the failure time from the clock"
+    assert (facts[H_TOPIC], facts[H_PARTITION], facts[H_OFFSET]) == ("tracks.raw", "4", "99"), (
+        "expected the origin of the failed record")
+
+
+@pytest.mark.parametrize(("value", "headers", "stage", "reason"), [
+    (_json_track(isrc="not-an-isrc"), [JSON_CT, TRACE], "validate", "invalid_isrc"),
+    (_json_track(artist=""), [JSON_CT, TRACE], "validate", "empty_artist"),
+    (b"{not json", [JSON_CT, TRACE], "decode", "invalid_json"),
+    (b"\x00garbage that is not avro", [TRACE], "decode", "not_avro"),
+], ids=["invalid-isrc", "empty-artist", "broken-json", "broken-avro"])
+async def test_invalid_input_is_dead_lettered_not_retryable_with_original_bytes_and_headers(
+        value: bytes, headers: list[tuple[str, bytes]], stage: str, reason: str) -> None:
+    sender, enricher = Sender(), FixedEnricher()
+    await _pipeline(sender, enricher).handle(Event(Message(value, b"k1", list(headers))))
+    topic, key, out_value, out_headers = _only_record(sender)
+    assert (topic, key, out_value) == ("tracks.dlq", b"k1", value), (
+        "expected the original key and bytes on tracks.dlq")
+    assert out_headers[:len(headers)] == headers, "expected the original headers kept first"
+    facts = error_facts(out_headers)
+    assert facts[H_RETRYABLE] == "false", "no retry can fix bad input: expected retryable=false"
+    assert H_NOT_BEFORE not in facts, "a non-retryable dead letter needs no not-before"
+    assert facts[H_STAGE] == stage
+    assert facts[H_REASON] == reason
+    assert facts[H_PROVIDER] == ""
+    assert enricher.calls == [], "invalid input must never reach the providers"
+
+
+async def test_a_replays_attempt_header_is_carried_into_its_enriched_record() -> None:
+    sender, enricher = Sender(), FixedEnricher()
+    await _pipeline(sender, enricher).handle(
+        Event(Message(_avro_track(), b"t1", [(H_RAW_ATTEMPT, b"3")])))
+    _, _, value, _ = _only_record(sender)
+    assert value is not None
+    assert decode("EnrichedTrack", value)["attempt"] == 3, "expected the replay's attempt 3"
+    assert [attempt for _, attempt in enricher.calls] == [3], (
+        "expected the enricher to be told it is attempt 3")
+
+
+async def test_a_replays_attempt_header_is_carried_into_its_dead_letter() -> None:
+    failure = Failure("provider:deezer", "TransientError", "timeout", "provider_timeout",
+                      retryable=True, provider="deezer")
+    sender = Sender()
+    await _pipeline(sender, FixedEnricher(Enrichment(failure=failure))).handle(
+        Event(Message(_json_track(), b"t1", [JSON_CT, (H_RAW_ATTEMPT, b"4")])))
+    _, _, _, headers = _only_record(sender)
+    facts = error_facts(headers)
+    assert facts[H_ATTEMPT] == "4", "expected the dead letter to say attempt 4 failed"
+    assert H_NOT_BEFORE not in facts, "the enricher gave no not-before: expected none"
+    assert (H_RAW_ATTEMPT, b"4") in headers, "expected the original headers kept"
+
+
+async def test_an_invalid_replay_keeps_its_attempt_in_the_dead_letter() -> None:
+    sender = Sender()
+    await _pipeline(sender, FixedEnricher()).handle(
+        Event(Message(b"{", b"t1", [JSON_CT, (H_RAW_ATTEMPT, b"2")])))
+    _, _, _, headers = _only_record(sender)
+    assert error_facts(headers)[H_ATTEMPT] == "2", "expected attempt 2 on the dead letter"
