@@ -192,31 +192,6 @@ def test_defaults_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert stack.kafka_home() == tmp_path / "kafka"
 
 
-def test_docker_is_unavailable_without_a_socket_or_docker_host(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr(stack, "DOCKER_SOCKETS", (tmp_path / "docker.sock",))
-
-    assert stack.docker_available() is False
-
-
-def test_services_come_from_the_environment_when_both_are_set(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9092")
-    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
-
-    services, started = stack.resolve_services()
-
-    assert (services.bootstrap_servers, services.redis_url, services.source) == (
-        "broker:9092",
-        "redis://cache:6379/0",
-        "env",
-    )
-    assert started is False
-
-
 def test_status_without_a_recorded_stack_says_stopped(tmp_path: Path) -> None:
     current = stack.status(tmp_path)
 
