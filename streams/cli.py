@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "produce": "trackflow.streams.produce:produce",
     "consume": "trackflow.streams.consume:consume",
     "dlq": "trackflow.streams.dlq:dlq",
-    "stack": "trackflow.streams.stack:stack",
+    "stack": "trackflow.streams.stack.cli:stack",
     "simulate": "trackflow.providers.simulator.cli:simulate",
     "top": "trackflow.streams.top:top",
 }

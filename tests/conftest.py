@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def services() -> Iterator[object]:
     """Kafka and Redis: from the environment, testcontainers, or the local stack (in that order)."""
-    from trackflow.streams.stack import resolve_services
+    from tests.services import resolve_services
 
     svc, started = resolve_services()
     os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", svc.bootstrap_servers)

@@ -34,7 +34,7 @@ from trackflow.schemas.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, decode
 from trackflow.streams.deadletter import error_facts
 from trackflow.streams.ingest import stable_track_id
 from trackflow.streams.kafka_io import start_producer
-from trackflow.streams.stack import resolve_services
+from trackflow.streams.stack import StackInfo, down, ensure_running
 
 REPO = Path(__file__).resolve().parents[2]
 TRACKFLOW = str(Path(sys.executable).with_name("trackflow"))
@@ -218,13 +218,24 @@ def report(enriched: list[Any], dead: list[Any], produced: int, metrics_text: st
                   "every track is new to this run, so hits are lookups shared between tracks")
 
 
+def stack_or_env() -> tuple[str, str, StackInfo | None]:
+    """Kafka and Redis from KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when both are set, else the local
+    stack; the StackInfo is returned only when this run started the stack, so it stops it."""
+    env_kafka, env_redis = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
+    if env_kafka and env_redis:
+        return env_kafka, env_redis, None
+    info, started = ensure_running()
+    # One variable alone still overrides its half, as it did for the test suite's lookup.
+    return (env_kafka or info.bootstrap_servers, env_redis or info.redis_url,
+            info if started else None)
+
+
 async def main() -> int:
-    services, started = resolve_services()
+    bootstrap, redis_url, started_stack = await asyncio.to_thread(stack_or_env)
     procs: list[subprocess.Popen[bytes]] = []
     workdir = Path(tempfile.mkdtemp(prefix="trackflow-demo-"))
     try:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": services.bootstrap_servers,
-               "REDIS_URL": services.redis_url}
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "REDIS_URL": redis_url}
         cfg = workdir / "sim.toml"
         cfg.write_text(sim_config())
         console.print(f"[bold]simulator[/] with a generated catalog of {CATALOG_SIZE} tracks")
@@ -248,10 +259,10 @@ async def main() -> int:
         procs.append(worker)
         if not await wait_ready(web_port, worker, workdir):
             return 1
-        start_at = await end_offsets(services.bootstrap_servers,
+        start_at = await end_offsets(bootstrap,
                                      ["tracks.enriched", "tracks.dlq"])
         records, invalid = sample(random.Random(1))
-        producer = await start_producer(services.bootstrap_servers)
+        producer = await start_producer(bootstrap)
         try:
             for key, value, headers in records:
                 await producer.send("tracks.raw", value=value, key=key, headers=headers)
@@ -262,7 +273,7 @@ async def main() -> int:
         console.print(f"[bold]produced[/] {len(records)} records to tracks.raw "
                       f"({invalid} of them invalid on purpose); enriching...")
         keys = {k for k, _, _ in records if k is not None}
-        enriched, dead = await read_from(services.bootstrap_servers, start_at, keys, 180)
+        enriched, dead = await read_from(bootstrap, start_at, keys, 180)
         elapsed = time.monotonic() - began
         async with httpx.AsyncClient(timeout=5) as client:
             metrics_text = (await client.get(f"http://127.0.0.1:{web_port}/metrics")).text
@@ -277,8 +288,8 @@ async def main() -> int:
     finally:
         for proc in reversed(procs):
             stop(proc)
-        if started:
-            services.stop()
+        if started_stack is not None:
+            down(state_dir=started_stack.state_dir)
             console.print("local stack stopped")
 
 

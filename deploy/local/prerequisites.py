@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from trackflow.streams.stack import StackError, ensure_command, find_java, find_redis_server
+from trackflow.streams.stack import StackError
+from trackflow.streams.stack.prerequisites import ensure_command, find_java, find_redis_server
 
 
 def main() -> int:

@@ -237,7 +237,7 @@ class Bench:
     """Everything one benchmark run starts, stopped again by ``async with``.
 
     Kafka and Redis come from ``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL`` when set, else the local
-    stack (``streams.stack.resolve_services``), which is stopped at the end if this run started it.
+    stack (``tests.services.resolve_services``), which is stopped at the end if this run started it.
     """
 
     def __init__(self, name: str, *, keep_logs: bool = False,
@@ -256,7 +256,7 @@ class Bench:
         self._topic_sets = 0
 
     async def __aenter__(self) -> Bench:
-        from trackflow.streams.stack import resolve_services
+        from tests.services import resolve_services
 
         services, started = await asyncio.to_thread(resolve_services, state_dir=self.stack_dir)
         self.bootstrap, self.redis_url = services.bootstrap_servers, services.redis_url

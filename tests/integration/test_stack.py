@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from click.testing import CliRunner
 
 from trackflow.streams import stack
+from trackflow.streams.stack import cli, processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,7 +39,7 @@ async def test_up_reuse_auto_create_off_and_down(tmp_path: Path) -> None:
         )
 
         # The CLI prints nothing but `export` lines on stdout, so `eval "$(...)"` works.
-        result = CliRunner().invoke(stack.stack, ["up", "--state-dir", str(state_dir)])
+        result = CliRunner().invoke(cli.stack, ["up", "--state-dir", str(state_dir)])
         assert result.exit_code == 0, result.output
         assert result.stdout.splitlines() == [
             f"export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap_servers}",
@@ -59,8 +60,8 @@ async def test_up_reuse_auto_create_off_and_down(tmp_path: Path) -> None:
 
     current = stack.status(state_dir)
     assert current.info is None and not current.running, f"expected a stopped stack: {current}"
-    assert not stack.pid_alive(info.kafka_pid), "expected the broker process to be gone"
-    assert not stack.pid_alive(info.redis_pid), "expected the Redis process to be gone"
+    assert not processes.pid_alive(info.kafka_pid), "expected the broker process to be gone"
+    assert not processes.pid_alive(info.redis_pid), "expected the Redis process to be gone"
     assert (state_dir / "kafka" / "data" / "meta.properties").exists(), "expected data kept"
 
     stack.down(state_dir=state_dir, purge=True)

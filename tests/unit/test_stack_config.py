@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trackflow.streams import stack
-from trackflow.streams.stack import Ports, StackError, StackInfo
+from trackflow.streams.stack import Ports, StackError, StackInfo, config
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -40,7 +40,7 @@ def info(tmp_path: Path) -> StackInfo:
 
 def test_server_properties_describe_a_single_combined_kraft_node(tmp_path: Path) -> None:
     ports = Ports(kafka=19092, controller=19093, redis=16379)
-    props = parse_properties(stack.render_server_properties(ports, tmp_path / "data"))
+    props = parse_properties(config.render_server_properties(ports, tmp_path / "data"))
 
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
@@ -55,7 +55,7 @@ def test_server_properties_describe_a_single_combined_kraft_node(tmp_path: Path)
 def test_server_properties_turn_off_auto_create_and_use_replication_factor_one(
     tmp_path: Path,
 ) -> None:
-    props = parse_properties(stack.render_server_properties(Ports(1, 2, 3), tmp_path))
+    props = parse_properties(config.render_server_properties(Ports(1, 2, 3), tmp_path))
 
     assert props["auto.create.topics.enable"] == "false"
     factors = {k: v for k, v in props.items() if "replication.factor" in k or "min.isr" in k}
@@ -66,30 +66,30 @@ def test_server_properties_turn_off_auto_create_and_use_replication_factor_one(
 
 
 def test_properties_escape_backslashes_the_way_java_reads_them() -> None:
-    text = stack.render_server_properties(Ports(1, 2, 3), Path("/odd\\dir"))
+    text = config.render_server_properties(Ports(1, 2, 3), Path("/odd\\dir"))
 
     assert "log.dirs=/odd\\\\dir\n" in text
 
 
 def test_log4j2_config_writes_server_log_into_the_given_folder(tmp_path: Path) -> None:
-    text = stack.render_log4j2(tmp_path / "logs")
+    text = config.render_log4j2(tmp_path / "logs")
 
     assert f"fileName = {tmp_path / 'logs' / 'server.log'}" in text
     assert "rootLogger.appenderRef.file.ref = file" in text
 
 
 def test_choose_ports_picks_three_distinct_free_ports() -> None:
-    ports = stack.choose_ports()
+    ports = config.choose_ports()
 
     chosen = {ports.kafka, ports.controller, ports.redis}
     assert len(chosen) == 3, f"expected three different ports, got {ports}"
-    assert all(stack.port_is_free(p) for p in chosen)
+    assert all(config.port_is_free(p) for p in chosen)
 
 
 def test_choose_ports_keeps_free_explicit_ports() -> None:
-    free = stack.choose_ports()
+    free = config.choose_ports()
 
-    ports = stack.choose_ports(kafka_port=free.kafka, redis_port=free.redis)
+    ports = config.choose_ports(kafka_port=free.kafka, redis_port=free.redis)
 
     assert (ports.kafka, ports.redis) == (free.kafka, free.redis)
     assert ports.controller not in (free.kafka, free.redis)
@@ -100,14 +100,14 @@ def test_an_explicit_port_in_use_is_refused_with_its_number(
     listening_port: int, which: str
 ) -> None:
     with pytest.raises(StackError, match=rf"--{which}-port {listening_port} is already in use"):
-        stack.choose_ports(**{f"{which}_port": listening_port})
+        config.choose_ports(**{f"{which}_port": listening_port})
 
 
 def test_kafka_and_redis_cannot_share_a_port() -> None:
-    port = stack.choose_ports().kafka
+    port = config.choose_ports().kafka
 
     with pytest.raises(StackError, match="cannot share"):
-        stack.choose_ports(kafka_port=port, redis_port=port)
+        config.choose_ports(kafka_port=port, redis_port=port)
 
 
 def test_state_round_trips_through_json(tmp_path: Path) -> None:
@@ -117,22 +117,22 @@ def test_state_round_trips_through_json(tmp_path: Path) -> None:
 
 
 def test_read_state_is_none_without_a_state_file(tmp_path: Path) -> None:
-    assert stack.read_state(tmp_path) is None
+    assert config.read_state(tmp_path) is None
 
 
 @pytest.mark.parametrize("content", ["not json", "{}", '{"ports": []}', "[]"])
 def test_read_state_treats_an_unreadable_state_file_as_no_stack(
     tmp_path: Path, content: str
 ) -> None:
-    (tmp_path / stack.STATE_FILE).write_text(content)
+    (tmp_path / config.STATE_FILE).write_text(content)
 
-    assert stack.read_state(tmp_path) is None
+    assert config.read_state(tmp_path) is None
 
 
 def test_read_state_reads_what_up_writes(tmp_path: Path) -> None:
-    (tmp_path / stack.STATE_FILE).write_text(info(tmp_path).to_json())
+    (tmp_path / config.STATE_FILE).write_text(info(tmp_path).to_json())
 
-    assert stack.read_state(tmp_path) == info(tmp_path)
+    assert config.read_state(tmp_path) == info(tmp_path)
 
 
 def test_env_names_the_variables_the_app_reads(tmp_path: Path) -> None:
@@ -152,69 +152,44 @@ def test_env_names_the_variables_the_app_reads(tmp_path: Path) -> None:
     ],
 )
 def test_java_major_reads_java_version_output(output: str, major: int | None) -> None:
-    assert stack.java_major(output) == major
+    assert config.java_major(output) == major
 
 
 def test_cluster_ids_look_like_kafka_uuids() -> None:
-    ids = {stack.new_cluster_id() for _ in range(200)}
+    ids = {config.new_cluster_id() for _ in range(200)}
 
     assert len(ids) == 200
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
 
 
 def test_jars_are_complete_only_when_the_marker_lists_present_jars(tmp_path: Path) -> None:
-    assert not stack.jars_complete(tmp_path), "expected an empty folder to need a fetch"
+    assert not config.jars_complete(tmp_path), "expected an empty folder to need a fetch"
 
     (tmp_path / "kafka_2.13-4.1.1.jar").write_bytes(b"jar")
-    assert not stack.jars_complete(tmp_path), "expected jars without a marker to need a fetch"
+    assert not config.jars_complete(tmp_path), "expected jars without a marker to need a fetch"
 
     marker = {"kafka": "4.1.1", "jars": ["kafka_2.13-4.1.1.jar", "kafka-clients-4.1.1.jar"]}
-    (tmp_path / stack.JARS_MARKER).write_text(json.dumps(marker))
-    assert not stack.jars_complete(tmp_path), "expected a missing listed jar to need a fetch"
+    (tmp_path / config.JARS_MARKER).write_text(json.dumps(marker))
+    assert not config.jars_complete(tmp_path), "expected a missing listed jar to need a fetch"
 
     (tmp_path / "kafka-clients-4.1.1.jar").write_bytes(b"jar")
-    assert stack.jars_complete(tmp_path)
+    assert config.jars_complete(tmp_path)
 
 
 def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     log.write_text("".join(f"line {i}\n" for i in range(100)))
 
-    assert stack.tail(log, lines=2) == "line 98\nline 99"
-    assert "missing" in stack.tail(tmp_path / "nope.log")
+    assert config.tail(log, lines=2) == "line 98\nline 99"
+    assert "missing" in config.tail(tmp_path / "nope.log")
 
 
 def test_defaults_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TRACKFLOW_STACK_DIR", str(tmp_path / "stack"))
     monkeypatch.setenv("TRACKFLOW_KAFKA_HOME", str(tmp_path / "kafka"))
 
-    assert stack.default_state_dir() == tmp_path / "stack"
-    assert stack.kafka_home() == tmp_path / "kafka"
-
-
-def test_docker_is_unavailable_without_a_socket_or_docker_host(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr(stack, "DOCKER_SOCKETS", (tmp_path / "docker.sock",))
-
-    assert stack.docker_available() is False
-
-
-def test_services_come_from_the_environment_when_both_are_set(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9092")
-    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
-
-    services, started = stack.resolve_services()
-
-    assert (services.bootstrap_servers, services.redis_url, services.source) == (
-        "broker:9092",
-        "redis://cache:6379/0",
-        "env",
-    )
-    assert started is False
+    assert config.default_state_dir() == tmp_path / "stack"
+    assert config.kafka_home() == tmp_path / "kafka"
 
 
 def test_status_without_a_recorded_stack_says_stopped(tmp_path: Path) -> None:

@@ -1,0 +1,84 @@
+"""``trackflow stack up / status / down``: the click commands over the lifecycle API."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from trackflow.streams.stack.config import StackError
+from trackflow.streams.stack.lifecycle import down, status, up
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the stack keeps config, data and logs [default: $TRACKFLOW_STACK_DIR or "
+    "~/.cache/trackflow/stack].",
+)
+
+
+@click.group()
+def stack() -> None:
+    """Run a real single-node Kafka and Redis locally, without Docker."""
+    # Progress goes to stderr: stdout of `stack up` is only `export` lines for eval.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+
+
+@stack.command("up")
+@click.option("--kafka-port", type=int, default=None, help="Kafka port [default: a free one].")
+@click.option("--redis-port", type=int, default=None, help="Redis port [default: a free one].")
+@_state_dir_option
+def up_command(kafka_port: int | None, redis_port: int | None, state_dir: Path | None) -> None:
+    """Start the stack (or find it running); print `export` lines for `eval`."""
+    started = time.monotonic()
+    try:
+        info = up(kafka_port=kafka_port, redis_port=redis_port, state_dir=state_dir)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"stack ready in {time.monotonic() - started:.1f}s (state: {info.state_dir})", err=True
+    )
+    for name, value in info.env().items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+
+
+@stack.command("status")
+@_state_dir_option
+def status_command(state_dir: Path | None) -> None:
+    """Show what runs; exit status 0 only when Kafka and Redis both answer."""
+    current = status(state_dir)
+    if current.info is None:
+        click.echo("stopped (no stack recorded)")
+        raise SystemExit(1)
+    info = current.info
+    for name, alive, answering, where, pid in (
+        (
+            "kafka",
+            current.kafka_alive,
+            current.kafka_answering,
+            info.bootstrap_servers,
+            info.kafka_pid,
+        ),
+        ("redis", current.redis_alive, current.redis_answering, info.redis_url, info.redis_pid),
+    ):
+        state = "answering" if answering else "not answering" if alive else "stopped"
+        click.echo(f"{name}: {state} at {where} (pid {pid})")
+    click.echo(f"state: {info.state_dir}")
+    raise SystemExit(0 if current.running else 1)
+
+
+@stack.command("down")
+@click.option("--purge", is_flag=True, help="Also delete the stack's data, logs and config.")
+@_state_dir_option
+def down_command(purge: bool, state_dir: Path | None) -> None:
+    """Stop Kafka and Redis; keep their data unless --purge."""
+    try:
+        down(state_dir=state_dir, purge=purge)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("stack stopped" + (" and purged" if purge else ""), err=True)

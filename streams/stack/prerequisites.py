@@ -1,0 +1,111 @@
+"""What the local stack needs on the machine: Java 17+, the Kafka jars (via Maven), redis-server.
+
+Missing commands are installed with apt-get when we are root on Debian, else the error says how.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from trackflow.streams.stack.config import (
+    JARS_MARKER,
+    KAFKA_VERSION,
+    POM,
+    StackError,
+    jars_complete,
+    java_major,
+)
+from trackflow.streams.stack.processes import locked, run_quietly
+
+log = logging.getLogger("trackflow.stack")
+
+
+def find_java() -> str:
+    """A ``java`` of version 17 or newer: JAVA_HOME's first, else the one on PATH."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home, "bin", "java") if java_home else None
+    java = str(candidate) if candidate and candidate.is_file() else shutil.which("java")
+    hint = (
+        "Kafka 4.1 needs Java 17 or newer. Install it (Debian/Ubuntu: "
+        "`sudo apt-get install -y openjdk-17-jre-headless`; macOS: `brew install openjdk@17`) "
+        "and put it on PATH or set JAVA_HOME."
+    )
+    if java is None:
+        raise StackError(f"no `java` found (JAVA_HOME unset, nothing on PATH). {hint}")
+    try:
+        probe = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise StackError(f"{java} does not run ({exc}). {hint}") from exc
+    major = java_major(probe.stderr + probe.stdout)
+    if major is None or major < 17:
+        raise StackError(f"{java} is Java {major or 'of unknown version'}. {hint}")
+    return java
+
+
+def ensure_jars(home: Path) -> Path:
+    """The folder of Kafka broker jars, fetched from Maven Central when missing or incomplete."""
+    libs = home / "libs"
+    if jars_complete(libs):
+        return libs
+    with locked(home / ".lock"):
+        if jars_complete(libs):  # another process fetched them while we waited for the lock
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise StackError(
+                "Maven (`mvn`) is needed once to fetch the Kafka jars and is not on PATH. Install "
+                "it (Debian/Ubuntu: `sudo apt-get install -y maven`; macOS: `brew install maven`)."
+            )
+        if not POM.is_file():
+            raise StackError(f"{POM} is missing; run from a checkout of the trackflow repository")
+        # Fetch into a fresh folder first: a half-copied jar must never land in libs.
+        partial = home / f"libs.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        log.info("stack.jars.fetch kafka=%s into=%s (first run only)", KAFKA_VERSION, libs)
+        argv = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
+        try:
+            fetch = [*argv, f"-DoutputDirectory={partial}"]
+            run_quietly(fetch, "fetching the Kafka jars with Maven")
+            jars = sorted(p.name for p in partial.glob("*.jar"))
+            if f"kafka_2.13-{KAFKA_VERSION}.jar" not in jars:
+                raise StackError(f"Maven finished without kafka_2.13-{KAFKA_VERSION}.jar")
+            # Move jar by jar (each rename is atomic) rather than swapping the folder, so a broker
+            # starting from libs meanwhile never finds it missing; drop jars from other versions.
+            libs.mkdir(parents=True, exist_ok=True)
+            for jar in jars:
+                os.replace(partial / jar, libs / jar)
+            for stale in {p.name for p in libs.glob("*.jar")} - set(jars):
+                (libs / stale).unlink()
+            (libs / JARS_MARKER).write_text(json.dumps({"kafka": KAFKA_VERSION, "jars": jars}))
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return libs
+
+
+def ensure_command(command: str, package: str, how_to_install: str) -> str:
+    """``command`` from PATH; installed with apt-get when we are root on Debian, else an error."""
+    found = shutil.which(command)
+    if found is None and Path("/etc/debian_version").exists() and os.geteuid() == 0:
+        log.info("stack.install command=%s package=%s via=apt-get", command, package)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run_quietly(["apt-get", "update", "-q"], "apt-get update", env)
+        run_quietly(["apt-get", "install", "-y", "-q", package], f"apt-get install {package}", env)
+        found = shutil.which(command)
+    if found is None:
+        raise StackError(f"`{command}` is not on PATH. Install it: {how_to_install}")
+    return found
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH; installed with apt when we are root on Debian."""
+    return ensure_command(
+        "redis-server",
+        "redis-server",
+        "`sudo apt-get install -y redis-server` (Debian/Ubuntu), `sudo dnf install -y redis` "
+        "(Fedora) or `brew install redis` (macOS).",
+    )
