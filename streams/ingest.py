@@ -15,7 +15,6 @@ import io
 import json
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,6 @@ DURATION_KEYS = ("duration", "length", "time")
 ALBUM_KEYS = ("album", "album_name", "album name", "release")
 ID_KEYS = ("track_id", "id")
 SPOTIFY_KEYS = ("spotify_id", "spotify_track_id")
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A row that could not become a RawTrack."""
-
-    line: int
-    """1-based line (or row) number in the input."""
-    reason: str
-    """Why, in plain words."""
 
 
 def stable_track_id(artist: str, title: str, isrc: str | None = None) -> str:
