@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trackflow.providers.normalize import normalize_isrc
+
 MAX_TEXT = 512
 MIN_DURATION_MS = 1_000
 MAX_DURATION_MS = 3 * 60 * 60 * 1_000
-ISRC_RE = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
 
 #: Fields of EnrichedTrack that providers fill, in the order reports list them.
 TARGET_FIELDS: tuple[str, ...] = (
@@ -57,11 +57,6 @@ def _clean_text(record: Mapping[str, Any], name: str, *, required: bool) -> str 
     return text
 
 
-def normalize_isrc(value: str) -> str:
-    """Upper-case an ISRC and drop hyphens and spaces (``us-rc1-76-07839`` -> ``USRC17607839``)."""
-    return value.replace("-", "").replace(" ", "").strip().upper()
-
-
 def validate_raw(record: Mapping[str, Any]) -> dict[str, Any]:
     """Return a normalised copy of a RawTrack, or raise :class:`InvalidRecord`."""
     track_id = record.get("track_id")
@@ -77,8 +72,8 @@ def validate_raw(record: Mapping[str, Any]) -> dict[str, Any]:
         out[optional] = _clean_text(record, optional, required=False)
     isrc = record.get("isrc")
     if isrc is not None and (not isinstance(isrc, str) or isrc.strip()):
-        norm = normalize_isrc(isrc) if isinstance(isrc, str) else ""
-        if not ISRC_RE.match(norm):
+        norm = normalize_isrc(isrc) if isinstance(isrc, str) else None
+        if norm is None:
             raise InvalidRecord("invalid_isrc", "isrc",
                                 f"isrc {str(isrc)[:40]!r} does not match CC-XXX-YY-NNNNN")
         out["isrc"] = norm

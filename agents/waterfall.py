@@ -209,10 +209,6 @@ class Waterfall:
         self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
         self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
-    @property
-    def order(self) -> list[str]:
-        return list(self._order)
-
     async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
         if self._results is None:
             return await self._run(raw)

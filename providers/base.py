@@ -12,36 +12,11 @@ knowing, which is what keeps the clients small and unit-testable with ``httpx.Mo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 JSON = Any
 """A JSON-compatible value (what a gate may cache)."""
-
-#: Canonical field names a candidate may carry, shared with the EnrichedTrack schema.
-CANDIDATE_FIELDS = frozenset(
-    {
-        "title",
-        "artist",
-        "album",
-        "release_date",
-        "duration_ms",
-        "label",
-        "isrc",
-        "spotify_id",
-        "musicbrainz_recording_id",
-        "deezer_id",
-        "discogs_release_id",
-        "bpm",
-        "key",
-        "genres",
-        "tags",
-        "popularity",
-        "listeners",
-        "playcount",
-        "deezer_rank",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +46,7 @@ class Candidate:
     provider: str
     """Name of the provider that answered (``spotify``, ``musicbrainz``...)."""
     fields: Mapping[str, Any]
-    """Canonical fields (see ``CANDIDATE_FIELDS``); absent keys mean unknown."""
+    """Canonical fields (named as in the EnrichedTrack schema); absent keys mean unknown."""
     provider_score: float | None = None
     """The provider's own relevance score scaled to 0..1, when it gives one."""
     via: str = "search"
@@ -110,8 +85,6 @@ class CallSpec:
     """Normalised query that identifies the answer (cache key part); never a credential."""
     cacheable: bool = True
     """False for calls whose answer must not be cached (tokens)."""
-    extra: Mapping[str, str] = field(default_factory=dict)
-    """Free-form labels for logging; never secrets."""
 
 
 class CallGate(Protocol):

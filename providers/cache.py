@@ -38,7 +38,7 @@ from redis.backoff import NoBackoff
 
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.context import record_or_none
-from trackflow.streams.metrics import CACHE_ERRORS, CACHE_OPERATION_DURATION, CACHE_REQUESTS
+from trackflow.providers.metrics import CACHE_ERRORS, CACHE_OPERATION_DURATION, CACHE_REQUESTS
 
 log = logging.getLogger(__name__)
 

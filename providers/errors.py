@@ -12,9 +12,6 @@ from __future__ import annotations
 class TrackflowError(Exception):
     """Base of every error trackflow raises on purpose."""
 
-    #: Whether trying the same thing later may succeed.
-    retryable: bool = False
-
 
 class ConfigError(TrackflowError):
     """Invalid configuration; the message names the offending key."""
@@ -34,8 +31,6 @@ class ProviderError(TrackflowError):
 
 class TransientError(ProviderError):
     """Worth retrying later: 5xx, timeouts, 429/503 rate limits, quota answers."""
-
-    retryable = True
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trackflow.providers import metrics
 from trackflow.providers.backoff import RetryBudget, retry_call
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
@@ -37,11 +38,8 @@ from trackflow.providers.cache import ProviderCache
 from trackflow.providers.context import current_record
 from trackflow.providers.errors import FeatureUnavailable, NotFound, PermanentError, TransientError
 from trackflow.providers.ratelimit import next_slot, slot_time
-from trackflow.streams import metrics
 
 log = logging.getLogger("trackflow.providers.gate")
-
-BREAKER_STATE_VALUE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
 class BreakerOpen(TransientError):
@@ -201,7 +199,7 @@ class ResilientGate:
             return
         states = [s.breaker for s in self._local.values()]
         metrics.BREAKER_STATE.labels(provider=self.provider).set(
-            max(BREAKER_STATE_VALUE[b.state] for b in states))
+            max(metrics.BREAKER_STATE_VALUES[b.state] for b in states))
         metrics.BREAKER_FAILURE_RATE.labels(provider=self.provider).set(
             max(b.failure_rate() for b in states))
         now = self._clock()

@@ -88,9 +88,6 @@ class SchemaRegistry:
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fp.get(fp)
 
-    def versions(self, name: str) -> list[SchemaVersion]:
-        return [self._by_name[name][v] for v in sorted(self._by_name[name])]
-
 
 def _expand(node: Any, named: dict[str, dict[str, Any]], seen: set[str]) -> Any:
     """Replace references to records defined in other files with their definitions (once each)."""

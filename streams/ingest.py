@@ -13,12 +13,12 @@ import csv
 import hashlib
 import io
 import json
-import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from trackflow.providers import normalize
 
 ARTIST_KEYS = ("artist", "artist_name", "artists", "artist name", "performer")
 TITLE_KEYS = ("title", "track", "song", "name", "track_name", "track name", "song_name")
@@ -28,17 +28,6 @@ DURATION_KEYS = ("duration", "length", "time")
 ALBUM_KEYS = ("album", "album_name", "album name", "release")
 ID_KEYS = ("track_id", "id")
 SPOTIFY_KEYS = ("spotify_id", "spotify_track_id")
-_DASH_SPLIT = re.compile(r"\s+[-\u2013\u2014]\s+")
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A row that could not become a RawTrack."""
-
-    line: int
-    """1-based line (or row) number in the input."""
-    reason: str
-    """Why, in plain words."""
 
 
 def stable_track_id(artist: str, title: str, isrc: str | None = None) -> str:
@@ -124,11 +113,12 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def split_artist_title(text: str) -> tuple[str | None, str]:
-    """``"Artist - Title"`` -> (artist, title); (None, text) when there is no separator."""
-    parts = _DASH_SPLIT.split(text.strip(), maxsplit=1)
-    if len(parts) == 2 and parts[0].strip() and parts[1].strip():
-        return parts[0].strip(), parts[1].strip()
-    return None, text.strip()
+    """``"Artist - Title"`` -> (artist, title); (None, text) when there is no separator.
+
+    The producer's reading of :func:`providers.normalize.split_artist_title`, which splits.
+    """
+    split = normalize.split_artist_title(text)
+    return split if split is not None else (None, text.strip())
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | str]]:

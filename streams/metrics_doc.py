@@ -1,5 +1,5 @@
-"""Render ``docs/metrics.md``: the metrics contract, generated from :mod:`streams.metrics`
-(and the ``faust_*`` families of :mod:`streams.faust_metrics`).
+"""Render ``docs/metrics.md``: the metrics contract, generated from :mod:`providers.metrics`
+and :mod:`streams.metrics` (and the ``faust_*`` families of :mod:`streams.faust_metrics`).
 
 ``python -m trackflow.streams.metrics_doc > docs/metrics.md`` rewrites it; the metrics contract
 test fails when the committed file differs from what this module renders, so the table cannot
@@ -9,14 +9,18 @@ against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from trackflow.streams import metrics as metrics_module
+from trackflow.providers import metrics as provider_metrics
+from trackflow.streams import metrics as stream_metrics
 from trackflow.streams.faust_metrics import exported_families
 
+#: Modules whose families make the contract, the providers layer's first.
+METRIC_MODULES: tuple[ModuleType, ...] = (provider_metrics, stream_metrics)
 #: Unit of a family, from the end of its name (checked in this order).
 _UNIT_SUFFIXES: tuple[tuple[str, str], ...] = (
     ("_seconds", "seconds"),
@@ -98,20 +102,22 @@ def _family(metric: MetricWrapperBase) -> Family:
     return Family(exposed, kind, labels, doc, _unit(base, exposed), _area(base), samples)
 
 
-def families(module: ModuleType = metrics_module) -> list[Family]:
-    """Every ``trackflow_*`` family defined in ``module``, in definition order."""
-    found = [_family(v) for v in vars(module).values() if isinstance(v, MetricWrapperBase)]
+def families(modules: Sequence[ModuleType] = METRIC_MODULES) -> list[Family]:
+    """Every ``trackflow_*`` family defined in ``modules``, module by module in definition
+    order."""
+    found = [_family(v) for module in modules for v in vars(module).values()
+             if isinstance(v, MetricWrapperBase)]
     return [f for f in found if f.name.startswith("trackflow_")]
 
 
-def sample_names(module: ModuleType = metrics_module) -> dict[str, Family]:
+def sample_names(modules: Sequence[ModuleType] = METRIC_MODULES) -> dict[str, Family]:
     """Every sample name a scrape may show -> the family it belongs to."""
-    return {s: f for f in families(module) for s in f.samples}
+    return {s: f for f in families(modules) for s in f.samples}
 
 
-def render(module: ModuleType = metrics_module) -> str:
+def render(modules: Sequence[ModuleType] = METRIC_MODULES) -> str:
     """The Markdown of ``docs/metrics.md``."""
-    fams = families(module)
+    fams = families(modules)
     out = [
         "# Metrics contract",
         "",

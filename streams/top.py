@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from trackflow.streams.metrics import BREAKER_STATE_VALUES
+from trackflow.providers.metrics import BREAKER_STATE_VALUES
 
 DEFAULT_URL = "http://127.0.0.1:6066/metrics"
 STATE_NAMES = {v: k for k, v in BREAKER_STATE_VALUES.items()}

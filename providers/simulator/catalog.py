@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from trackflow.providers.normalize import normalize_isrc
 from trackflow.providers.simulator.search import Hit, SearchIndex
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -203,7 +204,7 @@ class Catalog:
 
     def by_isrc(self, isrc: str) -> list[Track]:
         """Every appearance of the recording with this ISRC (empty when unknown)."""
-        return list(self._by_isrc.get(isrc.upper().replace("-", ""), ()))
+        return list(self._by_isrc.get(normalize_isrc(isrc) or "", ()))
 
     def by_spotify_id(self, spotify_id: str) -> Track | None:
         """The appearance with this Spotify track id."""

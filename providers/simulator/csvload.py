@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from trackflow.providers.normalize import normalize_isrc
 from trackflow.providers.simulator.catalog import (
-    ISRC_RE,
     PITCHES,
     Catalog,
     Track,
@@ -95,9 +95,7 @@ def native_track(row: Row) -> Track | None:
     if not artist or not title or has_mojibake(artist, title, album):
         return None
     date = _date(row.get("release_date") or "")
-    isrc = (row.get("isrc") or "").strip().upper().replace("-", "")
-    if not ISRC_RE.match(isrc):
-        isrc = synthetic_isrc(artist, title, int(date[:4]))
+    isrc = normalize_isrc(row.get("isrc")) or synthetic_isrc(artist, title, int(date[:4]))
     duration = int(_float(row.get("duration_ms"))) or int_id(
         "dur", artist, title, low=150_000, high=300_000
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from trackflow.streams import metrics
+from trackflow.providers import metrics
 from trackflow.streams.metrics_doc import families, render, sample_names
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
