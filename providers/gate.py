@@ -375,20 +375,3 @@ class GateSet:
         """When ``provider``'s breaker for ``partition`` lets a probe through (0: not open)."""
         gate = self.gates.get(provider)
         return gate.open_until(partition) if gate is not None else 0.0
-
-
-def policy_from_settings(ps: Any) -> ProviderPolicy:
-    """A ProviderPolicy from a ``streams.settings.ProviderSettings``."""
-    b = ps.breaker
-    return ProviderPolicy(
-        rate=ps.rate, rate_slack_s=ps.rate_slack_s, window_s=ps.window_s, max_wait_s=ps.max_wait_s,
-        timeout_s=ps.timeout_s, max_attempts=ps.max_attempts, backoff_base_s=ps.backoff_base_s,
-        backoff_cap_s=ps.backoff_cap_s, retry_budget_ratio=ps.retry_budget_ratio,
-        breaker=BreakerConfig(
-            window_size=b.window_size, minimum_calls=b.minimum_calls,
-            failure_rate_threshold=b.failure_rate_threshold,
-            consecutive_failures=b.consecutive_failures, slow_call_s=b.slow_call_s,
-            slow_call_rate_threshold=b.slow_call_rate_threshold,
-            half_open_max_probes=b.half_open_max_probes,
-            half_open_successes=b.half_open_successes, open_base_s=b.open_base_s,
-            open_cap_s=b.open_cap_s))

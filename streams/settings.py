@@ -20,7 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trackflow.providers.breaker import BreakerConfig
+from trackflow.providers.cache import CacheTtls
 from trackflow.providers.errors import ConfigError
+from trackflow.providers.gate import ProviderPolicy
 
 ENV_PREFIX = "TRACKFLOW_"
 
@@ -76,7 +79,7 @@ PROVIDER_NAMES = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
 
 
 class BreakerSettings(_Section):
-    """Circuit breaker thresholds (see providers.breaker.BreakerConfig)."""
+    """Circuit breaker thresholds: the settable fields of providers.breaker.BreakerConfig."""
 
     window_size: int = Field(20, ge=1, le=1000)
     minimum_calls: int = Field(5, ge=1, le=1000)
@@ -113,6 +116,12 @@ class ProviderSettings(_Section):
     requires: list[str] = []
     """Fields that must be known before this stage runs (e.g. ``["isrc"]``)."""
     breaker: BreakerSettings = BreakerSettings()
+
+    def policy(self) -> ProviderPolicy:
+        """How the gate calls this provider. Every call and breaker setting is passed by name:
+        a setting the policy does not know stops start-up instead of being ignored."""
+        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "breaker"})
+        return ProviderPolicy(**calls, breaker=BreakerConfig(**self.breaker.model_dump()))
 
 
 class FieldRule(_Section):
@@ -177,7 +186,16 @@ class CacheSettings(_Section):
     ttl_id_s: float = Field(30 * 86_400, gt=0)
     ttl_search_s: float = Field(86_400, gt=0)
     ttl_tags_s: float = Field(7 * 86_400, gt=0)
+    ttl_features_s: float = Field(7 * 86_400, gt=0)
+    """Spotify audio features (BPM, key)."""
     ttl_not_found_s: float = Field(3_600, gt=0)
+
+    def ttls(self) -> CacheTtls:
+        """The cache's TTLs: one per lookup kind the provider clients make."""
+        return CacheTtls(by_kind={"isrc": self.ttl_id_s, "id": self.ttl_id_s,
+                                  "search": self.ttl_search_s, "tags": self.ttl_tags_s,
+                                  "features": self.ttl_features_s},
+                         default=self.ttl_search_s, not_found=self.ttl_not_found_s)
 
 
 class DlqSettings(_Section):

@@ -16,9 +16,9 @@ from trackflow.agents.reprocess import register_reprocess_agent
 from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handler, declare_table
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
 from trackflow.agents.waterfall import ResultCache, Waterfall
-from trackflow.providers.cache import CacheTtls, ProviderCache
+from trackflow.providers.cache import ProviderCache
 from trackflow.providers.errors import ConfigError
-from trackflow.providers.gate import GateSet, ResilientGate, policy_from_settings
+from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.registry import build_providers
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
 from trackflow.streams.settings import Settings, load_settings
@@ -31,10 +31,8 @@ def build_cache(settings: Settings) -> ProviderCache | None:
     c = settings.cache
     if not c.enabled:
         return None
-    ttls = CacheTtls(by_kind={"isrc": c.ttl_id_s, "id": c.ttl_id_s, "search": c.ttl_search_s,
-                              "tags": c.ttl_tags_s, "features": c.ttl_tags_s},
-                     default=c.ttl_search_s, not_found=c.ttl_not_found_s)
-    return ProviderCache(settings.redis_url, namespace=c.namespace, lru_size=c.lru_size, ttls=ttls)
+    return ProviderCache(settings.redis_url, namespace=c.namespace, lru_size=c.lru_size,
+                         ttls=c.ttls())
 
 
 def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
@@ -47,7 +45,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
     cache = build_cache(settings)
     gates = GateSet({
-        name: ResilientGate(name, policy_from_settings(settings.providers[name]),
+        name: ResilientGate(name, settings.providers[name].policy(),
                             partitions=settings.kafka.partitions, state=state, cache=cache)
         for name in enabled
     })

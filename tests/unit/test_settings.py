@@ -43,3 +43,29 @@ def test_missing_or_broken_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("[kafka\n")
     with pytest.raises(ConfigError):
         load_settings(bad, env={})
+
+
+def test_provider_settings_hand_out_the_gate_policy_with_every_value_passed_through() -> None:
+    s = load_settings(None, env={
+        "TRACKFLOW_PROVIDERS__SPOTIFY__RATE": "7.5",
+        "TRACKFLOW_PROVIDERS__SPOTIFY__WINDOW_S": "30",
+        "TRACKFLOW_PROVIDERS__SPOTIFY__MAX_ATTEMPTS": "4",
+        "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__CONSECUTIVE_FAILURES": "9",
+        "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__OPEN_CAP_S": "42"})
+    settings = s.providers["spotify"]
+    policy = settings.policy()
+    assert (policy.rate, policy.window_s, policy.max_attempts) == (7.5, 30.0, 4)
+    assert (policy.breaker.consecutive_failures, policy.breaker.open_cap_s) == (9, 42.0)
+    for name, value in settings.model_dump(exclude={"enabled", "min_confidence", "requires",
+                                                     "breaker"}).items():
+        assert getattr(policy, name) == value, f"policy.{name} should be the setting's {value}"
+    for name, value in settings.breaker.model_dump().items():
+        assert getattr(policy.breaker, name) == value, f"breaker.{name} should be {value}"
+
+
+def test_every_lookup_kind_has_its_own_cache_ttl() -> None:
+    s = load_settings(None, env={"TRACKFLOW_CACHE__TTL_FEATURES_S": "123",
+                                     "TRACKFLOW_CACHE__TTL_TAGS_S": "456"})
+    ttls = s.cache.ttls()
+    assert ttls.by_kind["features"] == 123 and ttls.by_kind["tags"] == 456
+    assert ttls.by_kind["isrc"] == ttls.by_kind["id"] == s.cache.ttl_id_s
