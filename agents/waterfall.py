@@ -31,30 +31,16 @@ from trackflow.providers.base import Candidate, Provider, TrackQuery
 from trackflow.providers.context import AnswersUsed, current_record
 from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
 from trackflow.providers.matching import best_match
+from trackflow.providers.specs import SPECS
 from trackflow.streams import metrics
 from trackflow.streams.deadletter import Failure
 from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.agents.waterfall")
 
-#: What each provider's candidates can carry.
-PROVIDES: Mapping[str, frozenset[str]] = {
-    "musicbrainz": frozenset({"musicbrainz_recording_id", "isrc", "release_date", "duration_ms",
-                              "album", "genres", "tags"}),
-    "spotify": frozenset({"spotify_id", "isrc", "popularity", "album", "release_date",
-                          "duration_ms", "label", "bpm", "key"}),
-    "deezer": frozenset({"deezer_id", "bpm", "isrc", "duration_ms", "album", "release_date",
-                         "deezer_rank"}),
-    "lastfm": frozenset({"tags", "listeners", "playcount", "musicbrainz_recording_id"}),
-    "discogs": frozenset({"discogs_release_id", "label", "genres", "release_date"}),
-}
-
 _INT_FIELDS = {"duration_ms", "deezer_id", "discogs_release_id", "popularity", "listeners",
                "playcount", "deezer_rank"}
 _LIST_FIELDS = {"genres", "tags"}
-# A release-level answer (Discogs finds releases, not recordings) is weaker evidence than a
-# recording match, so its confidence is capped.
-_RELEASE_LEVEL_CAP = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +66,7 @@ def plan_stage(provider: str, known: Mapping[str, FieldValue], settings: Setting
         return StagePlan(provider, frozenset(), "complete")
     rules = settings.waterfall.fields
     allowed = {f for f, rule in rules.items() if provider in rule.providers}
-    fillable = frozenset(PROVIDES.get(provider, frozenset()) & allowed & missing)
+    fillable = frozenset(SPECS[provider].provides & allowed & missing)
     if not fillable:
         return StagePlan(provider, fillable, "nothing_to_fill")
     for needed in settings.providers[provider].requires:
@@ -122,10 +108,10 @@ def query_for(raw: Mapping[str, Any], known: Mapping[str, FieldValue]) -> TrackQ
 
 def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candidate]
                   ) -> list[Candidate]:
-    if provider != "discogs":
+    if not SPECS[provider].release_level:
         return list(candidates)
-    # Discogs answers with releases found by its track filter: they have no track title, so the
-    # release must agree on the artist and we take the title from the query.
+    # Releases found by a track filter have no track title: the release must agree on the
+    # artist, and the title is the query's.
     return [Candidate(c.provider, {**c.fields, "title": c.get("title") or query.title},
                       c.provider_score, c.via) for c in candidates]
 
@@ -278,9 +264,7 @@ class Waterfall:
         if match is None:
             return Outcome(name, "not_found", "no_candidates" if not candidates
                            else "no_confident_match")
-        confidence = match.confidence
-        if name == "discogs":
-            confidence = min(confidence, _RELEASE_LEVEL_CAP)
+        confidence = min(match.confidence, SPECS[name].confidence_cap)
         rules = self._settings.waterfall.fields
         for field_name in plan.fillable:
             value = convert(field_name, match.candidate.get(field_name))

@@ -24,6 +24,7 @@ from trackflow.providers.breaker import BreakerConfig
 from trackflow.providers.cache import CacheTtls
 from trackflow.providers.errors import ConfigError
 from trackflow.providers.gate import ProviderPolicy
+from trackflow.providers.specs import PROVIDER_NAMES, SPECS
 
 ENV_PREFIX = "TRACKFLOW_"
 
@@ -75,7 +76,6 @@ class WorkerSettings(_Section):
     anyway: a crashed worker must never linger without consuming."""
 
 
-PROVIDER_NAMES = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
 
 
 class BreakerSettings(_Section):
@@ -132,27 +132,10 @@ class FieldRule(_Section):
 
 
 def _default_fields() -> dict[str, FieldRule]:
-    every = list(PROVIDER_NAMES)
-    rules = {
-        "isrc": ["musicbrainz", "spotify", "deezer"],
-        "musicbrainz_recording_id": ["musicbrainz", "lastfm"],
-        "spotify_id": ["spotify"],
-        "deezer_id": ["deezer"],
-        "discogs_release_id": ["discogs"],
-        "album": ["musicbrainz", "spotify", "deezer"],
-        "release_date": ["musicbrainz", "spotify", "deezer", "discogs"],
-        "duration_ms": ["musicbrainz", "spotify", "deezer"],
-        "label": ["discogs", "spotify"],
-        "bpm": ["deezer", "spotify"],
-        "key": ["spotify"],
-        "genres": ["discogs", "musicbrainz", "lastfm"],
-        "tags": ["lastfm", "musicbrainz"],
-        "popularity": ["spotify"],
-        "listeners": ["lastfm"],
-        "playcount": ["lastfm"],
-        "deezer_rank": ["deezer"],
-    }
-    return {f: FieldRule(providers=[p for p in every if p in ps]) for f, ps in rules.items()}
+    """By default a provider may fill every field it provides (``ProviderSpec.provides``)."""
+    fields = sorted({f for spec in SPECS.values() for f in spec.provides})
+    return {f: FieldRule(providers=[n for n, spec in SPECS.items() if f in spec.provides])
+            for f in fields}
 
 
 class WaterfallSettings(_Section):
@@ -216,17 +199,10 @@ class DlqSettings(_Section):
 
 # (calls per second, the window the provider counts them in), from each API's documentation;
 # Spotify publishes no number (it uses a rolling 30 s window), Last.fm asks for about 5/s.
-_DEFAULT_LIMITS = {"musicbrainz": (1.0, 1.0), "spotify": (5.0, 30.0), "deezer": (10.0, 5.0),
-                   "lastfm": (5.0, 1.0), "discogs": (1.0, 60.0)}
-
-
 def _default_providers() -> dict[str, ProviderSettings]:
-    return {name: ProviderSettings(
-        rate=_DEFAULT_LIMITS[name][0],
-        window_s=_DEFAULT_LIMITS[name][1],
-        # Deezer's BPM is reliable only by ISRC; a search costs two calls per track.
-        requires=["isrc"] if name == "deezer" else [],
-    ) for name in PROVIDER_NAMES}
+    return {name: ProviderSettings(rate=spec.rate, window_s=spec.window_s,
+                                   requires=list(spec.requires))
+            for name, spec in SPECS.items()}
 
 
 class Settings(_Section):

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-PROVIDERS = ("spotify", "musicbrainz", "deezer", "lastfm", "discogs")
+from trackflow.providers.specs import PROVIDER_NAMES
+
+PROVIDERS = PROVIDER_NAMES
 
 SPOTIFY_CLIENT_ID = "trackflow-sim-client-id"
 SPOTIFY_CLIENT_SECRET = "trackflow-sim-client-secret"  # dummy, loopback only

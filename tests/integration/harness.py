@@ -17,6 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from trackflow.providers.specs import PROVIDER_NAMES
+
 REPO = Path(__file__).resolve().parents[2]
 TRACKFLOW = str(Path(sys.executable).with_name("trackflow"))
 
@@ -229,7 +231,7 @@ async def collect(bootstrap: str, topic: str, *, until: int, timeout: float,
     return out
 
 
-PROVIDERS = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
+PROVIDERS = PROVIDER_NAMES
 
 
 def sim_limits_toml(limits: dict[str, tuple[int, float]], *, latency_ms: tuple[int, int] = (5, 20),

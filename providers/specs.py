@@ -1,0 +1,129 @@
+"""One :class:`ProviderSpec` per provider: the only list of providers.
+
+Settings (names, default limits and field rules), the client registry (environment variables and
+builders), the waterfall (what a stage can fill, its quirks), the simulator and the tests all read
+:data:`SPECS`. Adding a provider is one client module plus one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from trackflow.providers import deezer, discogs, lastfm, musicbrainz, spotify
+from trackflow.providers.base import CallGate, Provider
+
+Env = Mapping[str, str]
+Transport = httpx.AsyncBaseTransport | None
+
+DEFAULT_CONTACT = "https://github.com/trackflow/trackflow"
+"""Used in User-Agent strings when ``TRACKFLOW_MUSICBRAINZ_CONTACT`` is not set."""
+ENV_CONTACT = "TRACKFLOW_MUSICBRAINZ_CONTACT"
+
+
+def env_value(env: Env, name: str, default: str = "") -> str:
+    """A variable's trimmed value, or ``default`` when it is unset or blank."""
+    return (env.get(name) or "").strip() or default
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """Everything the pipeline knows about one provider."""
+
+    name: str
+    """The provider's name in settings, metrics and outcomes."""
+    provides: frozenset[str]
+    """EnrichedTrack fields its candidates can carry (by default it may fill all of them)."""
+    rate: float
+    """Default calls per second for the whole application."""
+    window_s: float
+    """The window the provider counts calls in."""
+    build: Callable[[Env, CallGate, Transport], Provider]
+    """The client, from environment variables, a gate and an optional transport (tests)."""
+    requires: tuple[str, ...] = ()
+    """Fields that must be known before its stage runs, by default."""
+    credentials: tuple[str, ...] = ()
+    """Environment variables without which it is disabled."""
+    url_variables: Mapping[str, str] = field(default_factory=dict)
+    """Environment variables of its base URLs (what the simulator prints)."""
+    release_level: bool = False
+    """Its answers are releases found by a track filter, not recordings: they carry no track
+    title, so the title comes from the query, and their confidence is capped."""
+    confidence_cap: float = 1.0
+    """The highest match confidence its answers get."""
+
+
+def _musicbrainz(env: Env, gate: CallGate, transport: Transport) -> Provider:
+    return musicbrainz.MusicBrainzClient(
+        contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),
+        base_url=env_value(env, "TRACKFLOW_MUSICBRAINZ_URL", musicbrainz.DEFAULT_URL),
+        gate=gate, transport=transport)
+
+
+def _spotify(env: Env, gate: CallGate, transport: Transport) -> Provider:
+    return spotify.SpotifyClient(
+        client_id=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_ID"),
+        client_secret=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
+        base_url=env_value(env, "TRACKFLOW_SPOTIFY_API_URL", spotify.DEFAULT_API_URL),
+        accounts_url=env_value(env, "TRACKFLOW_SPOTIFY_ACCOUNTS_URL",
+                               spotify.DEFAULT_ACCOUNTS_URL),
+        gate=gate, transport=transport)
+
+
+def _deezer(env: Env, gate: CallGate, transport: Transport) -> Provider:
+    return deezer.DeezerClient(
+        base_url=env_value(env, "TRACKFLOW_DEEZER_URL", deezer.DEFAULT_URL),
+        gate=gate, transport=transport)
+
+
+def _lastfm(env: Env, gate: CallGate, transport: Transport) -> Provider:
+    return lastfm.LastfmClient(
+        api_key=env_value(env, "TRACKFLOW_LASTFM_API_KEY"),
+        base_url=env_value(env, "TRACKFLOW_LASTFM_URL", lastfm.DEFAULT_URL),
+        gate=gate, transport=transport)
+
+
+def _discogs(env: Env, gate: CallGate, transport: Transport) -> Provider:
+    return discogs.DiscogsClient(
+        token=env_value(env, "TRACKFLOW_DISCOGS_TOKEN"),
+        contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),
+        base_url=env_value(env, "TRACKFLOW_DISCOGS_URL", discogs.DEFAULT_URL),
+        gate=gate, transport=transport)
+
+
+#: Every provider, in the default waterfall order.
+SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
+    ProviderSpec(
+        "musicbrainz", frozenset({"musicbrainz_recording_id", "isrc", "release_date",
+                                  "duration_ms", "album", "genres", "tags"}),
+        rate=1.0, window_s=1.0, build=_musicbrainz,
+        url_variables={"musicbrainz": "TRACKFLOW_MUSICBRAINZ_URL"}),
+    ProviderSpec(
+        "spotify", frozenset({"spotify_id", "isrc", "popularity", "album", "release_date",
+                              "duration_ms", "label", "bpm", "key"}),
+        rate=5.0, window_s=30.0, build=_spotify,
+        credentials=("TRACKFLOW_SPOTIFY_CLIENT_ID", "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
+        url_variables={"spotify": "TRACKFLOW_SPOTIFY_API_URL",
+                       "spotify_accounts": "TRACKFLOW_SPOTIFY_ACCOUNTS_URL"}),
+    ProviderSpec(
+        "deezer", frozenset({"deezer_id", "bpm", "isrc", "duration_ms", "album",
+                             "release_date", "deezer_rank"}),
+        # Deezer's BPM is reliable only by ISRC; a search costs two calls per track.
+        rate=10.0, window_s=5.0, build=_deezer, requires=("isrc",),
+        url_variables={"deezer": "TRACKFLOW_DEEZER_URL"}),
+    ProviderSpec(
+        "lastfm", frozenset({"tags", "listeners", "playcount", "musicbrainz_recording_id"}),
+        rate=5.0, window_s=1.0, build=_lastfm, credentials=("TRACKFLOW_LASTFM_API_KEY",),
+        url_variables={"lastfm": "TRACKFLOW_LASTFM_URL"}),
+    ProviderSpec(
+        "discogs", frozenset({"discogs_release_id", "label", "genres", "release_date"}),
+        rate=1.0, window_s=60.0, build=_discogs, credentials=("TRACKFLOW_DISCOGS_TOKEN",),
+        url_variables={"discogs": "TRACKFLOW_DISCOGS_URL"},
+        # A release-level answer is weaker evidence than a recording match.
+        release_level=True, confidence_cap=0.9),
+)}
+
+PROVIDER_NAMES: tuple[str, ...] = tuple(SPECS)
+"""Every provider we have a client for, in the default waterfall order."""
