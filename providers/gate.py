@@ -257,22 +257,20 @@ class ResilientGate:
     async def _attempt(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
         partition = current_record().partition
         st = self._partition_state(partition)
-        decision: Decision = st.breaker.allow(self._clock())
-        self._transition(decision.transition)
-        if not decision.permitted:
-            metrics.BREAKER_REJECTED_CALLS.labels(provider=self.provider).inc()
-            metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
-                                          outcome="rejected").inc()
-            if decision.transition is not None:
-                self._save(partition, st)
-            raise BreakerOpen(self.provider, f"circuit breaker {decision.state}",
-                              retry_after=decision.wait_s)
+        decision = self._permit(spec, partition, st)
         try:
             await self._wait_for_slot(partition, st, spec)
         except BaseException:
             if decision.probe:
                 st.breaker.release_probe()
             raise
+        if st.breaker.state is not decision.state:
+            # The breaker moved while this call waited for its slot (the calls ahead of it
+            # failed and opened it): ask again, or every call queued behind those failures
+            # would still go out to a provider that is down.
+            if decision.probe:
+                st.breaker.release_probe()
+            decision = self._permit(spec, partition, st)
         started = self._clock()
         mono = time.monotonic()
         try:
@@ -311,6 +309,20 @@ class ResilientGate:
         self._transition(st.breaker.record_success(started + duration, duration))
         self._save(partition, st)
         return result
+
+    def _permit(self, spec: CallSpec, partition: int, st: _PartitionState) -> Decision:
+        """The breaker's permit for one call, or BreakerOpen."""
+        decision = st.breaker.allow(self._clock())
+        self._transition(decision.transition)
+        if not decision.permitted:
+            metrics.BREAKER_REJECTED_CALLS.labels(provider=self.provider).inc()
+            metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
+                                          outcome="rejected").inc()
+            if decision.transition is not None:
+                self._save(partition, st)
+            raise BreakerOpen(self.provider, f"circuit breaker {decision.state}",
+                              retry_after=decision.wait_s)
+        return decision
 
     def _observe(self, spec: CallSpec, outcome: str, duration: float) -> None:
         metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,

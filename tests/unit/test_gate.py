@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import random
@@ -192,3 +193,45 @@ def test_the_slack_costs_short_windows_more_than_long_ones() -> None:
 
     assert paced_rate(1.0, 1.0, 0.1) == pytest.approx(1 / 1.1)
     assert paced_rate(50.0, 30.0, 0.1) / 50.0 == pytest.approx(30 / 30.1)
+
+
+async def test_a_call_waiting_for_its_slot_is_refused_when_the_breaker_opens_meanwhile() -> None:
+    t = FakeTime()
+    gate = make_gate(t, breaker=BreakerConfig(minimum_calls=1, consecutive_failures=1))
+    enter_record(1)
+    fail_now, blocking, release = asyncio.Event(), False, asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        t.now += seconds
+        if blocking:
+            await release.wait()
+
+    gate._sleep = sleep  # the waits for rate-limit slots block until released
+
+    async def fails_when_told() -> Any:
+        await fail_now.wait()
+        raise TransientError("spotify", "503")
+
+    calls = 0
+
+    async def counted() -> list[Any]:
+        nonlocal calls
+        calls += 1
+        return []
+
+    first = asyncio.ensure_future(gate.run(SPEC, fails_when_told))
+    for _ in range(20):
+        await asyncio.sleep(0)  # the first call is out, waiting for its answer
+    blocking = True
+    second = asyncio.ensure_future(gate.run(SPEC, counted))
+    for _ in range(20):
+        await asyncio.sleep(0)  # permitted while closed, now waiting for its slot
+    assert not second.done(), "the second call should be waiting for its slot"
+    fail_now.set()
+    with pytest.raises(TransientError):
+        await first
+    assert gate.breaker_state(1) is State.OPEN
+    release.set()
+    with pytest.raises(BreakerOpen):
+        await second
+    assert calls == 0, "a call permitted before the breaker opened must not go out after it"
