@@ -16,7 +16,7 @@ COMMANDS: dict[str, str] = {
     "worker": "trackflow.streams.worker:worker",
     "produce": "trackflow.streams.produce:produce",
     "consume": "trackflow.streams.consume:consume",
-    "dlq": "trackflow.streams.dlq:dlq",
+    "dlq": "trackflow.streams.cli.dlq:dlq",
     "stack": "trackflow.streams.stack.cli:stack",
     "simulate": "trackflow.providers.simulator.cli:simulate",
     "top": "trackflow.streams.top:top",
