@@ -1,4 +1,4 @@
-"""``trackflow produce FILE``: publish tracks from CSV, JSONL or ``Artist - Title`` lines."""
+"""Publish tracks read from CSV, JSONL or ``Artist - Title`` lines (``trackflow produce``)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from trackflow.providers.errors import ConfigError
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
 from trackflow.streams.ingest import parse_row, read_rows
 from trackflow.streams.kafka_io import start_producer
-from trackflow.streams.settings import load_settings
-from trackflow.streams.topics import KafkaUnavailable, ensure_topics
 
 
 def _encode(record: dict[str, Any], fmt: str) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -61,32 +57,3 @@ async def produce_file(path: Path, *, bootstrap: str, topic: str, fmt: str, sour
     finally:
         await producer.stop()
     return sent, reasons, examples
-
-
-@click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--topic", default=None, help="Target topic (default: the raw topic).")
-@click.option("--format", "fmt", type=click.Choice(["avro", "json"]), default="avro",
-              show_default=True, help="Wire format of the produced values.")
-@click.option("--source", default=None, help="Value of the records' source field.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="TRACKFLOW_CONFIG")
-def produce(file: Path, topic: str | None, fmt: str, source: str | None,
-            config_path: str | None) -> None:
-    """Publish tracks from FILE (CSV, JSONL, or one 'Artist - Title' per line) to tracks.raw."""
-    console = Console(stderr=True)
-    try:
-        settings = load_settings(config_path)
-        asyncio.run(ensure_topics(settings.kafka))
-        sent, reasons, examples = asyncio.run(produce_file(
-            file, bootstrap=settings.kafka.bootstrap_servers,
-            topic=topic or settings.kafka.raw_topic, fmt=fmt,
-            source=source or file.stem, console=console))
-    except (ConfigError, KafkaUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
-    rejected = sum(reasons.values())
-    target = topic or settings.kafka.raw_topic
-    click.echo(f"sent {sent} records to {target}, rejected {rejected} rows")
-    for reason, count in reasons.most_common():
-        click.echo(f"  rejected {count}: {reason}")
-    for example in examples:
-        click.echo(f"  e.g. {example}", err=True)

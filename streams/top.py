@@ -1,7 +1,8 @@
-"""``trackflow top``: a live terminal view of the workers, read from their ``/metrics``.
+"""What ``trackflow top`` shows: the workers' figures, read from their ``/metrics``.
 
 Pure pieces first (parse a scrape, rates between two scrapes, quantiles from histogram buckets,
-the figures of one frame), unit-tested without a worker; scraping and drawing with rich last.
+the figures of one frame), unit-tested without a worker; scraping and drawing with rich last;
+the click command is in ``cli/top.py``.
 Several ``--url`` values are added up (gauges such as the breaker state take the worst value).
 """
 
@@ -12,11 +13,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import click
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -297,7 +296,7 @@ def no_worker_message(urls: Sequence[str], errors: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-# --- scraping and the command ----------------------------------------------------------------
+# --- scraping ---------------------------------------------------------------------------------
 
 
 def scrape_all(client: httpx.Client, urls: Sequence[str],
@@ -313,42 +312,3 @@ def scrape_all(client: httpx.Client, urls: Sequence[str],
         except (httpx.HTTPError, ValueError) as exc:
             errors.append(f"{url}: {type(exc).__name__}: {exc}")
     return snaps, errors
-
-
-@click.command()
-@click.option("--url", "urls", multiple=True, default=(DEFAULT_URL,), show_default=True,
-              help="A worker's /metrics URL (repeat for several workers).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="Seconds between refreshes.")
-@click.option("--once", is_flag=True, help="Print one frame (two scrapes --interval apart), exit.")
-def top(urls: tuple[str, ...], interval: float, once: bool) -> None:
-    """Live view of the workers: throughput, latency, lag, providers, cache, DLQ."""
-    console = Console()
-    with httpx.Client(timeout=min(2.0, max(interval, 0.5))) as client:
-        prev: Snapshot | None = None
-        if once:
-            first, errors = scrape_all(client, urls)
-            if not first:
-                raise click.ClickException(no_worker_message(urls, errors))
-            time.sleep(interval)
-            snaps, errors = scrape_all(client, urls)
-            if not snaps:
-                raise click.ClickException(no_worker_message(urls, errors))
-            view = build_view(merge(first), merge(snaps), per_worker=snaps)
-            console.print(render(view, urls=urls, answered=len(snaps)))
-            return
-        with Live(console=console, refresh_per_second=4, screen=False) as live:
-            try:
-                while True:
-                    snaps, errors = scrape_all(client, urls)
-                    if snaps:
-                        cur = merge(snaps)
-                        live.update(render(build_view(prev, cur, per_worker=snaps), urls=urls,
-                                           answered=len(snaps)))
-                        prev = cur if len(snaps) == len(urls) else None
-                    else:
-                        live.update(Text(no_worker_message(urls, errors), style="yellow"))
-                        prev = None
-                    time.sleep(interval)
-            except KeyboardInterrupt:
-                pass

@@ -1,13 +1,11 @@
-"""``trackflow worker``: run the Faust worker with the enrichment agent and its providers."""
+"""The worker's composition root: the Faust app with the agents, providers and cache it owns."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
 
-import click
 import faust
 
 from trackflow.agents.enrich import NoProviders, register_enrich_agent
@@ -17,12 +15,10 @@ from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handl
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
 from trackflow.agents.waterfall import ResultCache, Waterfall
 from trackflow.providers.cache import ProviderCache
-from trackflow.providers.errors import ConfigError
 from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.registry import build_providers
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
-from trackflow.streams.settings import Settings, load_settings
-from trackflow.streams.topics import KafkaUnavailable, ensure_topics
+from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.streams.worker")
 
@@ -85,32 +81,3 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     register_lag_metrics(app, sources)
     export_build_info()
     return app
-
-
-@click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              envvar="TRACKFLOW_CONFIG", help="TOML settings file.")
-@click.option("--web-port", type=int, default=None,
-              help="Port of the worker's web server (/metrics). Overrides the settings.")
-@click.option("--loglevel", "-l", default=None, help="debug, info, warning or error.")
-def worker(config_path: str | None, web_port: int | None, loglevel: str | None) -> None:
-    """Run an enrichment worker (creates the topics if missing)."""
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    if web_port is not None:
-        settings = settings.model_copy(
-            update={"worker": settings.worker.model_copy(update={"web_port": web_port})})
-    try:
-        created = asyncio.run(ensure_topics(settings.kafka))
-    except (KafkaUnavailable, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if created:
-        click.echo(f"created topics: {', '.join(created)}", err=True)
-    try:
-        app = build_worker_app(settings)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    level = loglevel or settings.worker.log_level
-    faust.Worker(app, loglevel=level).execute_from_commandline()

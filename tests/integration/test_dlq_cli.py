@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 
 from tests.integration.harness import TopicNames, collect, create_topics, produce
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
+from trackflow.streams.cli.dlq import dlq
 from trackflow.streams.deadletter import (
     ERROR_PREFIXES,
     H_RAW_ATTEMPT,
@@ -28,7 +29,6 @@ from trackflow.streams.deadletter import (
     Origin,
     dead_letter_headers,
 )
-from trackflow.streams.dlq import dlq
 from trackflow.streams.dlq_letters import H_REPLAY_OF
 from trackflow.streams.topics import LEDGER_SUFFIX
 

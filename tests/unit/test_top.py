@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from trackflow.streams.cli.top import top
 from trackflow.streams.top import (
     bucket_increase,
     build_view,
@@ -20,7 +21,6 @@ from trackflow.streams.top import (
     per_second,
     quantile,
     scrape_all,
-    top,
 )
 
 

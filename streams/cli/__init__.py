@@ -13,13 +13,13 @@ import click
 
 #: subcommand name -> "module:attribute" of its click command.
 COMMANDS: dict[str, str] = {
-    "worker": "trackflow.streams.worker:worker",
-    "produce": "trackflow.streams.produce:produce",
-    "consume": "trackflow.streams.consume:consume",
-    "dlq": "trackflow.streams.dlq:dlq",
+    "worker": "trackflow.streams.cli.worker:worker",
+    "produce": "trackflow.streams.cli.produce:produce",
+    "consume": "trackflow.streams.cli.consume:consume",
+    "dlq": "trackflow.streams.cli.dlq:dlq",
     "stack": "trackflow.streams.stack.cli:stack",
     "simulate": "trackflow.providers.simulator.cli:simulate",
-    "top": "trackflow.streams.top:top",
+    "top": "trackflow.streams.cli.top:top",
 }
 
 

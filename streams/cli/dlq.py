@@ -1,7 +1,8 @@
 """``trackflow dlq``: count, inspect, filter and replay dead letters (the command line only).
 
-The filters, counts and replay headers are in ``dlq_letters.py``; reading topics, replaying and
-the replay ledger are in ``dlq_replay.py``; the ledger topic is created by ``topics.py``.
+The filters, counts and replay headers are in ``streams/dlq_letters.py``; reading topics,
+replaying and the replay ledger are in ``streams/dlq_replay.py``; the ledger topic is created by
+``streams/topics.py``.
 """
 
 from __future__ import annotations
