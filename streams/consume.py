@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import click
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
+from trackflow.streams.client import consumer as client_consumer
 from trackflow.streams.deadletter import error_facts
-from trackflow.streams.kafka_io import start_consumer
-from trackflow.streams.topics import topic_partitions
+from trackflow.streams.kafka_io import Kafka
 
 
 def _jsonable(value: Any) -> Any:
@@ -47,47 +45,11 @@ def decode_message(msg: Any, *, enriched_topic: str) -> dict[str, Any]:
     return out
 
 
-async def assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool
+async def assigned_consumer(kafka: Kafka, topic: str, *, from_beginning: bool
                             ) -> AIOKafkaConsumer:
     """A group-less consumer on every partition of ``topic``, at its beginning or its end."""
-    consumer = await start_consumer(bootstrap)
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        # The metadata fetched at start may predate the topic: ask the broker now.
-        try:
-            partitions = await topic_partitions(bootstrap, topic)
-        except BaseException:
-            await consumer.stop()
-            raise
-    if not partitions:
-        await consumer.stop()
-        raise click.ClickException(
-            f"topic {topic} does not exist: start a worker once (it creates the topics) or "
-            "check the name")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(tps)
-    if from_beginning:
-        await consumer.seek_to_beginning(*tps)
-    else:
-        await consumer.seek_to_end(*tps)
-    return consumer
-
-
-async def read_messages(consumer: AIOKafkaConsumer, *, max_messages: int | None,
-                        idle_timeout: float | None) -> AsyncIterator[Any]:
-    """Messages until ``max_messages``, or until nothing arrived for ``idle_timeout`` seconds."""
-    seen = 0
-    last = time.monotonic()
-    while max_messages is None or seen < max_messages:
-        batch = await consumer.getmany(timeout_ms=500, max_records=500)
-        if not batch:
-            if idle_timeout is not None and time.monotonic() - last > idle_timeout:
-                return
-            continue
-        last = time.monotonic()
-        for records in batch.values():
-            for msg in records:
-                yield msg
-                seen += 1
-                if max_messages is not None and seen >= max_messages:
-                    return
+    try:
+        return await client_consumer.assigned_consumer(kafka, topic,
+                                                       from_beginning=from_beginning)
+    except client_consumer.UnknownTopic as exc:
+        raise click.ClickException(str(exc)) from None

@@ -2,14 +2,16 @@
 
 Column names are forgiving (``artist``/``artist_name``/``artists``, ``title``/``track``/``song``/
 ``name``, ``duration_ms``/``duration`` in ms, seconds or ``m:ss``). A row that cannot become a
-RawTrack at all (no artist or title, a duration that is not a duration) is rejected with a reason;
-content rules (ISRC format, lengths, control characters) are the pipeline's to enforce, so that a
-bad record reaches the dead-letter topic with its reason instead of vanishing at the edge.
+RawTrack at all (no artist or title, a duration that is not a duration) is rejected with a reason
+(:class:`RowRejected`). Content rules (ISRC format, lengths, control characters) are the worker's
+(``agents.records.validate_raw``); the client API (``streams.client``) applies them at the edge
+too, with the worker's own function, unless asked not to.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -28,6 +30,17 @@ DURATION_KEYS = ("duration", "length", "time")
 ALBUM_KEYS = ("album", "album_name", "album name", "release")
 ID_KEYS = ("track_id", "id")
 SPOTIFY_KEYS = ("spotify_id", "spotify_track_id")
+#: RawTrack fields a row may carry under their own names; never copied into ``attributes``.
+META_KEYS = ("source", "source_ref", "observed_at", "attributes")
+
+
+class RowRejected(ValueError):
+    """A row that cannot become a RawTrack; ``reason`` and ``field`` use the worker's codes."""
+
+    def __init__(self, reason: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
 
 
 def stable_track_id(artist: str, title: str, isrc: str | None = None) -> str:
@@ -77,21 +90,26 @@ def row_to_raw(row: Mapping[str, Any], *, source: str | None = None,
     if artist is None and title is not None:
         artist, title = split_artist_title(str(title))
     if artist is None or not str(artist).strip():
-        raise ValueError("no artist")
+        raise RowRejected("missing_artist", "artist", "no artist")
     if title is None or not str(title).strip():
-        raise ValueError("no title")
+        raise RowRejected("missing_title", "title", "no title")
     try:
         duration = parse_duration_ms(row)
-    except (TypeError, ValueError):
-        raise ValueError("duration is not a number or m:ss") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RowRejected("invalid_duration", "duration_ms",
+                          "duration is not a number or m:ss") from None
+    observed_at = parse_observed_at(row.get("observed_at"))
     isrc = _pick(row, ISRC_KEYS)
     artist, title = str(artist), str(title)
     track_id = _pick(row, ID_KEYS)
     known = set(ARTIST_KEYS + TITLE_KEYS + ISRC_KEYS + DURATION_MS_KEYS + DURATION_KEYS
-                + ALBUM_KEYS + ID_KEYS + SPOTIFY_KEYS)
+                + ALBUM_KEYS + ID_KEYS + SPOTIFY_KEYS + META_KEYS)
     attributes = {str(k): str(v) for k, v in row.items()
                   if k is not None and str(k).strip().lower() not in known and v not in (None, "")
                   and not isinstance(v, dict | list)}
+    given = row.get("attributes")
+    if isinstance(given, Mapping):
+        attributes.update({str(k): str(v) for k, v in given.items() if v is not None})
     return {
         "track_id": str(track_id) if track_id is not None else stable_track_id(
             artist, title, str(isrc) if isrc else None),
@@ -101,11 +119,33 @@ def row_to_raw(row: Mapping[str, Any], *, source: str | None = None,
         "duration_ms": duration,
         "album": _str_or_none(_pick(row, ALBUM_KEYS)),
         "spotify_id": _str_or_none(_pick(row, SPOTIFY_KEYS)),
-        "source": source,
-        "source_ref": source_ref,
-        "observed_at": None,
+        # The row's own values win over the caller's defaults (a file name, a line number).
+        "source": _str_or_none(row.get("source")) or source,
+        "source_ref": _str_or_none(row.get("source_ref")) or source_ref,
+        "observed_at": observed_at,
         "attributes": attributes,
     }
+
+
+def parse_observed_at(value: Any) -> int | None:
+    """Epoch milliseconds from an int (ms), a datetime or an ISO 8601 string."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, dt.datetime):
+            when = value
+        elif isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            when = dt.datetime.fromisoformat(value.strip())
+        else:
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+    except (TypeError, ValueError):
+        raise RowRejected("invalid_observed_at", "observed_at",
+                          "observed_at is not epoch milliseconds or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -150,13 +190,13 @@ def parse_row(n: int, row: Mapping[str, Any] | str, *, source: str | None,
             try:
                 obj = json.loads(row)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"invalid JSON ({exc.msg})") from None
+                raise RowRejected("invalid_json", "value", f"invalid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
-                raise ValueError("JSON line is not an object")
+                raise RowRejected("invalid_json", "value", "JSON line is not an object")
             return row_to_raw(obj, source=source, source_ref=f"line:{n}")
         artist, title = split_artist_title(row)
         if artist is None:
-            raise ValueError("line is not 'Artist - Title'")
+            raise RowRejected("missing_artist", "artist", "line is not 'Artist - Title'")
         return row_to_raw({"artist": artist, "title": title}, source=source,
                           source_ref=f"line:{n}")
     return row_to_raw(row, source=source, source_ref=f"row:{n}")

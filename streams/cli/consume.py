@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from trackflow.providers.errors import ConfigError
-from trackflow.streams.consume import _jsonable, assigned_consumer, decode_message, read_messages
+from trackflow.streams.client.consumer import TrackConsumer, UnknownTopic
+from trackflow.streams.consume import _jsonable, decode_message
 from trackflow.streams.settings import load_settings
 from trackflow.streams.topics import KafkaUnavailable
 
@@ -34,6 +35,10 @@ def _row(item: dict[str, Any]) -> list[str]:
 @click.command()
 @click.option("--topic", default=None, help="tracks.enriched (default), tracks.dlq, ...")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest record.")
+@click.option("--group", "group_id", default=None,
+              help="Read as a member of this consumer group, committing what was printed.")
+@click.option("--latest-only", is_flag=True,
+              help="One line per track: the latest version of the records already there.")
 @click.option("--follow", is_flag=True, help="Keep waiting for new records.")
 @click.option("--max", "max_messages", type=int, default=None, help="Stop after N records.")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
@@ -41,8 +46,9 @@ def _row(item: dict[str, Any]) -> list[str]:
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
               show_default=True)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="TRACKFLOW_CONFIG")
-def consume(topic: str | None, from_beginning: bool, follow: bool, max_messages: int | None,
-            timeout: float, fmt: str, config_path: str | None) -> None:
+def consume(topic: str | None, from_beginning: bool, group_id: str | None, latest_only: bool,
+            follow: bool, max_messages: int | None, timeout: float, fmt: str,
+            config_path: str | None) -> None:
     """Print records of a trackflow topic, decoded, with dead-letter headers."""
     try:
         settings = load_settings(config_path)
@@ -52,13 +58,13 @@ def consume(topic: str | None, from_beginning: bool, follow: bool, max_messages:
     console = Console()
 
     async def run() -> int:
-        consumer = await assigned_consumer(settings.kafka.bootstrap_servers, name,
-                                           from_beginning=from_beginning)
         rows = 0
         table = Table("p/offset", "key", "artist", "title", "status / error")
-        try:
-            async for msg in read_messages(consumer, max_messages=max_messages,
-                                           idle_timeout=None if follow else timeout):
+        async with TrackConsumer(settings.kafka, topic=name, group_id=group_id,
+                                 from_beginning=from_beginning, latest_only=latest_only,
+                                 max_records=max_messages,
+                                 idle_timeout_s=None if follow else timeout) as consumer:
+            async for msg in consumer.messages():
                 item = decode_message(msg, enriched_topic=settings.kafka.enriched_topic)
                 rows += 1
                 if fmt == "jsonl":
@@ -67,15 +73,13 @@ def consume(topic: str | None, from_beginning: bool, follow: bool, max_messages:
                     console.print(" | ".join(_row(item)))
                 else:
                     table.add_row(*_row(item))
-        finally:
-            await consumer.stop()
         if fmt == "table" and not follow:
             console.print(table)
         return rows
 
     try:
         rows = asyncio.run(run())
-    except KafkaUnavailable as exc:
+    except (KafkaUnavailable, UnknownTopic) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         return

@@ -20,24 +20,28 @@ from trackflow.streams.topics import KafkaUnavailable, ensure_topics
 @click.option("--format", "fmt", type=click.Choice(["avro", "json"]), default="avro",
               show_default=True, help="Wire format of the produced values.")
 @click.option("--source", default=None, help="Value of the records' source field.")
+@click.option("--no-validate", is_flag=True,
+              help="Send rows the worker will dead-letter as invalid instead of rejecting them "
+                   "here (to exercise the dead-letter path).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="TRACKFLOW_CONFIG")
-def produce(file: Path, topic: str | None, fmt: str, source: str | None,
+def produce(file: Path, topic: str | None, fmt: str, source: str | None, no_validate: bool,
             config_path: str | None) -> None:
-    """Publish tracks from FILE (CSV, JSONL, or one 'Artist - Title' per line) to tracks.raw."""
+    """Publish tracks from FILE (CSV, JSONL, or one 'Artist - Title' per line) to tracks.raw.
+
+    Rows are validated with the worker's own rules; rejected rows are counted with the reason.
+    """
     console = Console(stderr=True)
     try:
         settings = load_settings(config_path)
         asyncio.run(ensure_topics(settings.kafka))
-        sent, reasons, examples = asyncio.run(produce_file(
-            file, bootstrap=settings.kafka.bootstrap_servers,
-            topic=topic or settings.kafka.raw_topic, fmt=fmt,
-            source=source or file.stem, console=console))
+        report, examples = asyncio.run(produce_file(
+            file, kafka=settings.kafka, topic=topic, fmt="json" if fmt == "json" else "avro",
+            source=source or file.stem, console=console, validate=not no_validate))
     except (ConfigError, KafkaUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
-    rejected = sum(reasons.values())
     target = topic or settings.kafka.raw_topic
-    click.echo(f"sent {sent} records to {target}, rejected {rejected} rows")
-    for reason, count in reasons.most_common():
+    click.echo(f"sent {report.sent} records to {target}, rejected {report.rejected_total} rows")
+    for reason, count in report.rejected.most_common():
         click.echo(f"  rejected {count}: {reason}")
     for example in examples:
         click.echo(f"  e.g. {example}", err=True)

@@ -1,0 +1,233 @@
+"""Read tracks.enriched (or any trackflow topic) as typed records.
+
+Two ways to read:
+
+- with a consumer group (``group_id=``): partitions are shared with the group's other members,
+  and offsets are committed after the records handed out were processed, so a restarted reader
+  goes on where it stopped (at-least-once: a record may come again after a crash);
+- without one: every partition, from the beginning or from the end, nothing committed.
+
+``latest_only=True`` reads the topic as the compacted table it is: records already in the topic
+when reading starts are collapsed to the last version of each track before any is handed out,
+and after that each new version is handed out as it arrives (it is always the newest: the
+worker never publishes an older version after a newer one under the same key).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from trackflow.schemas.codec import DecodeError
+from trackflow.streams.client.records import EnrichedTrack
+from trackflow.streams.kafka_io import Kafka, bootstrap_of, start_consumer
+from trackflow.streams.topics import topic_partitions
+
+log = logging.getLogger("trackflow.streams.client")
+
+
+class UnknownTopic(LookupError):
+    """The topic to read does not exist."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic} does not exist: start a worker once (it creates the "
+                         "topics) or check the name")
+        self.topic = topic
+
+
+class TrackConsumer:
+    """``async with TrackConsumer(settings.kafka, from_beginning=True) as c:
+    async for track in c: ...`` yields :class:`EnrichedTrack` objects.
+
+    Stops after ``max_records`` records, or after ``idle_timeout_s`` seconds without one (None:
+    wait for ever). ``on_undecodable="skip"`` logs and counts (``skipped``) a record that is
+    not an EnrichedTrack; ``"raise"`` raises its :class:`DecodeError`.
+    """
+
+    def __init__(self, kafka: Kafka, *, topic: str | None = None, group_id: str | None = None,
+                 from_beginning: bool = False, latest_only: bool = False,
+                 max_records: int | None = None, idle_timeout_s: float | None = None,
+                 on_undecodable: Literal["skip", "raise"] = "skip") -> None:
+        self._kafka = kafka
+        if topic is None:
+            topic = "tracks.enriched" if isinstance(kafka, str) else kafka.enriched_topic
+        self.topic = topic
+        self._group = group_id
+        self._from_beginning = from_beginning
+        self._latest_only = latest_only
+        self._max = max_records
+        self._idle = idle_timeout_s
+        self._on_undecodable = on_undecodable
+        self._consumer: AIOKafkaConsumer | None = None
+        self._uncommitted = False
+        self.skipped = 0
+        """Records that were not EnrichedTracks (with ``on_undecodable="skip"``)."""
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        if self._group is None:
+            self._consumer = await _assigned(self._kafka, self.topic,
+                                             from_beginning=self._from_beginning)
+            return
+        consumer = await start_consumer(
+            self._kafka, group_id=self._group,
+            auto_offset_reset="earliest" if self._from_beginning else "latest")
+        try:
+            if not await _partitions(consumer, self._kafka, self.topic):
+                raise UnknownTopic(self.topic)
+            consumer.subscribe([self.topic])
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        """Commit what was handed out (with a group) and close the connection."""
+        if self._consumer is None:
+            return
+        consumer, self._consumer = self._consumer, None
+        try:
+            await self._commit(consumer)
+        finally:
+            await consumer.stop()
+
+    async def __aenter__(self) -> TrackConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def commit(self) -> None:
+        """Commit the position after the records handed out so far (with a group only)."""
+        if self._consumer is not None:
+            await self._commit(self._consumer)
+
+    def __aiter__(self) -> AsyncIterator[EnrichedTrack]:
+        return self.tracks()
+
+    async def tracks(self) -> AsyncIterator[EnrichedTrack]:
+        """Decoded EnrichedTrack records (see the class docstring for when it stops)."""
+        async for msg in self.messages():
+            try:
+                yield EnrichedTrack.from_message(msg)
+            except DecodeError as exc:
+                if self._on_undecodable == "raise":
+                    raise
+                self.skipped += 1
+                log.warning("event=undecodable topic=%s partition=%s offset=%s reason=%s",
+                            msg.topic, msg.partition, msg.offset, exc.reason)
+
+    async def messages(self) -> AsyncIterator[Any]:
+        """The Kafka messages themselves (aiokafka ``ConsumerRecord``), undecoded."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("TrackConsumer is not started: use `async with` or start()")
+        seen = 0
+        source = self._latest_first(consumer) if self._latest_only else _fetch(consumer)
+        last = time.monotonic()
+        async for batch in source:
+            if not batch:
+                if self._idle is not None and time.monotonic() - last > self._idle:
+                    return
+                continue
+            # Committed before the next fetch: the records of this batch were processed by the
+            # caller by the time it asks for more (at-least-once).
+            for msg in batch:
+                yield msg
+                seen += 1
+                self._uncommitted = True
+                if self._max is not None and seen >= self._max:
+                    return
+            last = time.monotonic()
+            await self._commit(consumer)
+
+    async def _latest_first(self, consumer: AIOKafkaConsumer) -> AsyncIterator[list[Any]]:
+        """The backlog collapsed to the last message per key, then new messages as they come."""
+        ends = await _end_offsets(consumer, self.topic)
+        latest: dict[bytes | None, Any] = {}
+        unkeyed: list[Any] = []
+        fresh: list[Any] = []
+        fetch = _fetch(consumer)
+        async for batch in fetch:
+            for msg in batch:
+                if msg.offset < ends.get(TopicPartition(msg.topic, msg.partition), 0):
+                    if msg.key is None:
+                        unkeyed.append(msg)
+                    else:
+                        latest.pop(msg.key, None)  # re-inserted: kept in order of last version
+                        latest[msg.key] = msg
+                else:
+                    fresh.append(msg)
+            if fresh or await _reached(consumer, ends):
+                break
+            if not batch and not latest and not unkeyed:
+                yield []  # nothing collected yet: the idle timeout may count
+        yield unkeyed + list(latest.values()) + fresh
+        async for batch in fetch:
+            yield batch
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        if self._group is not None and self._uncommitted:
+            await consumer.commit()
+            self._uncommitted = False
+
+
+async def _fetch(consumer: AIOKafkaConsumer) -> AsyncIterator[list[Any]]:
+    while True:
+        batch = await consumer.getmany(timeout_ms=500, max_records=500)
+        yield [msg for records in batch.values() for msg in records]
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether every assigned partition was read up to the end it had when reading started."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False  # a group member before its first assignment
+    for tp in assigned:
+        if await consumer.position(tp) < ends.get(tp, 0):
+            return False
+    return True
+
+
+async def _end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPartition, int]:
+    partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    return dict(await consumer.end_offsets(tps)) if tps else {}
+
+
+async def _partitions(consumer: AIOKafkaConsumer, kafka: Kafka, topic: str) -> set[int]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        # The metadata fetched at start may predate the topic: ask the broker now.
+        partitions = await topic_partitions(bootstrap_of(kafka), topic)
+    return set(partitions or ())
+
+
+async def _assigned(kafka: Kafka, topic: str, *, from_beginning: bool) -> AIOKafkaConsumer:
+    """A group-less consumer on every partition of ``topic``, at its beginning or its end."""
+    consumer = await start_consumer(kafka)
+    try:
+        partitions = await _partitions(consumer, kafka, topic)
+        if not partitions:
+            raise UnknownTopic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+assigned_consumer = _assigned
