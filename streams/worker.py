@@ -18,6 +18,7 @@ from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.registry import build_providers
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
+from trackflow.streams.health import setup_health
 from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.streams.worker")
@@ -34,6 +35,7 @@ def build_cache(settings: Settings) -> ProviderCache | None:
 def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
     """The Faust app with every trackflow agent attached."""
     app = create_app(settings)
+    setup_health(app)  # /health/live and /health/ready beside /metrics
     topics = declare_topics(app, settings)
     # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in a
     # changelogged table: a restarted or rebalanced worker resumes where the last owner was.

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from trackflow.schemas.codec import DecodeError
 from trackflow.streams.client.records import EnrichedTrack
@@ -64,7 +65,8 @@ class TrackConsumer:
         self._idle = idle_timeout_s
         self._on_undecodable = on_undecodable
         self._consumer: AIOKafkaConsumer | None = None
-        self._uncommitted = False
+        self._handed: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last record handed out and not yet committed."""
         self.skipped = 0
         """Records that were not EnrichedTracks (with ``on_undecodable="skip"``)."""
 
@@ -81,7 +83,7 @@ class TrackConsumer:
         try:
             if not await _partitions(consumer, self._kafka, self.topic):
                 raise UnknownTopic(self.topic)
-            consumer.subscribe([self.topic])
+            consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
         except BaseException:
             await consumer.stop()
             raise
@@ -143,7 +145,7 @@ class TrackConsumer:
             for msg in batch:
                 yield msg
                 seen += 1
-                self._uncommitted = True
+                self._handed[TopicPartition(msg.topic, msg.partition)] = msg.offset + 1
                 if self._max is not None and seen >= self._max:
                     return
             last = time.monotonic()
@@ -170,14 +172,41 @@ class TrackConsumer:
                 break
             if not batch and not latest and not unkeyed:
                 yield []  # nothing collected yet: the idle timeout may count
-        yield unkeyed + list(latest.values()) + fresh
+        # In offset order per partition, so that a commit after any prefix skips nothing.
+        backlog = sorted([*unkeyed, *latest.values()], key=lambda m: (m.partition, m.offset))
+        yield backlog + fresh
         async for batch in fetch:
             yield batch
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
-        if self._group is not None and self._uncommitted:
-            await consumer.commit()
-            self._uncommitted = False
+    async def _commit(self, consumer: AIOKafkaConsumer,
+                      only: set[TopicPartition] | None = None) -> None:
+        # Only what was handed out: the fetch position may be far ahead of it.
+        if self._group is None or not self._handed:
+            return
+        assigned = consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self._handed.items()
+                   if tp in assigned and (only is None or tp in only)}
+        for tp in offsets:
+            del self._handed[tp]
+        if offsets:
+            await consumer.commit(offsets)
+        if only is None:
+            self._handed.clear()  # partitions no longer assigned: their new owner re-reads
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits what was handed out from partitions that are about to move to another member."""
+
+    def __init__(self, owner: TrackConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        consumer = self._owner._consumer
+        if consumer is not None:
+            await self._owner._commit(consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
 
 
 async def _fetch(consumer: AIOKafkaConsumer) -> AsyncIterator[list[Any]]:

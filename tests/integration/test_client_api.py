@@ -1,0 +1,155 @@
+"""The Python client API and the CLI built on it, against the real broker and a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import REPO, TRACKFLOW, TopicNames, collect, create_topics
+from trackflow.schemas.codec import decode_raw_track
+from trackflow.streams.client import (
+    Accepted,
+    EnrichedTrack,
+    Rejected,
+    SyncTrackProducer,
+    TrackConsumer,
+    TrackProducer,
+)
+from trackflow.streams.ingest import stable_track_id
+from trackflow.streams.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+NO_PROVIDERS = {"TRACKFLOW_WATERFALL__ORDER": "[]", "TRACKFLOW_WATERFALL__REQUIRED": "[]",
+                "TRACKFLOW_WORKER__AGENTS": '["enrich"]'}
+
+
+def kafka_settings(topics: TopicNames) -> Any:
+    """The ``[kafka]`` section the CLI would load for this test's topics."""
+    return load_settings(env={**os.environ, **topics.env()}).kafka
+
+
+async def test_producer_validates_like_the_worker_and_consumer_yields_typed_tracks(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any) -> None:
+    worker = worker_factory(partitions=4, extra_env=NO_PROVIDERS)
+    await worker.wait_ready()
+    kafka = kafka_settings(topic_names)
+    async with TrackProducer(kafka, source="it-scraper") as producer:
+        a = await producer.send(artist="Daft Punk", title="One More Time", duration="5:20",
+                                isrc="gb-duw-00-00059", source_ref="https://example.invalid/1")
+        b = await producer.send({"Artist Name": "Moby", "Song": "Porcelain", "length": "241",
+                                 "chart_position": "12"})
+        # A second version of the same track (same stable id): only the latest is kept below.
+        b2 = await producer.send({"artist": "Moby", "title": "Porcelain", "album": "Play"})
+        bad_isrc = await producer.send(artist="X", title="Y", isrc="NOT-AN-ISRC")
+        no_title = await producer.send(artist="X")
+        controls = await producer.send(artist="Bad\x1bArtist", title="T")
+    assert isinstance(a, Accepted) and isinstance(b, Accepted) and isinstance(b2, Accepted)
+    assert a.delivered.done() and a.delivered.exception() is None, "expected acks before exit"
+    assert b.track_id == b2.track_id == stable_track_id("Moby", "Porcelain")
+    assert isinstance(bad_isrc, Rejected) and bad_isrc.reason == "invalid_isrc"
+    assert bad_isrc.message == "isrc 'NOT-AN-ISRC' does not match CC-XXX-YY-NNNNN"
+    assert isinstance(no_title, Rejected) and no_title.reason == "missing_title"
+    assert isinstance(controls, Rejected) and controls.reason == "artist_control_chars"
+    assert (producer.report.sent, producer.report.rejected_total) == (3, 3)
+
+    raw = await collect(bootstrap, topic_names.raw, until=3, timeout=30)
+    assert len(raw) == 3, f"expected exactly the 3 accepted tracks on {topic_names.raw}"
+    first = next(decode_raw_track(m.value, m.headers) for m in raw if m.key == a.track_id.encode())
+    assert (first["isrc"], first["duration_ms"], first["source"]) == (
+        "GBDUW0000059", 320_000, "it-scraper")
+
+    enriched = await collect(bootstrap, topic_names.enriched, until=3, timeout=60)
+    assert len(enriched) == 3, "expected the worker to publish every accepted track"
+    dlq = await collect(bootstrap, topic_names.dlq, until=1, timeout=3)
+    assert dlq == [], "expected nothing dead-lettered: invalid items never left the producer"
+
+    async with TrackConsumer(kafka, from_beginning=True, latest_only=True,
+                             idle_timeout_s=3) as consumer:
+        tracks = [t async for t in consumer]
+    assert sorted(t.track_id for t in tracks) == sorted({a.track_id, b.track_id})
+    by_id = {t.track_id: t for t in tracks}
+    moby = by_id[b.track_id]
+    assert isinstance(moby, EnrichedTrack) and moby.input.album == "Play", (
+        "expected the latest version of the twice-sent track")
+    daft = by_id[a.track_id]
+    assert daft.status == "partial" and daft.isrc == "GBDUW0000059"
+    assert daft.provenance("isrc") is not None and daft.provenance("isrc").provider == "input"  # type: ignore[union-attr]
+    assert daft.position is not None and daft.position.topic == topic_names.enriched
+
+    async with TrackConsumer(kafka, from_beginning=True, idle_timeout_s=3) as consumer:
+        every = [t async for t in consumer]
+    assert len(every) == 3, "expected every version without latest_only"
+
+
+async def test_group_consumer_resumes_after_what_it_committed(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any) -> None:
+    worker = worker_factory(partitions=2, extra_env=NO_PROVIDERS)
+    await worker.wait_ready()
+    kafka = kafka_settings(topic_names)
+    async with TrackProducer(kafka) as producer:
+        report = await producer.send_many(
+            {"artist": f"Artist {i}", "title": f"Title {i}"} for i in range(10))
+    assert (report.sent, report.rejected_total) == (10, 0)
+    assert len(await collect(bootstrap, topic_names.enriched, until=10, timeout=60)) == 10
+
+    group = f"{topic_names.group}-reader"
+    async with TrackConsumer(kafka, group_id=group, from_beginning=True, max_records=4,
+                             idle_timeout_s=15) as consumer:
+        first = [t.track_id async for t in consumer]
+    async with TrackConsumer(kafka, group_id=group, from_beginning=True,
+                             idle_timeout_s=5) as consumer:
+        rest = [t.track_id async for t in consumer]
+    assert len(first) == 4 and len(rest) == 6, f"expected 4 then 6, read {first} then {rest}"
+    assert not set(first) & set(rest), "expected the second reader to start after the commit"
+
+
+async def test_sync_producer_works_from_a_plain_thread(bootstrap: str,
+                                                      topic_names: TopicNames) -> None:
+    await create_topics(bootstrap, [topic_names.raw], 2)
+    kafka = kafka_settings(topic_names)
+
+    def scrape() -> list[Any]:
+        with SyncTrackProducer(kafka, source="sync") as producer:
+            results = [producer.send({"artist": "A", "title": f"T{i}"}) for i in range(5)]
+            results.append(producer.send(artist="A", title="T", duration_ms=5))
+        return results
+
+    results = await asyncio.to_thread(scrape)
+    assert [type(r).__name__ for r in results] == ["Accepted"] * 5 + ["Rejected"]
+    assert results[-1].reason == "duration_out_of_range"
+    raw = await collect(bootstrap, topic_names.raw, until=5, timeout=30)
+    assert len(raw) == 5
+
+
+async def test_cli_produce_and_consume_use_the_client_api(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any, tmp_path: Path) -> None:
+    worker = worker_factory(partitions=2, extra_env=NO_PROVIDERS)
+    await worker.wait_ready()
+    csv = tmp_path / "tracks.csv"
+    csv.write_text("artist,title,isrc\nMoby,Porcelain,\nMoby,Porcelain,\nX,Y,NOT-AN-ISRC\n"
+                   "Air,Sexy Boy,FR-ZA9-98-00001\n")
+    env = worker.env_vars()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([TRACKFLOW, *args], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+
+    produced = await asyncio.to_thread(run, "produce", str(csv))
+    assert produced.returncode == 0, produced.stderr
+    assert "sent 3 records" in produced.stdout and "rejected 1 rows" in produced.stdout
+    assert "does not match CC-XXX-YY-NNNNN" in produced.stdout
+    assert len(await collect(bootstrap, topic_names.enriched, until=3, timeout=60)) == 3
+    consumed = await asyncio.to_thread(run, "consume", "--from-beginning", "--latest-only",
+                                       "--format", "jsonl", "--timeout", "3")
+    assert consumed.returncode == 0, consumed.stderr
+    lines = [json.loads(line) for line in consumed.stdout.splitlines()]
+    assert sorted(line["value"]["title"] for line in lines) == ["Porcelain", "Sexy Boy"]
+    missing = await asyncio.to_thread(run, "consume", "--topic", "no.such.topic")
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
