@@ -30,6 +30,9 @@ test: $(STAMP) lint
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
+# ruff, mypy, then the deployment files offline: hadolint, docker compose config, helm lint and
+# helm template against the Kubernetes schemas (deploy/lint.py). helm is built into .tools/bin
+# the first time (deploy/local/prerequisites.py), the other tools come with the dev extra.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	@# mypy reads the trackflow package through a tree of links: the editable install maps
@@ -37,6 +40,8 @@ lint: $(STAMP)
 	@mkdir -p .lint/trackflow
 	@for d in streams agents providers schemas; do ln -sfn ../../$$d .lint/trackflow/$$d; done
 	MYPYPATH=.lint $(VENV)/bin/mypy --strict -p trackflow
+	$(PY) deploy/local/prerequisites.py --lint
+	$(PY) deploy/lint.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .lint
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .lint .tools
