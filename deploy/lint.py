@@ -134,6 +134,10 @@ def check_compose() -> Problems:
     if not worker.get("read_only"):
         problems.append("compose: the worker should run with a read-only root filesystem")
     brokers = sorted(n for n in demo if n.startswith("kafka-"))
+    cluster_ids = {demo[n]["environment"].get("CLUSTER_ID") for n in brokers}
+    if len(cluster_ids) != 1 or not _is_kraft_cluster_id(next(iter(cluster_ids))):
+        problems.append(f"compose: brokers need one KRaft cluster id (22 characters of "
+                        f"URL-safe base64), got {cluster_ids}")
     ids = {demo[n]["environment"].get("KAFKA_NODE_ID") for n in brokers}
     if len(brokers) != 3 or len(ids) != 3:
         problems.append(f"compose: expected three KRaft brokers with distinct ids, got {brokers}")
@@ -149,6 +153,17 @@ def check_compose() -> Problems:
     toml_file = configs["demo"]["configs"]["trackflow-config"]["file"]
     load_worker_settings(Path(toml_file).read_text(), "compose trackflow.toml", problems)
     return problems
+
+
+def _is_kraft_cluster_id(value: Any) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return isinstance(value, str) and len(value) == 22 and len(
+            base64.urlsafe_b64decode(value + "==")) == 16
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _check_compose_prometheus(config: dict[str, Any]) -> Problems:

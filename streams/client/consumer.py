@@ -253,6 +253,10 @@ async def _assigned(kafka: Kafka, topic: str, *, from_beginning: bool) -> AIOKaf
             await consumer.seek_to_beginning(*tps)
         else:
             await consumer.seek_to_end(*tps)
+        for tp in tps:
+            # Resolves the seek now: "the end" is the end when start() returned, not whenever
+            # the first fetch happens to run.
+            await consumer.position(tp)
     except BaseException:
         await consumer.stop()
         raise

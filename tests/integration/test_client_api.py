@@ -109,6 +109,19 @@ async def test_group_consumer_resumes_after_what_it_committed(
     assert len(first) == 4 and len(rest) == 6, f"expected 4 then 6, read {first} then {rest}"
     assert not set(first) & set(rest), "expected the second reader to start after the commit"
 
+    # Without a group and without from_beginning: only what arrives after the start.
+    async with TrackConsumer(kafka, max_records=2, idle_timeout_s=60) as consumer:
+        async def read() -> list[str]:
+            return [t.input.title async for t in consumer]
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(1)
+        async with TrackProducer(kafka) as producer:
+            await producer.send(artist="Late", title="First")
+            await producer.send(artist="Late", title="Second")
+        late = await asyncio.wait_for(reader, 60)
+    assert sorted(late) == ["First", "Second"], f"expected only the new tracks, read {late}"
+
 
 async def test_sync_producer_works_from_a_plain_thread(bootstrap: str,
                                                       topic_names: TopicNames) -> None:
