@@ -164,5 +164,10 @@ async def test_cli_produce_and_consume_use_the_client_api(
     assert consumed.returncode == 0, consumed.stderr
     lines = [json.loads(line) for line in consumed.stdout.splitlines()]
     assert sorted(line["value"]["title"] for line in lines) == ["Porcelain", "Sexy Boy"]
+    # --no-validate sends the invalid row on: the worker dead-letters it with the same reason.
+    unvalidated = await asyncio.to_thread(run, "produce", "--no-validate", str(csv))
+    assert unvalidated.returncode == 0 and "sent 4 records" in unvalidated.stdout
+    dlq = await collect(bootstrap, topic_names.dlq, until=1, timeout=60)
+    assert len(dlq) == 1 and dict(dlq[0].headers)["trackflow.errors.reason"] == b"invalid_isrc"
     missing = await asyncio.to_thread(run, "consume", "--topic", "no.such.topic")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
