@@ -10,8 +10,8 @@ from typing import Any
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from trackflow.agents.deadletter import error_facts
 from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
-from trackflow.streams.deadletter import error_facts
 from trackflow.streams.kafka_io import start_consumer
 from trackflow.streams.topics import topic_partitions
 

@@ -29,9 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from trackflow.agents.deadletter import error_facts
 from trackflow.providers.simulator.generate import generate_catalog
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, decode, encode
-from trackflow.streams.deadletter import error_facts
 from trackflow.streams.ingest import stable_track_id
 from trackflow.streams.kafka_io import start_producer
 from trackflow.streams.stack import StackInfo, down, ensure_running

@@ -21,9 +21,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from trackflow.providers.errors import ConfigError
-from trackflow.streams.consume import _jsonable
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     ERROR_PREFIXES,
     H_ATTEMPT,
     H_CLASS,
@@ -32,6 +30,8 @@ from trackflow.streams.deadletter import (
     H_RETRYABLE,
     H_STAGE,
 )
+from trackflow.providers.errors import ConfigError
+from trackflow.streams.consume import _jsonable
 from trackflow.streams.dlq_letters import (
     DeadLetter,
     LetterFilter,

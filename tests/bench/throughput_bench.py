@@ -73,9 +73,9 @@ async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str,
     from the first record read to the last record acknowledged."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from trackflow.agents.deadletter import attempt_of
     from trackflow.agents.records import build_enriched, validate_raw
     from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, decode_raw_track, encode
-    from trackflow.streams.deadletter import attempt_of
     from trackflow.streams.settings import Settings
 
     targets = Settings().waterfall.targets
