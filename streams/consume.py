@@ -7,16 +7,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from trackflow.agents.deadletter import error_facts
 from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
 from trackflow.streams.kafka_io import start_consumer
-from trackflow.streams.topics import topic_partitions
+from trackflow.streams.topics import TopicMissing, topic_partitions
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``json.dumps(default=...)`` for what decoded records hold: datetimes and bytes."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -61,9 +61,7 @@ async def assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool
             raise
     if not partitions:
         await consumer.stop()
-        raise click.ClickException(
-            f"topic {topic} does not exist: start a worker once (it creates the topics) or "
-            "check the name")
+        raise TopicMissing(topic)
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
     if from_beginning:

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from trackflow.providers.errors import ConfigError
-from trackflow.streams.consume import _jsonable, assigned_consumer, decode_message, read_messages
+from trackflow.streams.consume import assigned_consumer, decode_message, jsonable, read_messages
 from trackflow.streams.settings import load_settings
-from trackflow.streams.topics import KafkaUnavailable
+from trackflow.streams.topics import KafkaToolError
 
 
 def _row(item: dict[str, Any]) -> list[str]:
@@ -62,7 +62,7 @@ def consume(topic: str | None, from_beginning: bool, follow: bool, max_messages:
                 item = decode_message(msg, enriched_topic=settings.kafka.enriched_topic)
                 rows += 1
                 if fmt == "jsonl":
-                    click.echo(json.dumps(item, default=_jsonable, ensure_ascii=False))
+                    click.echo(json.dumps(item, default=jsonable, ensure_ascii=False))
                 elif follow:
                     console.print(" | ".join(_row(item)))
                 else:
@@ -75,7 +75,7 @@ def consume(topic: str | None, from_beginning: bool, follow: bool, max_messages:
 
     try:
         rows = asyncio.run(run())
-    except KafkaUnavailable as exc:
+    except KafkaToolError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         return
