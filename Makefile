@@ -37,6 +37,7 @@ lint: $(STAMP)
 	@mkdir -p .lint/trackflow
 	@for d in streams agents providers schemas; do ln -sfn ../../$$d .lint/trackflow/$$d; done
 	MYPYPATH=.lint $(VENV)/bin/mypy --strict -p trackflow
+	MYPYPATH=.lint $(VENV)/bin/mypy --strict deploy/local/*.py deploy/prometheus/*.py deploy/grafana/*.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .lint
