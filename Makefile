@@ -40,6 +40,7 @@ lint: $(STAMP)
 	@mkdir -p .lint/trackflow
 	@for d in streams agents providers schemas; do ln -sfn ../../$$d .lint/trackflow/$$d; done
 	MYPYPATH=.lint $(VENV)/bin/mypy --strict -p trackflow
+	MYPYPATH=.lint $(VENV)/bin/mypy --strict deploy/*.py deploy/local/*.py deploy/prometheus/*.py deploy/grafana/*.py
 	$(PY) deploy/local/prerequisites.py --lint
 	$(PY) deploy/lint.py
 

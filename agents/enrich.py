@@ -16,8 +16,16 @@ from typing import Any, Protocol
 
 import faust
 
+from trackflow.agents import metrics
+from trackflow.agents.deadletter import (
+    Failure,
+    Origin,
+    attempt_of,
+    dead_letter_headers,
+    fit_record,
+)
 from trackflow.agents.inflight import InFlight
-from trackflow.agents.publish import is_record_error, publish, record_skipped
+from trackflow.agents.publish import Send, is_record_error, publish, record_skipped
 from trackflow.agents.records import (
     FieldValue,
     InvalidRecord,
@@ -25,7 +33,8 @@ from trackflow.agents.records import (
     build_enriched,
     validate_raw,
 )
-from trackflow.agents.runner import run_agent
+from trackflow.agents.runner import Topics, producer_send, run_agent
+from trackflow.agents.settings import AgentSettings
 from trackflow.providers.context import enter_record
 from trackflow.schemas.codec import (
     AVRO_CONTENT_TYPE,
@@ -34,16 +43,6 @@ from trackflow.schemas.codec import (
     decode_raw_track,
     encode,
 )
-from trackflow.streams import metrics
-from trackflow.streams.app import Send, Topics, producer_send
-from trackflow.streams.deadletter import (
-    Failure,
-    Origin,
-    attempt_of,
-    dead_letter_headers,
-    fit_record,
-)
-from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.agents.enrich")
 
@@ -78,7 +77,7 @@ class NoProviders:
 class EnrichmentPipeline:
     """Handles one raw event end to end. Every failure becomes a dead letter."""
 
-    def __init__(self, *, send: Send, settings: Settings, enricher: Enricher,
+    def __init__(self, *, send: Send, settings: AgentSettings, enricher: Enricher,
                  clock: Callable[[], float] = time.time) -> None:
         self._send = send
         self._settings = settings
@@ -164,7 +163,7 @@ class EnrichmentPipeline:
                                     retryable=str(failure.retryable).lower()).inc()
 
 
-def register_enrich_agent(app: faust.App, topics: Topics, settings: Settings,
+def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSettings,
                           enricher: Enricher, *,
                           on_fatal: Callable[[BaseException], Awaitable[None]],
                           on_revoke: Callable[[set[int]], None] | None = None) -> InFlight[Any]:

@@ -1,6 +1,6 @@
 """Publishing one record, and telling a record Kafka refuses from a Kafka that is gone.
 
-The agents publish through :data:`streams.app.Send`. When Kafka refuses a record for what it is
+The agents publish through :data:`Send`. When Kafka refuses a record for what it is
 (too large, malformed for the producer), retrying it can never succeed, and stopping the worker
 would only stop it again on the same record after every restart. Such a record is skipped:
 counted in ``trackflow_records_skipped_total``, alerted on, and logged once with its topic,
@@ -11,6 +11,7 @@ record and still stops the worker, so that nothing is acked that was not publish
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.errors import (
@@ -21,10 +22,14 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
-from trackflow.streams import metrics
-from trackflow.streams.app import Headers, Send
+from trackflow.agents import metrics
 
 log = logging.getLogger("trackflow.agents.publish")
+
+Headers = list[tuple[str, bytes]]
+Send = Callable[[str, bytes | None, bytes | None, Headers], Awaitable[Awaitable[Any]]]
+"""``await send(topic, key, value, headers)`` queues a record and returns the future of its
+acknowledgement by the broker."""
 
 _REFUSED = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError,
             CorruptRecordException)

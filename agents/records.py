@@ -13,14 +13,6 @@ MAX_TEXT = 512
 MIN_DURATION_MS = 1_000
 MAX_DURATION_MS = 3 * 60 * 60 * 1_000
 
-#: Fields of EnrichedTrack that providers fill, in the order reports list them.
-TARGET_FIELDS: tuple[str, ...] = (
-    "isrc", "spotify_id", "musicbrainz_recording_id", "deezer_id", "discogs_release_id",
-    "album", "release_date", "duration_ms", "label", "bpm", "key", "genres", "tags",
-    "popularity", "listeners", "playcount",
-)
-
-
 class InvalidRecord(ValueError):
     """A raw record that no retry can fix. ``reason`` is a short code, ``field`` the culprit."""
 
@@ -123,9 +115,10 @@ def build_enriched(
     enriched_at_ms: int,
     filled: Mapping[str, FieldValue] | None = None,
     outcomes: Sequence[Outcome] = (),
-    targets: Sequence[str] = TARGET_FIELDS,
+    targets: Sequence[str],
 ) -> dict[str, Any]:
-    """Build an EnrichedTrack from a validated raw record and what the providers filled."""
+    """Build an EnrichedTrack from a validated raw record and what the providers filled;
+    ``targets`` (``waterfall.targets``) are the fields whose absence makes it ``partial``."""
     filled = dict(filled or {})
     # What the source already told us counts as known, without a provider.
     for name in ("isrc", "duration_ms", "album", "spotify_id"):

@@ -23,8 +23,19 @@ from typing import Any
 
 import faust
 
+from trackflow.agents import metrics
+from trackflow.agents.deadletter import (
+    H_CLASS,
+    H_LAST_FAILURE,
+    H_PROVIDER,
+    H_STAGE,
+    error_facts,
+    fit_record,
+    parked_headers,
+    replay_headers,
+)
 from trackflow.agents.inflight import InFlight
-from trackflow.agents.publish import is_record_error, publish, record_skipped
+from trackflow.agents.publish import Send, is_record_error, publish, record_skipped
 from trackflow.agents.retry_schedule import (
     DONE,
     WAITING,
@@ -38,20 +49,14 @@ from trackflow.agents.retry_schedule import (
     schedule_key,
     waiting_entry,
 )
-from trackflow.agents.runner import DLQ_SCHEDULE_TABLE, declare_table, run_agent
-from trackflow.streams import metrics
-from trackflow.streams.app import Send, Topics, producer_send
-from trackflow.streams.deadletter import (
-    H_CLASS,
-    H_LAST_FAILURE,
-    H_PROVIDER,
-    H_STAGE,
-    error_facts,
-    fit_record,
-    parked_headers,
-    replay_headers,
+from trackflow.agents.runner import (
+    DLQ_SCHEDULE_TABLE,
+    Topics,
+    declare_table,
+    producer_send,
+    run_agent,
 )
-from trackflow.streams.settings import DlqSettings, Settings
+from trackflow.agents.settings import AgentSettings, DlqSettings
 
 log = logging.getLogger("trackflow.agents.reprocess")
 
@@ -77,7 +82,7 @@ class _Partition:
 class Reprocessor:
     """Handles one dead letter end to end: park it, or wait and replay it."""
 
-    def __init__(self, *, send: Send, settings: Settings, dlq: DlqSettings,
+    def __init__(self, *, send: Send, settings: AgentSettings, dlq: DlqSettings,
                  table: MutableMapping[str, Any], breaker_open_until: BreakerOpenUntil,
                  clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
@@ -276,7 +281,7 @@ def _float_ms(value: str | None) -> float | None:
         return None
 
 
-def register_reprocess_agent(app: faust.App, topics: Topics, settings: Settings, *,
+def register_reprocess_agent(app: faust.App, topics: Topics, settings: AgentSettings, *,
                              breaker_open_until: BreakerOpenUntil,
                              on_fatal: Callable[[BaseException], Awaitable[None]],
                              dlq: DlqSettings | None = None) -> InFlight[Any]:

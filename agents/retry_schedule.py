@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trackflow.providers.backoff import UniformRng, backoff_delay
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     H_ATTEMPT,
     H_LAST_FAILURE,
     H_NOT_BEFORE,
@@ -26,7 +25,8 @@ from trackflow.streams.deadletter import (
     H_RETRYABLE,
     error_facts,
 )
-from trackflow.streams.settings import DlqSettings
+from trackflow.agents.settings import DlqSettings
+from trackflow.providers.backoff import UniformRng, backoff_delay
 
 NOT_RETRYABLE = "not_retryable"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"

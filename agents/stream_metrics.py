@@ -8,7 +8,7 @@ from importlib import metadata
 
 import faust
 
-from trackflow.streams import metrics
+from trackflow.agents import metrics
 
 log = logging.getLogger("trackflow.agents.stream_metrics")
 

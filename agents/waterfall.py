@@ -25,16 +25,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trackflow.agents import metrics
+from trackflow.agents.deadletter import Failure
 from trackflow.agents.enrich import Enrichment
-from trackflow.agents.records import TARGET_FIELDS, FieldValue, Outcome
+from trackflow.agents.records import FieldValue, Outcome
+from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
 from trackflow.providers.context import AnswersUsed, current_record
 from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
 from trackflow.providers.matching import best_match
 from trackflow.providers.specs import SPECS
-from trackflow.streams import metrics
-from trackflow.streams.deadletter import Failure
-from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.agents.waterfall")
 
@@ -58,7 +58,7 @@ def missing_fields(known: Mapping[str, FieldValue], targets: Sequence[str]) -> l
     return [t for t in targets if t not in known]
 
 
-def plan_stage(provider: str, known: Mapping[str, FieldValue], settings: Settings,
+def plan_stage(provider: str, known: Mapping[str, FieldValue], settings: AgentSettings,
                targets: Sequence[str]) -> StagePlan:
     """Pure: may ``provider`` contribute anything to a record that knows ``known``?"""
     missing = set(missing_fields(known, targets))
@@ -179,13 +179,12 @@ class ResultCache:
 class Waterfall:
     """Runs the provider stages for one record. ``providers`` holds the enabled clients."""
 
-    def __init__(self, providers: Mapping[str, Provider], settings: Settings,
-                 *, targets: Sequence[str] = TARGET_FIELDS,
-                 results: ResultCache | None = None,
+    def __init__(self, providers: Mapping[str, Provider], settings: AgentSettings,
+                 *, results: ResultCache | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._providers = providers
         self._settings = settings
-        self._targets = tuple(targets)
+        self._targets = tuple(settings.waterfall.targets)
         self._order = [p for p in settings.waterfall.order if p in providers]
         self._results = results
         self._clock = clock

@@ -1,7 +1,7 @@
 """The ``trackflow_*`` Prometheus families of the providers layer: provider calls, cache,
 rate limit, circuit breaker and retries, registered on the default registry.
 
-The gate and the cache import the object they need; :mod:`streams.metrics` holds the
+The gate and the cache import the object they need; :mod:`agents.metrics` holds the
 stream-level families, and :mod:`streams.metrics_doc` renders both into docs/metrics.md.
 Base units (seconds, ratios 0..1), counters end in ``_total``, labels are low-cardinality
 only. Never a per-track label (track id, ISRC, title, cache key).

@@ -5,16 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import click
 from aiokafka import AIOKafkaConsumer
 
+from trackflow.agents.deadletter import error_facts
 from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
 from trackflow.streams.client import consumer as client_consumer
-from trackflow.streams.deadletter import error_facts
 from trackflow.streams.kafka_io import Kafka
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``json.dumps(default=...)`` for what decoded records hold: datetimes and bytes."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -47,9 +47,6 @@ def decode_message(msg: Any, *, enriched_topic: str) -> dict[str, Any]:
 
 async def assigned_consumer(kafka: Kafka, topic: str, *, from_beginning: bool
                             ) -> AIOKafkaConsumer:
-    """A group-less consumer on every partition of ``topic``, at its beginning or its end."""
-    try:
-        return await client_consumer.assigned_consumer(kafka, topic,
-                                                       from_beginning=from_beginning)
-    except client_consumer.UnknownTopic as exc:
-        raise click.ClickException(str(exc)) from None
+    """A group-less consumer on every partition of ``topic``, at its beginning or its end;
+    TopicMissing when it does not exist (the client API's, shared with the dlq tools)."""
+    return await client_consumer.assigned_consumer(kafka, topic, from_beginning=from_beginning)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     ERROR_PREFIXES,
     H_CLASS,
     H_LAST_FAILURE,

@@ -11,19 +11,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-import click
 from aiokafka import AIOKafkaConsumer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from trackflow.streams.consume import assigned_consumer, decode_message
 from trackflow.streams.dlq_letters import DeadLetter, ledger_value, operator_replay_headers
 from trackflow.streams.kafka_io import start_consumer, start_producer
 from trackflow.streams.settings import Settings
-from trackflow.streams.topics import admin_client, ensure_replay_ledger
+from trackflow.streams.topics import (
+    KafkaToolError,
+    TopicMissing,
+    admin_client,
+    ensure_replay_ledger,
+)
 
 
 def letter_of(msg: Any, *, enriched_topic: str | None = None) -> DeadLetter:
@@ -51,7 +53,7 @@ async def read_to_end(consumer: AIOKafkaConsumer) -> AsyncIterator[Any]:
 
 async def read_topic(bootstrap: str, topic: str, *, enriched_topic: str | None = None
                      ) -> list[DeadLetter]:
-    """All dead letters of ``topic``; ClickException naming it when it does not exist."""
+    """All dead letters of ``topic``; TopicMissing when it does not exist."""
     consumer = await assigned_consumer(bootstrap, topic, from_beginning=True)
     try:
         return [letter_of(m, enriched_topic=enriched_topic) async for m in read_to_end(consumer)]
@@ -93,31 +95,30 @@ async def prepare_replay(settings: Settings) -> None:
     admin = await admin_client(kafka.bootstrap_servers)
     try:
         if kafka.raw_topic not in set(await admin.list_topics()):
-            raise click.ClickException(
-                f"topic {kafka.raw_topic} does not exist: start a worker once (it creates the "
-                "topics) or check the name")
+            raise TopicMissing(kafka.raw_topic)
     finally:
         await admin.close()
     await ensure_replay_ledger(kafka)
 
 
+class ReplayIncomplete(KafkaToolError):
+    """Some replays were not acknowledged; those that were are recorded in the ledger."""
+
+
 async def publish_replays(settings: Settings, letters: Sequence[DeadLetter], ledger_topic: str,
-                          *, by: str, console: Console) -> int:
-    """Republish ``letters`` to the raw topic, then record each acknowledged one in the ledger."""
+                          *, by: str, on_sent: Callable[[], None] = lambda: None) -> int:
+    """Republish ``letters`` to the raw topic, then record each acknowledged one in the ledger.
+    ``on_sent`` is called once per letter handed to the producer (a progress bar)."""
     producer = await start_producer(settings.kafka.bootstrap_servers)
     sent: list[tuple[DeadLetter, asyncio.Future[Any]]] = []
     try:
-        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
-                      console=console, transient=True) as progress:
-            task = progress.add_task("replay", total=len(letters))
-            for letter in letters:
-                fut = await producer.send(settings.kafka.raw_topic, value=letter.value,
-                                          key=letter.key,
-                                          headers=operator_replay_headers(letter.headers,
-                                                                          letter.ref))
-                sent.append((letter, fut))
-                progress.advance(task)
-            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        for letter in letters:
+            fut = await producer.send(settings.kafka.raw_topic, value=letter.value,
+                                      key=letter.key,
+                                      headers=operator_replay_headers(letter.headers, letter.ref))
+            sent.append((letter, fut))
+            on_sent()
+        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
         now = dt.datetime.now(dt.UTC)
         acked = [letter for (letter, _), r in zip(sent, results, strict=True)
                  if not isinstance(r, BaseException)]
@@ -127,7 +128,7 @@ async def publish_replays(settings: Settings, letters: Sequence[DeadLetter], led
         await producer.flush()
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            raise click.ClickException(
+            raise ReplayIncomplete(
                 f"{len(failed)} of {len(letters)} replays failed ({type(failed[0]).__name__}: "
                 f"{failed[0]}); {len(acked)} were replayed and recorded, run again to retry")
     finally:

@@ -15,8 +15,8 @@ from types import ModuleType
 
 from prometheus_client.metrics import MetricWrapperBase
 
+from trackflow.agents import metrics as stream_metrics
 from trackflow.providers import metrics as provider_metrics
-from trackflow.streams import metrics as stream_metrics
 from trackflow.streams.faust_metrics import exported_families
 
 #: Modules whose families make the contract, the providers layer's first.

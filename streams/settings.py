@@ -18,22 +18,27 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from trackflow.providers.breaker import BreakerConfig
-from trackflow.providers.cache import CacheTtls
+from trackflow.agents.settings import DlqSettings, FieldRule, WaterfallSettings
 from trackflow.providers.errors import ConfigError
-from trackflow.providers.gate import ProviderPolicy
-from trackflow.providers.specs import PROVIDER_NAMES, SPECS
+from trackflow.providers.settings import (
+    BreakerSettings,
+    CacheSettings,
+    ProviderSettings,
+    Section,
+    default_providers,
+)
+from trackflow.providers.specs import PROVIDER_NAMES
+
+# The sections defined in the layers that read them, importable from here with the rest.
+__all__ = ["BreakerSettings", "CacheSettings", "DlqSettings", "FieldRule", "KafkaSettings",
+           "ProviderSettings", "Settings", "WaterfallSettings", "WorkerSettings", "load_settings"]
 
 ENV_PREFIX = "TRACKFLOW_"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KafkaSettings(_Section):
+class KafkaSettings(Section):
     """Where Kafka is and how our topics look."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -52,12 +57,12 @@ class KafkaSettings(_Section):
     max_message_bytes: int = Field(1_048_576, ge=65_536, le=64 * 1024 * 1024)
     """The largest record a worker publishes (the producer's ``max.request.size``, and
     ``max.message.bytes`` of the topics it creates). A dead letter that would be larger is cut
-    to fit, and its headers say so (``streams.deadletter``)."""
+    to fit, and its headers say so (``agents.deadletter``)."""
     session_timeout_s: float = Field(30.0, ge=6, le=300)
     """How long the group waits for a silent worker before moving its partitions."""
 
 
-class WorkerSettings(_Section):
+class WorkerSettings(Section):
     """How one worker process runs."""
 
     max_in_flight: int = Field(64, ge=1, le=10_000)
@@ -78,140 +83,13 @@ class WorkerSettings(_Section):
 
 
 
-class BreakerSettings(_Section):
-    """Circuit breaker thresholds: the settable fields of providers.breaker.BreakerConfig."""
-
-    window_size: int = Field(20, ge=1, le=1000)
-    minimum_calls: int = Field(5, ge=1, le=1000)
-    failure_rate_threshold: float = Field(0.5, gt=0, le=1)
-    consecutive_failures: int = Field(5, ge=1, le=1000)
-    slow_call_s: float = Field(5.0, gt=0)
-    slow_call_rate_threshold: float = Field(0.8, gt=0, le=1)
-    half_open_max_probes: int = Field(1, ge=1, le=100)
-    half_open_successes: int = Field(2, ge=1, le=100)
-    open_base_s: float = Field(5.0, gt=0)
-    open_cap_s: float = Field(300.0, ge=0)
-
-
-class ProviderSettings(_Section):
-    """How one provider is used and called."""
-
-    enabled: bool = True
-    rate: float = Field(1.0, gt=0, le=100_000)
-    """Calls per second the provider allows this application as a whole (all workers)."""
-    window_s: float = Field(1.0, gt=0, le=3600)
-    """The window over which the provider counts calls (it allows ``rate * window_s`` each)."""
-    rate_slack_s: float = Field(0.1, ge=0, le=60)
-    """Pacing counts the provider's window as this much longer: ``rate * window_s`` calls go
-    out per ``window_s + rate_slack_s``. A quarter of it absorbs a call leaving late, the rest
-    the delay until the request reaches the provider (and clock skew between workers)."""
-    max_wait_s: float = Field(30.0, ge=0)
-    timeout_s: float = Field(15.0, gt=0)
-    max_attempts: int = Field(3, ge=1, le=10)
-    backoff_base_s: float = Field(0.5, gt=0)
-    backoff_cap_s: float = Field(8.0, gt=0)
-    retry_budget_ratio: float = Field(0.2, ge=0, le=1)
-    min_confidence: float = Field(0.82, ge=0, le=1)
-    """Matches below this confidence are ignored for this provider."""
-    requires: list[str] = []
-    """Fields that must be known before this stage runs (e.g. ``["isrc"]``)."""
-    breaker: BreakerSettings = BreakerSettings()
-
-    def policy(self) -> ProviderPolicy:
-        """How the gate calls this provider. Every call and breaker setting is passed by name:
-        a setting the policy does not know stops start-up instead of being ignored."""
-        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "breaker"})
-        return ProviderPolicy(**calls, breaker=BreakerConfig(**self.breaker.model_dump()))
-
-
-class FieldRule(_Section):
-    """Which providers may fill a field, and how sure they must be."""
-
-    providers: list[str]
-    min_confidence: float = Field(0.85, ge=0, le=1)
-
-
-def _default_fields() -> dict[str, FieldRule]:
-    """By default a provider may fill every field it provides (``ProviderSpec.provides``)."""
-    fields = sorted({f for spec in SPECS.values() for f in spec.provides})
-    return {f: FieldRule(providers=[n for n, spec in SPECS.items() if f in spec.provides])
-            for f in fields}
-
-
-class WaterfallSettings(_Section):
-    """The provider stages: order, what each may fill, and what a publishable record needs."""
-
-    order: list[str] = list(PROVIDER_NAMES)
-    fields: dict[str, FieldRule] = Field(default_factory=_default_fields)
-    required: list[str] = ["isrc"]
-    """Fields a record needs to be published; without them it is dead-lettered."""
-    targets: list[str] = [
-        "isrc", "spotify_id", "musicbrainz_recording_id", "deezer_id", "discogs_release_id",
-        "album", "release_date", "duration_ms", "label", "bpm", "genres", "tags", "popularity",
-        "listeners", "playcount",
-    ]
-    """Fields the waterfall tries to fill; a record with all of them is ``complete``. ``key``
-    needs Spotify audio features, which apps created after Nov 2024 cannot use, so it is not a
-    default target."""
-
-
-class CacheSettings(_Section):
-    """The two-level provider cache (in-process LRU in front of Redis)."""
-
-    enabled: bool = True
-    namespace: str = Field("trackflow", pattern=r"^[A-Za-z0-9_.-]+$")
-    """Prefix of every Redis key; separate pipelines sharing a Redis use separate namespaces."""
-    lru_size: int = Field(50_000, ge=0)
-    """Provider answers each worker keeps in process, in front of Redis (0: none)."""
-    result_cache_size: int = Field(20_000, ge=0)
-    """Waterfall results each worker keeps for inputs it saw recently (0: none); an entry
-    never outlives the cached provider answers it was computed from."""
-    ttl_id_s: float = Field(30 * 86_400, gt=0)
-    ttl_search_s: float = Field(86_400, gt=0)
-    ttl_tags_s: float = Field(7 * 86_400, gt=0)
-    ttl_features_s: float = Field(7 * 86_400, gt=0)
-    """Spotify audio features (BPM, key)."""
-    ttl_not_found_s: float = Field(3_600, gt=0)
-
-    def ttls(self) -> CacheTtls:
-        """The cache's TTLs: one per lookup kind the provider clients make."""
-        return CacheTtls(by_kind={"isrc": self.ttl_id_s, "id": self.ttl_id_s,
-                                  "search": self.ttl_search_s, "tags": self.ttl_tags_s,
-                                  "features": self.ttl_features_s},
-                         default=self.ttl_search_s, not_found=self.ttl_not_found_s)
-
-
-class DlqSettings(_Section):
-    """How the reprocessing agent retries dead letters (``[dlq]``, ``TRACKFLOW_DLQ__*``)."""
-
-    max_attempts: int = Field(default=5, ge=1, le=100)
-    """Passes a record gets in all (1 = the first pass); then it is parked."""
-    backoff_base_s: float = Field(default=30.0, gt=0)
-    """Upper bound of the first retry's delay; doubles with every attempt."""
-    backoff_cap_s: float = Field(default=3600.0, gt=0)
-    """Upper bound of any retry's delay."""
-    max_waiting_per_partition: int = Field(default=10_000, ge=1, le=1_000_000)
-    """Dead letters of one DLQ partition waiting at once; beyond it they queue (``worker.
-    max_queued`` in all), and beyond that the DLQ stops being read."""
-    breaker_jitter_s: float = Field(default=2.0, ge=0)
-    """Spread added after an open breaker's end, so waiting retries do not probe together."""
-
-
-# (calls per second, the window the provider counts them in), from each API's documentation;
-# Spotify publishes no number (it uses a rolling 30 s window), Last.fm asks for about 5/s.
-def _default_providers() -> dict[str, ProviderSettings]:
-    return {name: ProviderSettings(rate=spec.rate, window_s=spec.window_s,
-                                   requires=list(spec.requires))
-            for name, spec in SPECS.items()}
-
-
-class Settings(_Section):
+class Settings(Section):
     """All of trackflow's configuration."""
 
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     redis_url: str = "redis://127.0.0.1:6379/0"
-    providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
+    providers: dict[str, ProviderSettings] = Field(default_factory=default_providers)
     waterfall: WaterfallSettings = WaterfallSettings()
     cache: CacheSettings = CacheSettings()
     dlq: DlqSettings = DlqSettings()

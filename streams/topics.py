@@ -27,13 +27,26 @@ UNREACHABLE_HINT = (
 )
 
 
-class KafkaUnavailable(RuntimeError):
+class KafkaToolError(RuntimeError):
+    """A Kafka operation of a command-line tool that cannot go on; the message says why and
+    what to do. The CLI prints it; the Python API raises it."""
+
+
+class KafkaUnavailable(KafkaToolError):
     """Kafka did not answer at the configured address."""
 
     def __init__(self, bootstrap: str, cause: BaseException) -> None:
         super().__init__(
             f"cannot reach Kafka at {bootstrap} ({type(cause).__name__}): {UNREACHABLE_HINT}"
         )
+
+
+class TopicMissing(KafkaToolError):
+    """A topic a tool reads or writes does not exist."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic} does not exist: start a worker once (it creates the "
+                         "topics) or check the name")
 
 
 @dataclass(frozen=True, slots=True)

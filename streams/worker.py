@@ -51,8 +51,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     # Reusing results is only sound when they come from cached answers (see ResultCache).
     results = (ResultCache(settings.cache.result_cache_size, clock=cache.clock)
                if cache is not None else None)
-    enricher = (Waterfall(providers, settings, targets=settings.waterfall.targets,
-                          results=results)
+    enricher = (Waterfall(providers, settings, results=results)
                 if providers else NoProviders())
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
     on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))

@@ -2,8 +2,8 @@
 
 Regenerate with ``python deploy/grafana/generate_dashboards.py`` and commit the JSON;
 ``tests/unit/test_dashboards.py`` fails when the committed JSON differs from this module or when a
-query names a metric that ``streams/metrics.py`` does not define. Providers come from the
-``$provider`` template variable, never from hard-coded panels.
+query names a metric that ``agents/metrics.py`` or ``providers/metrics.py`` does not define.
+Providers come from the ``$provider`` template variable, never from hard-coded panels.
 """
 
 from __future__ import annotations

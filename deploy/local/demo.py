@@ -29,9 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from trackflow.agents.deadletter import error_facts
 from trackflow.providers.simulator.generate import generate_catalog
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, decode, encode
-from trackflow.streams.deadletter import error_facts
 from trackflow.streams.ingest import stable_track_id
 from trackflow.streams.kafka_io import start_producer
 from trackflow.streams.stack import StackInfo, down, ensure_running
@@ -79,7 +79,7 @@ def sample(rng: random.Random) -> tuple[list[tuple[bytes | None, bytes, list[Any
         if tid in seen:
             continue
         seen.add(tid)
-        raw = {"track_id": tid, "artist": artist, "title": title,
+        raw: dict[str, Any] = {"track_id": tid, "artist": artist, "title": title,
                "duration_ms": t.duration_ms + rng.randint(-2000, 2000) if rng.random() < 0.8
                else None, "source": "demo", "attributes": {}}
         records.append(_avro(raw))
@@ -107,8 +107,9 @@ def sample(rng: random.Random) -> tuple[list[tuple[bytes | None, bytes, list[Any
 
 
 def _full(raw: dict[str, Any]) -> dict[str, Any]:
-    base = {"isrc": None, "duration_ms": None, "album": None, "spotify_id": None, "source": None,
-            "source_ref": None, "observed_at": None, "attributes": {}}
+    base: dict[str, Any] = {"isrc": None, "duration_ms": None, "album": None, "spotify_id": None,
+                            "source": None, "source_ref": None, "observed_at": None,
+                            "attributes": {}}
     return {**base, **raw}
 
 
@@ -264,8 +265,8 @@ async def main() -> int:
         records, invalid = sample(random.Random(1))
         producer = await start_producer(bootstrap)
         try:
-            for key, value, headers in records:
-                await producer.send("tracks.raw", value=value, key=key, headers=headers)
+            for rec_key, rec_value, rec_headers in records:
+                await producer.send("tracks.raw", value=rec_value, key=rec_key, headers=rec_headers)
             await producer.flush()
         finally:
             await producer.stop()

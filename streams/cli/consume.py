@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from trackflow.providers.errors import ConfigError
-from trackflow.streams.client.consumer import TrackConsumer, UnknownTopic
-from trackflow.streams.consume import _jsonable, decode_message
+from trackflow.streams.client.consumer import TrackConsumer
+from trackflow.streams.consume import decode_message, jsonable
 from trackflow.streams.settings import load_settings
-from trackflow.streams.topics import KafkaUnavailable
+from trackflow.streams.topics import KafkaToolError
 
 
 def _row(item: dict[str, Any]) -> list[str]:
@@ -68,7 +68,7 @@ def consume(topic: str | None, from_beginning: bool, group_id: str | None, lates
                 item = decode_message(msg, enriched_topic=settings.kafka.enriched_topic)
                 rows += 1
                 if fmt == "jsonl":
-                    click.echo(json.dumps(item, default=_jsonable, ensure_ascii=False))
+                    click.echo(json.dumps(item, default=jsonable, ensure_ascii=False))
                 elif follow:
                     console.print(" | ".join(_row(item)))
                 else:
@@ -79,7 +79,7 @@ def consume(topic: str | None, from_beginning: bool, group_id: str | None, lates
 
     try:
         rows = asyncio.run(run())
-    except (KafkaUnavailable, UnknownTopic) as exc:
+    except KafkaToolError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         return

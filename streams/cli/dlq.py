@@ -19,11 +19,10 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from trackflow.providers.errors import ConfigError
-from trackflow.streams.consume import _jsonable
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     ERROR_PREFIXES,
     H_ATTEMPT,
     H_CLASS,
@@ -32,6 +31,8 @@ from trackflow.streams.deadletter import (
     H_RETRYABLE,
     H_STAGE,
 )
+from trackflow.providers.errors import ConfigError
+from trackflow.streams.consume import jsonable
 from trackflow.streams.dlq_letters import (
     DeadLetter,
     LetterFilter,
@@ -49,7 +50,7 @@ from trackflow.streams.dlq_replay import (
     read_topic,
 )
 from trackflow.streams.settings import Settings, load_settings
-from trackflow.streams.topics import KafkaUnavailable, replay_ledger_topic
+from trackflow.streams.topics import KafkaToolError, replay_ledger_topic
 
 SKIPPED_SHOWN = 10
 
@@ -64,7 +65,7 @@ def _settings(config_path: str | None) -> Settings:
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
-    except KafkaUnavailable as exc:
+    except KafkaToolError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -207,7 +208,7 @@ def show(topic: str | None, flt: LetterFilter, limit: int, fmt: str,
             item = dict(letter.decoded or {})
             item["headers"] = {k: v.decode("utf-8", "replace") for k, v in letter.headers
                                if not k.startswith(ERROR_PREFIXES)}
-            click.echo(json.dumps(item, default=_jsonable, ensure_ascii=False))
+            click.echo(json.dumps(item, default=jsonable, ensure_ascii=False))
     else:
         Console().print(_show_table(shown, now_ms=now_ms))
     click.echo(f"{len(shown)} of {len(found)} matching dead letters ({len(letters)} in {name})",
@@ -260,7 +261,10 @@ def replay(topic: str | None, flt: LetterFilter, dry_run: bool, force: bool, yes
                           abort=True, err=True)
         _run(prepare_replay(settings))
         by = f"{getpass.getuser()}@{socket.gethostname()}"
-        replayed = _run(publish_replays(settings, todo, ledger_topic, by=by,
-                                        console=Console(stderr=True)))
+        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
+                      console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("replay", total=len(todo))
+            replayed = _run(publish_replays(settings, todo, ledger_topic, by=by,
+                                            on_sent=lambda: progress.advance(task)))
     click.echo(f"matched {len(found)}, replayed {replayed} to {kafka.raw_topic}, skipped "
                f"{len(done)} already replayed")

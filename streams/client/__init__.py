@@ -16,7 +16,7 @@ Both take the ``[kafka]`` settings section (``load_settings().kafka``), the same
 and the worker use, so connection settings apply alike; a bootstrap string works for plaintext.
 """
 
-from trackflow.streams.client.consumer import TrackConsumer, UnknownTopic
+from trackflow.streams.client.consumer import TrackConsumer
 from trackflow.streams.client.producer import (
     Accepted,
     ProduceReport,
@@ -34,9 +34,10 @@ from trackflow.streams.client.records import (
     RawTrack,
 )
 from trackflow.streams.client.sync import SyncTrackProducer
+from trackflow.streams.topics import KafkaToolError, KafkaUnavailable, TopicMissing
 
 __all__ = [
-    "Accepted", "EnrichedTrack", "FieldSource", "Position", "ProduceReport", "ProviderOutcome",
-    "RawTrack", "Rejected", "SendResult", "SyncTrackProducer", "TrackConsumer", "TrackProducer",
-    "TrackRejected", "UnknownTopic", "prepare_track",
+    "Accepted", "EnrichedTrack", "FieldSource", "KafkaToolError", "KafkaUnavailable", "Position",
+    "ProduceReport", "ProviderOutcome", "RawTrack", "Rejected", "SendResult", "SyncTrackProducer",
+    "TopicMissing", "TrackConsumer", "TrackProducer", "TrackRejected", "prepare_track",
 ]

@@ -27,18 +27,9 @@ from aiokafka.structs import OffsetAndMetadata
 from trackflow.schemas.codec import DecodeError
 from trackflow.streams.client.records import EnrichedTrack
 from trackflow.streams.kafka_io import Kafka, bootstrap_of, start_consumer
-from trackflow.streams.topics import topic_partitions
+from trackflow.streams.topics import TopicMissing, topic_partitions
 
 log = logging.getLogger("trackflow.streams.client")
-
-
-class UnknownTopic(LookupError):
-    """The topic to read does not exist."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__(f"topic {topic} does not exist: start a worker once (it creates the "
-                         "topics) or check the name")
-        self.topic = topic
 
 
 class TrackConsumer:
@@ -82,7 +73,7 @@ class TrackConsumer:
             auto_offset_reset="earliest" if self._from_beginning else "latest")
         try:
             if not await _partitions(consumer, self._kafka, self.topic):
-                raise UnknownTopic(self.topic)
+                raise TopicMissing(self.topic)
             consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
         except BaseException:
             await consumer.stop()
@@ -246,7 +237,7 @@ async def _assigned(kafka: Kafka, topic: str, *, from_beginning: bool) -> AIOKaf
     try:
         partitions = await _partitions(consumer, kafka, topic)
         if not partitions:
-            raise UnknownTopic(topic)
+            raise TopicMissing(topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if from_beginning:

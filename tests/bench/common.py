@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +366,8 @@ class WarmCache:
     """Tracks published with a failed stage (an answer not cached): left out too."""
     seconds: float
     calls: dict[str, int]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """track_id -> the EnrichedTrack the warm-up published for it (tracks above only)."""
 
 
 async def warm_cache(bench: Bench, sim: Simulator, tracks: Sequence[dict[str, Any]], *,
@@ -381,6 +383,7 @@ async def warm_cache(bench: Bench, sim: Simulator, tracks: Sequence[dict[str, An
     await sim.reset()
     started = time.monotonic()
     todo, complete = list(tracks), set()
+    results: dict[str, dict[str, Any]] = {}
     failed = dead = 0
     for _ in range(passes):
         topics = await bench.topics(partitions)
@@ -398,11 +401,12 @@ async def warm_cache(bench: Bench, sim: Simulator, tracks: Sequence[dict[str, An
         bench.stop_worker(worker)
         failed_keys = set()
         for m in out:
-            if any(p["outcome"] == "failed"
-                   for p in decode("EnrichedTrack", m.value)["providers"]):
+            record = decode("EnrichedTrack", m.value)
+            if any(p["outcome"] == "failed" for p in record["providers"]):
                 failed_keys.add(m.key)
             else:
                 complete.add(m.key)
+                results[record["track_id"]] = record
         published = {m.key for m in out}
         dead += sum(1 for t in todo if t["track_id"].encode() not in published)
         failed = len(failed_keys)
@@ -413,7 +417,8 @@ async def warm_cache(bench: Bench, sim: Simulator, tracks: Sequence[dict[str, An
             break
     report = await sim.report()
     kept = [t for t in tracks if t["track_id"].encode() in complete]
-    return WarmCache(namespace, kept, dead, failed, time.monotonic() - started, calls(report))
+    return WarmCache(namespace, kept, dead, failed, time.monotonic() - started, calls(report),
+                     {t["track_id"]: results[t["track_id"]] for t in kept})
 
 
 def warm_env(sim: Simulator, cache: WarmCache) -> dict[str, str]:

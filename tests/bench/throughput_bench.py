@@ -1,7 +1,8 @@
 """Throughput of the trackflow worker against a plain aiokafka consume -> produce loop.
 
     python tests/bench/throughput_bench.py [--records N] [--partitions P]
-                                           [--mode skeleton|warm|both|faust|all] [--tracks T]
+                                           [--mode skeleton|warm|both|faust|peer|all]
+                                           [--tracks T]
 
 The same N RawTrack records (Avro, about 300 bytes, key = track_id, drawn in turn from T distinct
 catalog tracks) are produced once to one raw topic on the local broker, then read by:
@@ -14,6 +15,10 @@ catalog tracks) are produced once to one raw topic on the local broker, then rea
 - faust (only with --mode faust or all): faust_passthrough.py, a Faust app with the worker's
   consumer and producer settings whose agent passes every record through unchanged; Faust's
   own ceiling on this machine, with none of the work above;
+- peer (only with --mode peer or all): quix_peer.py, the warm path written with quixstreams in
+  a virtualenv of its own (.venv-peer, made on first use): decode, validate, look the track up
+  in an in-memory cache of the warm-up's results, build the same EnrichedTrack, encode, produce
+  with acks=all, commit every second;
 - warm: a `trackflow worker` with all five providers, its cache namespace warmed beforehand by a
   worker run over the T tracks, so every provider lookup is a cache hit (the simulator's request
   counts during the measured run are printed to show it).
@@ -27,11 +32,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -48,6 +56,7 @@ from common import (
     encoded,
     log,
     mean_size,
+    read_all,
     table,
     timestamp_span,
     wait_for_records,
@@ -65,6 +74,79 @@ from tests.integration.harness import (
 )
 
 TARGET_WARM_RATIO = 0.5
+ROOT = Path(__file__).resolve().parents[2]
+PEER_VENV = ROOT / ".venv-peer"
+
+
+def peer_python() -> Path:
+    """The peer's interpreter; its virtualenv is made on first use (quixstreams and trackflow
+    itself, so the peer runs the same codec and record code)."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        log(f"making {PEER_VENV} for the quixstreams peer (once)")
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r",
+                        str(ROOT / "tests/bench/peer-requirements.txt"), "-e", str(ROOT)],
+                       check=True)
+    return python
+
+
+def write_peer_cache(path: Path, results: dict[str, dict[str, Any]]) -> None:
+    """The warm-up's results as the peer's in-memory cache: per track the filled fields with
+    their provenance and the stage outcomes, what the worker's result cache holds."""
+    out = {tid: {"filled": {f: [rec[f], src["provider"], src["confidence"]]
+                            for f, src in rec["sources"].items()},
+                 "outcomes": rec["providers"]}
+           for tid, rec in results.items()}
+    path.write_text(json.dumps(out))
+
+
+def start_peer(python: Path, env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+    with (workdir / "quix-peer.log").open("wb") as out:
+        return subprocess.Popen([str(python), str(Path(__file__).with_name("quix_peer.py"))],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+
+
+async def peer_run(bench: Bench, raw: str, n: int, partitions: int,
+                   results: dict[str, dict[str, Any]]) -> Span:
+    """Run quix_peer.py on ``raw`` until it has published ``n`` records; its span."""
+    python = await asyncio.to_thread(peer_python)
+    topics = await bench.topics(partitions, raw=raw)
+    cache_file = bench.workdir / "peer-cache.json"
+    write_peer_cache(cache_file, results)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bench.bootstrap, "BENCH_SOURCE": raw,
+           "BENCH_SINK": topics.enriched, "BENCH_GROUP": topics.group, "BENCH_COUNT": str(n),
+           "BENCH_CACHE": str(cache_file)}
+    proc = start_peer(python, env, bench.workdir)
+    try:
+        await wait_for_records(bench.bootstrap, [topics.enriched], n)
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
+    await report_parity(bench, topics.enriched, results)
+    return await timestamp_span(bench.bootstrap, topics.enriched, expect=n)
+
+
+async def report_parity(bench: Bench, topic: str, results: dict[str, dict[str, Any]],
+                        sample: int = 2000) -> None:
+    """Print how many of the peer's first records equal what the worker published for the
+    same track (all but ``enriched_at``): the peer must do the same work to be a fair peer."""
+    from trackflow.schemas.codec import decode
+
+    same, differ = 0, Counter[str]()
+    out = await read_all(bench.bootstrap, topic, expect=sample)
+    for m in out:
+        peer = decode("EnrichedTrack", m.value)
+        worker = results.get(peer["track_id"], {})
+        # The input (its attributes and observed_at vary per record) and the time are the
+        # record's own; everything the enrichment decided must be the same.
+        keys = [k for k in peer if k not in ("enriched_at", "input", "attempt")
+                and peer[k] != worker.get(k)]
+        same += not keys
+        differ.update(keys)
+    print(f"quixstreams peer: {same:,} of {len(out):,} records sampled equal the worker's "
+          f"output for the same track (input and enriched_at aside); differing fields: "
+          f"{dict(differ) or 'none'}")
 
 
 async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str, n: int
@@ -73,9 +155,9 @@ async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str,
     from the first record read to the last record acknowledged."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from trackflow.agents.deadletter import attempt_of
     from trackflow.agents.records import build_enriched, validate_raw
     from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, decode_raw_track, encode
-    from trackflow.streams.deadletter import attempt_of
     from trackflow.streams.settings import Settings
 
     targets = Settings().waterfall.targets
@@ -171,7 +253,7 @@ def cache_line(metrics: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    modes = {"both": ["skeleton", "warm"], "all": ["faust", "skeleton", "warm"]}.get(
+    modes = {"both": ["skeleton", "warm"], "all": ["faust", "skeleton", "warm", "peer"]}.get(
         args.mode, [args.mode])
     n, p = args.records, args.partitions
     async with Bench("throughput", keep_logs=args.keep_logs,
@@ -181,7 +263,7 @@ async def main(args: argparse.Namespace) -> None:
               f"{bench.describe()}")
         tracks = catalog_tracks(args.tracks, args.seed)
         cache = sim = None
-        if "warm" in modes:
+        if "warm" in modes or "peer" in modes:
             sim = bench.simulator(WARMUP_LIMITS, latency_ms=(5, 20),
                                   size=catalog_size(args.tracks), seed=args.seed)
             log(f"warming the cache with {len(tracks):,} tracks")
@@ -215,6 +297,13 @@ async def main(args: argparse.Namespace) -> None:
                 rows.append(("faust pass-through", span.count, span.seconds, span.rate,
                              span.rate / plain.rate if plain.rate else 0.0))
                 continue
+            if mode == "peer":
+                assert cache is not None
+                log("quixstreams peer")
+                span = await peer_run(bench, base.raw, n, p, cache.results)
+                rows.append(("quixstreams peer (warm)", span.count, span.seconds, span.rate,
+                             span.rate / plain.rate if plain.rate else 0.0))
+                continue
             if mode == "skeleton":
                 env = dict(NO_PROVIDERS)
             else:
@@ -235,7 +324,17 @@ async def main(args: argparse.Namespace) -> None:
                       f"(+{tokens} Spotify token requests, not cacheable); "
                       f"cache {cache_line(metrics)}")
         print("\nrecords/s = (outputs - 1) / (last - first output CreateTime)")
-        print(table(("mode", "records", "seconds", "records/s", "ratio to plain loop"), rows))
+        by_name = {r[0]: r[3] for r in rows}
+        faust_rate = by_name.get("faust pass-through")
+        peer_rate = by_name.get("quixstreams peer (warm)")
+        header = ["mode", "records", "seconds", "records/s", "ratio to plain loop"]
+        if faust_rate:
+            header.append("ratio to faust")
+        if peer_rate:
+            header.append("ratio to peer")
+        full = [(*r, *([r[3] / faust_rate] if faust_rate else []),
+                 *([r[3] / peer_rate] if peer_rate else [])) for r in rows]
+        print(table(tuple(header), full))
         warm_rows = [r for r in rows if r[0] == "worker warm"]
         if warm_rows:
             ratio = warm_rows[0][4]
@@ -248,10 +347,10 @@ def parse_args() -> argparse.Namespace:
         description="Records/s of the trackflow worker vs a plain aiokafka loop, same broker.")
     parser.add_argument("--records", type=int, default=100_000, help="records per run")
     parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
-    parser.add_argument("--mode", choices=("skeleton", "warm", "both", "faust", "all"),
+    parser.add_argument("--mode", choices=("skeleton", "warm", "both", "faust", "peer", "all"),
                         default="both",
                         help="worker without providers, with a warm cache, both, Faust's "
-                             "pass-through ceiling, or all three")
+                             "pass-through ceiling, the quixstreams peer, or all of them")
     parser.add_argument("--tracks", type=int, default=2000,
                         help="distinct catalog tracks the records are drawn from (and warmed)")
     parser.add_argument("--seed", type=int, default=0, help="simulator catalog seed")

@@ -20,15 +20,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner, Result
 
 from tests.integration.harness import TopicNames, collect, create_topics, produce
-from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
-from trackflow.streams.cli.dlq import dlq
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     ERROR_PREFIXES,
     H_RAW_ATTEMPT,
     Failure,
     Origin,
     dead_letter_headers,
 )
+from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
+from trackflow.streams.cli.dlq import dlq
 from trackflow.streams.dlq_letters import H_REPLAY_OF
 from trackflow.streams.topics import LEDGER_SUFFIX
 

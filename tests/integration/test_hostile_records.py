@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import TopicNames, collect, metric_value, scrape
+from trackflow.agents.deadletter import H_OFFSET, H_PARTITION, H_VALUE_BYTES, H_VALUE_NULL
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, encode
-from trackflow.streams.deadletter import H_OFFSET, H_PARTITION, H_VALUE_BYTES, H_VALUE_NULL
 
 pytestmark = pytest.mark.integration
 

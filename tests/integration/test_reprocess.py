@@ -20,7 +20,7 @@ from tests.integration.harness import (
     create_topics,
     produce,
 )
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     H_HISTORY,
     H_PARKED_REASON,
     H_RAW_ATTEMPT,

@@ -34,7 +34,7 @@ class Event:
 
 
 class Sender:
-    """A :data:`streams.app.Send` that records what it got, or fails as told per topic.
+    """A :data:`trackflow.agents.publish.Send` that records what it got, or fails as told per topic.
 
     With ``clock``, ``sent_at`` records the clock's time of every send that succeeded.
     """

@@ -85,7 +85,8 @@ def test_enriched_track_is_typed_with_provenance() -> None:
         filled={"bpm": FieldValue(124.0, "deezer", 0.93),
                 "genres": FieldValue(["house"], "lastfm", 0.9)},
         outcomes=[Outcome("musicbrainz", "not_found"),
-                  Outcome("deezer", "matched", confidence=0.93)])
+                  Outcome("deezer", "matched", confidence=0.93)],
+        targets=["bpm", "genres", "label", "duration_ms"])
     track = EnrichedTrack.from_record(decode("EnrichedTrack", encode("EnrichedTrack", record)))
     assert (track.bpm, track.genres, track.attempt, track.status) == (
         124.0, ("house",), 2, "partial")

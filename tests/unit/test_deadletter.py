@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     H_ATTEMPT,
     H_FIRST_FAILURE,
     H_HEADERS_DROPPED,

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     H_ATTEMPT,
     H_RAW_ATTEMPT,
     Failure,

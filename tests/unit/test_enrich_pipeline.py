@@ -8,10 +8,7 @@ from typing import Any
 import pytest
 
 from tests.unit.fakes import Event, Message, Sender
-from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
-from trackflow.agents.records import FieldValue, Outcome, validate_raw
-from trackflow.schemas.codec import AVRO_CONTENT_TYPE, decode, encode
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     H_ATTEMPT,
     H_CLASS,
     H_LAST_FAILURE,
@@ -27,6 +24,9 @@ from trackflow.streams.deadletter import (
     Failure,
     error_facts,
 )
+from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
+from trackflow.agents.records import FieldValue, Outcome, validate_raw
+from trackflow.schemas.codec import AVRO_CONTENT_TYPE, decode, encode
 from trackflow.streams.settings import Settings
 
 NOW = 1_700_000_100.0

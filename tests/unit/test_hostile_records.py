@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.fakes import Event, Message, Sender
+from trackflow.agents import metrics
+from trackflow.agents.deadletter import H_REASON, H_STAGE, H_VALUE_NULL, error_facts
 from trackflow.agents.enrich import EnrichmentPipeline, NoProviders
 from trackflow.agents.publish import is_record_error
 from trackflow.agents.records import InvalidRecord, validate_raw
 from trackflow.agents.runner import CRASH_EXIT_CODE, CrashWatchdog
 from trackflow.schemas.codec import DecodeError, decode_raw_track, encode
-from trackflow.streams import metrics
-from trackflow.streams.deadletter import H_REASON, H_STAGE, H_VALUE_NULL, error_facts
 from trackflow.streams.settings import Settings
 
 _headers = st.lists(st.tuples(st.sampled_from(["content-type", "Content-Type", "x", "trace"]),

@@ -1,4 +1,5 @@
-"""Layers: providers/ and schemas/ import nothing of ours from the layers above them."""
+"""Layers, bottom up: schemas/ and providers/ (no Faust, no Kafka), agents/, streams/. No module
+imports from a layer above its own."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LOWER_LAYERS = ("providers", "schemas")
-UPPER_PACKAGES = ("trackflow.streams", "trackflow.agents")
+#: Per folder, the packages it must not import: ours above it, and Kafka/Faust for the bottom.
+FORBIDDEN = {
+    "schemas": ("trackflow.streams", "trackflow.agents", "trackflow.providers", "faust",
+                "aiokafka", "confluent_kafka"),
+    "providers": ("trackflow.streams", "trackflow.agents", "faust", "aiokafka",
+                  "confluent_kafka"),
+    "agents": ("trackflow.streams",),
+}
 
 
 def _imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -25,15 +32,16 @@ def _imported_modules(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def _is_upper(module: str) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in UPPER_PACKAGES)
+def _is_under(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
 
 
-@pytest.mark.parametrize("layer", LOWER_LAYERS)
-def test_lower_layers_do_not_import_streams_or_agents(layer: str) -> None:
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_layer_imports_a_layer_above_it(layer: str) -> None:
     files = sorted((ROOT / layer).rglob("*.py"))
     assert files, f"expected Python modules under {layer}/"
+    forbidden = FORBIDDEN[layer]
     bad = [f"{path.relative_to(ROOT)}:{line} imports {module}"
-           for path in files for line, module in _imported_modules(path) if _is_upper(module)]
-    assert not bad, (f"expected {layer}/ to import nothing from trackflow.streams or "
-                     f"trackflow.agents, found: {bad}")
+           for path in files for line, module in _imported_modules(path)
+           if _is_under(module, forbidden)]
+    assert not bad, f"expected {layer}/ to import none of {forbidden}, found: {bad}"

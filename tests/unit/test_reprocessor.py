@@ -15,16 +15,7 @@ import pytest
 
 from tests.unit.fakes import Event, Message, Sender
 from trackflow.agents import reprocess
-from trackflow.agents.reprocess import SLEEP_SLICE_S, Reprocessor
-from trackflow.agents.retry_schedule import (
-    ATTEMPTS_EXHAUSTED,
-    DONE,
-    NO_ERROR_HEADERS,
-    NOT_RETRYABLE,
-    WAITING,
-    schedule_key,
-)
-from trackflow.streams.deadletter import (
+from trackflow.agents.deadletter import (
     ERROR_PREFIXES,
     H_HISTORY,
     H_PARKED_AT,
@@ -33,6 +24,15 @@ from trackflow.streams.deadletter import (
     Failure,
     Origin,
     dead_letter_headers,
+)
+from trackflow.agents.reprocess import SLEEP_SLICE_S, Reprocessor
+from trackflow.agents.retry_schedule import (
+    ATTEMPTS_EXHAUSTED,
+    DONE,
+    NO_ERROR_HEADERS,
+    NOT_RETRYABLE,
+    WAITING,
+    schedule_key,
 )
 from trackflow.streams.settings import DlqSettings, Settings
 

@@ -7,6 +7,19 @@ import random
 
 import pytest
 
+from trackflow.agents.deadletter import (
+    H_HISTORY,
+    H_PARKED_AT,
+    H_PARKED_REASON,
+    H_RAW_ATTEMPT,
+    MAX_HISTORY,
+    Failure,
+    Origin,
+    dead_letter_headers,
+    extend_history,
+    parked_headers,
+    replay_headers,
+)
 from trackflow.agents.retry_schedule import (
     ATTEMPTS_EXHAUSTED,
     BAD_ERROR_HEADERS,
@@ -24,19 +37,6 @@ from trackflow.agents.retry_schedule import (
     prunable,
     schedule_key,
     waiting_entry,
-)
-from trackflow.streams.deadletter import (
-    H_HISTORY,
-    H_PARKED_AT,
-    H_PARKED_REASON,
-    H_RAW_ATTEMPT,
-    MAX_HISTORY,
-    Failure,
-    Origin,
-    dead_letter_headers,
-    extend_history,
-    parked_headers,
-    replay_headers,
 )
 
 SETTINGS = DlqSettings(max_attempts=5, backoff_base_s=30, backoff_cap_s=3600)

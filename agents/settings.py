@@ -1,0 +1,107 @@
+"""The agents' configuration: the waterfall's stages and the reprocessing of dead letters, and
+:class:`AgentSettings`, the read-only view of the settings object the agents take.
+
+The settings object itself (``streams.settings.Settings``) is assembled and loaded on top; the
+agents only declare what they read, so they never import the layer above them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from pydantic import Field
+
+from trackflow.providers.settings import ProviderSettings, Section
+from trackflow.providers.specs import PROVIDER_NAMES, SPECS
+
+
+class FieldRule(Section):
+    """Which providers may fill a field, and how sure they must be."""
+
+    providers: list[str]
+    min_confidence: float = Field(0.85, ge=0, le=1)
+
+
+def _default_fields() -> dict[str, FieldRule]:
+    """By default a provider may fill every field it provides (``ProviderSpec.provides``)."""
+    fields = sorted({f for spec in SPECS.values() for f in spec.provides})
+    return {f: FieldRule(providers=[n for n, spec in SPECS.items() if f in spec.provides])
+            for f in fields}
+
+
+class WaterfallSettings(Section):
+    """The provider stages: order, what each may fill, and what a publishable record needs."""
+
+    order: list[str] = list(PROVIDER_NAMES)
+    fields: dict[str, FieldRule] = Field(default_factory=_default_fields)
+    required: list[str] = ["isrc"]
+    """Fields a record needs to be published; without them it is dead-lettered."""
+    targets: list[str] = [
+        "isrc", "spotify_id", "musicbrainz_recording_id", "deezer_id", "discogs_release_id",
+        "album", "release_date", "duration_ms", "label", "bpm", "genres", "tags", "popularity",
+        "listeners", "playcount",
+    ]
+    """Fields the waterfall tries to fill; a record with all of them is ``complete``. ``key``
+    needs Spotify audio features, which apps created after Nov 2024 cannot use, so it is not a
+    default target."""
+
+
+class DlqSettings(Section):
+    """How the reprocessing agent retries dead letters (``[dlq]``, ``TRACKFLOW_DLQ__*``)."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    """Passes a record gets in all (1 = the first pass); then it is parked."""
+    backoff_base_s: float = Field(default=30.0, gt=0)
+    """Upper bound of the first retry's delay; doubles with every attempt."""
+    backoff_cap_s: float = Field(default=3600.0, gt=0)
+    """Upper bound of any retry's delay."""
+    max_waiting_per_partition: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Dead letters of one DLQ partition waiting at once; beyond it they queue (``worker.
+    max_queued`` in all), and beyond that the DLQ stops being read."""
+    breaker_jitter_s: float = Field(default=2.0, ge=0)
+    """Spread added after an open breaker's end, so waiting retries do not probe together."""
+
+
+class TopicSettings(Protocol):
+    """What the agents read of ``[kafka]``."""
+
+    @property
+    def raw_topic(self) -> str: ...
+    @property
+    def enriched_topic(self) -> str: ...
+    @property
+    def dlq_topic(self) -> str: ...
+    @property
+    def parked_topic(self) -> str: ...
+    @property
+    def consumer_group(self) -> str: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+
+
+class LimitSettings(Protocol):
+    """What the agents read of ``[worker]``."""
+
+    @property
+    def max_in_flight(self) -> int: ...
+    @property
+    def max_queued(self) -> int: ...
+
+
+class AgentSettings(Protocol):
+    """The part of the settings object the agents read."""
+
+    @property
+    def kafka(self) -> TopicSettings: ...
+    @property
+    def worker(self) -> LimitSettings: ...
+    @property
+    def providers(self) -> Mapping[str, ProviderSettings]: ...
+    @property
+    def waterfall(self) -> WaterfallSettings: ...
+    @property
+    def dlq(self) -> DlqSettings: ...
+

@@ -1,0 +1,101 @@
+"""The provider layer's configuration sections: how each provider is called, and the cache.
+
+Part of the one settings object (``streams.settings``); defined here so that what they hand out
+(:class:`~trackflow.providers.gate.ProviderPolicy`, :class:`~trackflow.providers.cache.CacheTtls`)
+is built next to the code that uses it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trackflow.providers.breaker import BreakerConfig
+from trackflow.providers.cache import CacheTtls
+from trackflow.providers.gate import ProviderPolicy
+from trackflow.providers.specs import SPECS
+
+
+class Section(BaseModel):
+    """A frozen settings section that rejects keys it does not know."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BreakerSettings(Section):
+    """Circuit breaker thresholds: the settable fields of providers.breaker.BreakerConfig."""
+
+    window_size: int = Field(20, ge=1, le=1000)
+    minimum_calls: int = Field(5, ge=1, le=1000)
+    failure_rate_threshold: float = Field(0.5, gt=0, le=1)
+    consecutive_failures: int = Field(5, ge=1, le=1000)
+    slow_call_s: float = Field(5.0, gt=0)
+    slow_call_rate_threshold: float = Field(0.8, gt=0, le=1)
+    half_open_max_probes: int = Field(1, ge=1, le=100)
+    half_open_successes: int = Field(2, ge=1, le=100)
+    open_base_s: float = Field(5.0, gt=0)
+    open_cap_s: float = Field(300.0, ge=0)
+
+
+class ProviderSettings(Section):
+    """How one provider is used and called."""
+
+    enabled: bool = True
+    rate: float = Field(1.0, gt=0, le=100_000)
+    """Calls per second the provider allows this application as a whole (all workers)."""
+    window_s: float = Field(1.0, gt=0, le=3600)
+    """The window over which the provider counts calls (it allows ``rate * window_s`` each)."""
+    rate_slack_s: float = Field(0.1, ge=0, le=60)
+    """Pacing counts the provider's window as this much longer: ``rate * window_s`` calls go
+    out per ``window_s + rate_slack_s``. A quarter of it absorbs a call leaving late, the rest
+    the delay until the request reaches the provider (and clock skew between workers)."""
+    max_wait_s: float = Field(30.0, ge=0)
+    timeout_s: float = Field(15.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_cap_s: float = Field(8.0, gt=0)
+    retry_budget_ratio: float = Field(0.2, ge=0, le=1)
+    min_confidence: float = Field(0.82, ge=0, le=1)
+    """Matches below this confidence are ignored for this provider."""
+    requires: list[str] = []
+    """Fields that must be known before this stage runs (e.g. ``["isrc"]``)."""
+    breaker: BreakerSettings = BreakerSettings()
+
+    def policy(self) -> ProviderPolicy:
+        """How the gate calls this provider. Every call and breaker setting is passed by name:
+        a setting the policy does not know stops start-up instead of being ignored."""
+        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "breaker"})
+        return ProviderPolicy(**calls, breaker=BreakerConfig(**self.breaker.model_dump()))
+
+
+class CacheSettings(Section):
+    """The two-level provider cache (in-process LRU in front of Redis)."""
+
+    enabled: bool = True
+    namespace: str = Field("trackflow", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Prefix of every Redis key; separate pipelines sharing a Redis use separate namespaces."""
+    lru_size: int = Field(50_000, ge=0)
+    """Provider answers each worker keeps in process, in front of Redis (0: none)."""
+    result_cache_size: int = Field(20_000, ge=0)
+    """Waterfall results each worker keeps for inputs it saw recently (0: none); an entry
+    never outlives the cached provider answers it was computed from."""
+    ttl_id_s: float = Field(30 * 86_400, gt=0)
+    ttl_search_s: float = Field(86_400, gt=0)
+    ttl_tags_s: float = Field(7 * 86_400, gt=0)
+    ttl_features_s: float = Field(7 * 86_400, gt=0)
+    """Spotify audio features (BPM, key)."""
+    ttl_not_found_s: float = Field(3_600, gt=0)
+
+    def ttls(self) -> CacheTtls:
+        """The cache's TTLs: one per lookup kind the provider clients make."""
+        return CacheTtls(by_kind={"isrc": self.ttl_id_s, "id": self.ttl_id_s,
+                                  "search": self.ttl_search_s, "tags": self.ttl_tags_s,
+                                  "features": self.ttl_features_s},
+                         default=self.ttl_search_s, not_found=self.ttl_not_found_s)
+
+
+# (calls per second, the window the provider counts them in), from each API's documentation;
+# Spotify publishes no number (it uses a rolling 30 s window), Last.fm asks for about 5/s.
+def default_providers() -> dict[str, ProviderSettings]:
+    return {name: ProviderSettings(rate=spec.rate, window_s=spec.window_s,
+                                   requires=list(spec.requires))
+            for name, spec in SPECS.items()}
