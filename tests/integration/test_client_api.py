@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +173,72 @@ async def test_cli_produce_and_consume_use_the_client_api(
     assert len(dlq) == 1 and dict(dlq[0].headers)["trackflow.errors.reason"] == b"invalid_isrc"
     missing = await asyncio.to_thread(run, "consume", "--topic", "no.such.topic")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+def _readme_block(marker: str) -> str:
+    """The README's Python example that contains ``marker``."""
+    text = (REPO / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+async def test_the_readme_scrapy_pipeline_works(bootstrap: str, topic_names: TopicNames,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scrapy is not a dependency: a stand-in for the one name the example imports from it.
+    class DropItem(Exception):
+        pass
+
+    scrapy = types.ModuleType("scrapy")
+    exceptions = types.ModuleType("scrapy.exceptions")
+    exceptions.DropItem = DropItem  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "scrapy", scrapy)
+    monkeypatch.setitem(sys.modules, "scrapy.exceptions", exceptions)
+    for name, value in topic_names.env().items():
+        monkeypatch.setenv(name, value)
+    await create_topics(bootstrap, [topic_names.raw], 2)
+    namespace: dict[str, Any] = {}
+    exec(_readme_block("class TrackflowPipeline"), namespace)
+
+    def crawl() -> list[str]:
+        spider = types.SimpleNamespace(name="chart-spider")
+        pipeline = namespace["TrackflowPipeline"]()
+        pipeline.open_spider(spider)
+        outcomes = []
+        for item in ({"artist": "Moby", "song": "Porcelain", "url": "https://example.invalid/1"},
+                     {"artist": "Moby", "title": "Natural Blues", "isrc": "bad"}):
+            try:
+                pipeline.process_item(item, spider)
+                outcomes.append("kept")
+            except DropItem as exc:
+                outcomes.append(f"dropped: {exc}")
+        pipeline.close_spider(spider)
+        return outcomes
+
+    outcomes = await asyncio.to_thread(crawl)
+    assert outcomes[0] == "kept" and outcomes[1].startswith("dropped: invalid_isrc"), outcomes
+    (msg,) = await collect(bootstrap, topic_names.raw, until=1, timeout=30)
+    record = decode_raw_track(msg.value, msg.headers)
+    assert (record["title"], record["source"], record["source_ref"]) == (
+        "Porcelain", "chart-spider", "https://example.invalid/1")
+
+
+async def test_the_readme_producer_and_consumer_examples_work(
+        bootstrap: str, topic_names: TopicNames, worker_factory: Any,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in topic_names.env().items():
+        monkeypatch.setenv(name, value)
+    worker = worker_factory(partitions=2, extra_env=NO_PROVIDERS)
+    await worker.wait_ready()
+    namespace: dict[str, Any] = {}
+    exec(_readme_block("async def publish"), namespace)
+    exec(_readme_block("async def snapshot"), namespace)
+    await namespace["publish"]([{"artist_name": "Air", "song": "Sexy Boy", "duration": "4:58"},
+                                {"artist": "Air", "title": "x" * 600}])
+    published = capsys.readouterr().out
+    assert "rejected: title_too_long" in published and "2 sent, 1 rejected" in published
+    assert len(await collect(bootstrap, topic_names.enriched, until=2, timeout=60)) == 2
+    await namespace["snapshot"](kafka_settings(topic_names))
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[1:3] for line in lines) == [
+        ["Air", "Sexy"], ["Daft", "Punk"]], lines
