@@ -159,7 +159,9 @@ class TrackConsumer:
                         latest[msg.key] = msg
                 else:
                     fresh.append(msg)
-            if fresh or await _reached(consumer, ends):
+            # Every partition, not just one: a partition already past its end while another is
+            # still in its backlog would let that backlog's older versions through uncollapsed.
+            if await _reached(consumer, ends):
                 break
             if not batch and not latest and not unkeyed:
                 yield []  # nothing collected yet: the idle timeout may count
