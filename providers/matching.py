@@ -50,15 +50,12 @@ from functools import lru_cache
 from trackflow.providers.base import Candidate, TrackQuery
 from trackflow.providers.normalize import (
     ArtistCredit,
-    ParsedTitle,
-    Version,
-    edit_distance,
     normalize_artist,
     normalize_isrc,
     parse_artists,
-    parse_title,
     split_artist_title,
 )
+from trackflow.providers.titles import ParsedTitle, Version, edit_distance, parse_title
 
 __all__ = [
     "AMBIGUITY_MARGIN",

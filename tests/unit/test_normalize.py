@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 
 from trackflow.providers.normalize import (
-    Version,
-    edit_distance,
     fold,
     normalize_artist,
     normalize_isrc,
     parse_artists,
-    parse_title,
     split_artist_title,
     split_featured,
 )
+from trackflow.providers.titles import Version, edit_distance, parse_title
 
 
 @pytest.mark.parametrize(
