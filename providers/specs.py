@@ -53,6 +53,17 @@ class ProviderSpec:
     title, so the title comes from the query, and their confidence is capped."""
     confidence_cap: float = 1.0
     """The highest match confidence its answers get."""
+    kinds: tuple[str, ...] = ("search",)
+    """The kinds of lookup its client makes (``CallSpec.kind``): the metric series created at
+    start for it."""
+    config_variables: tuple[str, ...] = ()
+    """What an operator fixes when the provider rejects our configuration (the log line names
+    them); by default its credentials."""
+
+    @property
+    def fix_variables(self) -> tuple[str, ...]:
+        """The variables named when the provider rejects our configuration."""
+        return self.config_variables or self.credentials
 
 
 def _musicbrainz(env: Env, gate: CallGate, transport: Transport) -> Provider:
@@ -98,12 +109,14 @@ SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
     ProviderSpec(
         "musicbrainz", frozenset({"musicbrainz_recording_id", "isrc", "release_date",
                                   "duration_ms", "album", "genres", "tags"}),
-        rate=1.0, window_s=1.0, build=_musicbrainz,
+        rate=1.0, window_s=1.0, build=_musicbrainz, kinds=("isrc", "search"),
+        # MusicBrainz answers 403 to User-Agents it blocks: the contact is what to fix.
+        config_variables=(ENV_CONTACT,),
         url_variables={"musicbrainz": "TRACKFLOW_MUSICBRAINZ_URL"}),
     ProviderSpec(
         "spotify", frozenset({"spotify_id", "isrc", "popularity", "album", "release_date",
                               "duration_ms", "label", "bpm", "key"}),
-        rate=5.0, window_s=30.0, build=_spotify,
+        rate=5.0, window_s=30.0, build=_spotify, kinds=("token", "id", "search", "features"),
         credentials=("TRACKFLOW_SPOTIFY_CLIENT_ID", "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
         url_variables={"spotify": "TRACKFLOW_SPOTIFY_API_URL",
                        "spotify_accounts": "TRACKFLOW_SPOTIFY_ACCOUNTS_URL"}),
@@ -112,10 +125,12 @@ SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
                              "release_date", "deezer_rank"}),
         # Deezer's BPM is reliable only by ISRC; a search costs two calls per track.
         rate=10.0, window_s=5.0, build=_deezer, requires=("isrc",),
+        kinds=("isrc", "id", "search"),
         url_variables={"deezer": "TRACKFLOW_DEEZER_URL"}),
     ProviderSpec(
         "lastfm", frozenset({"tags", "listeners", "playcount", "musicbrainz_recording_id"}),
         rate=5.0, window_s=1.0, build=_lastfm, credentials=("TRACKFLOW_LASTFM_API_KEY",),
+        kinds=("id", "search", "tags"),
         url_variables={"lastfm": "TRACKFLOW_LASTFM_URL"}),
     ProviderSpec(
         "discogs", frozenset({"discogs_release_id", "label", "genres", "release_date"}),

@@ -17,6 +17,7 @@ from trackflow.agents.waterfall import ResultCache, Waterfall
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.registry import build_providers
+from trackflow.providers.specs import SPECS
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
 from trackflow.streams.settings import Settings
 
@@ -42,7 +43,8 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     cache = build_cache(settings)
     gates = GateSet({
         name: ResilientGate(name, settings.providers[name].policy(),
-                            partitions=settings.kafka.partitions, state=state, cache=cache)
+                            partitions=settings.kafka.partitions, state=state, cache=cache,
+                            config_variables=SPECS[name].fix_variables)
         for name in enabled
     })
     providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled)
