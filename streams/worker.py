@@ -19,6 +19,7 @@ from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.registry import build_providers
 from trackflow.providers.specs import SPECS
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
+from trackflow.streams.series import create_series
 from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.streams.worker")
@@ -35,6 +36,8 @@ def build_cache(settings: Settings) -> ProviderCache | None:
 def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
     """The Faust app with every trackflow agent attached."""
     app = create_app(settings)
+    # Every series alerts and dashboards query exists from the first scrape, at 0.
+    create_series(settings)
     topics = declare_topics(app, settings)
     # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in a
     # changelogged table: a restarted or rebalanced worker resumes where the last owner was.
