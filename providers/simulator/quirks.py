@@ -58,7 +58,7 @@ def _unit(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Quirks:
     """Which quirks an answer shows."""
 
