@@ -8,7 +8,6 @@ and the same recording (same ISRC) released both as a single and on an album.
 from __future__ import annotations
 
 import hashlib
-
 import random
 from dataclasses import replace
 

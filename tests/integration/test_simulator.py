@@ -6,8 +6,6 @@ a few seconds.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import asyncio
 import json
 import os
@@ -15,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
