@@ -40,8 +40,9 @@ class ProviderSpec:
     """Default calls per second for the whole application."""
     window_s: float
     """The window the provider counts calls in."""
-    build: Callable[[Env, CallGate, Transport], Provider]
-    """The client, from environment variables, a gate and an optional transport (tests)."""
+    build: Callable[[Env, CallGate, Transport, frozenset[str]], Provider]
+    """The client, from environment variables, a gate, an optional transport (tests) and the
+    optional features switched on."""
     requires: tuple[str, ...] = ()
     """Fields that must be known before its stage runs, by default."""
     credentials: tuple[str, ...] = ()
@@ -56,6 +57,9 @@ class ProviderSpec:
     kinds: tuple[str, ...] = ("search",)
     """The kinds of lookup its client makes (``CallSpec.kind``): the metric series created at
     start for it."""
+    features: frozenset[str] = frozenset()
+    """Optional lookups its client can make, off unless ``providers.<name>.features`` lists
+    them."""
     config_variables: tuple[str, ...] = ()
     """What an operator fixes when the provider rejects our configuration (the log line names
     them); by default its credentials."""
@@ -66,37 +70,46 @@ class ProviderSpec:
         return self.config_variables or self.credentials
 
 
-def _musicbrainz(env: Env, gate: CallGate, transport: Transport) -> Provider:
+AUDIO_FEATURES = "audio_features"
+"""Spotify's ``/v1/audio-features`` (BPM and key); apps created after November 2024 get 403."""
+
+
+def _musicbrainz(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+                 ) -> Provider:
     return musicbrainz.MusicBrainzClient(
         contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),
         base_url=env_value(env, "TRACKFLOW_MUSICBRAINZ_URL", musicbrainz.DEFAULT_URL),
         gate=gate, transport=transport)
 
 
-def _spotify(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _spotify(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+             ) -> Provider:
     return spotify.SpotifyClient(
         client_id=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_ID"),
         client_secret=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
         base_url=env_value(env, "TRACKFLOW_SPOTIFY_API_URL", spotify.DEFAULT_API_URL),
         accounts_url=env_value(env, "TRACKFLOW_SPOTIFY_ACCOUNTS_URL",
                                spotify.DEFAULT_ACCOUNTS_URL),
-        gate=gate, transport=transport)
+        audio_features=AUDIO_FEATURES in features, gate=gate, transport=transport)
 
 
-def _deezer(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _deezer(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+            ) -> Provider:
     return deezer.DeezerClient(
         base_url=env_value(env, "TRACKFLOW_DEEZER_URL", deezer.DEFAULT_URL),
         gate=gate, transport=transport)
 
 
-def _lastfm(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _lastfm(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+            ) -> Provider:
     return lastfm.LastfmClient(
         api_key=env_value(env, "TRACKFLOW_LASTFM_API_KEY"),
         base_url=env_value(env, "TRACKFLOW_LASTFM_URL", lastfm.DEFAULT_URL),
         gate=gate, transport=transport)
 
 
-def _discogs(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _discogs(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+             ) -> Provider:
     return discogs.DiscogsClient(
         token=env_value(env, "TRACKFLOW_DISCOGS_TOKEN"),
         contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),
@@ -117,6 +130,7 @@ SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
         "spotify", frozenset({"spotify_id", "isrc", "popularity", "album", "release_date",
                               "duration_ms", "label", "bpm", "key"}),
         rate=5.0, window_s=30.0, build=_spotify, kinds=("token", "id", "search", "features"),
+        features=frozenset({AUDIO_FEATURES}),
         credentials=("TRACKFLOW_SPOTIFY_CLIENT_ID", "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
         url_variables={"spotify": "TRACKFLOW_SPOTIFY_API_URL",
                        "spotify_accounts": "TRACKFLOW_SPOTIFY_ACCOUNTS_URL"}),

@@ -115,12 +115,16 @@ class ProviderSettings(_Section):
     """Matches below this confidence are ignored for this provider."""
     requires: list[str] = []
     """Fields that must be known before this stage runs (e.g. ``["isrc"]``)."""
+    features: list[str] = []
+    """Optional lookups to make: Spotify's ``audio_features`` (BPM and key; off by default,
+    apps created after November 2024 get 403 there)."""
     breaker: BreakerSettings = BreakerSettings()
 
     def policy(self) -> ProviderPolicy:
         """How the gate calls this provider. Every call and breaker setting is passed by name:
         a setting the policy does not know stops start-up instead of being ignored."""
-        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "breaker"})
+        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "features",
+                                         "breaker"})
         return ProviderPolicy(**calls, breaker=BreakerConfig(**self.breaker.model_dump()))
 
 
@@ -218,10 +222,14 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _known_providers(self) -> Settings:
-        for name in self.providers:
+        for name, provider in self.providers.items():
             if name not in PROVIDER_NAMES:
                 raise ValueError(f"unknown provider {name!r} in [providers] "
                                  f"(known: {', '.join(PROVIDER_NAMES)})")
+            unknown = set(provider.features) - SPECS[name].features
+            if unknown:
+                raise ValueError(f"providers.{name}.features: unknown {sorted(unknown)} "
+                                 f"(known: {sorted(SPECS[name].features)})")
         for name in self.waterfall.order:
             if name not in PROVIDER_NAMES:
                 raise ValueError(f"unknown provider {name!r} in waterfall.order")

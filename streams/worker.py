@@ -50,7 +50,8 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
                             config_variables=SPECS[name].fix_variables)
         for name in enabled
     })
-    providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled)
+    providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled,
+                                features={n: settings.providers[n].features for n in enabled})
     # Reusing results is only sound when they come from cached answers (see ResultCache).
     results = (ResultCache(settings.cache.result_cache_size, clock=cache.clock)
                if cache is not None else None)
