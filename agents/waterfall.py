@@ -285,7 +285,9 @@ class Waterfall:
         except NotFound:
             candidates = []
         except (ProviderDisabled, CredentialsRejected):
-            # Counted and logged once by the gate; a record only notes it.
+            # Counted and logged once by the resilient gate, which turns the first rejection
+            # into ProviderDisabled; a plain gate (tests, one-off lookups) lets the rejection
+            # itself through. Either way the record only notes it.
             return Outcome(name, "skipped", DISABLED)
         except (PermanentError, ProviderError) as exc:
             metrics.PROVIDER_ERRORS.labels(provider=name, error_class=type(exc).__name__).inc()
