@@ -261,3 +261,17 @@ async def test_spotify_invalid_client_rejects_our_credentials() -> None:
     with pytest.raises(CredentialsRejected) as raised:
         await spotify(router).lookup(TrackQuery("a", "b"))
     assert "csecret" not in str(raised.value)
+
+
+# --- shared matching ----------------------------------------------------------------------------
+
+
+def test_an_inverted_catalogue_name_matches_its_usual_form() -> None:
+    from trackflow.providers.base import Candidate
+    from trackflow.providers.normalize import normalize_artist, parse_artists
+
+    assert normalize_artist("Killers, The") == normalize_artist("The Killers") == "killers"
+    assert parse_artists("Killers, The").main == ("killers",), "one name, not two"
+    assert normalize_artist("Tyler, The Creator") != normalize_artist("Tyler")
+    c = Candidate("discogs", {"artist": "Killers, The", "title": "Mr. Brightside"})
+    assert best_match(TrackQuery("The Killers", "Mr. Brightside"), [c]) is not None
