@@ -10,6 +10,12 @@ The record is publishable when every ``required`` field is known. When it is not
 dead-lettered: retryable when a transient provider failure may have caused the gap, not
 retryable when the providers answered and simply do not have the data.
 
+A provider disabled in this worker by a configuration error (its gate raises
+``ProviderDisabled``) is ``skipped`` with reason ``provider_disabled``. That says nothing about
+the track: a record whose only gap is fields a disabled provider could fill is published
+``partial`` (its outcome says why), never dead-lettered, and stays a candidate for enrichment
+once the provider is enabled again.
+
 Inputs repeat (chart scrapers publish the same tracks week after week), and a result computed
 only from cached provider answers is a function of those answers: :class:`ResultCache` keeps it
 per input, in process, until the earliest of those answers expires. A repeated input then costs
@@ -32,7 +38,14 @@ from trackflow.agents.records import FieldValue, Outcome
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
 from trackflow.providers.context import AnswersUsed, current_record
-from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from trackflow.providers.errors import (
+    CredentialsRejected,
+    NotFound,
+    PermanentError,
+    ProviderDisabled,
+    ProviderError,
+    TransientError,
+)
 from trackflow.providers.matching import best_match
 from trackflow.providers.specs import SPECS
 
@@ -41,6 +54,10 @@ log = logging.getLogger("trackflow.agents.waterfall")
 _INT_FIELDS = {"duration_ms", "deezer_id", "discogs_release_id", "popularity", "listeners",
                "playcount", "deezer_rank"}
 _LIST_FIELDS = {"genres", "tags"}
+
+
+DISABLED = "provider_disabled"
+"""Skip reason of a stage whose provider is disabled in this worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +181,8 @@ class ResultCache:
         """Keep ``result`` until ``used.expires_at``; False when it may not be kept."""
         if self.max_entries == 0 or used.expires_at <= self.clock():
             return False
-        if any(o.outcome == "failed" for o in result.outcomes):
-            return False
+        if any(o.outcome == "failed" or o.reason == DISABLED for o in result.outcomes):
+            return False  # a failed or disabled stage must be tried again
         if used.answers == 0 and any(o.outcome != "skipped" for o in result.outcomes):
             return False  # stages answered without the cache: nothing bounds the result's age
         self._entries[key] = _Result(used.expires_at, dict(result.filled),
@@ -190,7 +207,7 @@ class Waterfall:
         self._clock = clock
         self._outcome_counters = {
             (p, o): metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=p, outcome=o)
-            for p in self._order for o in ("matched", "not_found", "failed")}
+            for p in self._order for o in ("matched", "not_found", "failed", "skipped")}
         self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
         self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
@@ -234,6 +251,8 @@ class Waterfall:
         result = Enrichment(filled=filled, outcomes=outcomes)
         gap = [f for f in self._settings.waterfall.required
                if f not in filled and not (f in GIVEN_FIELDS and raw.get(f))]
+        if gap and not transient and self._awaits_disabled(gap, outcomes):
+            return result  # published partial; see the module docstring
         if gap:
             result.failure = self._failure(gap, transient)
             if transient:
@@ -241,6 +260,16 @@ class Waterfall:
                 if waits:
                     result.not_before_ms = int((self._clock() + max(waits)) * 1000)
         return result
+
+    def _awaits_disabled(self, gap: Sequence[str], outcomes: Sequence[Outcome]) -> bool:
+        """True when every field of ``gap`` could come from a provider skipped as disabled."""
+        disabled = {o.provider for o in outcomes if o.reason == DISABLED}
+        if not disabled:
+            return False
+        rules = self._settings.waterfall.fields
+        return all(any(field in SPECS[p].provides and field in rules
+                       and p in rules[field].providers for p in disabled)
+                   for field in gap)
 
     async def _run_stage(self, name: str, plan: StagePlan, raw: Mapping[str, Any],
                          known: dict[str, FieldValue], transient: list[TransientError]
@@ -254,6 +283,11 @@ class Waterfall:
             return Outcome(name, "failed", type(exc).__name__)
         except NotFound:
             candidates = []
+        except (ProviderDisabled, CredentialsRejected):
+            # Counted and logged once by the resilient gate, which turns the first rejection
+            # into ProviderDisabled; a plain gate (tests, one-off lookups) lets the rejection
+            # itself through. Either way the record only notes it.
+            return Outcome(name, "skipped", DISABLED)
         except (PermanentError, ProviderError) as exc:
             metrics.PROVIDER_ERRORS.labels(provider=name, error_class=type(exc).__name__).inc()
             log.error("event=provider_permanent_error provider=%s error=%s", name, exc)

@@ -1,7 +1,13 @@
 """Deezer API client (no key): BPM by ISRC, else a search plus track details for isrc/bpm.
 
 Deezer reports errors inside HTTP 200 bodies: code 4 is its quota (transient, rate limited),
-800 "no data" means not found.
+800 "no data" means not found. Its throttling also shows as bare HTTP 403, 429 or 5xx answers:
+all transient (a 403 or 429 pauses it like the quota answer). Deezer needs no key, so nothing it
+answers is a configuration error that would disable it.
+
+``artist`` of a track is only its first main artist; the whole credit is in ``contributors``
+(``role: "Main"``), which track answers have and search items do not (nor ``release_date``,
+``isrc`` or ``bpm``: those come from the track fetched by id).
 """
 
 from __future__ import annotations
@@ -53,6 +59,22 @@ def body_error(body: Any) -> TransientError | PermanentError | NotFound | None:
     return TransientError(NAME, text)  # 100, 700 and codes we do not know: may pass
 
 
+def main_artists(track: dict[str, Any]) -> str | None:
+    """Every main artist of a track, joined like Spotify's credits ("A, B"); the ``artist``
+    object alone (search items have no contributors)."""
+    names: list[str] = []
+    for contributor in http.as_list(track.get("contributors")):
+        c = http.as_dict(contributor)
+        name = http.as_str(c.get("name"))
+        # No role at all in some older answers: every contributor listed is then credited.
+        if name and (http.as_str(c.get("role")) or "Main") == "Main" and name not in names:
+            names.append(name)
+    first = http.as_str(http.as_dict(track.get("artist")).get("name"))
+    if first and first not in names:
+        names.insert(0, first)
+    return ", ".join(names) or None
+
+
 def parse_track(track: Any, *, via: str) -> Candidate | None:
     """A candidate from a Deezer track or search item; None when it has no id."""
     track = http.as_dict(track)
@@ -66,7 +88,7 @@ def parse_track(track: Any, *, via: str) -> Candidate | None:
         {
             "deezer_id": str(tid),
             "title": http.as_str(track.get("title")),
-            "artist": http.as_str(http.as_dict(track.get("artist")).get("name")),
+            "artist": main_artists(track),
             "album": http.as_str(album.get("title")),
             "release_date": http.as_str(track.get("release_date"))
             or http.as_str(album.get("release_date")),
@@ -142,12 +164,20 @@ class DeezerClient:
 
     async def _get(self, url: str, kind: str, **kwargs: Any) -> Any:
         response = await http.send(self._client, NAME, "GET", url, logger=log, kind=kind, **kwargs)
-        if response.status_code >= 500 or response.status_code == 429:
+        status = response.status_code
+        if status >= 500 or status == 429:
             http.raise_for_status(NAME, response)  # the status says it all (outages, limits)
         body = http.try_json(response)
         err = body_error(body)
         if err is not None:
             raise err
+        if status in (401, 403):
+            # Throttling (or an edge refusing us for a while), never our configuration: we send
+            # no credentials. Pause like a quota answer and let the breaker judge the rest.
+            raise TransientError(
+                NAME, f"refused (HTTP {status}) on GET {http.safe_url(response.request.url)}",
+                retry_after=http.parse_retry_after(response.headers.get("Retry-After")),
+                rate_limited=True)
         http.raise_for_status(NAME, response)
         return body if body is not None else http.json_body(NAME, response)
 

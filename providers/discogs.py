@@ -2,11 +2,19 @@
 
 Discogs results are releases, not recordings: a candidate carries the release's artist, album
 title, year, label and genres (genre + style), never a track title or duration.
+
+Names in results carry Discogs' display markers, stripped before matching and before they fill
+a field (:func:`clean_name`): ``*`` after a name variation, `` (2)`` telling same-named artists
+(and labels) apart, inverted ``Name, The``, stray spaces. ``Not On Label (...)`` is its
+placeholder for "no label". Older answers give ``label`` (and ``genre``/``style``) as a plain
+string, ``year`` and ``style`` may be missing, and the ``X-Discogs-Ratelimit*`` headers are not
+always there. Results of any other ``type`` than ``release`` (masters, artists) are ignored.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -19,6 +27,68 @@ NAME = "discogs"
 DEFAULT_URL = "https://api.discogs.com"
 
 log = logging.getLogger("trackflow.providers.discogs")
+
+
+_NUMBERED = re.compile(r"\s+\(\d+\)$")
+_INVERTED = re.compile(r"^(.+?),\s+(The|A|An|Die|Les|La|Le|Los|El)$", re.IGNORECASE)
+# Between credited names: " & ", ", ", " / ", " Feat. ", " Vs. ", " And ", " + ", " x ".
+_CREDIT_SEP = re.compile(r"(\s+(?:&|/|\+|and|feat\.?|ft\.|vs\.?|x)\s+|,\s+)", re.IGNORECASE)
+_NO_LABEL = re.compile(r"^not on label\b", re.IGNORECASE)
+
+
+def _clean_one(name: str) -> str:
+    name = " ".join(name.split())
+    name = name.rstrip("*").rstrip()
+    name = _NUMBERED.sub("", name).rstrip("*").rstrip()
+    inverted = _INVERTED.match(name)
+    if inverted:
+        name = f"{inverted.group(2)} {inverted.group(1)}"
+    return name
+
+
+def clean_name(text: str) -> str:
+    """An artist credit or label without Discogs' display markers.
+
+    ``"Röyksopp* & Robyn (2) "`` -> ``"Röyksopp & Robyn"``, ``"Knife, The"`` -> ``"The Knife"``.
+    A comma before an article is an inverted name, not a separator between two names.
+    """
+    parts = _CREDIT_SEP.split(" ".join(text.split()))
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        sep = parts[i + 1] if i + 1 < len(parts) else ""
+        nxt = parts[i + 2] if i + 2 < len(parts) else ""
+        article = _NUMBERED.sub("", nxt.rstrip("*")).rstrip("*")
+        if sep.strip() == "," and _INVERTED.match(f"{part.rstrip('*')}, {article}"):
+            # "Knife, The (2)": rejoin, then clean as one name.
+            part, sep = f"{part}, {nxt}", parts[i + 3] if i + 3 < len(parts) else ""
+            i += 2
+        out.append(_clean_one(part))
+        if sep:
+            out.append(sep if sep.strip() == "," else f" {sep.strip()} ")
+        i += 2
+    return "".join(out).strip(" ,")
+
+
+def _names(values: Any) -> list[str]:
+    """Cleaned, unique names from a list or a lone string."""
+    items = [values] if isinstance(values, str) else http.as_list(values)
+    out: list[str] = []
+    for v in items:
+        s = http.as_str(v)
+        s = clean_name(s) if s else None
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+def _labels(values: Any) -> list[str]:
+    return [name for name in _names(values) if not _NO_LABEL.match(name)]
+
+
+def _plain(values: Any) -> list[Any]:
+    return [values] if isinstance(values, str) else http.as_list(values)
 
 
 def _unique(values: list[Any]) -> list[str]:
@@ -36,11 +106,15 @@ def parse_result(result: Any) -> Candidate | None:
     rid = http.as_int(result.get("id"))
     if rid is None:
         return None
+    kind = http.as_str(result.get("type"))
+    if kind is not None and kind != "release":
+        return None  # a master or an artist: no release id to record
     artist, album = None, http.as_str(result.get("title"))
     if album and " - " in album:
-        artist, album = (p.strip() or None for p in album.split(" - ", 1))
+        left, right = album.split(" - ", 1)
+        artist, album = clean_name(left) or None, right.strip() or None
     year = http.as_int(result.get("year"))
-    labels = _unique(http.as_list(result.get("label")))
+    labels = _labels(result.get("label"))
     fields = http.compact(
         {
             "discogs_release_id": str(rid),
@@ -48,9 +122,7 @@ def parse_result(result: Any) -> Candidate | None:
             "album": album,
             "release_date": str(year) if year and year > 0 else None,
             "label": labels[0] if labels else None,
-            "genres": _unique(
-                http.as_list(result.get("genre")) + http.as_list(result.get("style"))
-            ),
+            "genres": _unique(_plain(result.get("genre")) + _plain(result.get("style"))),
         }
     )
     # Discogs ranks but gives no score: provider_score stays None (order carries the rank).

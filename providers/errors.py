@@ -2,7 +2,8 @@
 
 Every provider answer is either a result (found, or an empty "not found") or one of these.
 The waterfall decides on the class alone: transient errors are retried and may make a dead letter
-retryable; permanent errors disable the provider; ``FeatureUnavailable`` and ``NotFound`` are
+retryable; rejected credentials disable the provider in the worker (its stage is then
+skipped); other permanent errors fail the stage; ``FeatureUnavailable`` and ``NotFound`` are
 ordinary answers that never count against a circuit breaker.
 """
 
@@ -49,6 +50,17 @@ class TransientError(ProviderError):
 
 class PermanentError(ProviderError):
     """Retrying cannot help: invalid or suspended credentials, a request the API rejects."""
+
+
+class CredentialsRejected(PermanentError):
+    """The provider refused our credentials or our app (an invalid Spotify client, a suspended
+    Last.fm key, a Discogs 401): only an operator fixing the configuration can cure it, so the
+    gate disables the provider in this worker (:class:`ProviderDisabled`)."""
+
+
+class ProviderDisabled(PermanentError):
+    """The provider is disabled in this worker after a configuration error; nothing was sent.
+    The waterfall skips it (``skipped: provider_disabled``), it never makes a dead letter."""
 
 
 class NotFound(ProviderError):

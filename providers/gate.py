@@ -10,6 +10,12 @@ Every provider client sends each HTTP exchange through ``gate.run(spec, fetch)``
    transient failure instead;
 4. calls, bounded by ``timeout_s``; records success, failure (slow calls too) or a neutral answer
    (not found, feature unavailable, permanent configuration errors are not the provider's fault);
+   an answer rejecting our credentials (:class:`~providers.errors.CredentialsRejected`)
+   disables the provider in this worker: from then on every call fails at once with
+   :class:`~providers.errors.ProviderDisabled`, nothing is sent, ``trackflow_provider_disabled``
+   is 1 and one log line names the variables to fix. The state lives next to the breakers but
+   only in this process, never in the table: a restart (with the configuration fixed) enables
+   the provider again, and :meth:`ResilientGate.enable` does the same for a reloaded one;
 5. retries transient failures with capped exponential backoff and full jitter, honouring
    Retry-After, within a per-provider retry budget (:mod:`providers.backoff`).
 
@@ -26,7 +32,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +42,14 @@ from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.context import current_record
-from trackflow.providers.errors import FeatureUnavailable, NotFound, PermanentError, TransientError
+from trackflow.providers.errors import (
+    CredentialsRejected,
+    FeatureUnavailable,
+    NotFound,
+    PermanentError,
+    ProviderDisabled,
+    TransientError,
+)
 from trackflow.providers.ratelimit import next_slot, slot_time
 
 log = logging.getLogger("trackflow.providers.gate")
@@ -75,6 +88,18 @@ class ProviderPolicy:
     pause_default_s: float = 5.0
     """Pause after a limit answer that carried no Retry-After."""
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Disabled:
+    """Why a provider is disabled in this worker."""
+
+    at: float
+    """Wall-clock time it was disabled."""
+    error: str
+    """The rejection that disabled it (message only: never a credential)."""
+    variables: tuple[str, ...]
+    """The environment variables an operator fixes (names only)."""
 
 
 @dataclass(slots=True)
@@ -127,8 +152,13 @@ class ResilientGate:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
+        config_variables: Sequence[str] = (),
     ) -> None:
         self.provider = provider
+        self.config_variables = tuple(config_variables)
+        """What to fix when the provider rejects our configuration (named in the log line)."""
+        self.disabled: Disabled | None = None
+        """Set once the provider rejected our credentials; None while it is enabled."""
         self.policy = policy
         self.partitions = partitions
         self._state: MutableMapping[str, Any] = {} if state is None else state
@@ -141,6 +171,8 @@ class ResilientGate:
         self._rate = paced_rate(policy.rate, policy.window_s, policy.rate_slack_s)
         self._late_tolerance = late_tolerance(policy.rate_slack_s)
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
+        self._disabled_gauge = metrics.PROVIDER_DISABLED.labels(provider=provider)
+        self._disabled_gauge.set(0)
 
     # --- state per partition ---
 
@@ -221,9 +253,36 @@ class ResilientGate:
         log.warning("event=breaker_transition provider=%s from=%s to=%s reason=%s",
                     self.provider, t.from_state, t.to_state, t.reason)
 
+    # --- disabled by a configuration error ---
+
+    def _disable(self, error: CredentialsRejected) -> None:
+        if self.disabled is not None:
+            return  # calls in flight when the first rejection came: one log line in all
+        self.disabled = Disabled(self._clock(), str(error), self.config_variables)
+        self._disabled_gauge.set(1)
+        log.error("event=provider_disabled provider=%s reason=credentials_rejected fix=%s "
+                  "error=%r action=skipping_until_restart", self.provider,
+                  ",".join(self.config_variables) or "-", str(error)[:300])
+
+    def enable(self) -> None:
+        """Enable the provider again (after its configuration was fixed and reloaded)."""
+        if self.disabled is None:
+            return
+        self.disabled = None
+        self._disabled_gauge.set(0)
+        log.warning("event=provider_enabled provider=%s", self.provider)
+
+    def _refuse_disabled(self) -> ProviderDisabled:
+        assert self.disabled is not None
+        return ProviderDisabled(self.provider, "disabled in this worker after a configuration "
+                                f"error; fix {','.join(self.disabled.variables) or 'it'} "
+                                "and restart")
+
     # --- the gate ---
 
     async def run(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
+        if self.disabled is not None:
+            raise self._refuse_disabled()
         if self._cache is not None and spec.cacheable:
             return await self._cache.get_or_fetch(spec, lambda: self._call(spec, fetch))
         return await self._call(spec, fetch)
@@ -255,6 +314,8 @@ class ResilientGate:
             raise wrapped.error from None
 
     async def _attempt(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]]) -> JSON:
+        if self.disabled is not None:
+            raise self._refuse_disabled()  # disabled while this call waited in the cache
         partition = current_record().partition
         st = self._partition_state(partition)
         decision = self._permit(spec, partition, st)
@@ -298,6 +359,9 @@ class ResilientGate:
             if decision.probe:
                 st.breaker.release_probe()
             self._save(partition, st)
+            if isinstance(exc, CredentialsRejected):
+                self._disable(exc)
+                raise self._refuse_disabled() from None
             raise
         except BaseException:
             if decision.probe:
@@ -382,6 +446,11 @@ class GateSet:
     def forget(self, partitions: set[int]) -> None:
         for gate in self.gates.values():
             gate.forget(partitions)
+
+    def disabled(self, provider: str) -> Disabled | None:
+        """Why ``provider`` is disabled in this worker, or None."""
+        gate = self.gates.get(provider)
+        return gate.disabled if gate is not None else None
 
     def open_until(self, provider: str, partition: int) -> float:
         """When ``provider``'s breaker for ``partition`` lets a probe through (0: not open)."""

@@ -18,7 +18,13 @@ from typing import Any
 
 import httpx
 
-from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from trackflow.providers.errors import (
+    CredentialsRejected,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 """Per-request timeout: 10 s overall phases, 5 s to connect."""
@@ -159,7 +165,8 @@ def classify(
 
     Returns None for a successful response (2xx/3xx) and for exceptions that are not httpx's
     (the caller re-raises those). ``rate_limit_on_503``: the provider uses 503 to say "too fast"
-    (MusicBrainz).
+    (MusicBrainz). 401 and 403 are :class:`CredentialsRejected`; a provider whose 403 means
+    something else (Deezer throttling) maps it before calling this.
     """
     if isinstance(outcome, BaseException):
         if isinstance(outcome, httpx.TimeoutException):
@@ -179,7 +186,9 @@ def classify(
         return TransientError(
             provider,
             f"rate limited (HTTP 429) on {where}",
-            retry_after=parse_retry_after(outcome.headers.get("Retry-After")),
+            # Spotify sends ``Retry-After: 0`` at times: no permission to resend at once, only
+            # no hint, so the gate's default pause applies.
+            retry_after=parse_retry_after(outcome.headers.get("Retry-After")) or None,
             rate_limited=True,
         )
     if status == 503:
@@ -199,7 +208,7 @@ def classify(
     if status == 404:
         return NotFound(provider, f"not found (HTTP 404) on {where}")
     if status in (401, 403):
-        return PermanentError(provider, f"credentials rejected (HTTP {status}) on {where}")
+        return CredentialsRejected(provider, f"credentials rejected (HTTP {status}) on {where}")
     return PermanentError(provider, f"request rejected (HTTP {status}) on {where}")
 
 

@@ -1,7 +1,12 @@
 """Last.fm client: ``track.getInfo`` (by mbid when known) and ``track.getTopTags`` for tags.
 
-Last.fm answers errors as JSON bodies, often with HTTP 200; numbers come as strings and
-``mbid`` may be ``""``. The api_key travels in the query string, so URLs in messages and logs
+Last.fm answers errors as JSON bodies, often with HTTP 200; numbers come as strings,
+``mbid`` may be ``""`` or missing altogether and ``duration: "0"`` means unknown. Errors 10
+(invalid key) and 26 (suspended key) come with HTTP 403 and are configuration errors that
+disable the provider (:class:`~providers.errors.CredentialsRejected`); error bodies carry
+``"links": []`` and their wording changes (error 29's did), so only the code is read.
+
+The api_key travels in the query string, so URLs in messages and logs
 are always stripped of their query (see :mod:`providers.http`).
 """
 
@@ -14,7 +19,13 @@ import httpx
 
 from trackflow.providers import http
 from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
-from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from trackflow.providers.errors import (
+    CredentialsRejected,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
 
 NAME = "lastfm"
 DEFAULT_URL = "https://ws.audioscrobbler.com/2.0/"
@@ -25,8 +36,10 @@ log = logging.getLogger("trackflow.providers.lastfm")
 _NOT_FOUND = frozenset({6})
 _TRANSIENT = frozenset({8, 11, 16, 29})
 _RATE_LIMITED = 29
-# 10 invalid key, 26 suspended key; also 4 auth failed, 2/3/5 bad service/method/format: all ours.
-_PERMANENT = frozenset({2, 3, 4, 5, 10, 26})
+# 10 invalid key, 26 suspended key, 4 authentication failed: the key is what to fix.
+_CREDENTIALS = frozenset({4, 10, 26})
+# 2/3/5 bad service/method/format: our request, not our key.
+_PERMANENT = frozenset({2, 3, 5})
 
 
 def body_error(body: Any) -> ProviderError | None:
@@ -34,11 +47,14 @@ def body_error(body: Any) -> ProviderError | None:
     if not isinstance(body, dict) or "error" not in body:
         return None
     code = http.as_int(body.get("error"))
-    text = f"error code={code} message={http.as_str(body.get('message')) or 'error'}"
+    # The message is for people: its wording changes between deployments, the code does not.
+    text = f"error code={code} message={(http.as_str(body.get('message')) or 'error')[:200]}"
     if code in _NOT_FOUND:
         return NotFound(NAME, text)
     if code in _TRANSIENT:
         return TransientError(NAME, text, rate_limited=code == _RATE_LIMITED)
+    if code in _CREDENTIALS:
+        return CredentialsRejected(NAME, text)
     if code in _PERMANENT:
         return PermanentError(NAME, text)
     return TransientError(NAME, text)  # unknown code: assume it may pass

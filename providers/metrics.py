@@ -29,6 +29,8 @@ trackflow_breaker_failure_rate                  gauge     provider (0..1 over th
 trackflow_retries_total                         counter   provider, attempt (1, 2, ...)
 trackflow_retry_backoff_seconds                 histogram provider
 trackflow_retry_budget_exhausted_total          counter   provider
+trackflow_provider_disabled                     gauge     provider (1: disabled by a configuration
+                                                          error until restart)
 =============================================== ========= =========================================
 
 ``outcome`` of a provider call is one of ``found``, ``not_found``, ``unavailable``
@@ -151,5 +153,14 @@ RETRY_BACKOFF_SECONDS = Histogram(
 RETRY_BUDGET_EXHAUSTED = Counter(
     "trackflow_retry_budget_exhausted_total",
     "Retries not made because the provider's retry budget was spent.",
+    ["provider"],
+)
+
+# --- configuration errors ---
+
+PROVIDER_DISABLED = Gauge(
+    "trackflow_provider_disabled",
+    "1 while the provider is disabled in this worker because it rejected our credentials "
+    "(fix the variable the log names, then restart); 0 while it is in use.",
     ["provider"],
 )

@@ -1,4 +1,10 @@
-"""MusicBrainz WS/2 client: ISRC lookup when the ISRC is known, else a Lucene recording search."""
+"""MusicBrainz WS/2 client: ISRC lookup when the ISRC is known, else a Lucene recording search.
+
+Search results leave ``joinphrase`` out of a single artist credit and may carry ``"video":
+null``. A 503 is transient either way, but only one saying we exceed the allowable rate limit
+means "too fast" (a rate-limited answer that pauses the provider); a 503 of a busy service is an
+ordinary transient failure for the breaker to count.
+"""
 
 from __future__ import annotations
 
@@ -142,7 +148,8 @@ class MusicBrainzClient:
 
     async def _get(self, url: str, kind: str, **kwargs: Any) -> Any:
         response = await http.send(self._client, NAME, "GET", url, logger=log, kind=kind, **kwargs)
-        http.raise_for_status(NAME, response, rate_limit_on_503=True)
+        # Rate limited only when the body says so (see the module docstring).
+        http.raise_for_status(NAME, response)
         return http.json_body(NAME, response)
 
     async def _fetch_isrc(self, isrc: str) -> JSON:

@@ -49,6 +49,7 @@ _NAME_SEP = re.compile(
     r"\s*(?:,|&|\+|;|/|\band\b(?!\s+the\b)|\bvs\b\.?|\bfeat\b\.?|\bft\b\.?|\bfeaturing\b)\s*",
     re.IGNORECASE,
 )
+_INVERTED_THE = re.compile(r"^\s*(.+?),\s*the\s*$", re.IGNORECASE)
 _ARTIST_TITLE_SEP = re.compile(r"\s+[-\u2013\u2014]\s+")
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
 
@@ -98,8 +99,10 @@ def fold(text: str) -> str:
 
 @lru_cache(maxsize=65536)
 def normalize_artist(name: str) -> str:
-    """Fold an artist name and drop a leading "the" ("The Killers" = "Killers")."""
-    folded = fold(name)
+    """Fold an artist name and drop a leading "the" ("The Killers" = "Killers"), or a trailing
+    one of a catalogue's inverted name ("Killers, The", as Discogs and library exports write)."""
+    inverted = _INVERTED_THE.match(name)
+    folded = fold(inverted.group(1) if inverted else name)
     if folded.startswith("the ") and len(folded) > 4:
         folded = folded[4:]
     return folded
@@ -119,6 +122,9 @@ def split_names(text: str) -> tuple[str, ...]:
     "X & The Y" is one band ("Selena Gomez & The Scene", "Florence + The Machine"), not X and Y.
     """
     names = []
+    inverted = _INVERTED_THE.match(text)
+    if inverted:
+        text = inverted.group(1)  # "Killers, The" is one name
     for part in _NAME_SEP.split(_BAND_THE.sub(r"\1 and the ", text)):
         part = FEAT_PREFIX.sub("", part.strip())
         name = normalize_artist(part)

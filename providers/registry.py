@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from trackflow.providers.base import CallGate, DirectGate, Provider
 from trackflow.providers.errors import ConfigError
@@ -23,8 +23,13 @@ def build_providers(
     gate: CallGate | None = None,
     enabled: Sequence[str] | None = None,
     transport: Transport = None,
+    features: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Provider]:
-    """The enabled providers whose credentials are present, keyed by name, in ``enabled`` order."""
+    """The enabled providers whose credentials are present, keyed by name, in ``enabled`` order.
+
+    ``features`` lists, per provider, the optional lookups to switch on (``providers.<name>.
+    features`` in the settings; Spotify's ``audio_features``); all are off by default.
+    """
     names = list(PROVIDER_NAMES if enabled is None else enabled)
     unknown = [n for n in names if n not in PROVIDER_NAMES]
     if unknown:
@@ -46,5 +51,11 @@ def build_providers(
                 ",".join(missing),
             )
             continue
-        out[name] = spec.build(env, shared_gate, transport)
+        wanted = frozenset((features or {}).get(name, ()))
+        unknown_features = wanted - spec.features
+        if unknown_features:
+            raise ConfigError(f"providers.{name}.features",
+                              f"unknown feature(s) {', '.join(sorted(unknown_features))}; "
+                              f"{name} has {', '.join(sorted(spec.features)) or 'none'}")
+        out[name] = spec.build(env, shared_gate, transport, wanted)
     return out

@@ -58,12 +58,16 @@ class ProviderSettings(Section):
     """Matches below this confidence are ignored for this provider."""
     requires: list[str] = []
     """Fields that must be known before this stage runs (e.g. ``["isrc"]``)."""
+    features: list[str] = []
+    """Optional lookups to make: Spotify's ``audio_features`` (BPM and key; off by default,
+    apps created after November 2024 get 403 there)."""
     breaker: BreakerSettings = BreakerSettings()
 
     def policy(self) -> ProviderPolicy:
         """How the gate calls this provider. Every call and breaker setting is passed by name:
         a setting the policy does not know stops start-up instead of being ignored."""
-        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "breaker"})
+        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "features",
+                                         "breaker"})
         return ProviderPolicy(**calls, breaker=BreakerConfig(**self.breaker.model_dump()))
 
 

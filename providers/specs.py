@@ -40,8 +40,9 @@ class ProviderSpec:
     """Default calls per second for the whole application."""
     window_s: float
     """The window the provider counts calls in."""
-    build: Callable[[Env, CallGate, Transport], Provider]
-    """The client, from environment variables, a gate and an optional transport (tests)."""
+    build: Callable[[Env, CallGate, Transport, frozenset[str]], Provider]
+    """The client, from environment variables, a gate, an optional transport (tests) and the
+    optional features switched on."""
     requires: tuple[str, ...] = ()
     """Fields that must be known before its stage runs, by default."""
     credentials: tuple[str, ...] = ()
@@ -53,39 +54,62 @@ class ProviderSpec:
     title, so the title comes from the query, and their confidence is capped."""
     confidence_cap: float = 1.0
     """The highest match confidence its answers get."""
+    kinds: tuple[str, ...] = ("search",)
+    """The kinds of lookup its client makes (``CallSpec.kind``): the metric series created at
+    start for it."""
+    features: frozenset[str] = frozenset()
+    """Optional lookups its client can make, off unless ``providers.<name>.features`` lists
+    them."""
+    config_variables: tuple[str, ...] = ()
+    """What an operator fixes when the provider rejects our configuration (the log line names
+    them); by default its credentials."""
+
+    @property
+    def fix_variables(self) -> tuple[str, ...]:
+        """The variables named when the provider rejects our configuration."""
+        return self.config_variables or self.credentials
 
 
-def _musicbrainz(env: Env, gate: CallGate, transport: Transport) -> Provider:
+AUDIO_FEATURES = "audio_features"
+"""Spotify's ``/v1/audio-features`` (BPM and key); apps created after November 2024 get 403."""
+
+
+def _musicbrainz(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+                 ) -> Provider:
     return musicbrainz.MusicBrainzClient(
         contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),
         base_url=env_value(env, "TRACKFLOW_MUSICBRAINZ_URL", musicbrainz.DEFAULT_URL),
         gate=gate, transport=transport)
 
 
-def _spotify(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _spotify(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+             ) -> Provider:
     return spotify.SpotifyClient(
         client_id=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_ID"),
         client_secret=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
         base_url=env_value(env, "TRACKFLOW_SPOTIFY_API_URL", spotify.DEFAULT_API_URL),
         accounts_url=env_value(env, "TRACKFLOW_SPOTIFY_ACCOUNTS_URL",
                                spotify.DEFAULT_ACCOUNTS_URL),
-        gate=gate, transport=transport)
+        audio_features=AUDIO_FEATURES in features, gate=gate, transport=transport)
 
 
-def _deezer(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _deezer(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+            ) -> Provider:
     return deezer.DeezerClient(
         base_url=env_value(env, "TRACKFLOW_DEEZER_URL", deezer.DEFAULT_URL),
         gate=gate, transport=transport)
 
 
-def _lastfm(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _lastfm(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+            ) -> Provider:
     return lastfm.LastfmClient(
         api_key=env_value(env, "TRACKFLOW_LASTFM_API_KEY"),
         base_url=env_value(env, "TRACKFLOW_LASTFM_URL", lastfm.DEFAULT_URL),
         gate=gate, transport=transport)
 
 
-def _discogs(env: Env, gate: CallGate, transport: Transport) -> Provider:
+def _discogs(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
+             ) -> Provider:
     return discogs.DiscogsClient(
         token=env_value(env, "TRACKFLOW_DISCOGS_TOKEN"),
         contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),
@@ -98,12 +122,15 @@ SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
     ProviderSpec(
         "musicbrainz", frozenset({"musicbrainz_recording_id", "isrc", "release_date",
                                   "duration_ms", "album", "genres", "tags"}),
-        rate=1.0, window_s=1.0, build=_musicbrainz,
+        rate=1.0, window_s=1.0, build=_musicbrainz, kinds=("isrc", "search"),
+        # MusicBrainz answers 403 to User-Agents it blocks: the contact is what to fix.
+        config_variables=(ENV_CONTACT,),
         url_variables={"musicbrainz": "TRACKFLOW_MUSICBRAINZ_URL"}),
     ProviderSpec(
         "spotify", frozenset({"spotify_id", "isrc", "popularity", "album", "release_date",
                               "duration_ms", "label", "bpm", "key"}),
-        rate=5.0, window_s=30.0, build=_spotify,
+        rate=5.0, window_s=30.0, build=_spotify, kinds=("token", "id", "search", "features"),
+        features=frozenset({AUDIO_FEATURES}),
         credentials=("TRACKFLOW_SPOTIFY_CLIENT_ID", "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
         url_variables={"spotify": "TRACKFLOW_SPOTIFY_API_URL",
                        "spotify_accounts": "TRACKFLOW_SPOTIFY_ACCOUNTS_URL"}),
@@ -112,10 +139,12 @@ SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
                              "release_date", "deezer_rank"}),
         # Deezer's BPM is reliable only by ISRC; a search costs two calls per track.
         rate=10.0, window_s=5.0, build=_deezer, requires=("isrc",),
+        kinds=("isrc", "id", "search"),
         url_variables={"deezer": "TRACKFLOW_DEEZER_URL"}),
     ProviderSpec(
         "lastfm", frozenset({"tags", "listeners", "playcount", "musicbrainz_recording_id"}),
         rate=5.0, window_s=1.0, build=_lastfm, credentials=("TRACKFLOW_LASTFM_API_KEY",),
+        kinds=("id", "search", "tags"),
         url_variables={"lastfm": "TRACKFLOW_LASTFM_URL"}),
     ProviderSpec(
         "discogs", frozenset({"discogs_release_id", "label", "genres", "release_date"}),

@@ -3,6 +3,11 @@
 Track by id when the Spotify id is known, else a search (``isrc:`` when the ISRC is known, else
 ``artist:"..." track:"..."``). Audio features only when enabled; Spotify blocks them for apps
 created after Nov 2024, so the first 403 there is remembered and never counts as a failure.
+
+An invalid client (400/401 from the token endpoint) or a 401/403 from the API with a fresh token
+is a configuration error that disables the provider. A 429's ``Retry-After`` can be ``0`` (no
+hint: the gate pauses by default) and its body says "API rate limit exceeded"; older track
+objects have no ``album.release_date``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ import httpx
 
 from trackflow.providers import http
 from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
-from trackflow.providers.errors import FeatureUnavailable, NotFound, PermanentError
+from trackflow.providers.errors import (
+    CredentialsRejected,
+    FeatureUnavailable,
+    NotFound,
+    PermanentError,
+)
 
 NAME = "spotify"
 DEFAULT_API_URL = "https://api.spotify.com/v1"
@@ -168,7 +178,7 @@ class SpotifyClient:
         if response.status_code in (400, 401):
             # {"error":"invalid_client"}: wrong id/secret; retrying cannot help.
             error = http.as_str(http.as_dict(http.try_json(response)).get("error")) or "unknown"
-            raise PermanentError(
+            raise CredentialsRejected(
                 NAME, f"token request rejected (HTTP {response.status_code}, error={error})"
             )
         http.raise_for_status(NAME, response)

@@ -34,6 +34,7 @@ _UNIT_OVERRIDES: dict[str, str] = {
     "trackflow_ratelimit_capacity": "tokens",
     "trackflow_breaker_state": "state (0 closed, 1 half_open, 2 open)",
     "trackflow_breaker_failure_rate": "ratio (0..1)",
+    "trackflow_provider_disabled": "state (0 enabled, 1 disabled)",
     "trackflow_dlq_schedule_size": "dead letters",
     "trackflow_build": "info (always 1)",
 }

@@ -29,7 +29,7 @@ from trackflow.providers.settings import (
     Section,
     default_providers,
 )
-from trackflow.providers.specs import PROVIDER_NAMES
+from trackflow.providers.specs import PROVIDER_NAMES, SPECS
 
 # The sections defined in the layers that read them, importable from here with the rest.
 __all__ = ["BreakerSettings", "CacheSettings", "DlqSettings", "FieldRule", "KafkaSettings",
@@ -96,10 +96,14 @@ class Settings(Section):
 
     @model_validator(mode="after")
     def _known_providers(self) -> Settings:
-        for name in self.providers:
+        for name, provider in self.providers.items():
             if name not in PROVIDER_NAMES:
                 raise ValueError(f"unknown provider {name!r} in [providers] "
                                  f"(known: {', '.join(PROVIDER_NAMES)})")
+            unknown = set(provider.features) - SPECS[name].features
+            if unknown:
+                raise ValueError(f"providers.{name}.features: unknown {sorted(unknown)} "
+                                 f"(known: {sorted(SPECS[name].features)})")
         for name in self.waterfall.order:
             if name not in PROVIDER_NAMES:
                 raise ValueError(f"unknown provider {name!r} in waterfall.order")

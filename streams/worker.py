@@ -17,8 +17,10 @@ from trackflow.agents.waterfall import ResultCache, Waterfall
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.registry import build_providers
+from trackflow.providers.specs import SPECS
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
 from trackflow.streams.health import setup_health
+from trackflow.streams.series import create_series
 from trackflow.streams.settings import Settings
 
 log = logging.getLogger("trackflow.streams.worker")
@@ -36,6 +38,8 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     """The Faust app with every trackflow agent attached."""
     app = create_app(settings)
     setup_health(app)  # /health/live and /health/ready beside /metrics
+    # Every series alerts and dashboards query exists from the first scrape, at 0.
+    create_series(settings)
     topics = declare_topics(app, settings)
     # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in a
     # changelogged table: a restarted or rebalanced worker resumes where the last owner was.
@@ -44,10 +48,12 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     cache = build_cache(settings)
     gates = GateSet({
         name: ResilientGate(name, settings.providers[name].policy(),
-                            partitions=settings.kafka.partitions, state=state, cache=cache)
+                            partitions=settings.kafka.partitions, state=state, cache=cache,
+                            config_variables=SPECS[name].fix_variables)
         for name in enabled
     })
-    providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled)
+    providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled,
+                                features={n: settings.providers[n].features for n in enabled})
     # Reusing results is only sound when they come from cached answers (see ResultCache).
     results = (ResultCache(settings.cache.result_cache_size, clock=cache.clock)
                if cache is not None else None)

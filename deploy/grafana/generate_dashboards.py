@@ -291,6 +291,19 @@ def resilience() -> dict[str, Any]:
     b.ts("Rejected calls", "Calls refused by an open breaker or taken half-open probes.",
          [q(f"sum by (provider) (rate(trackflow_breaker_rejected_calls_total{{{P}}}[{RI}]))",
             "{{provider}}")], unit="ops", w=24, h=6)
+    b.add("state-timeline", "Disabled by a configuration error",
+          "A provider that rejected our credentials is disabled in the worker until restart "
+          "(its log line names the variable to fix); records skip it as provider_disabled.",
+          [q(f"max by (provider) (trackflow_provider_disabled{{{P}}})", "{{provider}}")],
+          w=24, h=5,
+          defaults={"mappings": [{"options": {
+              "0": {"color": "green", "index": 0, "text": "enabled"},
+              "1": {"color": "red", "index": 1, "text": "disabled"}}, "type": "value"}],
+              "color": {"mode": "thresholds"},
+              "thresholds": {"mode": "absolute", "steps": [
+                  {"color": "green", "value": None}, {"color": "red", "value": 1}]}},
+          options={"mergeValues": True, "showValue": "auto", "rowHeight": 0.9,
+                   "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}})
     b.row("Rate limits")
     b.ts("Tokens vs capacity",
          "Permits ready now (one per partition at most) and the partitions owned.",

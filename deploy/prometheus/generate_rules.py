@@ -158,6 +158,25 @@ GROUPS: tuple[Group, ...] = (
                       ' the provider). Raise the budget only if the provider is healthy '
                       'and the failures are isolated blips.'),
         ),
+        Alert(
+            name='TrackflowProviderDisabled',
+            expr='max by (provider) (trackflow_provider_disabled) == 1',
+            severity='critical',
+            summary='{{ $labels.provider }} is disabled: it rejected our credentials',
+            description=('At least one worker disabled {{ $labels.provider }} after it '
+                          'rejected our credentials or app: records skip it '
+                          '(skipped: provider_disabled) and are published without its '
+                          'fields.'),
+            runbook=('The provider said our configuration is wrong (an invalid Spotify '
+                      'client, an invalid or suspended Last.fm key, a Discogs token it '
+                      'refuses). The worker logged one line event=provider_disabled naming '
+                      'the provider and the environment variable to fix (fix=...). Check the '
+                      "key in the provider's developer console, set the variable, and "
+                      'restart the workers: a restart enables the provider again. Records '
+                      'published meanwhile say skipped: provider_disabled and lack its '
+                      'fields; nothing was dead-lettered for it. A suspended Last.fm key '
+                      'usually means we exceeded its terms: check the rate first.'),
+        ),
     )),
     Group('trackflow.providers', (
         Alert(

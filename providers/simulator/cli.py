@@ -12,6 +12,7 @@ import logging
 import shlex
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -25,9 +26,12 @@ log = logging.getLogger("trackflow.simulator")
 
 
 async def _serve(
-    catalog_path: str | None, size: int, seed: int, host: str, port: int, config_path: str | None
+    catalog_path: str | None, size: int, seed: int, host: str, port: int, config_path: str | None,
+    quirks: bool = True,
 ) -> None:
     config = SimConfig.from_toml(config_path) if config_path else SimConfig()
+    if not quirks:
+        config = replace(config, quirks=False)
     catalog = load_csv(Path(catalog_path)) if catalog_path else generate_catalog(size, seed=seed)
     sim = await start_simulator(catalog=catalog, config=config, host=host, port=port)
     for name, value in sim.env.items():
@@ -76,8 +80,16 @@ async def _serve(
     type=click.Path(exists=True, dir_okay=False),
     help="Behaviour TOML (latency, faults, outages, rate limits).",
 )
+@click.option(
+    "--quirks/--no-quirks",
+    default=True,
+    show_default=True,
+    help="Answer with the real APIs' quirks (Deezer duets, Discogs markers, ...); "
+    "--no-quirks overrides the TOML.",
+)
 def simulate(
-    catalog_path: str | None, size: int, seed: int, port: int, host: str, config_path: str | None
+    catalog_path: str | None, size: int, seed: int, port: int, host: str, config_path: str | None,
+    quirks: bool,
 ) -> None:
     """Serve simulated MusicBrainz, Spotify, Deezer, Last.fm and Discogs APIs on one port."""
     logging.basicConfig(
@@ -85,4 +97,4 @@ def simulate(
         level=logging.INFO,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    asyncio.run(_serve(catalog_path, size, seed, host, port, config_path))
+    asyncio.run(_serve(catalog_path, size, seed, host, port, config_path, quirks))

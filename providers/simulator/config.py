@@ -5,6 +5,7 @@ Read from TOML (``trackflow simulate --config sim.toml``) or built in code with
 
     token_ttl_s = 3600          # Spotify access-token lifetime
     audio_features = false      # true: serve /v1/audio-features instead of the real 403
+    quirks = true               # the real APIs' quirks (providers/simulator/quirks.py)
     seed = 1                    # seeds the fault dice (omit for random)
 
     [providers.spotify]
@@ -141,6 +142,8 @@ class SimConfig:
     """Lifetime of Spotify access tokens."""
     audio_features: bool = False
     """Serve Spotify audio features instead of the 403 new apps get."""
+    quirks: bool = True
+    """Answer with the real services' quirks (:mod:`providers.simulator.quirks`)."""
     search_default_limit: int = 5
     """Spotify search ``limit`` when the client sends none."""
     search_max_limit: int = 10

@@ -1,6 +1,10 @@
 """Deezer: ``/track/isrc:{ISRC}``, ``/track/{id}`` and ``/search``, under ``/deezer``.
 
-Deezer reports errors (including its quota) inside HTTP 200 bodies.
+Deezer reports errors (including its quota) inside HTTP 200 bodies. With quirks on (the default,
+:mod:`providers.simulator.quirks`): throttling sometimes comes as a bare HTTP 403 or 429, server
+errors as HTML pages; a duet's ``artist`` is only its first main artist, the whole credit being in
+``contributors`` (featured artists with ``role: "Featured"``); BPM is often an integer, sometimes
+0 (unknown).
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from trackflow.providers.simulator.catalog import Track, int_id, main_artist
+from trackflow.providers.simulator.catalog import Track, int_id
 from trackflow.providers.simulator.limits import Decision
 from trackflow.providers.simulator.queries import parse_filters
+from trackflow.providers.simulator.quirks import Quirks
 from trackflow.providers.simulator.state import json_response, state_of
+
+_DUET_SEP = re.compile(r"\s+&\s+|,\s+")
 
 NAME = "deezer"
 PREFIX = "/deezer"
@@ -29,17 +36,29 @@ def _error(kind: str, message: str, code: int, status: int = 200) -> web.Respons
     return json_response({"error": {"type": kind, "message": message, "code": code}}, status=status)
 
 
-def limit_answer(decision: Decision) -> web.Response:
-    """HTTP 200 with error code 4, no Retry-After."""
+def _html(status: int, title: str) -> web.Response:
+    return web.Response(status=status, content_type="text/html",
+                        text=f"<html><head><title>{status} {title}</title></head><body>"
+                             f"<h1>{title}</h1></body></html>")
+
+
+def limit_answer(decision: Decision, quirks: Quirks) -> web.Response:
+    """HTTP 200 with error code 4, no Retry-After; with quirks, at times a bare 403 or 429."""
+    if quirks.of_answer("deezer_bare_throttle"):
+        status = quirks.pick((403, 429))
+        return _html(status, "Forbidden" if status == 403 else "Too Many Requests")
     return _error("Exception", "Quota limit exceeded", 4)
 
 
-def fault_answer(status: int) -> web.Response:
-    """Outages and server errors do come with a real HTTP status."""
+def fault_answer(status: int, quirks: Quirks) -> web.Response:
+    """Outages and server errors do come with a real HTTP status (with quirks, at times an HTML
+    page rather than Deezer's JSON)."""
+    if quirks.of_answer("deezer_html_fault"):
+        return _html(status, "Service Unavailable" if status == 503 else "Server Error")
     return _error("Exception", "An internal error occurred", 100 if status < 503 else 700, status)
 
 
-def decorate(response: web.StreamResponse, decision: Decision | None) -> None:
+def decorate(response: web.StreamResponse, decision: Decision | None, quirks: Quirks) -> None:
     """Deezer sends no rate-limit headers."""
 
 
@@ -73,8 +92,29 @@ def _album(t: Track) -> dict[str, Any]:
     }
 
 
-def track_item(t: Track, *, full: bool) -> dict[str, Any]:
-    """A Deezer track: the full object, or the search item (no ISRC, BPM, gain)."""
+def _credits(t: Track, quirks: Quirks) -> tuple[str, list[dict[str, Any]]]:
+    """(``artist`` name, ``contributors``) as Deezer shows this track's credit."""
+    names = t.artists
+    if not quirks.of_record("deezer_duet", t.isrc) or not _DUET_SEP.search(names[0]):
+        return names[0], [{**_artist(name), "role": "Main"} for name in names]
+    mains = [n for n in _DUET_SEP.split(names[0]) if n.strip()]
+    contributors = [{**_artist(n), "role": "Main"} for n in mains]
+    contributors += [{**_artist(n), "role": "Featured"} for n in names[1:]]
+    return mains[0], contributors
+
+
+def _bpm(t: Track, quirks: Quirks) -> float | int:
+    if quirks.of_record("deezer_unknown_bpm", t.isrc):
+        return 0
+    if quirks.of_record("deezer_integer_bpm", t.isrc):
+        return round(t.bpm)
+    return t.bpm
+
+
+def track_item(t: Track, *, full: bool, quirks: Quirks) -> dict[str, Any]:
+    """A Deezer track: the full object, or the search item (no ISRC, BPM, gain, release date or
+    contributors)."""
+    artist, contributors = _credits(t, quirks)
     version = _VERSION_RE.search(t.title)
     short = t.title[: version.start()] if version else t.title
     body: dict[str, Any] = {
@@ -91,7 +131,7 @@ def track_item(t: Track, *, full: bool) -> dict[str, Any]:
         "explicit_content_cover": 0,
         "preview": f"https://cdnt-preview.dzcdn.net/api/1/1/{t.deezer_id}.mp3",
         "md5_image": f"{t.deezer_id:032x}"[-32:],
-        "artist": _artist(main_artist(t.artist)),
+        "artist": _artist(artist),
         "album": _album(t),
         "type": "track",
     }
@@ -101,10 +141,10 @@ def track_item(t: Track, *, full: bool) -> dict[str, Any]:
             track_position=t.track_number,
             disk_number=1,
             release_date=_album(t)["release_date"],
-            bpm=t.bpm,
+            bpm=_bpm(t, quirks),
             gain=round(-6 - int_id("gain", t.isrc, low=0, high=900) / 100, 2),
             available_countries=["DE", "FR", "GB", "US"],
-            contributors=[{**_artist(name), "role": "Main"} for name in t.artists],
+            contributors=contributors,
         )
     return body
 
@@ -112,15 +152,17 @@ def track_item(t: Track, *, full: bool) -> dict[str, Any]:
 async def track(request: web.Request) -> web.Response:
     """``GET /track/{id}`` or ``GET /track/isrc:{ISRC}``."""
     catalog = state_of(request).catalog
+    quirks = state_of(request).quirks
     ref = request.match_info["ref"]
     if ref.lower().startswith("isrc:"):
         found = catalog.by_isrc(ref[5:])
         # Several releases share an ISRC; Deezer answers with one of them.
-        return json_response(track_item(found[0], full=True)) if found else _no_data()
+        return json_response(track_item(found[0], full=True, quirks=quirks)) if found \
+            else _no_data()
     if not ref.isdigit():
         return _no_data()
     t = catalog.by_deezer_id(int(ref))
-    return json_response(track_item(t, full=True)) if t else _no_data()
+    return json_response(track_item(t, full=True, quirks=quirks)) if t else _no_data()
 
 
 async def search(request: web.Request) -> web.Response:
@@ -143,7 +185,9 @@ async def search(request: web.Request) -> web.Response:
     )
     tracks = [h.track for h in hits]
     page = tracks[index : index + limit]
-    body: dict[str, Any] = {"data": [track_item(t, full=False) for t in page], "total": len(tracks)}
+    quirks = state_of(request).quirks
+    body: dict[str, Any] = {"data": [track_item(t, full=False, quirks=quirks) for t in page],
+                            "total": len(tracks)}
     if index + limit < len(tracks):
         body["next"] = f"{API}/search?{urlencode({'q': q, 'index': index + limit})}"
     if index:

@@ -1,4 +1,11 @@
-"""Discogs: ``/database/search`` with token auth and rate-limit headers, under ``/discogs``."""
+"""Discogs: ``/database/search`` with token auth and rate-limit headers, under ``/discogs``.
+
+With quirks on (the default, :mod:`providers.simulator.quirks`) names carry Discogs' display
+markers (``Name*``, ``Name (2)``, ``Name, The``, a trailing space), some releases have the
+``Not On Label (...)`` placeholder, a plain-string ``label``, no ``year`` or no ``style``, a master
+is listed before its release now and then, and some answers come without the
+``X-Discogs-Ratelimit*`` headers.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from aiohttp import web
 
 from trackflow.providers.simulator.catalog import Track, main_artist
 from trackflow.providers.simulator.limits import Decision
+from trackflow.providers.simulator.quirks import Quirks
 from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "discogs"
@@ -30,21 +38,22 @@ _GENRES = {
 _TOKEN_RE = re.compile(r"^Discogs\s+token=(\S+)$")
 
 
-def limit_answer(decision: Decision) -> web.Response:
+def limit_answer(decision: Decision, quirks: Quirks) -> web.Response:
     """429 with Discogs' message; the rate-limit headers are added by :func:`decorate`."""
     response = json_response({"message": "You are making requests too quickly."}, status=429)
     response.headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
     return response
 
 
-def fault_answer(status: int) -> web.Response:
+def fault_answer(status: int, quirks: Quirks) -> web.Response:
     """A Discogs-shaped error for outages and injected errors."""
     return json_response({"message": "Service temporarily unavailable."}, status=status)
 
 
-def decorate(response: web.StreamResponse, decision: Decision | None) -> None:
-    """``X-Discogs-Ratelimit``, ``-Used`` and ``-Remaining`` on every answer."""
-    if decision is None:
+def decorate(response: web.StreamResponse, decision: Decision | None, quirks: Quirks) -> None:
+    """``X-Discogs-Ratelimit``, ``-Used`` and ``-Remaining`` on every answer (with quirks, not
+    always)."""
+    if decision is None or quirks.of_answer("discogs_no_ratelimit_headers"):
         return
     response.headers["X-Discogs-Ratelimit"] = str(decision.limit)
     response.headers["X-Discogs-Ratelimit-Used"] = str(min(decision.used, decision.limit))
@@ -63,24 +72,48 @@ def _genres(t: Track) -> tuple[list[str], list[str]]:
     return genres or ["Pop"], styles
 
 
-def result(t: Track) -> dict[str, Any]:
+def display_name(name: str, quirks: Quirks, kind: str = "artist") -> str:
+    """``name`` as Discogs prints it, markers included."""
+    if kind == "artist" and name.startswith("The ") and quirks.of_record("discogs_inverted", name):
+        name = f"{name[4:]}, The"
+    if quirks.of_record(f"discogs_numbered{'' if kind == 'artist' else '_label'}", name):
+        name = f"{name} ({2 + int(quirks.of_record('discogs_numbered', 'n', name))})"
+    elif kind == "artist" and quirks.of_record("discogs_name_variation", name):
+        name = f"{name}*"
+    return name
+
+
+def _label(t: Track, quirks: Quirks) -> list[str] | str:
+    if quirks.of_record("discogs_not_on_label", t.release_key):
+        label = f"Not On Label ({main_artist(t.artist)} Self-released)"
+    elif t.label:
+        label = display_name(t.label, quirks, kind="label")
+    else:
+        return []
+    return label if quirks.of_record("discogs_plain_label", t.release_key) else [label]
+
+
+def result(t: Track, quirks: Quirks) -> dict[str, Any]:
     """One search result: the release carrying ``t``."""
     genres, styles = _genres(t)
     rid = t.discogs_release_id
     slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{main_artist(t.artist)} {t.album}").strip("-")
-    return {
+    title = f"{display_name(main_artist(t.artist), quirks)} - {t.album}"
+    if quirks.of_record("discogs_trailing_space", t.release_key):
+        title += " "
+    out: dict[str, Any] = {
         "id": rid,
         "type": "release",
         "master_id": rid // 7,
         "master_url": f"{API}/masters/{rid // 7}",
         "uri": f"/release/{rid}-{slug}",
         "resource_url": f"{API}/releases/{rid}",
-        "title": f"{main_artist(t.artist)} - {t.album}",
+        "title": title,
         "year": t.release_date[:4],
         "country": t.country,
         "genre": genres,
         "style": styles,
-        "label": [t.label] if t.label else [],
+        "label": _label(t, quirks),
         "catno": f"{re.sub(r'[^A-Z]', '', t.label.upper())[:4] or 'CAT'}{rid % 1000:03d}",
         "format": ["File", "MP3", "Single"]
         if t.album_type == "single"
@@ -90,6 +123,21 @@ def result(t: Track) -> dict[str, Any]:
         "cover_image": "",
         "community": {"want": t.popularity * 7, "have": t.popularity * 11},
     }
+    if quirks.of_record("discogs_no_year", t.release_key):
+        del out["year"]
+    if quirks.of_record("discogs_no_style", t.release_key):
+        del out["style"]
+    return out
+
+
+def master(t: Track, quirks: Quirks) -> dict[str, Any]:
+    """The master of ``t``'s release, as a search lists it when the type filter lets it by."""
+    release = result(t, quirks)
+    mid = release["master_id"]
+    return {"id": mid, "type": "master", "master_id": mid, "title": release["title"],
+            "year": release.get("year", ""), "genre": release["genre"],
+            "style": release.get("style", []), "uri": f"/master/{mid}",
+            "resource_url": f"{API}/masters/{mid}"}
 
 
 def _authorised(request: web.Request) -> bool:
@@ -131,9 +179,18 @@ async def search(request: web.Request) -> web.Response:
     return json_response(
         {
             "pagination": _pagination(page, per_page, len(releases)),
-            "results": [result(t) for t in chunk],
+            "results": _results(chunk, state_of(request).quirks),
         }
     )
+
+
+def _results(chunk: list[Track], quirks: Quirks) -> list[dict[str, Any]]:
+    out = []
+    for t in chunk:
+        if quirks.of_record("discogs_master_result", t.release_key):
+            out.append(master(t, quirks))
+        out.append(result(t, quirks))
+    return out
 
 
 def _pagination(page: int, per_page: int, items: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ and the same recording (same ISRC) released both as a single and on an album.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import replace
 
@@ -148,6 +149,12 @@ class _Gen:
         title = self.title()
         if rng.random() < 0.12:
             artist = f"{artist} feat. {self.pick_other(artist)}"
+        elif _share(title, artist) < DUET_SHARE:
+            # Duets ("A & B"): decided by hash, not by the RNG, so that the rest of the
+            # catalog (and every test built on a seed) stays what it was before they existed.
+            others = [a for a in self.artists[-30:] if a != artist]
+            if others:
+                artist = f"{artist} & {others[int(_share(artist, title) * len(others))]}"
         return Track(
             artist=artist,
             title=title,
@@ -254,6 +261,15 @@ class _Gen:
                 )
             )
         return out
+
+
+DUET_SHARE = 0.08
+"""Share of base tracks credited to two main artists."""
+
+
+def _share(*parts: str) -> float:
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def generate_catalog(n: int, seed: int = 0) -> Catalog:

@@ -1,6 +1,9 @@
 """Last.fm 2.0: ``track.getInfo`` and ``track.getTopTags``, under ``/lastfm/2.0/``.
 
-Errors are JSON bodies ``{"error": n, "message": ...}``; numbers in answers are strings.
+Errors are JSON bodies ``{"error": n, "message": ...}``; numbers in answers are strings. With
+quirks on (the default, :mod:`providers.simulator.quirks`) error bodies carry ``"links": []``,
+error 29 has its newer wording, some tracks have no ``mbid`` key at all and some a duration of
+``"0"``. A wrong key gets error 10 with HTTP 403, as on the real service.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from aiohttp import web
 
 from trackflow.providers.simulator.catalog import Track, main_artist
 from trackflow.providers.simulator.limits import Decision
+from trackflow.providers.simulator.quirks import PLAIN, Quirks
 from trackflow.providers.simulator.search import fold
 from trackflow.providers.simulator.state import json_response, state_of
 
@@ -21,37 +25,32 @@ PREFIX = "/lastfm/2.0"
 _STATUS = {6: 200, 8: 500, 10: 403, 11: 503, 16: 503, 26: 403, 29: 429, 3: 400}
 
 
-def error(code: int, message: str) -> web.Response:
+def error(code: int, message: str, quirks: Quirks = PLAIN, status: int | None = None
+          ) -> web.Response:
     """A Last.fm error body."""
-    return json_response({"error": code, "message": message}, status=_STATUS.get(code, 200))
+    body: dict[str, Any] = {"error": code, "message": message}
+    if quirks.enabled:
+        body["links"] = []
+    return json_response(body, status=status or _STATUS.get(code, 200))
 
 
-def limit_answer(decision: Decision) -> web.Response:
-    """Error 29."""
+def limit_answer(decision: Decision, quirks: Quirks) -> web.Response:
+    """Error 29 (its wording changed over the years: clients read the code)."""
+    if quirks.enabled:
+        return error(29, "Rate limit exceeded - too many requests, slow down", quirks)
     return error(29, "Rate Limit Exceeded - Your IP has made too many requests in a short period")
 
 
-def fault_answer(status: int) -> web.Response:
+def fault_answer(status: int, quirks: Quirks) -> web.Response:
     """Error 11 (service offline) for outages, 16 (temporarily unavailable) for other errors."""
     if status == 503:
-        return json_response(
-            {
-                "error": 11,
-                "message": "Service Offline - This service is temporarily offline. "
-                "Try again later.",
-            },
-            status=503,
-        )
-    return json_response(
-        {
-            "error": 16,
-            "message": "There was a temporary error processing your request. Please try again",
-        },
-        status=status,
-    )
+        return error(11, "Service Offline - This service is temporarily offline. Try again later.",
+                     quirks, 503)
+    return error(16, "There was a temporary error processing your request. Please try again",
+                 quirks, status)
 
 
-def decorate(response: web.StreamResponse, decision: Decision | None) -> None:
+def decorate(response: web.StreamResponse, decision: Decision | None, quirks: Quirks) -> None:
     """Last.fm sends no rate-limit headers."""
 
 
@@ -85,10 +84,10 @@ def _find(request: web.Request) -> Track | None:
     return None
 
 
-def _track_info(t: Track) -> dict[str, Any]:
+def _track_info(t: Track, quirks: Quirks) -> dict[str, Any]:
     # Last.fm knows only some MBIDs; an empty string is common.
     mbid = t.mbid if int(t.mbid[-1], 16) % 3 else ""
-    return {
+    body = {
         "track": {
             "name": t.title,
             "mbid": mbid,
@@ -112,6 +111,12 @@ def _track_info(t: Track) -> dict[str, Any]:
             "wiki": {"published": f"{t.release_date[:4]}"},
         }
     }
+    track = body["track"]
+    if not mbid and quirks.of_record("lastfm_no_mbid_key", t.isrc, t.title):
+        del track["mbid"]
+    if quirks.of_record("lastfm_zero_duration", t.isrc, t.title):
+        track["duration"] = "0"
+    return body
 
 
 def _top_tags(t: Track) -> dict[str, Any]:
@@ -129,19 +134,21 @@ def _top_tags(t: Track) -> dict[str, Any]:
 async def root(request: web.Request) -> web.Response:
     """``GET /2.0/?method=...&api_key=...&format=json``."""
     cfg = state_of(request).config
+    quirks = state_of(request).quirks
     if request.query.get("api_key", "") != cfg.lastfm_api_key:
-        return error(10, "Invalid API key - You must be granted a valid key by last.fm")
+        return error(10, "Invalid API key - You must be granted a valid key by last.fm", quirks)
     method = request.query.get("method", "").lower()
     if method not in ("track.getinfo", "track.gettoptags"):
-        return error(3, "Invalid Method - No method with that name in this package")
+        return error(3, "Invalid Method - No method with that name in this package", quirks)
     if not request.query.get("mbid") and not (
         request.query.get("artist") and request.query.get("track")
     ):
-        return error(6, "Track not found" if method == "track.getinfo" else "Invalid parameters")
+        return error(6, "Track not found" if method == "track.getinfo" else "Invalid parameters",
+                     quirks)
     t = _find(request)
     if t is None:
-        return error(6, "Track not found")
-    return json_response(_track_info(t) if method == "track.getinfo" else _top_tags(t))
+        return error(6, "Track not found", quirks)
+    return json_response(_track_info(t, quirks) if method == "track.getinfo" else _top_tags(t))
 
 
 def routes() -> list[web.RouteDef]:

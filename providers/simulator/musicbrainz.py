@@ -11,6 +11,7 @@ from aiohttp import web
 from trackflow.providers.simulator.catalog import ISRC_RE, Track, mb_uuid, split_artists
 from trackflow.providers.simulator.limits import Decision
 from trackflow.providers.simulator.queries import LuceneQuery, parse_lucene
+from trackflow.providers.simulator.quirks import PLAIN, Quirks
 from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "musicbrainz"
@@ -24,7 +25,7 @@ _GENERIC_UA = re.compile(
 )
 
 
-def limit_answer(decision: Decision) -> web.Response:
+def limit_answer(decision: Decision, quirks: Quirks) -> web.Response:
     """503 with MusicBrainz's rate-limit JSON (no Retry-After, as on the real service)."""
     return json_response(
         {
@@ -35,12 +36,16 @@ def limit_answer(decision: Decision) -> web.Response:
     )
 
 
-def fault_answer(status: int) -> web.Response:
-    """A MusicBrainz-shaped error for outages and injected errors."""
+def fault_answer(status: int, quirks: Quirks) -> web.Response:
+    """A MusicBrainz-shaped error for outages and injected errors. With quirks a 503 says the
+    server is busy: transient, but not the rate-limit answer."""
+    if status == 503 and quirks.enabled:
+        return json_response({"error": "The MusicBrainz web server is currently busy. Please "
+                                       "try again later.", "help": HELP}, status=503)
     return json_response({"error": "Internal server error", "help": HELP}, status=status)
 
 
-def decorate(response: web.StreamResponse, decision: Decision | None) -> None:
+def decorate(response: web.StreamResponse, decision: Decision | None, quirks: Quirks) -> None:
     """MusicBrainz sends no rate-limit headers that clients rely on."""
 
 
@@ -63,9 +68,9 @@ def _check(request: web.Request) -> web.Response | None:
     return None
 
 
-def _artist_credit(artist: str) -> list[dict[str, Any]]:
+def _artist_credit(artist: str, *, omit_joinphrase: bool = False) -> list[dict[str, Any]]:
     names = split_artists(artist)
-    return [
+    credits = [
         {
             "name": name,
             "joinphrase": " feat. " if i < len(names) - 1 else "",
@@ -78,6 +83,9 @@ def _artist_credit(artist: str) -> list[dict[str, Any]]:
         }
         for i, name in enumerate(names)
     ]
+    if omit_joinphrase and len(credits) == 1:
+        del credits[0]["joinphrase"]  # search results leave it out of a single credit
+    return credits
 
 
 def _release(t: Track) -> dict[str, Any]:
@@ -95,7 +103,8 @@ def _release(t: Track) -> dict[str, Any]:
     }
 
 
-def recording(appearances: list[Track], inc: set[str], *, search: bool) -> dict[str, Any]:
+def recording(appearances: list[Track], inc: set[str], *, search: bool,
+              quirks: Quirks = PLAIN) -> dict[str, Any]:
     """A recording object built from every appearance of one recording."""
     t = appearances[0]
     body: dict[str, Any] = {
@@ -103,11 +112,13 @@ def recording(appearances: list[Track], inc: set[str], *, search: bool) -> dict[
         "title": t.title,
         "length": t.duration_ms,
         "disambiguation": "live" if t.title.endswith("(Live)") else "",
-        "video": False,
+        "video": None if search and quirks.of_record("musicbrainz_video_null", t.mbid)
+        else False,
         "first-release-date": min(a.release_date for a in appearances),
     }
     if search or "artist-credits" in inc or "artists" in inc:
-        body["artist-credit"] = _artist_credit(t.artist)
+        body["artist-credit"] = _artist_credit(t.artist,
+                                               omit_joinphrase=search and quirks.enabled)
     if search or "releases" in inc:
         body["releases"] = [_release(a) for a in appearances]
     if search or "isrcs" in inc:
@@ -200,7 +211,8 @@ async def recording_search(request: web.Request) -> web.Response:
     page = scored[offset : offset + limit]
     recordings = []
     for t, score in page:
-        body = recording(catalog.recording(t), set(), search=True)
+        body = recording(catalog.recording(t), set(), search=True,
+                         quirks=state_of(request).quirks)
         recordings.append({"id": body.pop("id"), "score": score, **body})
     return json_response(
         {

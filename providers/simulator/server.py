@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from trackflow.providers.simulator.csvload import load_csv
 from trackflow.providers.simulator.faults import FaultInjector
 from trackflow.providers.simulator.generate import generate_catalog
 from trackflow.providers.simulator.limits import Decision, Recorder, RequestLogEntry
+from trackflow.providers.simulator.quirks import Quirks
 from trackflow.providers.simulator.state import STATE, SimState, json_response
 
 log = logging.getLogger("trackflow.simulator")
@@ -69,9 +71,9 @@ async def provider_middleware(request: web.Request, handler: Any) -> web.StreamR
         # Decided at arrival, before latency: the window counts what the client sends, when.
         decision = state.recorder.admit(provider, endpoint, state.now(), enforce=fault is None)
     if fault is not None:
-        outcome, answer = "outage", api.fault_answer(fault.status)
+        outcome, answer = "outage", api.fault_answer(fault.status, state.quirks)
     elif decision is not None and not decision.allowed:
-        outcome, answer = "limited", api.limit_answer(decision)
+        outcome, answer = "limited", api.limit_answer(decision, state.quirks)
     delay = state.faults.latency_s(provider)
     if delay > 0:
         await asyncio.sleep(delay)
@@ -80,9 +82,9 @@ async def provider_middleware(request: web.Request, handler: Any) -> web.StreamR
         if fault is not None and fault.kind == "timeout":
             outcome = "timeout"
             await asyncio.sleep(state.config.provider(provider).timeout_s)
-            answer = api.fault_answer(504)
+            answer = api.fault_answer(504, state.quirks)
         elif fault is not None and fault.kind == "error":
-            outcome, answer = "error", api.fault_answer(fault.status)
+            outcome, answer = "error", api.fault_answer(fault.status, state.quirks)
         else:
             try:
                 answer = await handler(request)
@@ -91,7 +93,7 @@ async def provider_middleware(request: web.Request, handler: Any) -> web.StreamR
             if fault is not None and fault.kind == "malformed" and answer.status == 200:
                 outcome = "malformed"
                 _truncate(answer)
-    api.decorate(answer, decision)
+    api.decorate(answer, decision, state.quirks)
     state.recorder.finish(
         provider,
         RequestLogEntry(round(state.elapsed(), 4), provider, endpoint, answer.status, outcome),
@@ -153,7 +155,9 @@ def build_app(catalog: Catalog, config: SimConfig | None = None) -> web.Applicat
     _ = catalog.index  # build the search index now, not during the first (timed) request
     app = web.Application(middlewares=[provider_middleware])
     app[STATE] = SimState(
-        catalog=catalog, config=config, recorder=Recorder(limits), faults=FaultInjector(config)
+        catalog=catalog, config=config, recorder=Recorder(limits), faults=FaultInjector(config),
+        quirks=Quirks(config.quirks,
+                      random.Random(None if config.seed is None else config.seed + 13)),
     )
     for api in APIS.values():
         app.router.add_routes(api.routes())

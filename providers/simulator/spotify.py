@@ -16,6 +16,7 @@ from aiohttp import web
 from trackflow.providers.simulator.catalog import Track, base62_id, int_id
 from trackflow.providers.simulator.limits import Decision
 from trackflow.providers.simulator.queries import parse_filters
+from trackflow.providers.simulator.quirks import PLAIN, Quirks
 from trackflow.providers.simulator.state import json_response, state_of
 
 NAME = "spotify"
@@ -31,20 +32,27 @@ def _error(status: int, message: str | None = None) -> web.Response:
     return json_response({"error": body}, status=status)
 
 
-def limit_answer(decision: Decision) -> web.Response:
-    """429 with ``Retry-After`` in whole seconds, as Spotify sends it."""
-    response = _error(429, "Too many requests")
-    response.headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
+def limit_answer(decision: Decision, quirks: Quirks) -> web.Response:
+    """429 with ``Retry-After`` in whole seconds, as Spotify sends it (with quirks, its real
+    message and at times ``Retry-After: 0``)."""
+    if not quirks.enabled:
+        response = _error(429, "Too many requests")
+        response.headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
+        return response
+    response = _error(429, "API rate limit exceeded")
+    zero = quirks.of_answer("spotify_retry_after_zero")
+    response.headers["Retry-After"] = "0" if zero else str(max(1, math.ceil(
+        decision.retry_after_s)))
     return response
 
 
-def fault_answer(status: int) -> web.Response:
+def fault_answer(status: int, quirks: Quirks) -> web.Response:
     """A Spotify-shaped error for outages and injected errors."""
     messages = {500: "Server error", 502: "Bad gateway", 503: "Service unavailable"}
     return _error(status, messages.get(status, "Service unavailable"))
 
 
-def decorate(response: web.StreamResponse, decision: Decision | None) -> None:
+def decorate(response: web.StreamResponse, decision: Decision | None, quirks: Quirks) -> None:
     """Spotify adds no rate-limit headers to ordinary answers."""
 
 
@@ -60,14 +68,14 @@ def _artist(name: str) -> dict[str, Any]:
     }
 
 
-def track_object(t: Track) -> dict[str, Any]:
-    """A full Spotify track object."""
+def track_object(t: Track, quirks: Quirks = PLAIN) -> dict[str, Any]:
+    """A full Spotify track object (older ones, with quirks, lack ``album.release_date``)."""
     album_id = base62_id("spotify:album", t.release_key)
     artists = [_artist(name) for name in t.artists]
     name = t.title
     if len(artists) > 1 and "feat." not in name.lower():
         name = f"{name} (feat. {', '.join(a['name'] for a in artists[1:])})"
-    return {
+    body: dict[str, Any] = {
         "album": {
             "album_type": t.album_type,
             "artists": artists[:1],
@@ -98,6 +106,9 @@ def track_object(t: Track) -> dict[str, Any]:
         "type": "track",
         "uri": f"spotify:track:{t.spotify_id}",
     }
+    if quirks.of_record("spotify_no_release_date", t.spotify_id):
+        del body["album"]["release_date"], body["album"]["release_date_precision"]
+    return body
 
 
 async def token(request: web.Request) -> web.Response:
@@ -196,7 +207,7 @@ async def search(request: web.Request) -> web.Response:
         {
             "tracks": {
                 "href": f"{base}&offset={offset}&limit={limit}",
-                "items": [track_object(t) for t in page],
+                "items": [track_object(t, state_of(request).quirks) for t in page],
                 "limit": limit,
                 "next": f"{base}&offset={offset + limit}&limit={limit}" if more else None,
                 "offset": offset,
@@ -223,7 +234,7 @@ async def track(request: web.Request) -> web.Response:
     found = state_of(request).catalog.by_spotify_id(track_id)
     if found is None:
         return _error(404, "Resource not found")
-    return json_response(track_object(found))
+    return json_response(track_object(found, state_of(request).quirks))
 
 
 async def audio_features(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from trackflow.providers.simulator.catalog import Catalog
 from trackflow.providers.simulator.config import SimConfig
 from trackflow.providers.simulator.faults import FaultInjector
 from trackflow.providers.simulator.limits import Decision, Recorder
+from trackflow.providers.simulator.quirks import PLAIN, Quirks
 
 
 @dataclass(slots=True)
@@ -31,6 +32,8 @@ class SimState:
     """Monotonic start time; outage windows count from here."""
     tokens: dict[str, float] = field(default_factory=dict)
     """Spotify access token -> monotonic expiry time."""
+    quirks: Quirks = PLAIN
+    """Which real-API quirks answers show (on by default through :class:`SimConfig`)."""
 
     def now(self) -> float:
         """Monotonic clock (seconds)."""
@@ -74,14 +77,15 @@ class ApiModule(Protocol):
         """The module's routes, each named ``<provider>.<endpoint>``."""
         ...
 
-    def limit_answer(self, decision: Decision) -> web.Response:
+    def limit_answer(self, decision: Decision, quirks: Quirks) -> web.Response:
         """The provider's answer to a request over its rate limit."""
         ...
 
-    def fault_answer(self, status: int) -> web.Response:
+    def fault_answer(self, status: int, quirks: Quirks) -> web.Response:
         """The provider's answer during an outage or an injected error."""
         ...
 
-    def decorate(self, response: web.StreamResponse, decision: Decision | None) -> None:
+    def decorate(self, response: web.StreamResponse, decision: Decision | None,
+                 quirks: Quirks) -> None:
         """Add provider headers (Discogs rate-limit headers) to any answer."""
         ...

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trackflow.providers.base import Candidate, TrackQuery
+from trackflow.providers.discogs import clean_name
 
 NEUTRAL_SUFFIXES = (
     " - Radio Edit",
@@ -393,9 +394,42 @@ def _crude_words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text)
 
 
-def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 0.25) -> list[Case]:
-    """One case per track; ``absent_share`` of them have the true recording left out."""
+_CREDIT_SPLIT = re.compile(r"\s+(?:&|feat\.?|ft\.|featuring|x)\s+|,\s+", re.IGNORECASE)
+
+
+def provider_quirks(candidate: Candidate, rng: random.Random) -> Candidate:
+    """``candidate`` as a provider's real answer and our client make of it (issue 13).
+
+    A share of answers is dressed: a Deezer credit joined from its contributors ("A, B"), a
+    Discogs name with its display markers put on and taken off again by the client's
+    :func:`~providers.discogs.clean_name`, a catalogue's inverted "Name, The" left as it is, an
+    unknown duration (Last.fm's ``"0"``).
+    """
+    fields = dict(candidate.fields)
+    artist = str(fields.get("artist") or "")
+    roll = rng.random()
+    if roll < 0.15 and _CREDIT_SPLIT.search(artist):
+        fields["artist"] = ", ".join(n for n in _CREDIT_SPLIT.split(artist) if n.strip())
+    elif roll < 0.30:
+        shown = artist
+        if shown.startswith("The ") and rng.random() < 0.7:
+            shown = f"{shown[4:]}, The"
+        marker = rng.random()
+        shown += "*" if marker < 0.3 else f" ({rng.randint(2, 9)})" if marker < 0.6 else ""
+        fields["artist"] = clean_name(shown + (" " if rng.random() < 0.2 else ""))
+    elif roll < 0.35 and artist.startswith("The "):
+        fields["artist"] = f"{artist[4:]}, The"
+    elif roll < 0.45:
+        fields.pop("duration_ms", None)
+    return Candidate(candidate.provider, fields, candidate.provider_score, candidate.via)
+
+
+def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 0.25,
+               quirks: bool = True) -> list[Case]:
+    """One case per track; ``absent_share`` of them have the true recording left out; with
+    ``quirks`` candidates are dressed as real answers are (:func:`provider_quirks`)."""
     rng = random.Random(seed)
+    quirk_rng = random.Random(seed + 1)  # a separate stream: the cases stay those of the seed
     factory = CandidateFactory(tracks)
     cases = []
     for track in tracks:
@@ -404,6 +438,10 @@ def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 
         truths = [] if absent else factory.truths(track, rng)
         pool = truths + factory.distractors(track, rng)
         ranked = sorted(pool, key=lambda c: -_relevance(query, c, rng))[:10]
+        if quirks:
+            dressed = {id(c): provider_quirks(c, quirk_rng) for c in ranked}
+            truths = [dressed.get(id(c), c) for c in truths]
+            ranked = [dressed[id(c)] for c in ranked]
         if truths and not any(c in ranked for c in truths):
             ranked[-1] = truths[0]  # providers do return the right one within the first page
         # Provider score from the rank, like MusicBrainz's 100, 98, 95... for a page of hits.

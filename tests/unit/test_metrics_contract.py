@@ -17,7 +17,7 @@ def test_docs_table_is_what_the_code_generates() -> None:
     assert DOC.exists(), ("docs/metrics.md is missing: "
                           "run python -m trackflow.streams.metrics_doc > docs/metrics.md")
     assert DOC.read_text() == render(), (
-        "docs/metrics.md differs from streams/metrics.py: "
+        "docs/metrics.md differs from agents/metrics.py and providers/metrics.py: "
         "run python -m trackflow.streams.metrics_doc > docs/metrics.md and commit it")
 
 
@@ -35,7 +35,8 @@ def test_the_contract_covers_every_area_the_issue_names() -> None:
                    "trackflow_dead_letters_total", "trackflow_records_in_total",
                    "trackflow_end_to_end_latency_seconds", "trackflow_consumer_lag_records",
                    "trackflow_build_info"):
-        assert needed in names, f"expected the family {needed} in streams/metrics.py"
+        assert needed in names, (f"expected the family {needed} in agents/metrics.py or "
+                                 "providers/metrics.py")
 
 
 def test_families_follow_the_naming_rules() -> None:

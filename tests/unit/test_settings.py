@@ -57,7 +57,7 @@ def test_provider_settings_hand_out_the_gate_policy_with_every_value_passed_thro
     assert (policy.rate, policy.window_s, policy.max_attempts) == (7.5, 30.0, 4)
     assert (policy.breaker.consecutive_failures, policy.breaker.open_cap_s) == (9, 42.0)
     for name, value in settings.model_dump(exclude={"enabled", "min_confidence", "requires",
-                                                     "breaker"}).items():
+                                                     "features", "breaker"}).items():
         assert getattr(policy, name) == value, f"policy.{name} should be the setting's {value}"
     for name, value in settings.breaker.model_dump().items():
         assert getattr(policy.breaker, name) == value, f"breaker.{name} should be {value}"
