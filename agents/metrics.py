@@ -28,7 +28,7 @@ RESULT_CACHE_REQUESTS = Counter(
 )
 PROVIDER_STAGE_OUTCOMES = Counter(
     "trackflow_provider_stage_outcomes_total",
-    "Waterfall stage results per record: matched, not_found, skipped or failed.",
+    "Waterfall stage results per record: matched, not_found, failed or deferred.",
     ["provider", "outcome"],
 )
 

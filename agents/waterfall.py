@@ -4,7 +4,14 @@ For each record the stages run in configured order. A stage runs only when it ca
 missing field it is allowed to fill, and the inputs it requires are known (an ISRC found by
 MusicBrainz lets Deezer look up BPM by ISRC). The waterfall stops as soon as every target field
 is known. Each filled field keeps its provider and match confidence; each provider gets one
-outcome (matched, not_found, skipped, failed).
+outcome (matched, not_found, skipped, failed, deferred).
+
+Waiting for provider budget is backpressure, not failure. A stage that may fill a still-missing
+``required`` field waits for its rate-limit slot as long as that takes (the record stays in
+flight, and records behind it stay in Kafka). A stage that would fill only optional fields waits
+until its provider's ``max_wait_s`` at most (:func:`~providers.context.call_deadline`); a busy
+provider (no slot in time) or an open breaker then makes it ``deferred``: the record is published
+``partial`` with those fields missing, for the refresh path to fill later.
 
 The record is publishable when every ``required`` field is known. When it is not, it is
 dead-lettered: retryable when a transient provider failure may have caused the gap, not
@@ -31,8 +38,9 @@ from trackflow.agents.enrich import Enrichment
 from trackflow.agents.records import FieldValue, Outcome
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
-from trackflow.providers.context import AnswersUsed, current_record
+from trackflow.providers.context import AnswersUsed, call_deadline, current_record
 from trackflow.providers.errors import NotFound, PermanentError, ProviderError, TransientError
+from trackflow.providers.gate import BreakerOpen, RateLimitWait
 from trackflow.providers.matching import best_match
 from trackflow.providers.specs import SPECS
 
@@ -139,7 +147,7 @@ class ResultCache:
     """Waterfall results by input, bounded (least recently used out), each with its expiry.
 
     Only results every stage of which was answered (matched, not found or skipped) are kept:
-    a failed stage must be tried again. Times are on the provider cache's clock.
+    a failed or deferred stage must be tried again. Times are on the provider cache's clock.
     """
 
     def __init__(self, max_entries: int, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -164,7 +172,7 @@ class ResultCache:
         """Keep ``result`` until ``used.expires_at``; False when it may not be kept."""
         if self.max_entries == 0 or used.expires_at <= self.clock():
             return False
-        if any(o.outcome == "failed" for o in result.outcomes):
+        if any(o.outcome in ("failed", "deferred") for o in result.outcomes):
             return False
         if used.answers == 0 and any(o.outcome != "skipped" for o in result.outcomes):
             return False  # stages answered without the cache: nothing bounds the result's age
@@ -190,7 +198,7 @@ class Waterfall:
         self._clock = clock
         self._outcome_counters = {
             (p, o): metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=p, outcome=o)
-            for p in self._order for o in ("matched", "not_found", "failed")}
+            for p in self._order for o in ("matched", "not_found", "failed", "deferred")}
         self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
         self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
@@ -242,12 +250,39 @@ class Waterfall:
                     result.not_before_ms = int((self._clock() + max(waits)) * 1000)
         return result
 
+    def _waits(self, plan: StagePlan) -> bool:
+        """Whether the stage may fill a required field: then it waits for its slot, however far."""
+        return bool(plan.fillable & set(self._settings.waterfall.required))
+
+    async def _lookup(self, name: str, plan: StagePlan, query: TrackQuery) -> list[Candidate]:
+        if not self._waits(plan):
+            deadline = self._clock() + self._settings.providers[name].max_wait_s
+            with call_deadline(deadline):
+                return await self._providers[name].lookup(query)
+        while True:
+            try:
+                return await self._providers[name].lookup(query)
+            except RateLimitWait:
+                # A lookup shared with a record whose stage had a deadline (the cache lets
+                # identical lookups share one call) gave up: this stage waits, so ask again.
+                continue
+
     async def _run_stage(self, name: str, plan: StagePlan, raw: Mapping[str, Any],
                          known: dict[str, FieldValue], transient: list[TransientError]
                          ) -> Outcome:
         query = query_for(raw, known)
         try:
-            candidates = await self._providers[name].lookup(query)
+            candidates = await self._lookup(name, plan, query)
+        except (RateLimitWait, BreakerOpen) as exc:
+            if self._waits(plan):
+                # Required fields: an open breaker is an outage, dead-lettered as retryable.
+                transient.append(exc)
+                metrics.PROVIDER_ERRORS.labels(provider=name,
+                                               error_class=type(exc).__name__).inc()
+                return Outcome(name, "failed", type(exc).__name__)
+            # Optional fields from a busy or unavailable provider: publish without them now,
+            # fill them in later.
+            return Outcome(name, "deferred", type(exc).__name__)
         except TransientError as exc:
             transient.append(exc)
             metrics.PROVIDER_ERRORS.labels(provider=name, error_class=type(exc).__name__).inc()

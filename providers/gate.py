@@ -6,8 +6,10 @@ Every provider client sends each HTTP exchange through ``gate.run(spec, fetch)``
 2. asks the provider's circuit breaker for a permit (:mod:`providers.breaker`); an open breaker
    fails the call at once with a ``TransientError`` that is not retried here;
 3. waits for the partition's next rate-limit slot (:func:`providers.ratelimit.next_slot`), or for
-   the end of a pause a 429/503/quota answer imposed; a wait longer than ``max_wait_s`` is a
-   transient failure instead;
+   the end of a pause a 429/503/quota answer imposed. Waiting is backpressure: a call waits as
+   long as its slot takes, unless the caller set a deadline (:func:`providers.context.
+   call_deadline`, which the waterfall does for stages whose fields are optional); a slot past
+   the deadline raises :class:`RateLimitWait` without taking the slot, and the stage is deferred;
 4. calls, bounded by ``timeout_s``; records success, failure (slow calls too) or a neutral answer
    (not found, feature unavailable, permanent configuration errors are not the provider's fault);
 5. retries transient failures with capped exponential backoff and full jitter, honouring
@@ -35,7 +37,7 @@ from trackflow.providers.backoff import RetryBudget, retry_call
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
 from trackflow.providers.cache import ProviderCache
-from trackflow.providers.context import current_record
+from trackflow.providers.context import current_deadline, current_record
 from trackflow.providers.errors import FeatureUnavailable, NotFound, PermanentError, TransientError
 from trackflow.providers.ratelimit import next_slot, slot_time
 
@@ -47,7 +49,8 @@ class BreakerOpen(TransientError):
 
 
 class RateLimitWait(TransientError):
-    """No rate-limit permit within the bounded wait; nothing was sent."""
+    """No rate-limit permit before the caller's deadline; nothing was sent, no slot was taken.
+    The provider is busy, not down: the waterfall defers the stage rather than failing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,9 @@ class ProviderPolicy:
     rate_slack_s: float = 0.1
     """Pacing treats the window as this much longer (see :func:`paced_rate`)."""
     max_wait_s: float = 30.0
-    """Longest a call waits for a rate-limit permit before it counts as a transient failure."""
+    """Longest a stage that fills only optional fields waits for a rate-limit slot before it is
+    deferred (the waterfall turns it into the stage's :func:`~providers.context.call_deadline`);
+    stages that may fill a required field wait as long as it takes."""
     timeout_s: float = 15.0
     """Upper bound on one exchange, on top of the HTTP client's own timeouts."""
     max_attempts: int = 3
@@ -331,17 +336,18 @@ class ResilientGate:
                                               kind=spec.kind).observe(duration)
 
     async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec) -> None:
-        waited = 0.0
+        deadline = current_deadline()
         while True:
             now = self._clock()
             k = next_slot(max(now, st.paused_until), rate=self._rate, partition=partition,
                           partitions=self.partitions, after=st.last_slot_at)
             wait = slot_time(k, self._rate) - now
-            if waited + wait > self.policy.max_wait_s:
+            if deadline is not None and now + wait > deadline:
                 metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
-                                              outcome="rejected").inc()
+                                              outcome="deferred").inc()
                 raise RateLimitWait(self.provider,
-                                    f"no rate-limit permit within {self.policy.max_wait_s:.0f} s",
+                                    f"no rate-limit slot before the stage's deadline "
+                                    f"({max(0.0, deadline - now):.1f} s away)",
                                     retry_after=wait)
             # Take the slot before sleeping so concurrent calls of this partition take later ones.
             st.last_slot_at = slot_time(k, self._rate)
@@ -350,7 +356,6 @@ class ResilientGate:
             metrics.RATELIMIT_WAITS.labels(provider=self.provider).inc()
             metrics.RATELIMIT_WAIT_SECONDS.labels(provider=self.provider).observe(wait)
             await self._sleep(wait)
-            waited += wait
             now = self._clock()
             # A busy event loop can wake us after our slot; sending late would bring this call
             # closer to the next partition's and, in a sliding window, over the provider's

@@ -54,7 +54,8 @@ _CACHE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 PROVIDER_CALLS = Counter(
     "trackflow_provider_calls_total",
-    "Provider calls by outcome (found, not_found, unavailable, transient, permanent, rejected).",
+    "Provider calls by outcome (found, not_found, unavailable, transient, permanent, rejected, "
+    "deferred).",
     ["provider", "kind", "outcome"],
 )
 PROVIDER_CALL_DURATION = Histogram(

@@ -12,7 +12,7 @@ import pytest
 
 from trackflow.providers.base import CallSpec
 from trackflow.providers.breaker import BreakerConfig, State
-from trackflow.providers.context import enter_record
+from trackflow.providers.context import call_deadline, enter_record
 from trackflow.providers.errors import FeatureUnavailable, NotFound, TransientError
 from trackflow.providers.gate import BreakerOpen, ProviderPolicy, RateLimitWait, ResilientGate
 
@@ -122,14 +122,31 @@ async def test_a_limit_answer_pauses_the_partition_for_retry_after() -> None:
     assert t.now - before >= 7.0, "the next call must wait for Retry-After"
 
 
-async def test_a_permit_further_away_than_max_wait_fails_fast() -> None:
+async def test_a_slot_past_the_callers_deadline_fails_fast_without_taking_the_slot() -> None:
     t = FakeTime()
-    gate = make_gate(t, rate=100.0, max_wait_s=2.0)
+    gate = make_gate(t, rate=100.0)
     enter_record(0)
     with pytest.raises(TransientError):
         await gate.run(SPEC, failing("429", retry_after=60.0, rate_limited=True))
-    with pytest.raises(RateLimitWait):
+    with call_deadline(t.now + 2.0), pytest.raises(RateLimitWait):
         await gate.run(SPEC, ok)
+    assert t.sleeps == [], "a call that cannot make its deadline must not sleep"
+    # Without a deadline the call waits out the pause: waiting is backpressure, not failure.
+    before = t.now
+    assert await gate.run(SPEC, ok) == [{"id": "x"}]
+    assert t.now - before >= 60.0 - 1e-6
+
+
+async def test_without_a_deadline_calls_wait_however_far_their_slot_is() -> None:
+    t = FakeTime()
+    gate = make_gate(t, rate=1.0, max_wait_s=0.5)
+    enter_record(0)
+    started = t.now
+    for _ in range(5):
+        await gate.run(SPEC, ok)
+    # Partition 0 of 4 at 1 call/s owns every 4th second: the 5th call leaves 16 s or more
+    # after the first, far past max_wait_s, and nothing failed.
+    assert t.now - started >= 16.0 - 4.0
 
 
 async def test_transient_failures_are_retried_with_backoff_then_succeed() -> None:
