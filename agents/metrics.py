@@ -26,6 +26,12 @@ RESULT_CACHE_REQUESTS = Counter(
     "computed stage by stage (miss).",
     ["result"],
 )
+DEFERRED_FIELDS = Counter(
+    "trackflow_deferred_fields_total",
+    "Fields left out of a published record because their provider was busy or its breaker "
+    "open (the stage was deferred), by provider.",
+    ["provider"],
+)
 PROVIDER_STAGE_OUTCOMES = Counter(
     "trackflow_provider_stage_outcomes_total",
     "Waterfall stage results per record: matched, not_found, failed or deferred.",

@@ -199,6 +199,8 @@ class Waterfall:
         self._outcome_counters = {
             (p, o): metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=p, outcome=o)
             for p in self._order for o in ("matched", "not_found", "failed", "deferred")}
+        self._deferred_fields = {p: metrics.DEFERRED_FIELDS.labels(provider=p)
+                                 for p in self._order}
         self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
         self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
@@ -282,6 +284,7 @@ class Waterfall:
                 return Outcome(name, "failed", type(exc).__name__)
             # Optional fields from a busy or unavailable provider: publish without them now,
             # fill them in later.
+            self._deferred_fields[name].inc(len(plan.fillable))
             return Outcome(name, "deferred", type(exc).__name__)
         except TransientError as exc:
             transient.append(exc)

@@ -112,6 +112,34 @@ RATELIMIT_LIMITED_ANSWERS = Counter(
     "Answers saying we exceeded the provider's limit (429, 503 or quota), which pause it.",
     ["provider"],
 )
+LIMITER_MODE = Gauge(
+    "trackflow_ratelimit_global",
+    "1 while the provider is paced by the global limiter in Redis, 0 while by the per-partition "
+    "fallback slots.",
+    ["provider"],
+)
+LIMITER_ERRORS = Counter(
+    "trackflow_ratelimit_limiter_errors_total",
+    "Round trips to the global limiter in Redis that failed (the gate fell back to per-partition "
+    "slots).",
+    ["provider"],
+)
+RATELIMIT_SLOTS_LOST = Counter(
+    "trackflow_ratelimit_slots_lost_total",
+    "Reserved slots given up because the caller woke too late to use them.",
+    ["provider"],
+)
+RATELIMIT_RATE = Gauge(
+    "trackflow_ratelimit_rate",
+    "Calls per second the gate paces the provider at, all workers together (the configured "
+    "rate less the slack).",
+    ["provider"],
+)
+WAITING_CALLS = Gauge(
+    "trackflow_ratelimit_waiting_calls",
+    "Calls waiting for a rate-limit slot now (records held up by this provider's budget).",
+    ["provider"],
+)
 
 # --- circuit breaker ---
 

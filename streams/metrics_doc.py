@@ -36,6 +36,9 @@ _UNIT_OVERRIDES: dict[str, str] = {
     "trackflow_breaker_failure_rate": "ratio (0..1)",
     "trackflow_dlq_schedule_size": "dead letters",
     "trackflow_build": "info (always 1)",
+    "trackflow_ratelimit_global": "mode (1 global, 0 fallback)",
+    "trackflow_ratelimit_waiting_calls": "calls",
+    "trackflow_ratelimit_rate": "calls per second",
 }
 #: Area of a family, from the start of its name (first match wins); the table is grouped by it.
 _AREAS: tuple[tuple[str, str], ...] = (

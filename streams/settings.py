@@ -25,6 +25,7 @@ from trackflow.providers.errors import ConfigError
 from trackflow.providers.settings import (
     BreakerSettings,
     CacheSettings,
+    LimiterSettings,
     ProviderSettings,
     Section,
     default_providers,
@@ -92,6 +93,7 @@ class Settings(Section):
     providers: dict[str, ProviderSettings] = Field(default_factory=default_providers)
     waterfall: WaterfallSettings = WaterfallSettings()
     cache: CacheSettings = CacheSettings()
+    limiter: LimiterSettings = LimiterSettings()
     dlq: DlqSettings = DlqSettings()
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from trackflow.agents.stream_metrics import export_build_info, register_lag_metr
 from trackflow.agents.waterfall import ResultCache, Waterfall
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
+from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.registry import build_providers
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
 from trackflow.streams.settings import Settings
@@ -31,6 +32,17 @@ def build_cache(settings: Settings) -> ProviderCache | None:
                          ttls=c.ttls())
 
 
+def build_limiter(settings: Settings) -> GlobalLimiter | None:
+    """One rate-limit queue per provider in Redis for all workers (see providers.limiter); the
+    namespace is the cache's, which already separates pipelines sharing a Redis."""
+    lim = settings.limiter
+    if not lim.enabled:
+        return None
+    return GlobalLimiter(settings.redis_url, namespace=settings.cache.namespace,
+                         horizon_s=lim.horizon_s, timeout_s=lim.timeout_s,
+                         outage_skip_s=lim.outage_skip_s)
+
+
 def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
     """The Faust app with every trackflow agent attached."""
     app = create_app(settings)
@@ -40,9 +52,11 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     state = declare_table(app, RESILIENCE_TABLE, partitions=settings.kafka.partitions)
     enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
     cache = build_cache(settings)
+    limiter = build_limiter(settings)
     gates = GateSet({
         name: ResilientGate(name, settings.providers[name].policy(),
-                            partitions=settings.kafka.partitions, state=state, cache=cache)
+                            partitions=settings.kafka.partitions, state=state, cache=cache,
+                            limiter=limiter)
         for name in enabled
     })
     providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled)
@@ -74,6 +88,8 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
             await provider.aclose()
         if cache is not None:
             await cache.aclose()
+        if limiter is not None:
+            await limiter.aclose()
     sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic}
     rewind_on_assignment(app, sources, settings.kafka.consumer_group,
                          settings.kafka.bootstrap_servers)
