@@ -82,6 +82,17 @@ def validate_raw(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The raw fields the waterfall's stages read (``agents.waterfall``).
+INPUT_FIELDS = ("artist", "title", "isrc", "duration_ms", "album", "spotify_id",
+                "musicbrainz_recording_id")
+InputKey = tuple[Any, ...]
+
+
+def input_key(raw: Mapping[str, Any]) -> InputKey:
+    """What a waterfall result depends on, of a raw record."""
+    return tuple(raw.get(name) for name in INPUT_FIELDS)
+
+
 @dataclass(frozen=True, slots=True)
 class FieldValue:
     """A value a provider filled, with its provenance."""

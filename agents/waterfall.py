@@ -35,7 +35,7 @@ from typing import Any
 from trackflow.agents import metrics
 from trackflow.agents.deadletter import Failure
 from trackflow.agents.enrich import Enrichment
-from trackflow.agents.records import FieldValue, Outcome
+from trackflow.agents.records import FieldValue, InputKey, Outcome, input_key
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
 from trackflow.providers.context import AnswersUsed, call_deadline, current_record
@@ -126,14 +126,6 @@ def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candida
 
 #: Target fields a raw record may already carry; stages do not look for them again.
 GIVEN_FIELDS = ("isrc", "duration_ms", "album", "spotify_id")
-#: The raw fields the stages read (see ``Waterfall._run`` and :func:`query_for`).
-INPUT_FIELDS = ("artist", "title", "isrc", "duration_ms", "album", "spotify_id",
-                "musicbrainz_recording_id")
-InputKey = tuple[Any, ...]
-
-
-def input_key(raw: Mapping[str, Any]) -> InputKey:
-    return tuple(raw.get(name) for name in INPUT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +230,34 @@ class Waterfall:
             self._outcome_counters[name, outcome.outcome].inc()
         filled = {k: v for k, v in known.items() if v.provider != "input"}
         return self._finish(raw, filled, outcomes, transient)
+
+    async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                      outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
+        """Run ``stages`` again for a record that already knows ``filled``; the other stages
+        keep their outcomes. Every stage here fills only optional fields (the record was
+        published), so each waits until its provider's ``max_wait_s`` at most."""
+        known: dict[str, FieldValue] = {
+            name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
+        }
+        known.update(filled)
+        previous = {o.provider: o for o in outcomes}
+        out: list[Outcome] = []
+        transient: list[TransientError] = []
+        for name in self._order:
+            if name not in stages:
+                if name in previous:
+                    out.append(previous[name])
+                continue
+            plan = plan_stage(name, known, self._settings, self._targets)
+            if plan.skip_reason is not None:
+                out.append(Outcome(name, "skipped", plan.skip_reason))
+                continue
+            outcome = await self._run_stage(name, plan, raw, known, transient)
+            out.append(outcome)
+            self._outcome_counters[name, outcome.outcome].inc()
+        result = Enrichment(filled={k: v for k, v in known.items() if v.provider != "input"},
+                            outcomes=out)
+        return result
 
     def _finish(self, raw: Mapping[str, Any], filled: dict[str, FieldValue],
                 outcomes: list[Outcome], transient: list[TransientError]) -> Enrichment:

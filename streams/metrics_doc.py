@@ -39,6 +39,7 @@ _UNIT_OVERRIDES: dict[str, str] = {
     "trackflow_ratelimit_global": "mode (1 global, 0 fallback)",
     "trackflow_ratelimit_waiting_calls": "calls",
     "trackflow_ratelimit_rate": "calls per second",
+    "trackflow_refresh_backlog": "refresh requests",
 }
 #: Area of a family, from the start of its name (first match wins); the table is grouped by it.
 _AREAS: tuple[tuple[str, str], ...] = (

@@ -10,6 +10,7 @@ import faust
 
 from trackflow.agents.enrich import NoProviders, register_enrich_agent
 from trackflow.agents.inflight import InFlight
+from trackflow.agents.refresh import declare_refresh_table, register_refresh_agent
 from trackflow.agents.reprocess import register_reprocess_agent
 from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handler, declare_table
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
@@ -68,9 +69,15 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
     on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))
     trackers: list[InFlight[Any]] = []
+    # Revisions the refreshes reached: written by the refresh agent, read by both.
+    refreshed = declare_refresh_table(app, settings)
     if "enrich" in settings.worker.agents:
         trackers.append(register_enrich_agent(app, topics, settings, enricher,
-                                              on_fatal=on_fatal, on_revoke=gates.forget))
+                                              on_fatal=on_fatal, on_revoke=gates.forget,
+                                              refreshed=refreshed))
+    if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
+        trackers.append(register_refresh_agent(app, topics, settings, enricher, refreshed,
+                                               on_fatal=on_fatal))
     if "reprocess" in settings.worker.agents:
         # Retries wait while the failing provider's breaker (as this worker knows it) is open.
         trackers.append(register_reprocess_agent(app, topics, settings,
@@ -90,7 +97,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
             await cache.aclose()
         if limiter is not None:
             await limiter.aclose()
-    sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic}
+    sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic, settings.kafka.refresh_topic}
     rewind_on_assignment(app, sources, settings.kafka.consumer_group,
                          settings.kafka.bootstrap_servers)
     register_lag_metrics(app, sources)

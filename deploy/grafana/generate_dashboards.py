@@ -218,6 +218,14 @@ def pipeline() -> dict[str, Any]:
          "down (the stage was deferred), per second.",
          [q(f"sum by (provider) (rate(trackflow_deferred_fields_total{{{P}}}[{RI}]))",
             "{{provider}}")], unit="ops")
+    b.ts("Refresh backlog", "Refresh requests read and not finished (waiting until due or "
+         "running), and how long the most overdue one has been due.",
+         [q("sum(trackflow_refresh_backlog)", "backlog"),
+          q("max(trackflow_refresh_oldest_due_seconds)", "most overdue (s)")])
+    b.ts("Refreshes", "Refresh requests scheduled and handled per second, by outcome.",
+         [q(f"sum(rate(trackflow_refresh_scheduled_total[{RI}]))", "scheduled"),
+          q(f"sum by (outcome) (rate(trackflow_refreshes_total[{RI}]))", "{{outcome}}")],
+         unit="ops")
     b.ts("Global limiter", "1 while a provider is paced by the limiter in Redis, 0 while by "
          "the per-partition fallback; failed round trips and slots lost to late wake-ups.",
          [q(f"min by (provider) (trackflow_ratelimit_global{{{P}}})", "{{provider}} global"),
