@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from trackflow.agents.records import (
     build_enriched,
     validate_raw,
 )
+from trackflow.agents.refresh_schedule import already_refreshed, schedule_refresh
 from trackflow.agents.runner import Topics, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.context import enter_record
@@ -78,8 +79,11 @@ class EnrichmentPipeline:
     """Handles one raw event end to end. Every failure becomes a dead letter."""
 
     def __init__(self, *, send: Send, settings: AgentSettings, enricher: Enricher,
+                 refreshed: Mapping[str, Any] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._send = send
+        # The refresh agent's table (read only here): revisions refreshes reached per track.
+        self._refreshed: Mapping[str, Any] = refreshed if refreshed is not None else {}
         self._settings = settings
         self._enricher = enricher
         self._clock = clock
@@ -91,6 +95,8 @@ class EnrichmentPipeline:
         self._avro_headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
         # At 0 from the start, so that the first skipped record is an increase alerts can see.
         metrics.RECORDS_SKIPPED.labels(topic=k.raw_topic, destination=k.dlq_topic)
+        metrics.REFRESHES.labels(outcome="superseded")
+        metrics.REFRESH_SCHEDULED.inc(0)
 
     async def handle(self, event: Any) -> None:
         msg = event.message
@@ -117,9 +123,16 @@ class EnrichmentPipeline:
                                     not_before_ms=result.not_before_ms)
             return
         now = self._clock()
+        if already_refreshed(self._refreshed, raw):
+            # Read again (a restart) after a refresh published a newer version of this same
+            # input: publishing this one would put an older version after a newer one.
+            metrics.REFRESHES.labels(outcome="superseded").inc()
+            return
+        entry = self._refreshed.get(raw["track_id"])
+        revision = entry["revision"] + 1 if entry else 1
         record = build_enriched(raw, attempt=attempt, enriched_at_ms=int(now * 1000),
                                 filled=result.filled, outcomes=result.outcomes,
-                                targets=self._settings.waterfall.targets)
+                                targets=self._settings.waterfall.targets, revision=revision)
         try:
             value = encode("EnrichedTrack", record)
             await publish(self._send, self._settings.kafka.enriched_topic,
@@ -134,6 +147,8 @@ class EnrichmentPipeline:
             return
         self._enriched_out.inc()
         self._status[record["status"]].inc()
+        await schedule_refresh(self._send, self._settings, raw, result.filled, result.outcomes,
+                               attempt=attempt, now=now, revision=revision)
         if msg.timestamp:  # Faust gives the Kafka timestamp in seconds
             metrics.END_TO_END_LATENCY.observe(max(0.0, now - msg.timestamp))
 
@@ -166,14 +181,16 @@ class EnrichmentPipeline:
 def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSettings,
                           enricher: Enricher, *,
                           on_fatal: Callable[[BaseException], Awaitable[None]],
-                          on_revoke: Callable[[set[int]], None] | None = None) -> InFlight[Any]:
+                          on_revoke: Callable[[set[int]], None] | None = None,
+                          refreshed: Mapping[str, Any] | None = None) -> InFlight[Any]:
     """Attach the enrichment agent to ``app``; returns its in-flight tracker.
 
     ``on_fatal`` stops the worker (:func:`agents.runner.crash_handler`): acking an unhandled
     record would lose it, and not acking it would stall its partition. ``on_revoke`` gets the
     revoked partitions of the raw topic.
     """
-    pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher)
+    pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher,
+                                  refreshed=refreshed)
     raw_topic = settings.kafka.raw_topic
 
     def revoked(tps: set[Any]) -> None:

@@ -26,9 +26,33 @@ RESULT_CACHE_REQUESTS = Counter(
     "computed stage by stage (miss).",
     ["result"],
 )
+DEFERRED_FIELDS = Counter(
+    "trackflow_deferred_fields_total",
+    "Fields left out of a published record because their provider was busy or its breaker "
+    "open (the stage was deferred), by provider.",
+    ["provider"],
+)
+REFRESH_SCHEDULED = Counter(
+    "trackflow_refresh_scheduled_total",
+    "Published records with deferred or failed stages for which a refresh was scheduled.",
+)
+REFRESHES = Counter(
+    "trackflow_refreshes_total",
+    "Refresh requests handled: published (a newer revision), rescheduled (stages still "
+    "missing), skipped_done (re-delivered after its refresh), invalid.",
+    ["outcome"],
+)
+REFRESH_BACKLOG = Gauge(
+    "trackflow_refresh_backlog",
+    "Refresh requests this worker has read and not finished (waiting until due or running).",
+)
+REFRESH_OLDEST_SECONDS = Gauge(
+    "trackflow_refresh_oldest_due_seconds",
+    "How long the most overdue refresh request has been due (0 when none is overdue).",
+)
 PROVIDER_STAGE_OUTCOMES = Counter(
     "trackflow_provider_stage_outcomes_total",
-    "Waterfall stage results per record: matched, not_found, skipped or failed.",
+    "Waterfall stage results per record: matched, not_found, failed or deferred.",
     ["provider", "outcome"],
 )
 

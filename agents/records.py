@@ -82,6 +82,17 @@ def validate_raw(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The raw fields the waterfall's stages read (``agents.waterfall``).
+INPUT_FIELDS = ("artist", "title", "isrc", "duration_ms", "album", "spotify_id",
+                "musicbrainz_recording_id")
+InputKey = tuple[Any, ...]
+
+
+def input_key(raw: Mapping[str, Any]) -> InputKey:
+    """What a waterfall result depends on, of a raw record."""
+    return tuple(raw.get(name) for name in INPUT_FIELDS)
+
+
 @dataclass(frozen=True, slots=True)
 class FieldValue:
     """A value a provider filled, with its provenance."""
@@ -101,9 +112,10 @@ class Outcome:
     provider: str
     """Provider name."""
     outcome: str
-    """``matched``, ``not_found``, ``skipped`` or ``failed``."""
+    """``matched``, ``not_found``, ``skipped``, ``failed`` or ``deferred`` (the provider was busy
+    or its breaker open, and the stage's fields are optional: to be filled by a refresh)."""
     reason: str | None = None
-    """Why it was skipped or failed (an error class or a short code)."""
+    """Why it was skipped, failed or deferred (an error class or a short code)."""
     confidence: float | None = None
     """Confidence of the accepted match, when matched."""
 
@@ -116,6 +128,7 @@ def build_enriched(
     filled: Mapping[str, FieldValue] | None = None,
     outcomes: Sequence[Outcome] = (),
     targets: Sequence[str],
+    revision: int = 1,
 ) -> dict[str, Any]:
     """Build an EnrichedTrack from a validated raw record and what the providers filled;
     ``targets`` (``waterfall.targets``) are the fields whose absence makes it ``partial``."""
@@ -162,4 +175,5 @@ def build_enriched(
         "missing": missing,
         "attempt": attempt,
         "enriched_at": enriched_at_ms,
+        "revision": revision,
     }

@@ -88,7 +88,9 @@ def crash_handler(app: Any, watchdog: CrashWatchdog) -> Callable[[BaseException]
 #: partition, and the DLQ retry schedule.
 RESILIENCE_TABLE = "trackflow-resilience"
 DLQ_SCHEDULE_TABLE = "trackflow-dlq-schedule"
-TABLES = (RESILIENCE_TABLE, DLQ_SCHEDULE_TABLE)
+#: The revision each track's refreshes reached (see agents.refresh).
+REFRESH_TABLE = "trackflow-refresh-revisions"
+TABLES = (RESILIENCE_TABLE, DLQ_SCHEDULE_TABLE, REFRESH_TABLE)
 
 
 def declare_table(app: faust.App, name: str, *, partitions: int) -> Any:
@@ -149,6 +151,7 @@ class Topics:
 
     raw: Any
     dlq: Any
+    refresh: Any
 
 
 def producer_send(app: faust.App) -> Send:

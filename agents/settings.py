@@ -63,6 +63,21 @@ class DlqSettings(Section):
     """Spread added after an open breaker's end, so waiting retries do not probe together."""
 
 
+class RefreshSettings(Section):
+    """Progressive enrichment (``[refresh]``, ``TRACKFLOW_REFRESH__*``; see agents.refresh)."""
+
+    enabled: bool = True
+    """Schedule a refresh for every record published with deferred or failed stages."""
+    delay_s: float = Field(default=30.0, ge=0)
+    """How long after publication the first refresh runs; doubles every round."""
+    max_delay_s: float = Field(default=3600.0, ge=0)
+    max_rounds: int = Field(default=5, ge=1, le=100)
+    """Refreshes of one track at most; what is still missing after them stays missing."""
+    max_waiting_per_partition: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Refresh requests of one partition waiting at once (then they queue, then the topic
+    stops being read)."""
+
+
 class TopicSettings(Protocol):
     """What the agents read of ``[kafka]``."""
 
@@ -74,6 +89,8 @@ class TopicSettings(Protocol):
     def dlq_topic(self) -> str: ...
     @property
     def parked_topic(self) -> str: ...
+    @property
+    def refresh_topic(self) -> str: ...
     @property
     def consumer_group(self) -> str: ...
     @property
@@ -104,4 +121,6 @@ class AgentSettings(Protocol):
     def waterfall(self) -> WaterfallSettings: ...
     @property
     def dlq(self) -> DlqSettings: ...
+    @property
+    def refresh(self) -> RefreshSettings: ...
 

@@ -4,7 +4,14 @@ For each record the stages run in configured order. A stage runs only when it ca
 missing field it is allowed to fill, and the inputs it requires are known (an ISRC found by
 MusicBrainz lets Deezer look up BPM by ISRC). The waterfall stops as soon as every target field
 is known. Each filled field keeps its provider and match confidence; each provider gets one
-outcome (matched, not_found, skipped, failed).
+outcome (matched, not_found, skipped, failed, deferred).
+
+Waiting for provider budget is backpressure, not failure. A stage that may fill a still-missing
+``required`` field waits for its rate-limit slot as long as that takes (the record stays in
+flight, and records behind it stay in Kafka). A stage that would fill only optional fields waits
+until its provider's ``max_wait_s`` at most (:func:`~providers.context.call_deadline`); a busy
+provider (no slot in time) or an open breaker then makes it ``deferred``: the record is published
+``partial`` with those fields missing, for the refresh path to fill later.
 
 The record is publishable when every ``required`` field is known. When it is not, it is
 dead-lettered: retryable when a transient provider failure may have caused the gap, not
@@ -34,10 +41,10 @@ from typing import Any
 from trackflow.agents import metrics
 from trackflow.agents.deadletter import Failure
 from trackflow.agents.enrich import Enrichment
-from trackflow.agents.records import FieldValue, Outcome
+from trackflow.agents.records import FieldValue, InputKey, Outcome, input_key
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
-from trackflow.providers.context import AnswersUsed, current_record
+from trackflow.providers.context import AnswersUsed, call_deadline, current_record
 from trackflow.providers.errors import (
     CredentialsRejected,
     NotFound,
@@ -46,6 +53,7 @@ from trackflow.providers.errors import (
     ProviderError,
     TransientError,
 )
+from trackflow.providers.gate import BreakerOpen, RateLimitWait
 from trackflow.providers.matching import best_match
 from trackflow.providers.specs import SPECS
 
@@ -135,14 +143,6 @@ def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candida
 
 #: Target fields a raw record may already carry; stages do not look for them again.
 GIVEN_FIELDS = ("isrc", "duration_ms", "album", "spotify_id")
-#: The raw fields the stages read (see ``Waterfall._run`` and :func:`query_for`).
-INPUT_FIELDS = ("artist", "title", "isrc", "duration_ms", "album", "spotify_id",
-                "musicbrainz_recording_id")
-InputKey = tuple[Any, ...]
-
-
-def input_key(raw: Mapping[str, Any]) -> InputKey:
-    return tuple(raw.get(name) for name in INPUT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ class ResultCache:
     """Waterfall results by input, bounded (least recently used out), each with its expiry.
 
     Only results every stage of which was answered (matched, not found or skipped) are kept:
-    a failed stage must be tried again. Times are on the provider cache's clock.
+    a failed or deferred stage must be tried again. Times are on the provider cache's clock.
     """
 
     def __init__(self, max_entries: int, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -181,8 +181,9 @@ class ResultCache:
         """Keep ``result`` until ``used.expires_at``; False when it may not be kept."""
         if self.max_entries == 0 or used.expires_at <= self.clock():
             return False
-        if any(o.outcome == "failed" or o.reason == DISABLED for o in result.outcomes):
-            return False  # a failed or disabled stage must be tried again
+        if any(o.outcome in ("failed", "deferred") or o.reason == DISABLED
+               for o in result.outcomes):
+            return False  # a failed, deferred or disabled stage must be tried again
         if used.answers == 0 and any(o.outcome != "skipped" for o in result.outcomes):
             return False  # stages answered without the cache: nothing bounds the result's age
         self._entries[key] = _Result(used.expires_at, dict(result.filled),
@@ -207,7 +208,10 @@ class Waterfall:
         self._clock = clock
         self._outcome_counters = {
             (p, o): metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=p, outcome=o)
-            for p in self._order for o in ("matched", "not_found", "failed", "skipped")}
+            for p in self._order
+            for o in ("matched", "not_found", "failed", "skipped", "deferred")}
+        self._deferred_fields = {p: metrics.DEFERRED_FIELDS.labels(provider=p)
+                                 for p in self._order}
         self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
         self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
@@ -246,6 +250,34 @@ class Waterfall:
         filled = {k: v for k, v in known.items() if v.provider != "input"}
         return self._finish(raw, filled, outcomes, transient)
 
+    async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                      outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
+        """Run ``stages`` again for a record that already knows ``filled``; the other stages
+        keep their outcomes. Every stage here fills only optional fields (the record was
+        published), so each waits until its provider's ``max_wait_s`` at most."""
+        known: dict[str, FieldValue] = {
+            name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
+        }
+        known.update(filled)
+        previous = {o.provider: o for o in outcomes}
+        out: list[Outcome] = []
+        transient: list[TransientError] = []
+        for name in self._order:
+            if name not in stages:
+                if name in previous:
+                    out.append(previous[name])
+                continue
+            plan = plan_stage(name, known, self._settings, self._targets)
+            if plan.skip_reason is not None:
+                out.append(Outcome(name, "skipped", plan.skip_reason))
+                continue
+            outcome = await self._run_stage(name, plan, raw, known, transient)
+            out.append(outcome)
+            self._outcome_counters[name, outcome.outcome].inc()
+        result = Enrichment(filled={k: v for k, v in known.items() if v.provider != "input"},
+                            outcomes=out)
+        return result
+
     def _finish(self, raw: Mapping[str, Any], filled: dict[str, FieldValue],
                 outcomes: list[Outcome], transient: list[TransientError]) -> Enrichment:
         result = Enrichment(filled=filled, outcomes=outcomes)
@@ -271,12 +303,40 @@ class Waterfall:
                        and p in rules[field].providers for p in disabled)
                    for field in gap)
 
+    def _waits(self, plan: StagePlan) -> bool:
+        """Whether the stage may fill a required field: then it waits for its slot, however far."""
+        return bool(plan.fillable & set(self._settings.waterfall.required))
+
+    async def _lookup(self, name: str, plan: StagePlan, query: TrackQuery) -> list[Candidate]:
+        if not self._waits(plan):
+            deadline = self._clock() + self._settings.providers[name].max_wait_s
+            with call_deadline(deadline):
+                return await self._providers[name].lookup(query)
+        while True:
+            try:
+                return await self._providers[name].lookup(query)
+            except RateLimitWait:
+                # A lookup shared with a record whose stage had a deadline (the cache lets
+                # identical lookups share one call) gave up: this stage waits, so ask again.
+                continue
+
     async def _run_stage(self, name: str, plan: StagePlan, raw: Mapping[str, Any],
                          known: dict[str, FieldValue], transient: list[TransientError]
                          ) -> Outcome:
         query = query_for(raw, known)
         try:
-            candidates = await self._providers[name].lookup(query)
+            candidates = await self._lookup(name, plan, query)
+        except (RateLimitWait, BreakerOpen) as exc:
+            if self._waits(plan):
+                # Required fields: an open breaker is an outage, dead-lettered as retryable.
+                transient.append(exc)
+                metrics.PROVIDER_ERRORS.labels(provider=name,
+                                               error_class=type(exc).__name__).inc()
+                return Outcome(name, "failed", type(exc).__name__)
+            # Optional fields from a busy or unavailable provider: publish without them now,
+            # fill them in later.
+            self._deferred_fields[name].inc(len(plan.fillable))
+            return Outcome(name, "deferred", type(exc).__name__)
         except TransientError as exc:
             transient.append(exc)
             metrics.PROVIDER_ERRORS.labels(provider=name, error_class=type(exc).__name__).inc()

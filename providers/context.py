@@ -12,6 +12,8 @@ used some default partition would read and write another partition's state.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
@@ -72,3 +74,24 @@ def record_or_none() -> RecordContext | None:
     """The record being worked on, or None: for code that also runs outside records (the
     cache serves the CLI and tests too)."""
     return _record.get(None)
+
+
+_deadline: ContextVar[float | None] = ContextVar("trackflow_call_deadline", default=None)
+
+
+@contextmanager
+def call_deadline(deadline: float | None) -> Iterator[None]:
+    """Calls made inside wait for their rate-limit slot until ``deadline`` (wall clock) at most,
+    then give up with ``RateLimitWait``; ``None`` (the default outside this block) waits as long
+    as the slot takes: waiting for budget is backpressure, not a failure. The waterfall sets a
+    deadline only for stages whose fields are optional, so that those can be deferred."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The deadline of the calls being made (see :func:`call_deadline`)."""
+    return _deadline.get()

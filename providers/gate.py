@@ -5,9 +5,14 @@ Every provider client sends each HTTP exchange through ``gate.run(spec, fetch)``
 1. answers from the two-level cache when it can (:mod:`providers.cache`; "not found" included);
 2. asks the provider's circuit breaker for a permit (:mod:`providers.breaker`); an open breaker
    fails the call at once with a ``TransientError`` that is not retried here;
-3. waits for the partition's next rate-limit slot (:func:`providers.ratelimit.next_slot`), or for
-   the end of a pause a 429/503/quota answer imposed; a wait longer than ``max_wait_s`` is a
-   transient failure instead;
+3. waits for the provider's next rate-limit slot: reserved in the global limiter in Redis
+   (:mod:`providers.limiter`, one queue per provider for all workers), or, while Redis is
+   unreachable, the partition's own next slot (:func:`providers.ratelimit.next_slot`, the
+   durable fallback); and for the end of a pause a 429/503/quota answer imposed. Waiting is
+   backpressure: a call waits as long as its slot takes, unless the caller set a deadline
+   (:func:`providers.context.call_deadline`, which the waterfall does for stages whose fields
+   are optional); a slot past
+   the deadline raises :class:`RateLimitWait` without taking the slot, and the stage is deferred;
 4. calls, bounded by ``timeout_s``; records success, failure (slow calls too) or a neutral answer
    (not found, feature unavailable, permanent configuration errors are not the provider's fault);
    an answer rejecting our credentials (:class:`~providers.errors.CredentialsRejected`)
@@ -30,18 +35,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from trackflow.providers import metrics
 from trackflow.providers.backoff import RetryBudget, retry_call
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
 from trackflow.providers.cache import ProviderCache
-from trackflow.providers.context import current_record
+from trackflow.providers.context import current_deadline, current_record
 from trackflow.providers.errors import (
     CredentialsRejected,
     FeatureUnavailable,
@@ -50,6 +56,7 @@ from trackflow.providers.errors import (
     ProviderDisabled,
     TransientError,
 )
+from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.ratelimit import next_slot, slot_time
 
 log = logging.getLogger("trackflow.providers.gate")
@@ -60,7 +67,8 @@ class BreakerOpen(TransientError):
 
 
 class RateLimitWait(TransientError):
-    """No rate-limit permit within the bounded wait; nothing was sent."""
+    """No rate-limit permit before the caller's deadline; nothing was sent, no slot was taken.
+    The provider is busy, not down: the waterfall defers the stage rather than failing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +82,9 @@ class ProviderPolicy:
     rate_slack_s: float = 0.1
     """Pacing treats the window as this much longer (see :func:`paced_rate`)."""
     max_wait_s: float = 30.0
-    """Longest a call waits for a rate-limit permit before it counts as a transient failure."""
+    """Longest a stage that fills only optional fields waits for a rate-limit slot before it is
+    deferred (the waterfall turns it into the stage's :func:`~providers.context.call_deadline`);
+    stages that may fill a required field wait as long as it takes."""
     timeout_s: float = 15.0
     """Upper bound on one exchange, on top of the HTTP client's own timeouts."""
     max_attempts: int = 3
@@ -149,6 +159,7 @@ class ResilientGate:
         partitions: int,
         state: MutableMapping[str, Any] | None = None,
         cache: ProviderCache | None = None,
+        limiter: GlobalLimiter | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -163,6 +174,13 @@ class ResilientGate:
         self.partitions = partitions
         self._state: MutableMapping[str, Any] = {} if state is None else state
         self._cache = cache
+        self._limiter = limiter
+        # When the per-partition fallback may start (after the global limiter's last horizon),
+        # and the earliest slot the global limiter may hand out (after our fallback slots).
+        self._fallback_not_before = 0.0
+        self._global_floor = 0.0
+        # Until the limiter answers, assume another worker may be using it.
+        self._global = limiter is not None
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -170,9 +188,21 @@ class ResilientGate:
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._rate = paced_rate(policy.rate, policy.window_s, policy.rate_slack_s)
         self._late_tolerance = late_tolerance(policy.rate_slack_s)
+        # The global limiter's log of calls sent: ``rate * window_s`` calls in any window of
+        # ``window_s + rate_slack_s`` on Redis's clock; a call must leave within half the slack
+        # of its commit, the other half is for the way to the provider.
+        self._log_window_s = policy.window_s + policy.rate_slack_s
+        self._log_limit = max(1, math.floor(policy.rate * policy.window_s + 1e-9))
+        self._send_tolerance = policy.rate_slack_s / 2
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
         self._disabled_gauge = metrics.PROVIDER_DISABLED.labels(provider=provider)
         self._disabled_gauge.set(0)
+        self._mode = metrics.LIMITER_MODE.labels(provider=provider)
+        self._mode.set(1 if limiter is not None else 0)
+        self._waiting = metrics.WAITING_CALLS.labels(provider=provider)
+        metrics.RATELIMIT_RATE.labels(provider=provider).set(self._rate)
+        metrics.LIMITER_ERRORS.labels(provider=provider)
+        metrics.RATELIMIT_SLOTS_LOST.labels(provider=provider)
 
     # --- state per partition ---
 
@@ -395,35 +425,118 @@ class ResilientGate:
                                               kind=spec.kind).observe(duration)
 
     async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec) -> None:
-        waited = 0.0
-        while True:
-            now = self._clock()
-            k = next_slot(max(now, st.paused_until), rate=self._rate, partition=partition,
-                          partitions=self.partitions, after=st.last_slot_at)
-            wait = slot_time(k, self._rate) - now
-            if waited + wait > self.policy.max_wait_s:
-                metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
-                                              outcome="rejected").inc()
-                raise RateLimitWait(self.provider,
-                                    f"no rate-limit permit within {self.policy.max_wait_s:.0f} s",
-                                    retry_after=wait)
-            # Take the slot before sleeping so concurrent calls of this partition take later ones.
-            st.last_slot_at = slot_time(k, self._rate)
-            if wait <= 0:
-                return
+        deadline = current_deadline()
+        self._waiting.inc()
+        try:
+            while True:
+                if self._limiter is not None and self._limiter.available:
+                    done = await self._global_slot(st, spec, deadline)
+                    if done is None:  # Redis did not answer: the fallback takes over now
+                        done = await self._partition_slot(partition, st, spec, deadline)
+                else:
+                    self._leave_global()
+                    done = await self._partition_slot(partition, st, spec, deadline)
+                if done:
+                    return
+        finally:
+            self._waiting.dec()
+
+    def _give_up(self, spec: CallSpec, deadline: float, now: float, wait: float) -> NoReturn:
+        metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
+                                      outcome="deferred").inc()
+        raise RateLimitWait(self.provider,
+                            f"no rate-limit slot before the stage's deadline "
+                            f"({max(0.0, deadline - now):.1f} s away)", retry_after=wait)
+
+    async def _global_slot(self, st: _PartitionState, spec: CallSpec,
+                           deadline: float | None) -> bool | None:
+        """One reservation in the global limiter; True when the slot is due and ours, None
+        when Redis did not answer."""
+        assert self._limiter is not None
+        now = self._clock()
+        if st.paused_until > now:
+            if deadline is not None and st.paused_until > deadline:
+                self._give_up(spec, deadline, now, st.paused_until - now)
+            await self._sleep(st.paused_until - now)
+            return False
+        ahead = math.inf if deadline is None else deadline - now
+        if ahead < 0 and deadline is not None:
+            self._give_up(spec, deadline, now, 0.0)
+        r = await self._limiter.reserve(self.provider, interval_s=1.0 / self._rate,
+                                        ahead_s=ahead, floor=self._global_floor)
+        # Redis timed the slot somewhere within the round trip: aim at its middle, so that
+        # the round trip (which a busy event loop stretches) does not count as lateness.
+        now = (now + self._clock()) / 2
+        if r is None:
+            self._leave_global()
+            return None
+        self._global = True
+        self._mode.set(1)
+        if not r.granted:
+            if deadline is not None and now + r.wait_s > deadline:
+                self._give_up(spec, deadline, now, r.wait_s)
+            # Ask again once our turn is within the horizon; the jitter spreads the waiters'
+            # next round trips.
+            horizon = self._limiter.horizon_s
+            await self._sleep(max(0.0, r.wait_s - horizon) + self._rng.uniform(0, horizon / 2))
+            return False
+        due = now + r.wait_s - self._clock()
+        if due > 0:
             metrics.RATELIMIT_WAITS.labels(provider=self.provider).inc()
-            metrics.RATELIMIT_WAIT_SECONDS.labels(provider=self.provider).observe(wait)
-            await self._sleep(wait)
-            waited += wait
-            now = self._clock()
-            # A busy event loop can wake us after our slot; sending late would bring this call
-            # closer to the next partition's and, in a sliding window, over the provider's
-            # limit. The slack leaves room for a quarter of it to be lateness; a slot missed by more
-            # is given up for the next one.
-            late = now - slot_time(k, self._rate) > self._late_tolerance
-            if st.paused_until <= now and not late:
-                return
-            # Late, or a limit answer arrived while we slept and our slot is inside the pause.
+            metrics.RATELIMIT_WAIT_SECONDS.labels(provider=self.provider).observe(due)
+            await self._sleep(due)
+        woke = self._clock()
+        if st.paused_until > woke:
+            return False
+        # The slot orders the callers; what bounds the calls is the log of calls actually
+        # sent, checked now: a caller the event loop woke late still goes if the provider's
+        # window has room, instead of losing its slot.
+        c = await self._limiter.commit(self.provider, window_s=self._log_window_s,
+                                       limit=self._log_limit)
+        if c is None:
+            self._leave_global()
+            return None
+        if not c.granted or self._clock() - woke > self._send_tolerance:
+            # Window full, or so long since the commit that the call could arrive after a
+            # later one's window opened: queue again (the commit stays counted: conservative).
+            metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
+            return False
+        return True
+
+    def _leave_global(self) -> None:
+        if self._global and self._limiter is not None:
+            # Redis is gone: nothing it handed out reaches past one horizon from now, so the
+            # per-partition fallback slots start after that.
+            self._fallback_not_before = self._clock() + self._limiter.horizon_s
+            self._global = False
+            self._mode.set(0)
+
+    async def _partition_slot(self, partition: int, st: _PartitionState, spec: CallSpec,
+                              deadline: float | None) -> bool:
+        """The durable fallback: the partition's next own slot; True when it is due and ours."""
+        now = self._clock()
+        k = next_slot(max(now, st.paused_until, self._fallback_not_before), rate=self._rate,
+                      partition=partition, partitions=self.partitions, after=st.last_slot_at)
+        wait = slot_time(k, self._rate) - now
+        if deadline is not None and now + wait > deadline:
+            self._give_up(spec, deadline, now, wait)
+        # Take the slot before sleeping so concurrent calls of this partition take later ones.
+        st.last_slot_at = slot_time(k, self._rate)
+        # Back on Redis, the global queue must not hand out slots before this one.
+        self._global_floor = max(self._global_floor, st.last_slot_at + 1.0 / self._rate)
+        if wait <= 0:
+            return True
+        metrics.RATELIMIT_WAITS.labels(provider=self.provider).inc()
+        metrics.RATELIMIT_WAIT_SECONDS.labels(provider=self.provider).observe(wait)
+        await self._sleep(wait)
+        now = self._clock()
+        # A busy event loop can wake us after our slot; sending late would bring this call
+        # closer to the next partition's and, in a sliding window, over the provider's
+        # limit. The slack leaves room for a quarter of it to be lateness; a slot missed by more
+        # is given up for the next one.
+        late = now - slot_time(k, self._rate) > self._late_tolerance
+        # Late, or a limit answer arrived while we slept and our slot is inside the pause.
+        return st.paused_until <= now and not late
 
 
 class _NoRetry(Exception):

@@ -56,7 +56,8 @@ _CACHE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 PROVIDER_CALLS = Counter(
     "trackflow_provider_calls_total",
-    "Provider calls by outcome (found, not_found, unavailable, transient, permanent, rejected).",
+    "Provider calls by outcome (found, not_found, unavailable, transient, permanent, rejected, "
+    "deferred).",
     ["provider", "kind", "outcome"],
 )
 PROVIDER_CALL_DURATION = Histogram(
@@ -111,6 +112,34 @@ RATELIMIT_WAIT_SECONDS = Histogram(
 RATELIMIT_LIMITED_ANSWERS = Counter(
     "trackflow_ratelimit_limited_answers_total",
     "Answers saying we exceeded the provider's limit (429, 503 or quota), which pause it.",
+    ["provider"],
+)
+LIMITER_MODE = Gauge(
+    "trackflow_ratelimit_global",
+    "1 while the provider is paced by the global limiter in Redis, 0 while by the per-partition "
+    "fallback slots.",
+    ["provider"],
+)
+LIMITER_ERRORS = Counter(
+    "trackflow_ratelimit_limiter_errors_total",
+    "Round trips to the global limiter in Redis that failed (the gate fell back to per-partition "
+    "slots).",
+    ["provider"],
+)
+RATELIMIT_SLOTS_LOST = Counter(
+    "trackflow_ratelimit_slots_lost_total",
+    "Reserved slots given up because the caller woke too late to use them.",
+    ["provider"],
+)
+RATELIMIT_RATE = Gauge(
+    "trackflow_ratelimit_rate",
+    "Calls per second the gate paces the provider at, all workers together (the configured "
+    "rate less the slack).",
+    ["provider"],
+)
+WAITING_CALLS = Gauge(
+    "trackflow_ratelimit_waiting_calls",
+    "Calls waiting for a rate-limit slot now (records held up by this provider's budget).",
     ["provider"],
 )
 

@@ -10,8 +10,9 @@ partition, with no burst at all.
 
 The trade-off is the usual one of splitting a rate over partitions: each partition gets R/P,
 and a partition with no traffic strands its share (traffic on 2 of 8 partitions uses at most 2/8
-of the allowance). The alternative, a shared counter in Redis, costs a round trip per call and
-fails with Redis; a stranded share only makes us slower, never over the limit.
+of the allowance). That is why the gate paces with the global limiter in Redis
+(:mod:`providers.limiter`) and uses these slots only as its durable fallback while Redis is
+unreachable: a stranded share only makes us slower, never over the limit.
 
 State survives restarts: the gate (:mod:`providers.gate`) keeps, per provider and partition in a
 changelogged Faust table, when the partition's last slot was (a time, not an index, so a changed

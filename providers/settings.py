@@ -71,6 +71,22 @@ class ProviderSettings(Section):
         return ProviderPolicy(**calls, breaker=BreakerConfig(**self.breaker.model_dump()))
 
 
+class LimiterSettings(Section):
+    """The global rate limiter in Redis (``[limiter]``; see :mod:`providers.limiter`)."""
+
+    enabled: bool = True
+    """Pace every provider with one queue in Redis for all workers; off: per-partition slots
+    only (each partition gets rate / partitions, idle partitions strand their share)."""
+    horizon_s: float = Field(5.0, gt=0, le=300)
+    """How far ahead a slot may be reserved; also how long the fallback waits after an outage
+    before it sends."""
+    timeout_s: float = Field(0.5, gt=0, le=30)
+    """Longest one round trip to Redis may take before the gate falls back."""
+    outage_skip_s: float = Field(2.0, gt=0, le=600)
+    """After a failed round trip, how long to pace from the changelogged table before trying
+    Redis again."""
+
+
 class CacheSettings(Section):
     """The two-level provider cache (in-process LRU in front of Redis)."""
 

@@ -59,7 +59,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=k.partitions)
 
-    return Topics(topic(k.raw_topic), topic(k.dlq_topic))
+    return Topics(topic(k.raw_topic), topic(k.dlq_topic), topic(k.refresh_topic))
 
 
 def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,

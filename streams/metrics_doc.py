@@ -37,6 +37,10 @@ _UNIT_OVERRIDES: dict[str, str] = {
     "trackflow_provider_disabled": "state (0 enabled, 1 disabled)",
     "trackflow_dlq_schedule_size": "dead letters",
     "trackflow_build": "info (always 1)",
+    "trackflow_ratelimit_global": "mode (1 global, 0 fallback)",
+    "trackflow_ratelimit_waiting_calls": "calls",
+    "trackflow_ratelimit_rate": "calls per second",
+    "trackflow_refresh_backlog": "refresh requests",
 }
 #: Area of a family, from the start of its name (first match wins); the table is grouped by it.
 _AREAS: tuple[tuple[str, str], ...] = (

@@ -20,11 +20,12 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from trackflow.agents.settings import DlqSettings, FieldRule, WaterfallSettings
+from trackflow.agents.settings import DlqSettings, FieldRule, RefreshSettings, WaterfallSettings
 from trackflow.providers.errors import ConfigError
 from trackflow.providers.settings import (
     BreakerSettings,
     CacheSettings,
+    LimiterSettings,
     ProviderSettings,
     Section,
     default_providers,
@@ -61,6 +62,11 @@ class KafkaSettings(Section):
     session_timeout_s: float = Field(30.0, ge=6, le=300)
     """How long the group waits for a silent worker before moving its partitions."""
 
+    @property
+    def refresh_topic(self) -> str:
+        """The refresh schedule (``agents.refresh``): ``<enriched topic>.refresh``."""
+        return f"{self.enriched_topic}.refresh"
+
 
 class WorkerSettings(Section):
     """How one worker process runs."""
@@ -74,8 +80,9 @@ class WorkerSettings(Section):
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path(os.path.expanduser("~/.cache/trackflow/worker"))
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
-    agents: list[Literal["enrich", "reprocess"]] = ["enrich", "reprocess"]
-    """Agents this worker runs: enrichment of tracks.raw, reprocessing of tracks.dlq, or both."""
+    agents: list[Literal["enrich", "reprocess", "refresh"]] = ["enrich", "reprocess", "refresh"]
+    """Agents this worker runs: enrichment of tracks.raw, reprocessing of tracks.dlq, refresh
+    of partial records (tracks.enriched.refresh)."""
     crash_grace_s: float = Field(30.0, gt=0, le=600)
     """After a fatal error, how long the worker may take to stop cleanly before it exits
     anyway: a crashed worker must never linger without consuming."""
@@ -92,7 +99,9 @@ class Settings(Section):
     providers: dict[str, ProviderSettings] = Field(default_factory=default_providers)
     waterfall: WaterfallSettings = WaterfallSettings()
     cache: CacheSettings = CacheSettings()
+    limiter: LimiterSettings = LimiterSettings()
     dlq: DlqSettings = DlqSettings()
+    refresh: RefreshSettings = RefreshSettings()
 
     @model_validator(mode="after")
     def _known_providers(self) -> Settings:

@@ -76,6 +76,8 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         # Compacted: the latest, most complete version of a track wins.
         TopicSpec(kafka.enriched_topic, p, {"cleanup.policy": "compact", **size}),
         TopicSpec(kafka.dlq_topic, p, size),
+        # Compacted: a track's latest refresh request replaces its earlier ones.
+        TopicSpec(kafka.refresh_topic, p, {"cleanup.policy": "compact", **size}),
         TopicSpec(kafka.parked_topic, p, {"retention.ms": str(30 * 24 * 3600 * 1000), **size}),
         # Faust would create these itself, but a consumer that subscribes before the creation
         # is visible ignores them until its next metadata refresh (minutes), and the first

@@ -10,12 +10,14 @@ import faust
 
 from trackflow.agents.enrich import NoProviders, register_enrich_agent
 from trackflow.agents.inflight import InFlight
+from trackflow.agents.refresh import declare_refresh_table, register_refresh_agent
 from trackflow.agents.reprocess import register_reprocess_agent
 from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handler, declare_table
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
 from trackflow.agents.waterfall import ResultCache, Waterfall
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
+from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.registry import build_providers
 from trackflow.providers.specs import SPECS
 from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
@@ -34,6 +36,17 @@ def build_cache(settings: Settings) -> ProviderCache | None:
                          ttls=c.ttls())
 
 
+def build_limiter(settings: Settings) -> GlobalLimiter | None:
+    """One rate-limit queue per provider in Redis for all workers (see providers.limiter); the
+    namespace is the cache's, which already separates pipelines sharing a Redis."""
+    lim = settings.limiter
+    if not lim.enabled:
+        return None
+    return GlobalLimiter(settings.redis_url, namespace=settings.cache.namespace,
+                         horizon_s=lim.horizon_s, timeout_s=lim.timeout_s,
+                         outage_skip_s=lim.outage_skip_s)
+
+
 def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
     """The Faust app with every trackflow agent attached."""
     app = create_app(settings)
@@ -46,10 +59,11 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     state = declare_table(app, RESILIENCE_TABLE, partitions=settings.kafka.partitions)
     enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
     cache = build_cache(settings)
+    limiter = build_limiter(settings)
     gates = GateSet({
         name: ResilientGate(name, settings.providers[name].policy(),
                             partitions=settings.kafka.partitions, state=state, cache=cache,
-                            config_variables=SPECS[name].fix_variables)
+                            config_variables=SPECS[name].fix_variables, limiter=limiter)
         for name in enabled
     })
     providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled,
@@ -62,9 +76,15 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
     on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))
     trackers: list[InFlight[Any]] = []
+    # Revisions the refreshes reached: written by the refresh agent, read by both.
+    refreshed = declare_refresh_table(app, settings)
     if "enrich" in settings.worker.agents:
         trackers.append(register_enrich_agent(app, topics, settings, enricher,
-                                              on_fatal=on_fatal, on_revoke=gates.forget))
+                                              on_fatal=on_fatal, on_revoke=gates.forget,
+                                              refreshed=refreshed))
+    if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
+        trackers.append(register_refresh_agent(app, topics, settings, enricher, refreshed,
+                                               on_fatal=on_fatal))
     if "reprocess" in settings.worker.agents:
         # Retries wait while the failing provider's breaker (as this worker knows it) is open.
         trackers.append(register_reprocess_agent(app, topics, settings,
@@ -82,7 +102,9 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
             await provider.aclose()
         if cache is not None:
             await cache.aclose()
-    sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic}
+        if limiter is not None:
+            await limiter.aclose()
+    sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic, settings.kafka.refresh_topic}
     rewind_on_assignment(app, sources, settings.kafka.consumer_group,
                          settings.kafka.bootstrap_servers)
     register_lag_metrics(app, sources)

@@ -205,6 +205,34 @@ def pipeline() -> dict[str, Any]:
          [q(f"sum by (provider, outcome) "
             f"(rate(trackflow_provider_stage_outcomes_total{{{P}}}[{RI}]))",
             "{{provider}} {{outcome}}")], unit="ops", w=24)
+    b.row("Budget and backpressure")
+    b.ts("Records waiting for budget", "Calls held waiting for their provider's rate-limit "
+         "slot (each is one record's stage): the provider is the bottleneck while this stays "
+         "up. The rest of a burst waits in Kafka (consumer lag).",
+         [q(f"sum by (provider) (trackflow_ratelimit_waiting_calls{{{P}}})", "{{provider}}")])
+    b.ts("Time to drain at the provider's rate", "Waiting calls divided by the rate the "
+         "provider is paced at, all workers together.",
+         [q(f"sum by (provider) (trackflow_ratelimit_waiting_calls{{{P}}}) / max by (provider) "
+            f"(trackflow_ratelimit_rate{{{P}}})", "{{provider}}")], unit="s")
+    b.ts("Deferred fields", "Fields published missing because their provider was busy or "
+         "down (the stage was deferred), per second.",
+         [q(f"sum by (provider) (rate(trackflow_deferred_fields_total{{{P}}}[{RI}]))",
+            "{{provider}}")], unit="ops")
+    b.ts("Refresh backlog", "Refresh requests read and not finished (waiting until due or "
+         "running), and how long the most overdue one has been due.",
+         [q("sum(trackflow_refresh_backlog)", "backlog"),
+          q("max(trackflow_refresh_oldest_due_seconds)", "most overdue (s)")])
+    b.ts("Refreshes", "Refresh requests scheduled and handled per second, by outcome.",
+         [q(f"sum(rate(trackflow_refresh_scheduled_total[{RI}]))", "scheduled"),
+          q(f"sum by (outcome) (rate(trackflow_refreshes_total[{RI}]))", "{{outcome}}")],
+         unit="ops")
+    b.ts("Global limiter", "1 while a provider is paced by the limiter in Redis, 0 while by "
+         "the per-partition fallback; failed round trips and slots lost to late wake-ups.",
+         [q(f"min by (provider) (trackflow_ratelimit_global{{{P}}})", "{{provider}} global"),
+          q(f"sum by (provider) (rate(trackflow_ratelimit_limiter_errors_total{{{P}}}[{RI}]))",
+            "{{provider}} errors/s"),
+          q(f"sum by (provider) (rate(trackflow_ratelimit_slots_lost_total{{{P}}}[{RI}]))",
+            "{{provider}} slots lost/s")])
     b.row("Dead letters")
     b.ts("Dead letters", "Records sent to the DLQ by stage and provider.",
          [q(f"sum by (stage, provider) (rate(trackflow_dead_letters_total[{RI}]))",

@@ -115,3 +115,41 @@ def test_unknown_content_type_is_rejected() -> None:
     with pytest.raises(codec.DecodeError) as err:
         codec.decode_raw_track(b"x", [("content-type", b"text/csv")])
     assert err.value.reason == "unsupported_content_type"
+
+
+def _enriched(**extra: object) -> dict[str, object]:
+    return {"track_id": "trk_1", "input": RAW, "artist": "Daft Punk", "title": "One More Time",
+            "providers": [{"provider": "deezer", "outcome": "matched", "reason": None,
+                           "confidence": 0.97}],
+            "status": "partial", "missing": ["tags"], "attempt": 1,
+            "enriched_at": 1_700_000_000_000, **extra}
+
+
+def test_enriched_track_v1_messages_decode_as_the_first_revision() -> None:
+    old = codec.encode("EnrichedTrack", _enriched(), version=1)
+    assert old[2:10] == default_registry().get("EnrichedTrack", 1).fingerprint
+    decoded = codec.decode("EnrichedTrack", old)
+    assert decoded["revision"] == 1, "a record written before revisions existed is revision 1"
+    assert decoded["providers"][0]["outcome"] == "matched"
+
+
+def test_a_deferred_outcome_round_trips_and_an_independent_reader_reads_it() -> None:
+    record = _enriched(revision=3, providers=[
+        {"provider": "lastfm", "outcome": "deferred", "reason": "RateLimitWait",
+         "confidence": None}])
+    data = codec.encode("EnrichedTrack", record)
+    decoded = codec.decode("EnrichedTrack", data)
+    assert decoded["providers"][0]["outcome"] == "deferred" and decoded["revision"] == 3
+    schema = avro.schema.parse(json.dumps(default_registry().latest("EnrichedTrack").schema))
+    independent = avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(data[10:])))
+    assert independent["providers"][0]["outcome"] == "deferred"
+
+
+def test_v1_records_without_a_deferred_outcome_are_readable_by_a_v1_reader() -> None:
+    # An old reader (v1 schema) resolving a v2 record: the new field is ignored, and every
+    # outcome symbol it knows keeps its meaning.
+    v1 = avro.schema.parse(json.dumps(default_registry().get("EnrichedTrack", 1).schema))
+    v2 = avro.schema.parse(json.dumps(default_registry().latest("EnrichedTrack").schema))
+    data = codec.encode("EnrichedTrack", _enriched(revision=2))
+    decoded = avro.io.DatumReader(v2, v1).read(avro.io.BinaryDecoder(io.BytesIO(data[10:])))
+    assert decoded["providers"][0]["outcome"] == "matched" and "revision" not in decoded

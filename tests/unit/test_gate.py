@@ -12,7 +12,7 @@ import pytest
 
 from trackflow.providers.base import CallSpec
 from trackflow.providers.breaker import BreakerConfig, State
-from trackflow.providers.context import enter_record
+from trackflow.providers.context import call_deadline, enter_record
 from trackflow.providers.errors import FeatureUnavailable, NotFound, TransientError
 from trackflow.providers.gate import BreakerOpen, ProviderPolicy, RateLimitWait, ResilientGate
 
@@ -122,14 +122,31 @@ async def test_a_limit_answer_pauses_the_partition_for_retry_after() -> None:
     assert t.now - before >= 7.0, "the next call must wait for Retry-After"
 
 
-async def test_a_permit_further_away_than_max_wait_fails_fast() -> None:
+async def test_a_slot_past_the_callers_deadline_fails_fast_without_taking_the_slot() -> None:
     t = FakeTime()
-    gate = make_gate(t, rate=100.0, max_wait_s=2.0)
+    gate = make_gate(t, rate=100.0)
     enter_record(0)
     with pytest.raises(TransientError):
         await gate.run(SPEC, failing("429", retry_after=60.0, rate_limited=True))
-    with pytest.raises(RateLimitWait):
+    with call_deadline(t.now + 2.0), pytest.raises(RateLimitWait):
         await gate.run(SPEC, ok)
+    assert t.sleeps == [], "a call that cannot make its deadline must not sleep"
+    # Without a deadline the call waits out the pause: waiting is backpressure, not failure.
+    before = t.now
+    assert await gate.run(SPEC, ok) == [{"id": "x"}]
+    assert t.now - before >= 60.0 - 1e-6
+
+
+async def test_without_a_deadline_calls_wait_however_far_their_slot_is() -> None:
+    t = FakeTime()
+    gate = make_gate(t, rate=1.0, max_wait_s=0.5)
+    enter_record(0)
+    started = t.now
+    for _ in range(5):
+        await gate.run(SPEC, ok)
+    # Partition 0 of 4 at 1 call/s owns every 4th second: the 5th call leaves 16 s or more
+    # after the first, far past max_wait_s, and nothing failed.
+    assert t.now - started >= 16.0 - 4.0
 
 
 async def test_transient_failures_are_retried_with_backoff_then_succeed() -> None:
@@ -235,3 +252,113 @@ async def test_a_call_waiting_for_its_slot_is_refused_when_the_breaker_opens_mea
     with pytest.raises(BreakerOpen):
         await second
     assert calls == 0, "a call permitted before the breaker opened must not go out after it"
+
+
+class FakeLimiter:
+    """The GCRA queue of providers.limiter in Python, on the fake clock; can go down."""
+
+    def __init__(self, t: FakeTime, horizon_s: float = 5.0) -> None:
+        self.t = t
+        self.horizon_s = horizon_s
+        self.tat = 0.0
+        self.down = False
+        self.floors: list[float] = []
+
+    @property
+    def available(self) -> bool:
+        return not self.down
+
+    async def reserve(self, provider: str, *, interval_s: float, ahead_s: float,
+                      floor: float = 0.0) -> Any:
+        from trackflow.providers.limiter import Reservation
+
+        if self.down:
+            return None
+        self.floors.append(floor)
+        now = self.t.now
+        self.tat = max(self.tat, floor)
+        slot = max(self.tat, now)
+        if slot - now > min(ahead_s, self.horizon_s):
+            return Reservation(False, slot - now)
+        self.tat = slot + interval_s
+        return Reservation(True, slot - now)
+
+    async def commit(self, provider: str, *, window_s: float, limit: int) -> Any:
+        from trackflow.providers.limiter import Reservation
+
+        if self.down:
+            return None
+        now = self.t.now
+        self.sent = [x for x in getattr(self, "sent", []) if x > now - window_s]
+        if len(self.sent) >= limit:
+            return Reservation(False, self.sent[0] + window_s - now)
+        self.sent.append(now)
+        return Reservation(True, 0.0)
+
+
+def limited_gate(t: FakeTime, limiter: FakeLimiter, **policy: Any) -> ResilientGate:
+    return ResilientGate("spotify", ProviderPolicy(**{"rate": 10.0, "rate_slack_s": 0.0,
+                                                      "max_attempts": 1, **policy}),
+                         partitions=8, state={}, clock=t.clock, sleep=t.sleep,
+                         rng=random.Random(1), limiter=limiter)  # type: ignore[arg-type]
+
+
+async def test_with_the_global_limiter_one_partition_gets_the_whole_rate() -> None:
+    t = FakeTime()
+    gate = limited_gate(t, FakeLimiter(t), rate_slack_s=0.1)
+    enter_record(3)
+    sent: list[float] = []
+
+    async def stamp() -> list[dict[str, str]]:
+        sent.append(t.now)
+        return [{"id": "x"}]
+
+    for _ in range(50):
+        await gate.run(SPEC, stamp)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    # 10 calls per 1 s window, paced as if it were 1.1 s long.
+    assert min(gaps) >= 0.11 - 1e-6, "calls must stay one interval apart"
+    # Per-partition slots would give partition 3 of 8 one call per 0.88 s. On the fake clock
+    # every 11th call meets the sent-log's window edge exactly and goes one slot later.
+    assert (sent[-1] - sent[0]) / 49 < 0.11 * 1.1, "one partition must get the rate"
+
+
+async def test_a_slot_beyond_the_horizon_is_asked_for_again_not_reserved() -> None:
+    t = FakeTime()
+    limiter = FakeLimiter(t, horizon_s=1.0)
+    limiter.tat = t.now + 3.0  # the queue is 3 s long
+    gate = limited_gate(t, limiter)
+    enter_record(0)
+    started = t.now
+    await gate.run(SPEC, ok)
+    assert t.now - started == pytest.approx(3.0), "the call leaves at the end of the queue"
+    with call_deadline(t.now + 0.05), pytest.raises(RateLimitWait):
+        limiter.tat = t.now + 2.0
+        await gate.run(SPEC, ok)
+    assert limiter.tat == pytest.approx(t.now + 2.0), "a refused call must not take a slot"
+
+
+async def test_when_redis_is_gone_the_fallback_waits_out_the_horizon_then_paces_per_partition(
+) -> None:
+    t = FakeTime()
+    limiter = FakeLimiter(t, horizon_s=5.0)
+    gate = limited_gate(t, limiter, rate=8.0)
+    enter_record(0)
+    await gate.run(SPEC, ok)
+    limiter.down = True
+    down_at = t.now
+    sent: list[float] = []
+
+    async def stamp() -> list[dict[str, str]]:
+        sent.append(t.now)
+        return [{"id": "x"}]
+
+    for _ in range(3):
+        await gate.run(SPEC, stamp)
+    assert sent[0] >= down_at + 5.0, "the fallback must not meet slots Redis handed out"
+    assert [b - a for a, b in itertools.pairwise(sent)] == pytest.approx([1.0, 1.0]), \
+        "the fallback gives partition 0 of 8 one slot in 8 at 8/s"
+    limiter.down = False
+    await gate.run(SPEC, ok)
+    assert limiter.floors[-1] >= sent[-1] + 1 / 8 - 1e-6, \
+        "back on Redis, the queue must start after the last fallback slot"

@@ -229,3 +229,81 @@ async def test_the_result_cache_keeps_the_most_recently_used_inputs() -> None:
     await in_record(waterfall.enrich(dict(inputs[0]), 1))  # evicted by the third: computed again
     await in_record(waterfall.enrich(dict(inputs[2]), 1))  # still kept
     assert len(fakes["musicbrainz"].queries) == 4
+
+
+class Deadlines(Fake):
+    """A provider that records the call deadline each lookup ran under."""
+
+    def __init__(self, name: str, answer: Any, busy_until_deadline: bool = False) -> None:
+        super().__init__(name, answer)
+        self.deadlines: list[float | None] = []
+        self.busy = busy_until_deadline
+
+    async def lookup(self, query: TrackQuery) -> list[Candidate]:
+        from trackflow.providers.context import current_deadline
+        from trackflow.providers.gate import RateLimitWait
+
+        deadline = current_deadline()
+        self.deadlines.append(deadline)
+        if self.busy and deadline is not None:
+            raise RateLimitWait(self.name, "no slot before the deadline")
+        return await super().lookup(query)
+
+
+async def test_a_busy_provider_of_optional_fields_is_deferred_and_the_record_published() -> None:
+    s = load_settings(env={"TRACKFLOW_PROVIDERS__LASTFM__MAX_WAIT_S": "4"})
+    mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059", musicbrainz_recording_id="m")])
+    fm = Deadlines("lastfm", [song(tags=["house"])], busy_until_deadline=True)
+    clock = [1000.0]
+    result = await Waterfall({"musicbrainz": mb, "lastfm": fm}, s,
+                             clock=lambda: clock[0]).enrich(dict(RAW), 1)
+    assert mb.deadlines == [None], "MusicBrainz can fill the required isrc: it must wait"
+    assert fm.deadlines == [1004.0], "Last.fm fills optional fields: max_wait_s bounds its wait"
+    assert [(o.provider, o.outcome, o.reason) for o in result.outcomes] == [
+        ("musicbrainz", "matched", None), ("lastfm", "deferred", "RateLimitWait")]
+    assert result.failure is None, "a deferred optional stage must not dead-letter the record"
+    assert "tags" not in result.filled
+
+
+async def test_an_open_breaker_defers_optional_fields_but_fails_required_ones() -> None:
+    from trackflow.providers.gate import BreakerOpen
+
+    s = load_settings(env={})
+    mb = Fake("musicbrainz", BreakerOpen("musicbrainz", "circuit breaker open"))
+    result = await Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1)
+    assert result.outcomes[0].outcome == "failed"
+    assert result.failure is not None and result.failure.retryable, \
+        "an outage of the provider of a required field is a retryable dead letter"
+    mb = Fake("musicbrainz", [song(isrc="GBDUW0000059")])
+    dz = Fake("deezer", BreakerOpen("deezer", "circuit breaker open"))
+    result = await Waterfall({"musicbrainz": mb, "deezer": dz}, s).enrich(dict(RAW), 1)
+    assert [o.outcome for o in result.outcomes] == ["matched", "deferred"]
+    assert result.failure is None
+
+
+async def test_a_waiting_stage_asks_again_when_a_shared_lookup_gave_up() -> None:
+    from trackflow.providers.gate import RateLimitWait
+
+    s = load_settings(env={})
+    answers: list[Any] = [RateLimitWait("musicbrainz", "shared call gave up"),
+                          [song(isrc="GBDUW0000059")]]
+
+    class Flaky(Fake):
+        async def lookup(self, query: TrackQuery) -> list[Candidate]:
+            self.answer = answers.pop(0)
+            return await super().lookup(query)
+
+    mb = Flaky("musicbrainz", None)
+    result = await Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1)
+    assert len(mb.queries) == 2 and result.failure is None
+    assert result.filled["isrc"].value == "GBDUW0000059"
+
+
+async def test_a_result_with_a_deferred_stage_is_not_kept() -> None:
+    from trackflow.agents.enrich import Enrichment
+    from trackflow.agents.records import Outcome
+    from trackflow.providers.context import AnswersUsed
+
+    results = ResultCache(10, clock=lambda: 0.0)
+    deferred = Enrichment(outcomes=[Outcome("lastfm", "deferred", "RateLimitWait")])
+    assert not results.put(("k",), deferred, AnswersUsed(answers=1, expires_at=100.0))

@@ -1,0 +1,154 @@
+"""Progressive enrichment: re-enrich published records whose stages were deferred or failed.
+
+A record published ``partial`` because a stage was ``deferred`` (its provider busy or down) or
+``failed`` (transient errors) is not finished: the enrichment agent publishes a *refresh
+request* for it to ``<enriched topic>.refresh`` (compacted, keyed by track_id), holding the
+input, the fields known so far, the stages to run again, the revision published and when the
+refresh is due. This agent reads that topic, waits until a request is due, runs only those
+stages (answers already cached cost no call: the provider cache answers them), and publishes
+the result to the enriched topic under the same key with the revision raised; stages still
+deferred or failed get a new request, later, until ``refresh.max_rounds``.
+
+Durability and order, without exactly-once:
+
+- The refresh topic is the schedule: a request is acked only once its refresh is published (or
+  found done), so after a crash everything unfinished is read again; the request for the next
+  round is published before the one it replaces is acked, so none is lost.
+- A changelogged table (:data:`~agents.runner.REFRESH_TABLE`, keyed by track_id, written only
+  from the refresh topic's partition of the key) keeps the revision each track reached and its
+  input. A request whose refresh was already published is skipped, so a re-delivered request
+  is not done twice; and the enrichment agent, reading the same table, does not publish a
+  re-delivered fresh result (revision 1) over a refreshed one with the same input, so a
+  consumer never sees an older version after a newer one.
+- The table and the topic are co-partitioned with ``tracks.raw`` by track_id (same partition
+  count, key partitioner), so the worker that owns a raw partition also holds its table part;
+  producers that pick partitions by hand lose that guarantee for the ordering check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
+
+import faust
+
+from trackflow.agents import metrics
+from trackflow.agents.enrich import Enrichment
+from trackflow.agents.inflight import InFlight
+from trackflow.agents.publish import Send, publish
+from trackflow.agents.records import FieldValue, Outcome, build_enriched
+from trackflow.agents.refresh_schedule import (
+    RefreshRequest,
+    input_digest,
+    refresh_due_ms,
+    stages_to_refresh,
+)
+from trackflow.agents.runner import REFRESH_TABLE, Topics, declare_table, producer_send, run_agent
+from trackflow.agents.settings import AgentSettings
+from trackflow.providers.context import enter_record
+from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, encode
+
+log = logging.getLogger("trackflow.agents.refresh")
+
+class Refresher(Protocol):
+    """Runs some stages again for a record that knows ``filled``."""
+
+    async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                      outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment: ...
+
+
+class RefreshAgent:
+    """Handles one refresh request end to end."""
+
+    def __init__(self, *, send: Send, settings: AgentSettings, refresher: Refresher,
+                 table: MutableMapping[str, Any],
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self._send = send
+        self._settings = settings
+        self._refresher = refresher
+        self._table = table
+        self._clock = clock
+        self._sleep = sleep
+        self._headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
+        # Due times of the requests being handled, for the backlog's age.
+        self._due: dict[int, float] = {}
+        for outcome in ("published", "rescheduled", "skipped_done", "invalid"):
+            metrics.REFRESHES.labels(outcome=outcome)
+
+    def overdue_s(self) -> float:
+        """How long the most overdue request being handled has been due (0: none)."""
+        return max(0.0, self._clock() - min(self._due.values())) if self._due else 0.0
+
+    async def handle(self, event: Any) -> None:
+        msg = event.message
+        enter_record(msg.partition)
+        try:
+            request = RefreshRequest.decode(msg.value)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.error("event=refresh_request_invalid partition=%s offset=%s error=%s",
+                      msg.partition, msg.offset, type(exc).__name__)
+            metrics.REFRESHES.labels(outcome="invalid").inc()
+            return
+        track_id = request.raw["track_id"]
+        done = self._table.get(track_id)
+        if done and done["revision"] > request.revision:
+            metrics.REFRESHES.labels(outcome="skipped_done").inc()
+            return  # re-delivered after its refresh was published
+        token = id(request)
+        self._due[token] = request.due_ms / 1000
+        try:
+            wait = request.due_ms / 1000 - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+            result = await self._refresher.refresh(request.raw, request.filled,
+                                                   request.outcomes, request.stages)
+        finally:
+            del self._due[token]
+        revision = request.revision + 1
+        now = self._clock()
+        record = build_enriched(request.raw, attempt=request.attempt,
+                                enriched_at_ms=int(now * 1000), filled=result.filled,
+                                outcomes=result.outcomes, revision=revision,
+                                targets=self._settings.waterfall.targets)
+        k = self._settings.kafka
+        key = track_id.encode()
+        await publish(self._send, k.enriched_topic, key, encode("EnrichedTrack", record),
+                      self._headers)
+        metrics.RECORDS_OUT.labels(topic=k.enriched_topic).inc()
+        metrics.REFRESHES.labels(outcome="published").inc()
+        metrics.ENRICHED.labels(status=record["status"]).inc()
+        left = stages_to_refresh(result.outcomes)
+        if left and request.round < self._settings.refresh.max_rounds:
+            again = RefreshRequest(request.raw, dict(result.filled), list(result.outcomes),
+                                   revision, refresh_due_ms(now, self._settings.refresh,
+                                                            request.round + 1),
+                                   request.round + 1, request.attempt, left)
+            await publish(self._send, k.refresh_topic, key, again.encode(), [])
+            metrics.REFRESHES.labels(outcome="rescheduled").inc()
+        # Written last: a crash before this line re-runs the refresh (same revision, cached
+        # answers); after it, a re-delivery is skipped.
+        self._table[track_id] = {"revision": revision, "input": input_digest(request.raw)}
+
+
+def register_refresh_agent(app: faust.App, topics: Topics, settings: AgentSettings,
+                           refresher: Refresher, table: MutableMapping[str, Any], *,
+                           on_fatal: Callable[[BaseException], Awaitable[None]]
+                           ) -> InFlight[Any]:
+    """Attach the refresh agent to ``app``; ``table`` is :data:`REFRESH_TABLE`."""
+    agent = RefreshAgent(send=producer_send(app), settings=settings, refresher=refresher,
+                         table=table)
+    inflight = run_agent(app, topics.refresh, name="trackflow.refresh", handler=agent.handle,
+                         max_in_flight=settings.refresh.max_waiting_per_partition,
+                         max_queued=settings.worker.max_queued, on_fatal=on_fatal,
+                         key_of=lambda msg: msg.key)
+    metrics.REFRESH_BACKLOG.set_function(inflight.in_flight)
+    metrics.REFRESH_OLDEST_SECONDS.set_function(agent.overdue_s)
+    return inflight
+
+
+def declare_refresh_table(app: faust.App, settings: AgentSettings) -> Any:
+    return declare_table(app, REFRESH_TABLE, partitions=settings.kafka.partitions)

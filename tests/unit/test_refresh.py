@@ -1,0 +1,170 @@
+"""Progressive enrichment: refresh requests scheduled, run once, published as newer revisions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tests.unit.fakes import Event, Message, Sender
+from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
+from trackflow.agents.records import FieldValue, Outcome, validate_raw
+from trackflow.agents.refresh import RefreshAgent
+from trackflow.agents.refresh_schedule import RefreshRequest, input_digest
+from trackflow.agents.waterfall import Waterfall
+from trackflow.providers.base import Candidate, TrackQuery
+from trackflow.schemas.codec import decode, encode
+from trackflow.streams.settings import Settings, load_settings
+
+NOW = 1_700_000_100.0
+SETTINGS = Settings(waterfall={"targets": ["isrc", "tags"]}, refresh={"delay_s": 30})
+TRACK = validate_raw({"track_id": "t1", "artist": "Daft Punk", "title": "One More Time",
+                      "isrc": "GBDUW0000059", "duration_ms": 320_000})
+DEFERRED = Enrichment(outcomes=[Outcome("musicbrainz", "matched", confidence=0.97),
+                                Outcome("lastfm", "deferred", "RateLimitWait")])
+
+
+class FixedEnricher:
+    def __init__(self, result: Enrichment) -> None:
+        self.result = result
+
+    async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+        return self.result
+
+
+class FakeRefresher:
+    def __init__(self, result: Enrichment) -> None:
+        self.result = result
+        self.calls: list[list[str]] = []
+
+    async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                      outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
+        self.calls.append(list(stages))
+        return self.result
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def raw_event() -> Event:
+    return Event(Message(encode("RawTrack", TRACK), key=b"t1"))
+
+
+async def test_a_record_published_with_a_deferred_stage_gets_a_refresh_request() -> None:
+    sender = Sender()
+    pipeline = EnrichmentPipeline(send=sender, settings=SETTINGS,
+                                  enricher=FixedEnricher(DEFERRED), clock=lambda: NOW)
+    await pipeline.handle(raw_event())
+    topics = [s[0] for s in sender.sent]
+    assert topics == ["tracks.enriched", "tracks.enriched.refresh"], \
+        "the refresh is scheduled after the partial record is published"
+    record = decode("EnrichedTrack", sender.sent[0][2] or b"")
+    assert record["status"] == "partial" and record["missing"] == ["tags"]
+    assert record["revision"] == 1
+    request = RefreshRequest.decode(sender.sent[1][2] or b"")
+    assert request.stages == ["lastfm"] and request.revision == 1
+    assert request.due_ms == int((NOW + 30) * 1000)
+
+
+async def test_a_complete_record_schedules_nothing() -> None:
+    sender = Sender()
+    done = Enrichment(filled={"tags": FieldValue(["house"], "lastfm", 0.9)},
+                      outcomes=[Outcome("lastfm", "matched", confidence=0.9)])
+    pipeline = EnrichmentPipeline(send=sender, settings=SETTINGS, enricher=FixedEnricher(done),
+                                  clock=lambda: NOW)
+    await pipeline.handle(raw_event())
+    assert [s[0] for s in sender.sent] == ["tracks.enriched"]
+
+
+async def test_a_fresh_result_read_again_after_its_refresh_is_not_published_over_it() -> None:
+    sender = Sender()
+    table = {"t1": {"revision": 2, "input": input_digest(TRACK)}}
+    pipeline = EnrichmentPipeline(send=sender, settings=SETTINGS,
+                                  enricher=FixedEnricher(DEFERRED), refreshed=table,
+                                  clock=lambda: NOW)
+    await pipeline.handle(raw_event())
+    assert sender.sent == [], "revision 1 must never follow revision 2 for the same input"
+    # A new input for the same track is published as the next revision.
+    table["t1"]["input"] = "another input"
+    await pipeline.handle(raw_event())
+    assert decode("EnrichedTrack", sender.sent[0][2] or b"")["revision"] == 3
+
+
+def _request(**kw: Any) -> Event:
+    request = RefreshRequest(dict(TRACK), {}, list(DEFERRED.outcomes), 1,
+                             int((NOW + 30) * 1000), 1, 1, ["lastfm"])
+    for k, v in kw.items():
+        setattr(request, k, v)
+    return Event(Message(request.encode(), key=b"t1", topic="tracks.enriched.refresh"))
+
+
+async def test_a_due_refresh_runs_only_its_stages_and_publishes_the_next_revision_once() -> None:
+    sender, clock, table = Sender(), Clock(), {}
+    filled = Enrichment(filled={"tags": FieldValue(["house"], "lastfm", 0.9)},
+                        outcomes=[Outcome("musicbrainz", "matched", confidence=0.97),
+                                  Outcome("lastfm", "matched", confidence=0.9)])
+    refresher = FakeRefresher(filled)
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=refresher, table=table,
+                         clock=clock, sleep=clock.sleep)
+    await agent.handle(_request())
+    assert clock.slept == [30.0], "the refresh waits until it is due"
+    assert refresher.calls == [["lastfm"]]
+    assert [s[0] for s in sender.sent] == ["tracks.enriched"], "complete: nothing rescheduled"
+    record = decode("EnrichedTrack", sender.sent[0][2] or b"")
+    assert record["revision"] == 2 and record["status"] == "complete"
+    assert table["t1"]["revision"] == 2
+    await agent.handle(_request())  # re-delivered after a restart
+    assert len(sender.sent) == 1 and refresher.calls == [["lastfm"]], \
+        "a refresh already published must not be done twice"
+
+
+async def test_stages_still_deferred_are_rescheduled_later_until_the_last_round() -> None:
+    sender, clock, table = Sender(), Clock(), {}
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(DEFERRED),
+                         table=table, clock=clock, sleep=clock.sleep)
+    await agent.handle(_request())
+    assert [s[0] for s in sender.sent] == ["tracks.enriched", "tracks.enriched.refresh"]
+    again = RefreshRequest.decode(sender.sent[1][2] or b"")
+    assert (again.revision, again.round, again.stages) == (2, 2, ["lastfm"])
+    assert again.due_ms == int((clock.now + 60) * 1000), "the delay doubles every round"
+    sender.sent.clear()
+    await agent.handle(_request(round=SETTINGS.refresh.max_rounds, revision=2))
+    assert [s[0] for s in sender.sent] == ["tracks.enriched"], "no round after the last"
+
+
+class Fake:
+    def __init__(self, name: str, answer: list[dict[str, Any]]) -> None:
+        self.name, self.answer, self.queries = name, answer, 0
+
+    async def lookup(self, query: TrackQuery) -> list[Candidate]:
+        self.queries += 1
+        return [Candidate(self.name, f, via="search") for f in self.answer]
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_waterfall_refresh_runs_only_the_given_stages_on_top_of_what_is_known() -> None:
+    s = load_settings(env={})
+    song = {"artist": "Daft Punk", "title": "One More Time", "duration_ms": 320_000}
+    mb = Fake("musicbrainz", [{**song, "musicbrainz_recording_id": "other"}])
+    fm = Fake("lastfm", [{**song, "tags": ["house"], "listeners": 10}])
+    known = {"musicbrainz_recording_id": FieldValue("mbid", "musicbrainz", 0.97)}
+    result = await Waterfall({"musicbrainz": mb, "lastfm": fm}, s).refresh(
+        dict(TRACK), known, [Outcome("musicbrainz", "matched", confidence=0.97),
+                             Outcome("lastfm", "deferred", "RateLimitWait")], ["lastfm"])
+    assert mb.queries == 0, "a stage that answered is not asked again"
+    assert fm.queries == 1
+    assert result.filled["musicbrainz_recording_id"].value == "mbid"
+    assert result.filled["tags"].value == ["house"]
+    assert [(o.provider, o.outcome) for o in result.outcomes] == [
+        ("musicbrainz", "matched"), ("lastfm", "matched")]
