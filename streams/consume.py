@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from trackflow.agents.deadletter import error_facts
 from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
 from trackflow.streams.kafka_io import start_consumer
+from trackflow.streams.settings import KafkaSettings
 from trackflow.streams.topics import topic_partitions
 
 
@@ -47,15 +48,15 @@ def decode_message(msg: Any, *, enriched_topic: str) -> dict[str, Any]:
     return out
 
 
-async def assigned_consumer(bootstrap: str, topic: str, *, from_beginning: bool
+async def assigned_consumer(kafka: KafkaSettings, topic: str, *, from_beginning: bool
                             ) -> AIOKafkaConsumer:
     """A group-less consumer on every partition of ``topic``, at its beginning or its end."""
-    consumer = await start_consumer(bootstrap)
+    consumer = await start_consumer(kafka)
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         # The metadata fetched at start may predate the topic: ask the broker now.
         try:
-            partitions = await topic_partitions(bootstrap, topic)
+            partitions = await topic_partitions(kafka, topic)
         except BaseException:
             await consumer.stop()
             raise

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
 from trackflow.streams.ingest import parse_row, read_rows
 from trackflow.streams.kafka_io import start_producer
+from trackflow.streams.settings import KafkaSettings
 
 
 def _encode(record: dict[str, Any], fmt: str) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -22,12 +23,12 @@ def _encode(record: dict[str, Any], fmt: str) -> tuple[bytes, list[tuple[str, by
     return encode("RawTrack", record), [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
 
 
-async def produce_file(path: Path, *, bootstrap: str, topic: str, fmt: str, source: str | None,
-                       console: Console) -> tuple[int, Counter[str], list[str]]:
+async def produce_file(path: Path, *, kafka: KafkaSettings, topic: str, fmt: str,
+                       source: str | None, console: Console) -> tuple[int, Counter[str], list[str]]:
     """Send every usable row; return (sent, rejection reasons, examples of rejections)."""
     rows = list(read_rows(path))
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson", ".json")
-    producer = await start_producer(bootstrap)
+    producer = await start_producer(kafka)
     sent = 0
     reasons: Counter[str] = Counter()
     examples: list[str] = []

@@ -75,8 +75,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
         if cache is not None:
             await cache.aclose()
     sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic}
-    rewind_on_assignment(app, sources, settings.kafka.consumer_group,
-                         settings.kafka.bootstrap_servers)
+    rewind_on_assignment(app, sources, settings.kafka.consumer_group, settings.kafka)
     register_lag_metrics(app, sources)
     export_build_info()
     return app

@@ -52,7 +52,7 @@ def consume(topic: str | None, from_beginning: bool, follow: bool, max_messages:
     console = Console()
 
     async def run() -> int:
-        consumer = await assigned_consumer(settings.kafka.bootstrap_servers, name,
+        consumer = await assigned_consumer(settings.kafka, name,
                                            from_beginning=from_beginning)
         rows = 0
         table = Table("p/offset", "key", "artist", "title", "status / error")
@@ -75,7 +75,7 @@ def consume(topic: str | None, from_beginning: bool, follow: bool, max_messages:
 
     try:
         rows = asyncio.run(run())
-    except KafkaUnavailable as exc:
+    except (KafkaUnavailable, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         return

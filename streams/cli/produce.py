@@ -29,7 +29,7 @@ def produce(file: Path, topic: str | None, fmt: str, source: str | None,
         settings = load_settings(config_path)
         asyncio.run(ensure_topics(settings.kafka))
         sent, reasons, examples = asyncio.run(produce_file(
-            file, bootstrap=settings.kafka.bootstrap_servers,
+            file, kafka=settings.kafka,
             topic=topic or settings.kafka.raw_topic, fmt=fmt,
             source=source or file.stem, console=console))
     except (ConfigError, KafkaUnavailable) as exc:
