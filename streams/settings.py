@@ -153,7 +153,9 @@ class Settings(Section):
 
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    """May hold an ACL password (``rediss://user:password@host:port/0?ssl_ca_certs=ca.pem``):
+    kept out of reprs, and shown through ``providers.urls.mask_url``."""
     providers: dict[str, ProviderSettings] = Field(default_factory=default_providers)
     waterfall: WaterfallSettings = WaterfallSettings()
     cache: CacheSettings = CacheSettings()

@@ -83,7 +83,7 @@ class StackInfo:
     """A running local stack: where it answers and which processes it is."""
 
     bootstrap_servers: str  #: Kafka bootstrap address, ``127.0.0.1:<port>``
-    redis_url: str  #: ``redis://127.0.0.1:<port>/0``
+    redis_url: str = field(repr=False)  #: ``redis://127.0.0.1:<port>/0``; may hold a password
     state_dir: Path  #: the directory that owns config, data, logs and pid files
     ports: Ports
     kafka_pid: int  #: node 1
