@@ -40,6 +40,7 @@ from tests.integration.harness import (  # noqa: E402
     catalog_records,
     create_topics,
     http_json,
+    kafka_kwargs,
     sim_limits_toml,
     worker_rates_env,
 )
@@ -173,7 +174,7 @@ async def wait_for_records(bootstrap: str, topics: Sequence[str], n: int, *, sta
     """Wait until ``topics`` together hold ``n`` records; give up after ``stall_s`` s without
     progress (or when ``worker`` died). Returns how many there are. Reads offsets, not records,
     so the wait costs the machine next to nothing."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_kwargs(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         seen, last_change = -1, time.monotonic()
