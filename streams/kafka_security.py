@@ -144,6 +144,8 @@ def client_security(settings: KafkaSecurity,
 
 def aiokafka_client_kwargs(kafka: KafkaSettings,
                            env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``bootstrap_servers`` and the security kwargs of an aiokafka client for ``kafka``."""
+    """``bootstrap_servers``, the retry backoff and the security kwargs of an aiokafka client
+    (producer, consumer or admin) for ``kafka``."""
     return {"bootstrap_servers": kafka.bootstrap_servers,
+            "retry_backoff_ms": kafka.retry_backoff_ms,
             **client_security(kafka.security, env).aiokafka_kwargs()}

@@ -110,6 +110,10 @@ class KafkaSettings(Section):
     to fit, and its headers say so (``agents.deadletter``)."""
     session_timeout_s: float = Field(30.0, ge=6, le=300)
     """How long the group waits for a silent worker before moving its partitions."""
+    retry_backoff_ms: int = Field(500, ge=10, le=60_000)
+    """The Kafka clients' pause before retrying a failed request or connection (aiokafka's
+    ``retry_backoff_ms``, 100 by default). With the broker gone every retry fails, so this sets
+    how hard a worker hammers a dead address, and how much it logs and burns meanwhile."""
 
     @property
     def min_isr(self) -> int:
@@ -141,6 +145,13 @@ class WorkerSettings(Section):
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     agents: list[Literal["enrich", "reprocess"]] = ["enrich", "reprocess"]
     """Agents this worker runs: enrichment of tracks.raw, reprocessing of tracks.dlq, or both."""
+    stop_grace_s: float = Field(25.0, gt=0, le=600)
+    """After SIGTERM or SIGINT, how long the clean stop may take before the process exits
+    anyway (with no broker it would wait on commits that cannot succeed). Below the 30 s a
+    process manager usually grants; nothing is lost, unfinished records are read again."""
+    kafka_log_interval_s: float = Field(60.0, ge=1, le=3600)
+    """During a broker outage, each kind of Kafka client warning is logged once per interval,
+    and one summary line per interval counts the rest (``streams.kafka_logs``)."""
     crash_grace_s: float = Field(30.0, gt=0, le=600)
     """After a fatal error, how long the worker may take to stop cleanly before it exits
     anyway: a crashed worker must never linger without consuming."""

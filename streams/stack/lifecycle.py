@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -206,6 +207,46 @@ def _stop_all(info: StackInfo) -> None:
         time.sleep(0.1)
     (info.state_dir / STATE_FILE).unlink(missing_ok=True)
     (info.state_dir / STOPPING).unlink(missing_ok=True)
+
+
+def stop_node(node_id: int, *, state_dir: Path | None = None, kill: bool = False) -> None:
+    """Stop one Kafka node of the running stack (SIGTERM, or SIGKILL with ``kill``) and return
+    once it is gone; its data and ports stay, and start_node() brings it back on them."""
+    info = _recorded(state_dir)
+    pid = dict(info.kafka_pids)[node_id]
+    marker = kafka_marker(info.state_dir, node_id)
+    if kill and pid_alive(pid, marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    stop_process(pid, marker, f"kafka node {node_id}", STOP_TIMEOUT_S)
+
+
+def start_node(node_id: int, *, state_dir: Path | None = None) -> StackInfo:
+    """Start a stopped Kafka node again on its recorded ports; returns the updated record."""
+    info = _recorded(state_dir)
+    with locked(info.state_dir / ".lock"):
+        pids = dict(info.kafka_pids)
+        if pid_alive(pids[node_id], kafka_marker(info.state_dir, node_id)):
+            return info
+        pid = start_kafka(info.state_dir, info.ports, find_java(), ensure_jars(kafka_home()),
+                          node_id=node_id, cluster_id=new_cluster_id(), secure=info.secure)
+        pids[node_id] = pid
+        where = node_dir(info.state_dir, node_id)
+        node = info.ports.nodes()[node_id - 1]
+        wait_ready(f"Kafka node {node_id}", _answers(f"{LOOPBACK}:{node.kafka}", 1), pid,
+                   kafka_marker(info.state_dir, node_id),
+                   [where / "kafka.out", where / "logs" / "server.log"], READY_TIMEOUT_S)
+        info = dataclasses.replace(info, kafka_pid=pids[1], more_kafka_pids=tuple(
+            pids[n] for n in sorted(pids) if n != 1))
+        (info.state_dir / STATE_FILE).write_text(info.to_json())
+        return info
+
+
+def _recorded(state_dir: Path | None) -> StackInfo:
+    info = read_state(resolve_dir(state_dir))
+    if info is None:
+        raise StackError(f"no stack recorded in {resolve_dir(state_dir)}")
+    return info
 
 
 def down(*, state_dir: Path | None = None, purge: bool = False) -> None:
