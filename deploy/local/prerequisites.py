@@ -18,6 +18,7 @@ def main() -> int:
         find_java()
         ensure_command("mvn", "maven", "`sudo apt-get install -y maven` or see maven.apache.org")
         find_redis_server()
+        ensure_command("openssl", "openssl", "`sudo apt-get install -y openssl`")
         ensure_command("promtool", "prometheus",
                        "`sudo apt-get install -y prometheus` (it ships promtool) or download "
                        "Prometheus from prometheus.io")
