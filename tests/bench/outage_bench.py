@@ -69,11 +69,12 @@ def summarise(lines: list[str], top: int = 6) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="trackflow-outage-"))
+    workdir = Path(tempfile.mkdtemp(prefix="trackflow-outage-worker-"))
     info = up(state_dir=state_dir)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap = info.bootstrap_servers
     os.environ["REDIS_URL"] = info.redis_url
     topics = TopicNames.unique(f"outage{int(time.time())}")
-    worker = WorkerProcess.start(state_dir / "w", topics, partitions=4,
+    worker = WorkerProcess.start(workdir, topics, partitions=4,
                                  extra_env={**NO_PROVIDERS, **info.env()})
     tracks = catalog_records(args.tracks * 3, count=args.tracks * 2)
     first, second = tracks[:args.tracks], tracks[args.tracks:]
@@ -100,10 +101,14 @@ async def main(args: argparse.Namespace) -> None:
         back = time.monotonic()
         await produce(bootstrap, topics.raw, avro_records(second))
         produced = time.monotonic() - back
+        await wait_for_records(bootstrap, [topics.enriched], len(first) + 1, stall_s=90,
+                               poll_s=0.1)
+        first_out = time.monotonic() - back
         total = await wait_for_records(bootstrap, [topics.enriched], len(tracks), stall_s=90)
         resumed = time.monotonic() - back
-        print(f"broker back: {len(second)} more produced in {produced:.1f}s, "
-              f"{total}/{len(tracks)} enriched {resumed:.1f}s after the broker answered again")
+        print(f"broker back: {len(second)} more produced in {produced:.1f}s; first of them "
+              f"enriched {first_out:.1f}s and {total - len(first)}/{len(second)} "
+              f"{resumed:.1f}s after the broker answered again")
 
         # 3. SIGTERM with no broker
         stop_node(1, state_dir=state_dir, kill=True)
