@@ -34,14 +34,15 @@ def stack() -> None:
 @click.option("--kafka-port", type=int, default=None,
               help="Port clients use on Kafka node 1 [default: a free one].")
 @click.option("--redis-port", type=int, default=None, help="Redis port [default: a free one].")
-@click.option("--brokers", type=click.IntRange(1, MAX_BROKERS), default=1, show_default=True,
-              help="Kafka nodes (combined broker+controller); 3 gives topics replication 3 "
-              "and min.insync.replicas 2.")
-@click.option("--secure", is_flag=True,
+@click.option("--brokers", type=click.IntRange(1, MAX_BROKERS), default=None,
+              help="Kafka nodes (combined broker+controller) [default: 1, or what runs]; 3 gives "
+              "topics replication 3 and min.insync.replicas 2.")
+@click.option("--secure", is_flag=True, default=None,
               help="Clients connect over SASL_SSL (SCRAM-SHA-512, a CA made for the stack) and "
               "Redis over TLS with an ACL user; the exports configure every client.")
 @_state_dir_option
-def up_command(kafka_port: int | None, redis_port: int | None, brokers: int, secure: bool,
+def up_command(kafka_port: int | None, redis_port: int | None, brokers: int | None,
+               secure: bool | None,
                state_dir: Path | None) -> None:
     """Start the stack (or find it running); print `export` lines for `eval`."""
     started = time.monotonic()

@@ -53,16 +53,20 @@ STOPPING = "stopping"  #: marker file: a down began; whatever runs from this dir
 
 def up(
     *, kafka_port: int | None = None, redis_port: int | None = None, state_dir: Path | None = None,
-    brokers: int = 1, secure: bool = False,
+    brokers: int | None = None, secure: bool | None = None,
 ) -> StackInfo:
-    """Start the local stack, or return the one already running from state_dir."""
+    """Start the local stack, or return the one already running from state_dir.
+
+    ``brokers`` and ``secure`` left as None accept whatever runs, and start one plain broker
+    when nothing does; given, a running stack of another shape is an error.
+    """
     return ensure_running(kafka_port=kafka_port, redis_port=redis_port, state_dir=state_dir,
                           brokers=brokers, secure=secure)[0]
 
 
 def ensure_running(
     *, kafka_port: int | None = None, redis_port: int | None = None, state_dir: Path | None = None,
-    brokers: int = 1, secure: bool = False,
+    brokers: int | None = None, secure: bool | None = None,
 ) -> tuple[StackInfo, bool]:
     """As up(), and whether this call started the stack (False when it was already running).
 
@@ -76,8 +80,8 @@ def ensure_running(
             wanted = (kafka_port, redis_port)
             have = (info.ports.secure or info.ports.kafka, info.ports.redis)
             shape = (info.ports.brokers, info.secure is not None)
-            if (any(w is not None and w != h for w, h in zip(wanted, have, strict=True))
-                    or shape != (brokers, secure)):
+            if (any(w is not None and w != h
+                    for w, h in zip((*wanted, brokers, secure), (*have, *shape), strict=True))):
                 raise StackError(
                     f"a stack already runs from {state_dir} with {shape[0]} broker(s)"
                     f"{', secure' if shape[1] else ''} on ports kafka={have[0]} redis={have[1]}; "
@@ -89,7 +93,7 @@ def ensure_running(
                      current.redis_alive)
             _stop_all(current.info)
         (state_dir / STOPPING).unlink(missing_ok=True)
-        return _start(state_dir, kafka_port, redis_port, brokers, secure), True
+        return _start(state_dir, kafka_port, redis_port, brokers or 1, bool(secure)), True
 
 
 def _start(state_dir: Path, kafka_port: int | None, redis_port: int | None, brokers: int,
