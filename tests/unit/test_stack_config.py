@@ -246,3 +246,19 @@ def test_a_secure_cluster_round_trips_and_exports_every_client_setting(tmp_path:
     assert env["TRACKFLOW_KAFKA__SECURITY__CA_FILE"] == str(tmp_path / "ca.pem")
     assert env["TRACKFLOW_KAFKA_SASL_PASSWORD"] == "pw-not-shown"
     assert original.kafka_pids == [(1, 10), (2, 12), (3, 13)]
+
+
+def test_a_broker_that_is_shutting_down_is_never_handed_out(tmp_path: Path) -> None:
+    from trackflow.streams.stack.lifecycle import STOPPING, _stopping
+
+    logs = tmp_path / "kafka" / "logs"
+    logs.mkdir(parents=True)
+    started = "[2026] INFO [KafkaRaftServer nodeId=1] Kafka Server started (kafka.server)\n"
+    (logs / "server.log").write_text(started)
+    assert not _stopping(info(tmp_path))
+    (logs / "server.log").write_text(
+        started + "[2026] INFO [BrokerServer id=1] Transition from STARTED to SHUTTING_DOWN\n")
+    assert _stopping(info(tmp_path)), "a broker past SHUTTING_DOWN must not be reused"
+    (logs / "server.log").write_text(started)
+    (tmp_path / STOPPING).touch()
+    assert _stopping(info(tmp_path)), "a stack whose down began must not be reused"
