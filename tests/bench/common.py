@@ -44,6 +44,7 @@ from tests.integration.harness import (  # noqa: E402
     sim_limits_toml,
     worker_rates_env,
 )
+from trackflow.providers.urls import mask_url  # noqa: E402
 
 #: Limits of the cache warm-up: the integration tests' scaled-up limits. Not higher: at a few
 #: thousand calls/s the gate's interval (1/rate) is below the event loop's wake-up jitter, and its
@@ -285,7 +286,7 @@ class Bench:
 
     def describe(self) -> str:
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-        return (f"Kafka {self.bootstrap}, Redis {self.redis_url} ({self.source}); "
+        return (f"Kafka {self.bootstrap}, Redis {mask_url(self.redis_url)} ({self.source}); "
                 f"{os.cpu_count()} CPUs, load average {load}")
 
     async def topics(self, partitions: int, *, raw: str | None = None) -> TopicNames:
