@@ -106,9 +106,10 @@ async def main(args: argparse.Namespace) -> None:
         first_out = time.monotonic() - back
         total = await wait_for_records(bootstrap, [topics.enriched], len(tracks), stall_s=90)
         resumed = time.monotonic() - back
-        print(f"broker back: {len(second)} more produced in {produced:.1f}s; first of them "
-              f"enriched {first_out:.1f}s and {total - len(first)}/{len(second)} "
-              f"{resumed:.1f}s after the broker answered again")
+        print(f"broker back: {len(second)} more produced in {produced:.1f}s; the first record "
+              f"out {first_out:.1f}s after the broker answered again, the enriched topic at "
+              f"{total} records ({len(tracks)} tracks; re-read uncommitted records are "
+              f"duplicates) after {resumed:.1f}s")
 
         # 3. SIGTERM with no broker
         stop_node(1, state_dir=state_dir, kill=True)
