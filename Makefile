@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-unit lint bench clean
+.PHONY: install demo test test-unit lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "trackflow needs Python 3.11 or newer")'
@@ -26,6 +26,12 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	$(PY) deploy/local/prerequisites.py
 	$(PY) -m pytest
+
+# The whole chaos suite: three brokers, three workers, 20,000 tracks, kills and a broker stop
+# (a compact version of it runs in `make test`).
+chaos: $(STAMP)
+	$(PY) deploy/local/prerequisites.py
+	TRACKFLOW_CHAOS_SCALE=full $(PY) -m pytest tests/chaos -m chaos -s
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

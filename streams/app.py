@@ -9,7 +9,8 @@ import faust
 
 from trackflow.agents.runner import Topics
 from trackflow.streams.faust_metrics import setup_faust_metrics
-from trackflow.streams.settings import Settings
+from trackflow.streams.kafka_security import client_security
+from trackflow.streams.settings import KafkaSettings, Settings
 
 
 def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
@@ -18,6 +19,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
     app = faust.App(
         name or k.consumer_group,
         broker=[f"kafka://{b.strip()}" for b in k.bootstrap_servers.split(",")],
+        broker_credentials=client_security(k.security).faust_credentials(),
         # We decode values ourselves: a bad record must reach the DLQ, not crash a codec.
         key_serializer="raw",
         value_serializer="raw",
@@ -63,7 +65,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
 
 
 def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
-                         bootstrap: str) -> None:
+                         kafka: KafkaSettings) -> None:
     """After every rebalance, re-read what is not committed on ``topics``.
 
     Our agents forget in-flight records on a rebalance (their new owner processes them again).
@@ -89,7 +91,7 @@ def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
     """The latest assignment's partitions of ``topics`` without a committed offset."""
 
     async def uncommitted(tps: list[Any]) -> list[Any]:
-        admin = await admin_client(bootstrap)
+        admin = await admin_client(kafka)
         try:
             committed = await admin.list_consumer_group_offsets(
                 consumer_group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps])

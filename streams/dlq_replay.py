@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from trackflow.streams.consume import assigned_consumer, decode_message
 from trackflow.streams.dlq_letters import DeadLetter, ledger_value, operator_replay_headers
 from trackflow.streams.kafka_io import start_consumer, start_producer
-from trackflow.streams.settings import Settings
+from trackflow.streams.settings import KafkaSettings, Settings
 from trackflow.streams.topics import (
     KafkaToolError,
     TopicMissing,
@@ -51,26 +51,26 @@ async def read_to_end(consumer: AIOKafkaConsumer) -> AsyncIterator[Any]:
         remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
 
 
-async def read_topic(bootstrap: str, topic: str, *, enriched_topic: str | None = None
+async def read_topic(kafka: KafkaSettings, topic: str, *, enriched_topic: str | None = None
                      ) -> list[DeadLetter]:
     """All dead letters of ``topic``; TopicMissing when it does not exist."""
-    consumer = await assigned_consumer(bootstrap, topic, from_beginning=True)
+    consumer = await assigned_consumer(kafka, topic, from_beginning=True)
     try:
         return [letter_of(m, enriched_topic=enriched_topic) async for m in read_to_end(consumer)]
     finally:
         await consumer.stop()
 
 
-async def read_ledger(bootstrap: str, ledger_topic: str) -> dict[str, dict[str, Any]]:
+async def read_ledger(kafka: KafkaSettings, ledger_topic: str) -> dict[str, dict[str, Any]]:
     """Dead-letter ref -> its last replay record; empty when the ledger does not exist yet."""
-    consumer = await start_consumer(bootstrap)
+    consumer = await start_consumer(kafka)
     try:
         # topics() asks the broker now: the metadata fetched at start may predate the ledger.
         if ledger_topic not in await consumer.topics():
             return {}
     finally:
         await consumer.stop()
-    consumer = await assigned_consumer(bootstrap, ledger_topic, from_beginning=True)
+    consumer = await assigned_consumer(kafka, ledger_topic, from_beginning=True)
     ledger: dict[str, dict[str, Any]] = {}
     try:
         async for msg in read_to_end(consumer):
@@ -92,7 +92,7 @@ async def read_ledger(bootstrap: str, ledger_topic: str) -> dict[str, dict[str, 
 async def prepare_replay(settings: Settings) -> None:
     """Check the raw topic exists and have topics.py create the replay ledger when missing."""
     kafka = settings.kafka
-    admin = await admin_client(kafka.bootstrap_servers)
+    admin = await admin_client(kafka)
     try:
         if kafka.raw_topic not in set(await admin.list_topics()):
             raise TopicMissing(kafka.raw_topic)
@@ -109,7 +109,7 @@ async def publish_replays(settings: Settings, letters: Sequence[DeadLetter], led
                           *, by: str, on_sent: Callable[[], None] = lambda: None) -> int:
     """Republish ``letters`` to the raw topic, then record each acknowledged one in the ledger.
     ``on_sent`` is called once per letter handed to the producer (a progress bar)."""
-    producer = await start_producer(settings.kafka.bootstrap_servers)
+    producer = await start_producer(settings.kafka)
     sent: list[tuple[DeadLetter, asyncio.Future[Any]]] = []
     try:
         for letter in letters:

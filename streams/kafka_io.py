@@ -1,8 +1,8 @@
 """Small aiokafka helpers shared by the client API and the command-line tools.
 
 :func:`connection_options` is the one place that turns the ``[kafka]`` settings into aiokafka
-connection arguments: every producer, consumer and admin client of the client API and the CLI
-gets its connection from there, so transport security (SASL, TLS) is added in one place.
+connection arguments (address, TLS and SASL, through :mod:`streams.kafka_security`): every
+producer, consumer and admin client of the client API and the CLI gets its connection from there.
 """
 
 from __future__ import annotations
@@ -12,21 +12,26 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from trackflow.streams.kafka_security import aiokafka_client_kwargs
 from trackflow.streams.settings import KafkaSettings
-from trackflow.streams.topics import KafkaUnavailable
+from trackflow.streams.topics import unavailable
 
 Kafka = KafkaSettings | str
 """The Kafka settings section, or a bare bootstrap list (``host:port,...``) for plaintext."""
 
 
+def kafka_settings(kafka: Kafka) -> KafkaSettings:
+    """The settings section for ``kafka``; a bare bootstrap list means plaintext."""
+    return KafkaSettings(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+
+
 def connection_options(kafka: Kafka) -> dict[str, Any]:
     """aiokafka keyword arguments that say where Kafka is and how to connect to it."""
-    bootstrap = kafka if isinstance(kafka, str) else kafka.bootstrap_servers
-    return {"bootstrap_servers": bootstrap}
+    return aiokafka_client_kwargs(kafka_settings(kafka))
 
 
 def bootstrap_of(kafka: Kafka) -> str:
-    return kafka if isinstance(kafka, str) else kafka.bootstrap_servers
+    return kafka_settings(kafka).bootstrap_servers
 
 
 async def start_producer(kafka: Kafka, **kwargs: Any) -> AIOKafkaProducer:
@@ -38,7 +43,7 @@ async def start_producer(kafka: Kafka, **kwargs: Any) -> AIOKafkaProducer:
         await producer.start()
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await producer.stop()
-        raise KafkaUnavailable(bootstrap_of(kafka), exc) from None
+        raise await unavailable(kafka_settings(kafka), exc) from None
     return producer
 
 
@@ -50,5 +55,5 @@ async def start_consumer(kafka: Kafka, **kwargs: Any) -> AIOKafkaConsumer:
         await consumer.start()
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await consumer.stop()
-        raise KafkaUnavailable(bootstrap_of(kafka), exc) from None
+        raise await unavailable(kafka_settings(kafka), exc) from None
     return consumer

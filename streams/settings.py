@@ -33,18 +33,68 @@ from trackflow.providers.settings import (
 from trackflow.providers.specs import PROVIDER_NAMES, SPECS
 
 # The sections defined in the layers that read them, importable from here with the rest.
-__all__ = ["BreakerSettings", "CacheSettings", "DlqSettings", "FieldRule", "KafkaSettings",
+__all__ = ["BreakerSettings", "CacheSettings", "DlqSettings", "FieldRule", "KafkaSecurity",
+           "KafkaSettings",
            "ProviderSettings", "Settings", "WaterfallSettings", "WorkerSettings", "load_settings"]
 
 ENV_PREFIX = "TRACKFLOW_"
+
+
+class KafkaSecurity(Section):
+    """How every Kafka client authenticates and encrypts (``[kafka.security]``).
+
+    The SASL username and password are not settings: they come from the environment only
+    (``TRACKFLOW_KAFKA_SASL_USERNAME`` / ``TRACKFLOW_KAFKA_SASL_PASSWORD``, read by
+    ``streams.kafka_security``), like the provider credentials.
+    """
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """The Kafka ``security.protocol``."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """The Kafka ``sasl.mechanism``, used by the SASL_ protocols."""
+    ca_file: Path | None = None
+    """PEM file of the CA(s) that signed the brokers' certificates; unset: the system's CAs."""
+    cert_file: Path | None = None
+    """PEM client certificate for mutual TLS (with ``key_file``)."""
+    key_file: Path | None = None
+    """PEM private key of ``cert_file``."""
+    check_hostname: bool = True
+    """Verify that a broker's certificate names the host connected to."""
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        tls_files = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n)]
+        if tls_files and not self.uses_tls:
+            raise ValueError(f"{', '.join(tls_files)} set, but protocol {self.protocol} does not "
+                             "use TLS (use SSL or SASL_SSL)")
+        for name in tls_files:
+            path: Path = getattr(self, name)
+            if not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        return self
 
 
 class KafkaSettings(Section):
     """Where Kafka is and how our topics look."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    security: KafkaSecurity = KafkaSecurity()
     partitions: int = Field(8, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=7)
+    """Replicas of every topic trackflow creates; ``trackflow stack up --brokers 3`` sets 3."""
+    min_insync_replicas: int | None = Field(None, ge=1, le=7)
+    """``min.insync.replicas`` of the topics created; unset: 2 with 3 replicas or more (an
+    acks=all write survives one broker down), else 1."""
     raw_topic: str = "tracks.raw"
     enriched_topic: str = "tracks.enriched"
     dlq_topic: str = "tracks.dlq"
@@ -61,6 +111,25 @@ class KafkaSettings(Section):
     to fit, and its headers say so (``agents.deadletter``)."""
     session_timeout_s: float = Field(30.0, ge=6, le=300)
     """How long the group waits for a silent worker before moving its partitions."""
+    retry_backoff_ms: int = Field(500, ge=10, le=60_000)
+    """The Kafka clients' pause before retrying a failed request or connection (aiokafka's
+    ``retry_backoff_ms``, 100 by default). With the broker gone every retry fails, so this sets
+    how hard a worker hammers a dead address, and how much it logs and burns meanwhile."""
+
+    @property
+    def min_isr(self) -> int:
+        """The ``min.insync.replicas`` topics get."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return 2 if self.replication_factor >= 3 else 1
+
+    @model_validator(mode="after")
+    def _isr_fits(self) -> KafkaSettings:
+        if self.min_isr > self.replication_factor:
+            raise ValueError(f"min_insync_replicas {self.min_isr} is more than "
+                             f"replication_factor {self.replication_factor}: no write could "
+                             "ever succeed")
+        return self
 
     @property
     def refresh_topic(self) -> str:
@@ -83,6 +152,13 @@ class WorkerSettings(Section):
     agents: list[Literal["enrich", "reprocess", "refresh"]] = ["enrich", "reprocess", "refresh"]
     """Agents this worker runs: enrichment of tracks.raw, reprocessing of tracks.dlq, refresh
     of partial records (tracks.enriched.refresh)."""
+    stop_grace_s: float = Field(25.0, gt=0, le=600)
+    """After SIGTERM or SIGINT, how long the clean stop may take before the process exits
+    anyway (with no broker it would wait on commits that cannot succeed). Below the 30 s a
+    process manager usually grants; nothing is lost, unfinished records are read again."""
+    kafka_log_interval_s: float = Field(60.0, ge=1, le=3600)
+    """During a broker outage, each kind of Kafka client warning is logged once per interval,
+    and one summary line per interval counts the rest (``streams.kafka_logs``)."""
     crash_grace_s: float = Field(30.0, gt=0, le=600)
     """After a fatal error, how long the worker may take to stop cleanly before it exits
     anyway: a crashed worker must never linger without consuming."""
@@ -95,7 +171,9 @@ class Settings(Section):
 
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    """May hold an ACL password (``rediss://user:password@host:port/0?ssl_ca_certs=ca.pem``):
+    kept out of reprs, and shown through ``providers.urls.mask_url``."""
     providers: dict[str, ProviderSettings] = Field(default_factory=default_providers)
     waterfall: WaterfallSettings = WaterfallSettings()
     cache: CacheSettings = CacheSettings()

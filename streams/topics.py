@@ -11,12 +11,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from trackflow.agents.runner import TABLES
 from trackflow.providers.errors import ConfigError
+from trackflow.streams.kafka_probe import security_problem
+from trackflow.streams.kafka_security import aiokafka_client_kwargs
 from trackflow.streams.settings import KafkaSettings
 
 log = logging.getLogger("trackflow.streams.topics")
@@ -33,12 +36,18 @@ class KafkaToolError(RuntimeError):
 
 
 class KafkaUnavailable(KafkaToolError):
-    """Kafka did not answer at the configured address."""
+    """Kafka did not answer at the configured address, or refused our credentials."""
 
-    def __init__(self, bootstrap: str, cause: BaseException) -> None:
-        super().__init__(
-            f"cannot reach Kafka at {bootstrap} ({type(cause).__name__}): {UNREACHABLE_HINT}"
-        )
+    def __init__(self, bootstrap: str, cause: BaseException, hint: str = UNREACHABLE_HINT
+                 ) -> None:
+        super().__init__(f"cannot reach Kafka at {bootstrap} ({type(cause).__name__}): {hint}")
+
+
+async def unavailable(kafka: KafkaSettings, cause: BaseException) -> KafkaUnavailable:
+    """The error for a client that could not start, naming the setting to fix when it was
+    the security (a wrong password, an unknown CA) rather than the address."""
+    problem = await security_problem(kafka)
+    return KafkaUnavailable(kafka.bootstrap_servers, cause, problem or UNREACHABLE_HINT)
 
 
 class TopicMissing(KafkaToolError):
@@ -70,7 +79,8 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     p = kafka.partitions
     # Every topic takes what the worker publishes at most, so that a dead letter cut to
     # kafka.max_message_bytes always fits (the broker's default is a few bytes over 1 MiB).
-    size = {"max.message.bytes": str(kafka.max_message_bytes)}
+    size = {"max.message.bytes": str(kafka.max_message_bytes),
+            "min.insync.replicas": str(kafka.min_isr)}
     return [
         TopicSpec(kafka.raw_topic, p, size),
         # Compacted: the latest, most complete version of a track wins.
@@ -82,7 +92,8 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         # Faust would create these itself, but a consumer that subscribes before the creation
         # is visible ignores them until its next metadata refresh (minutes), and the first
         # table write then fails with PartitionsMismatch. Creating them first avoids the race.
-        *(TopicSpec(changelog_topic(kafka.consumer_group, t), p, {"cleanup.policy": "compact"})
+        *(TopicSpec(changelog_topic(kafka.consumer_group, t), p,
+                    {"cleanup.policy": "compact", "min.insync.replicas": str(kafka.min_isr)})
           for t in TABLES),
     ]
 
@@ -102,20 +113,20 @@ def replay_ledger_spec(kafka: KafkaSettings) -> TopicSpec:
     return TopicSpec(replay_ledger_topic(kafka), 1, {"cleanup.policy": "compact"})
 
 
-async def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
+async def admin_client(kafka: KafkaSettings) -> AIOKafkaAdminClient:
     """A started admin client, or KafkaUnavailable with a hint."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**aiokafka_client_kwargs(kafka), request_timeout_ms=10_000)
     try:
         await admin.start()
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await admin.close()
-        raise KafkaUnavailable(bootstrap, exc) from None
+        raise await unavailable(kafka, exc) from None
     return admin
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> set[int]:
+async def topic_partitions(kafka: KafkaSettings, topic: str) -> set[int]:
     """The partition ids of ``topic`` as the broker knows them now; empty when it does not exist."""
-    admin = await admin_client(bootstrap)
+    admin = await admin_client(kafka)
     try:
         described = await admin.describe_topics([topic])
     finally:
@@ -142,7 +153,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], partit
 
 async def ensure_topics(kafka: KafkaSettings) -> list[str]:
     """Create missing topics; return the names created. Refuses topics with fewer partitions."""
-    admin = await admin_client(kafka.bootstrap_servers)
+    admin = await admin_client(kafka)
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())
@@ -164,23 +175,46 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
             await _wait_for_leaders(admin, created, kafka.partitions)
         described = await admin.describe_topics([s.name for s in specs if s.name in existing])
         for topic in described:
-            have = len(topic.get("partitions", []))
-            if have and have < kafka.partitions:
-                raise ConfigError(
-                    "kafka.partitions",
-                    f"topic {topic['topic']} has {have} partitions, fewer than the configured "
-                    f"{kafka.partitions}; add partitions with kafka-topics --alter or lower "
-                    "TRACKFLOW_KAFKA__PARTITIONS",
-                )
+            check_layout(topic, kafka)
     finally:
         await admin.close()
     return created
 
 
+def check_layout(topic: dict[str, Any], kafka: KafkaSettings) -> None:
+    """ConfigError naming the topic and the fix when an existing topic's partition count or
+    replication differs from the settings: the tables' changelogs must match the sources
+    partition for partition, and a topic with fewer replicas than asked for is not as durable
+    as the operator believes."""
+    name, partitions = topic["topic"], topic.get("partitions", [])
+    have = len(partitions)
+    if not have:
+        return
+    if have < kafka.partitions:
+        raise ConfigError(
+            "kafka.partitions",
+            f"topic {name} has {have} partitions, fewer than the configured {kafka.partitions}; "
+            f"add partitions with `kafka-topics --alter --topic {name} --partitions "
+            f"{kafka.partitions}` or set TRACKFLOW_KAFKA__PARTITIONS={have}")
+    if have > kafka.partitions:
+        raise ConfigError(
+            "kafka.partitions",
+            f"topic {name} has {have} partitions, more than the configured {kafka.partitions} "
+            f"(partitions cannot be removed); set TRACKFLOW_KAFKA__PARTITIONS={have}")
+    replicas = {len(p.get("replicas", [])) for p in partitions}
+    if replicas != {kafka.replication_factor}:
+        shown = ",".join(str(r) for r in sorted(replicas))
+        raise ConfigError(
+            "kafka.replication_factor",
+            f"topic {name} has replication factor {shown}, not the configured "
+            f"{kafka.replication_factor}; change it with kafka-reassign-partitions, or set "
+            f"TRACKFLOW_KAFKA__REPLICATION_FACTOR={shown} to accept it")
+
+
 async def ensure_replay_ledger(kafka: KafkaSettings) -> bool:
     """Create the replay ledger topic when missing; True when this call created it."""
     spec = replay_ledger_spec(kafka)
-    admin = await admin_client(kafka.bootstrap_servers)
+    admin = await admin_client(kafka)
     try:
         if spec.name in set(await admin.list_topics()):
             return False

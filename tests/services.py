@@ -91,7 +91,9 @@ def resolve_services(*, state_dir: Path | None = None) -> tuple[Services, bool]:
     if docker_available():
         services, started = _containers(), True
     else:
-        info, started = ensure_running(state_dir=state_dir)
+        # A plaintext stack: the suite's own clients take their security from the environment,
+        # which `eval "$(trackflow stack up --secure)"` sets (and then the env branch applies).
+        info, started = ensure_running(state_dir=state_dir, secure=False)
 
         def stop() -> None:
             down(state_dir=info.state_dir)

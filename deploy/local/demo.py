@@ -34,6 +34,8 @@ from trackflow.providers.simulator.generate import generate_catalog
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, decode, encode
 from trackflow.streams.ingest import stable_track_id
 from trackflow.streams.kafka_io import start_producer
+from trackflow.streams.kafka_security import aiokafka_client_kwargs
+from trackflow.streams.settings import KafkaSettings, load_settings
 from trackflow.streams.stack import StackInfo, down, ensure_running
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,8 +135,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def end_offsets(kafka: KafkaSettings, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**aiokafka_client_kwargs(kafka))
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()  # the worker just created the topics
@@ -146,10 +148,10 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
         await consumer.stop()
 
 
-async def read_from(bootstrap: str, start_at: dict[TopicPartition, int], keys: set[bytes],
+async def read_from(kafka: KafkaSettings, start_at: dict[TopicPartition, int], keys: set[bytes],
                     wait_s: float) -> tuple[list[Any], list[Any]]:
     """Records after ``start_at`` until every key is enriched or dead-lettered."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**aiokafka_client_kwargs(kafka))
     await consumer.start()
     enriched: list[Any] = []
     dead: list[Any] = []
@@ -260,10 +262,11 @@ async def main() -> int:
         procs.append(worker)
         if not await wait_ready(web_port, worker, workdir):
             return 1
-        start_at = await end_offsets(bootstrap,
+        kafka = load_settings(env=env).kafka
+        start_at = await end_offsets(kafka,
                                      ["tracks.enriched", "tracks.dlq"])
         records, invalid = sample(random.Random(1))
-        producer = await start_producer(bootstrap)
+        producer = await start_producer(kafka)
         try:
             for rec_key, rec_value, rec_headers in records:
                 await producer.send("tracks.raw", value=rec_value, key=rec_key, headers=rec_headers)
@@ -274,7 +277,7 @@ async def main() -> int:
         console.print(f"[bold]produced[/] {len(records)} records to tracks.raw "
                       f"({invalid} of them invalid on purpose); enriching...")
         keys = {k for k, _, _ in records if k is not None}
-        enriched, dead = await read_from(bootstrap, start_at, keys, 180)
+        enriched, dead = await read_from(kafka, start_at, keys, 180)
         elapsed = time.monotonic() - began
         async with httpx.AsyncClient(timeout=5) as client:
             metrics_text = (await client.get(f"http://127.0.0.1:{web_port}/metrics")).text

@@ -63,6 +63,7 @@ def main() -> int:
             ensure_command("mvn", "maven",
                            "`sudo apt-get install -y maven` or see maven.apache.org")
             find_redis_server()
+            ensure_command("openssl", "openssl", "`sudo apt-get install -y openssl`")
         ensure_promtool()
         ensure_helm()
     except StackError as exc:

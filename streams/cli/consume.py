@@ -79,7 +79,7 @@ def consume(topic: str | None, from_beginning: bool, group_id: str | None, lates
 
     try:
         rows = asyncio.run(run())
-    except KafkaToolError as exc:
+    except (KafkaToolError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         return

@@ -65,7 +65,7 @@ def _settings(config_path: str | None) -> Settings:
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
-    except KafkaToolError as exc:
+    except (KafkaToolError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -139,7 +139,7 @@ def stats(topic: str | None, fmt: str, config_path: str | None) -> None:
     """Count dead letters by stage, provider, error class, reason, retryable and age."""
     settings = _settings(config_path)
     name = topic or settings.kafka.dlq_topic
-    letters = _run(read_topic(settings.kafka.bootstrap_servers, name))
+    letters = _run(read_topic(settings.kafka, name))
     counts = tally(letters, now_ms=_now_ms())
     if fmt == "json":
         click.echo(json.dumps({"topic": name, "total": len(letters),
@@ -195,7 +195,7 @@ def show(topic: str | None, flt: LetterFilter, limit: int, fmt: str,
     """Print dead letters with their headers, decoded where decodable."""
     settings = _settings(config_path)
     name = topic or settings.kafka.dlq_topic
-    letters = _run(read_topic(settings.kafka.bootstrap_servers, name,
+    letters = _run(read_topic(settings.kafka, name,
                               enriched_topic=settings.kafka.enriched_topic))
     found = [d for d in letters if matches(d, flt)]
     if not found:
@@ -233,13 +233,13 @@ def replay(topic: str | None, flt: LetterFilter, dry_run: bool, force: bool, yes
     kafka = settings.kafka
     name = topic or kafka.dlq_topic
     ledger_topic = replay_ledger_topic(kafka)
-    letters = _run(read_topic(kafka.bootstrap_servers, name,
+    letters = _run(read_topic(kafka, name,
                               enriched_topic=kafka.enriched_topic))
     found = [d for d in letters if matches(d, flt)]
     if not found:
         _no_match(flt, name, len(letters))
         return
-    ledger = _run(read_ledger(kafka.bootstrap_servers, ledger_topic))
+    ledger = _run(read_ledger(kafka, ledger_topic))
     todo, done = split_replayed(found, ledger, force=force)
     for letter in done[:SKIPPED_SHOWN]:
         entry = ledger[letter.ref]

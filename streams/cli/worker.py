@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import click
-import faust
 
 from trackflow.providers.errors import ConfigError
+from trackflow.streams.faust_worker import TrackflowWorker
+from trackflow.streams.kafka_logs import OutageLogFilter
 from trackflow.streams.settings import load_settings
 from trackflow.streams.topics import KafkaUnavailable, ensure_topics
 from trackflow.streams.worker import build_worker_app
@@ -39,4 +40,11 @@ def worker(config_path: str | None, web_port: int | None, loglevel: str | None) 
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     level = loglevel or settings.worker.log_level
-    faust.Worker(app, loglevel=level).execute_from_commandline()
+    log_filter = OutageLogFilter(settings.worker.kafka_log_interval_s)
+
+    @app.timer(min(10.0, settings.worker.kafka_log_interval_s))  # type: ignore[untyped-decorator]
+    async def summarise_kafka_logs() -> None:
+        log_filter.flush()
+
+    TrackflowWorker(app, loglevel=level, log_filter=log_filter,
+                    stop_grace_s=settings.worker.stop_grace_s).execute_from_commandline()

@@ -26,7 +26,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from trackflow.schemas.codec import DecodeError
 from trackflow.streams.client.records import EnrichedTrack
-from trackflow.streams.kafka_io import Kafka, bootstrap_of, start_consumer
+from trackflow.streams.kafka_io import Kafka, kafka_settings, start_consumer
 from trackflow.streams.topics import TopicMissing, topic_partitions
 
 log = logging.getLogger("trackflow.streams.client")
@@ -229,7 +229,7 @@ async def _partitions(consumer: AIOKafkaConsumer, kafka: Kafka, topic: str) -> s
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         # The metadata fetched at start may predate the topic: ask the broker now.
-        partitions = await topic_partitions(bootstrap_of(kafka), topic)
+        partitions = await topic_partitions(kafka_settings(kafka), topic)
     return set(partitions or ())
 
 

@@ -20,7 +20,14 @@ from trackflow.streams.stack.config import (
     StackStatus,
     default_state_dir,
 )
-from trackflow.streams.stack.lifecycle import down, ensure_running, status, up
+from trackflow.streams.stack.lifecycle import (
+    down,
+    ensure_running,
+    start_node,
+    status,
+    stop_node,
+    up,
+)
 
 __all__ = [
     "Ports",
@@ -30,6 +37,8 @@ __all__ = [
     "default_state_dir",
     "down",
     "ensure_running",
+    "start_node",
     "status",
+    "stop_node",
     "up",
 ]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from trackflow.streams.stack.config import StackError
+from trackflow.providers.urls import mask_url
+from trackflow.streams.stack.config import MAX_BROKERS, StackError
 from trackflow.streams.stack.lifecycle import down, status, up
 
 _state_dir_option = click.option(
@@ -24,20 +25,30 @@ _state_dir_option = click.option(
 
 @click.group()
 def stack() -> None:
-    """Run a real single-node Kafka and Redis locally, without Docker."""
+    """Run a real Kafka (one node or a cluster) and Redis locally, without Docker."""
     # Progress goes to stderr: stdout of `stack up` is only `export` lines for eval.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 
 
 @stack.command("up")
-@click.option("--kafka-port", type=int, default=None, help="Kafka port [default: a free one].")
+@click.option("--kafka-port", type=int, default=None,
+              help="Port clients use on Kafka node 1 [default: a free one].")
 @click.option("--redis-port", type=int, default=None, help="Redis port [default: a free one].")
+@click.option("--brokers", type=click.IntRange(1, MAX_BROKERS), default=None,
+              help="Kafka nodes (combined broker+controller) [default: 1, or what runs]; 3 gives "
+              "topics replication 3 and min.insync.replicas 2.")
+@click.option("--secure", is_flag=True, default=None,
+              help="Clients connect over SASL_SSL (SCRAM-SHA-512, a CA made for the stack) and "
+              "Redis over TLS with an ACL user; the exports configure every client.")
 @_state_dir_option
-def up_command(kafka_port: int | None, redis_port: int | None, state_dir: Path | None) -> None:
+def up_command(kafka_port: int | None, redis_port: int | None, brokers: int | None,
+               secure: bool | None,
+               state_dir: Path | None) -> None:
     """Start the stack (or find it running); print `export` lines for `eval`."""
     started = time.monotonic()
     try:
-        info = up(kafka_port=kafka_port, redis_port=redis_port, state_dir=state_dir)
+        info = up(kafka_port=kafka_port, redis_port=redis_port, state_dir=state_dir,
+                  brokers=brokers, secure=secure)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -56,18 +67,17 @@ def status_command(state_dir: Path | None) -> None:
         click.echo("stopped (no stack recorded)")
         raise SystemExit(1)
     info = current.info
+    pids = ",".join(str(pid) for _, pid in info.kafka_pids)
     for name, alive, answering, where, pid in (
-        (
-            "kafka",
-            current.kafka_alive,
-            current.kafka_answering,
-            info.bootstrap_servers,
-            info.kafka_pid,
-        ),
-        ("redis", current.redis_alive, current.redis_answering, info.redis_url, info.redis_pid),
+        ("kafka", current.kafka_alive, current.kafka_answering, info.bootstrap_servers, pids),
+        ("redis", current.redis_alive, current.redis_answering, mask_url(info.redis_url),
+         str(info.redis_pid)),
     ):
         state = "answering" if answering else "not answering" if alive else "stopped"
         click.echo(f"{name}: {state} at {where} (pid {pid})")
+    if info.secure is not None:
+        click.echo(f"secure: SASL_SSL {info.secure.mechanism} user {info.secure.username}, "
+                   f"CA {info.secure.ca_file}")
     click.echo(f"state: {info.state_dir}")
     raise SystemExit(0 if current.running else 1)
 

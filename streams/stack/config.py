@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
@@ -22,7 +22,12 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 STATE_FILE = "stack.json"
 JARS_MARKER = ".fetched.json"
-OWNED = frozenset({STATE_FILE, ".lock", "kafka", "redis"})  #: what a state dir may hold
+MAX_BROKERS = 5
+#: what a state dir may hold: node 1 in kafka/, node n in kafka-<n>/, the stack's CA in tls/
+OWNED = frozenset({STATE_FILE, ".lock", "kafka", "redis", "tls",
+                   *(f"kafka-{n}" for n in range(2, MAX_BROKERS + 1))})
+SASL_MECHANISM = "SCRAM-SHA-512"
+SASL_USER = "trackflow"
 # streams/stack/config.py -> the repository root is three folders up.
 POM = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pom.xml"
 
@@ -34,12 +39,43 @@ class StackError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class NodePorts:
+    """Loopback ports of one Kafka node."""
+
+    node_id: int
+    kafka: int  #: its PLAINTEXT listener (clients of a plain stack, and broker to broker)
+    controller: int  #: its KRaft CONTROLLER listener
+    secure: int = 0  #: its SASL_SSL listener; 0 in a plain stack
+
+
+@dataclass(frozen=True)
 class Ports:
     """Loopback ports of one stack."""
 
-    kafka: int  #: the PLAINTEXT listener clients use
-    controller: int  #: the KRaft CONTROLLER listener, internal to the broker
-    redis: int
+    kafka: int  #: node 1's PLAINTEXT listener
+    controller: int  #: node 1's KRaft CONTROLLER listener
+    redis: int  #: Redis (its TLS port in a secure stack)
+    secure: int = 0  #: node 1's SASL_SSL listener; 0 in a plain stack
+    more: tuple[tuple[int, int, int], ...] = ()
+    """(kafka, controller, secure) of nodes 2, 3, …"""
+
+    def nodes(self) -> list[NodePorts]:
+        first = NodePorts(1, self.kafka, self.controller, self.secure)
+        return [first, *(NodePorts(n, *p) for n, p in enumerate(self.more, start=2))]
+
+    @property
+    def brokers(self) -> int:
+        return 1 + len(self.more)
+
+
+@dataclass(frozen=True)
+class SecureInfo:
+    """What clients of a secure stack need: the CA and the SCRAM login."""
+
+    ca_file: Path  #: PEM CA that signed the brokers' and Redis' certificates
+    username: str
+    password: str = field(repr=False)
+    mechanism: str = SASL_MECHANISM
 
 
 @dataclass(frozen=True)
@@ -47,32 +83,66 @@ class StackInfo:
     """A running local stack: where it answers and which processes it is."""
 
     bootstrap_servers: str  #: Kafka bootstrap address, ``127.0.0.1:<port>``
-    redis_url: str  #: ``redis://127.0.0.1:<port>/0``
+    redis_url: str = field(repr=False)  #: ``redis://127.0.0.1:<port>/0``; may hold a password
     state_dir: Path  #: the directory that owns config, data, logs and pid files
     ports: Ports
-    kafka_pid: int
+    kafka_pid: int  #: node 1
     redis_pid: int
+    more_kafka_pids: tuple[int, ...] = ()  #: nodes 2, 3, …
+    secure: SecureInfo | None = None  #: set when the stack was started with --secure
+
+    @property
+    def kafka_pids(self) -> list[tuple[int, int]]:
+        """(node id, pid) of every broker."""
+        return [(1, self.kafka_pid),
+                *((n, pid) for n, pid in enumerate(self.more_kafka_pids, start=2))]
+
+    @property
+    def plaintext_bootstrap(self) -> str:
+        """The PLAINTEXT listeners (the stack's own probes use them, also in a secure stack)."""
+        return ",".join(f"{LOOPBACK}:{n.kafka}" for n in self.ports.nodes())
 
     def env(self) -> dict[str, str]:
-        """The environment variables the app and the tests read."""
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "REDIS_URL": self.redis_url}
+        """The environment variables the app, the tests and any other client read."""
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "REDIS_URL": self.redis_url}
+        if self.ports.brokers >= 3:
+            env["TRACKFLOW_KAFKA__REPLICATION_FACTOR"] = "3"
+        if self.secure is not None:
+            sec = "TRACKFLOW_KAFKA__SECURITY__"
+            env.update({
+                f"{sec}PROTOCOL": "SASL_SSL",
+                f"{sec}SASL_MECHANISM": self.secure.mechanism,
+                f"{sec}CA_FILE": str(self.secure.ca_file),
+                "TRACKFLOW_KAFKA_SASL_USERNAME": self.secure.username,
+                "TRACKFLOW_KAFKA_SASL_PASSWORD": self.secure.password,
+            })
+        return env
 
     def to_json(self) -> str:
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
+        if self.secure is not None:
+            data["secure"]["ca_file"] = str(self.secure.ca_file)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> StackInfo:
         try:
             data = json.loads(text)
+            ports = dict(data["ports"])
+            more = tuple(tuple(int(p) for p in node) for node in ports.pop("more", ()))
+            secure = data.get("secure")
             return cls(
                 bootstrap_servers=str(data["bootstrap_servers"]),
                 redis_url=str(data["redis_url"]),
                 state_dir=Path(data["state_dir"]),
-                ports=Ports(**{k: int(v) for k, v in data["ports"].items()}),
+                ports=Ports(**{k: int(v) for k, v in ports.items()}, more=more),  # type: ignore[arg-type]
                 kafka_pid=int(data["kafka_pid"]),
                 redis_pid=int(data["redis_pid"]),
+                more_kafka_pids=tuple(int(p) for p in data.get("more_kafka_pids", ())),
+                secure=None if secure is None else SecureInfo(
+                    Path(secure["ca_file"]), str(secure["username"]), str(secure["password"]),
+                    str(secure.get("mechanism", SASL_MECHANISM))),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StackError(f"unreadable stack state: {exc!r}") from exc
@@ -113,8 +183,15 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def choose_ports(kafka_port: int | None = None, redis_port: int | None = None) -> Ports:
-    """Use the given ports (which must be free) and pick free loopback ports for the rest."""
+def choose_ports(kafka_port: int | None = None, redis_port: int | None = None, *,
+                 brokers: int = 1, secure: bool = False) -> Ports:
+    """Use the given ports (which must be free) and pick free loopback ports for the rest.
+
+    ``kafka_port`` is the port clients connect to: node 1's SASL_SSL listener in a secure stack,
+    its PLAINTEXT listener otherwise.
+    """
+    if not 1 <= brokers <= MAX_BROKERS:
+        raise StackError(f"--brokers must be between 1 and {MAX_BROKERS}, got {brokers}")
     for name, port in (("kafka", kafka_port), ("redis", redis_port)):
         if port is not None and not port_is_free(port):
             raise StackError(
@@ -136,10 +213,13 @@ def choose_ports(kafka_port: int | None = None, redis_port: int | None = None) -
                     taken.add(port)
                     return port
 
+        client = kafka_port if kafka_port is not None else free()
         return Ports(
-            kafka=kafka_port if kafka_port is not None else free(),
+            kafka=free() if secure else client,
             controller=free(),
             redis=redis_port if redis_port is not None else free(),
+            secure=client if secure else 0,
+            more=tuple((free(), free(), free() if secure else 0) for _ in range(brokers - 1)),
         )
 
 
@@ -148,32 +228,47 @@ def _prop(value: object) -> str:
     return text.replace("\\", "\\\\")  # java.util.Properties reads a backslash as an escape
 
 
-def render_server_properties(ports: Ports, data_dir: Path) -> str:
-    """server.properties of a combined broker+controller KRaft node on loopback."""
+def render_server_properties(ports: Ports, data_dir: Path, node_id: int = 1,
+                             keystore: Path | None = None) -> str:
+    """server.properties of one combined broker+controller KRaft node on loopback.
+
+    With ``keystore`` (a PEM file holding the node's key and certificate chain) the node also
+    listens for SASL_SSL clients with SCRAM logins; brokers and controllers talk PLAINTEXT to
+    each other on loopback.
+    """
+    node = ports.nodes()[node_id - 1]
+    replicas = min(3, ports.brokers)  # 3 when the cluster has three brokers or more
+    min_isr = 2 if replicas >= 3 else 1
+    listeners = [f"PLAINTEXT://{LOOPBACK}:{node.kafka}"]
+    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+    if keystore is not None:
+        listeners.append(f"SASL_SSL://{LOOPBACK}:{node.secure}")
+        protocols.append("SASL_SSL:SASL_SSL")
     settings: dict[str, object] = {
         "process.roles": "broker,controller",
-        "node.id": 1,
+        "node.id": node_id,
         # A static voter set (not --standalone's dynamic quorum) so a restart on other ports
         # still finds its controller: the voters come from this file, not from the metadata log.
-        "controller.quorum.voters": f"1@{LOOPBACK}:{ports.controller}",
-        "listeners": f"PLAINTEXT://{LOOPBACK}:{ports.kafka},CONTROLLER://{LOOPBACK}:{ports.controller}",
-        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{ports.kafka}",
+        "controller.quorum.voters": ",".join(
+            f"{n.node_id}@{LOOPBACK}:{n.controller}" for n in ports.nodes()),
+        "listeners": ",".join([*listeners, f"CONTROLLER://{LOOPBACK}:{node.controller}"]),
+        "advertised.listeners": ",".join(listeners),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(protocols),
         "log.dirs": data_dir,
         # The app declares its topics; a typo must fail instead of creating a topic.
         "auto.create.topics.enable": False,
         "num.partitions": 1,
-        "default.replication.factor": 1,
-        "min.insync.replicas": 1,
-        "offsets.topic.replication.factor": 1,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": 10,  # the default 50 slows the first group join
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": 10,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": 0,  # tests and demos should not wait 3 s per join
         # A dev box: small segments, one day or 256 MiB per partition, a small cleaner buffer.
         "log.segment.bytes": 16 * 1024 * 1024,
@@ -182,6 +277,15 @@ def render_server_properties(ports: Ports, data_dir: Path) -> str:
         "log.retention.check.interval.ms": 60_000,
         "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
     }
+    if keystore is not None:
+        settings.update({
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": keystore,
+            "ssl.client.auth": "none",
+        })
     return "".join(f"{key}={_prop(value)}\n" for key, value in settings.items())
 
 

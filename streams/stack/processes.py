@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from trackflow.streams.stack.config import (
     LOOPBACK,
     Ports,
+    SecureInfo,
     StackError,
-    new_cluster_id,
     render_log4j2,
     render_server_properties,
     tail,
@@ -30,9 +30,14 @@ log = logging.getLogger("trackflow.stack")
 T = TypeVar("T")
 
 
-def kafka_marker(state_dir: Path) -> tuple[str, ...]:
-    """What the command line of this state dir's broker holds."""
-    return ("kafka.Kafka", str(state_dir / "kafka" / "server.properties"))
+def node_dir(state_dir: Path, node_id: int = 1) -> Path:
+    """Where node ``node_id`` keeps its config, data and logs."""
+    return state_dir / ("kafka" if node_id == 1 else f"kafka-{node_id}")
+
+
+def kafka_marker(state_dir: Path, node_id: int = 1) -> tuple[str, ...]:
+    """What the command line of this state dir's broker ``node_id`` holds."""
+    return ("kafka.Kafka", str(node_dir(state_dir, node_id) / "server.properties"))
 
 
 def redis_marker(port: int) -> tuple[str, ...]:
@@ -62,8 +67,10 @@ def pid_alive(pid: int, marker: tuple[str, ...] = ()) -> bool:
     return state != "Z" and all(needle in cmdline for needle in marker)
 
 
-def run_quietly(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
-    """Run a helper command quietly; show its output only when it fails."""
+def run_quietly(argv: list[str], what: str, env: dict[str, str] | None = None,
+                redact: list[str] | None = None) -> None:
+    """Run a helper command quietly; show its output only when it fails (without the
+    ``redact`` arguments, which hold secrets)."""
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False
@@ -72,7 +79,10 @@ def run_quietly(argv: list[str], what: str, env: dict[str, str] | None = None) -
         raise StackError(f"{what} failed: {exc}") from exc
     if done.returncode != 0:
         output = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
-        raise StackError(f"{what} failed (exit {done.returncode}): {shlex.join(argv)}\n{output}")
+        shown = ["<redacted>" if a in (redact or ()) else a for a in argv]
+        for secret in redact or ():
+            output = output.replace(secret, "<redacted>")
+        raise StackError(f"{what} failed (exit {done.returncode}): {shlex.join(shown)}\n{output}")
 
 
 def spawn_detached(argv: list[str], out: Path, cwd: Path) -> int:
@@ -134,7 +144,7 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-async def _list_topics(bootstrap: str, timeout_s: float) -> bool:
+async def _list_topics(bootstrap: str, timeout_s: float, brokers: int) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
@@ -149,6 +159,9 @@ async def _list_topics(bootstrap: str, timeout_s: float) -> bool:
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.list_topics(), timeout_s)
+        if brokers > 1:  # a node answers before the others registered: wait for all of them
+            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+            return len(cluster.get("brokers", ())) >= brokers
         return True
     except (KafkaError, OSError, TimeoutError) as exc:
         log.debug("stack.kafka.probe bootstrap=%s error=%r", bootstrap, exc)
@@ -158,9 +171,10 @@ async def _list_topics(bootstrap: str, timeout_s: float) -> bool:
         aiokafka_log.setLevel(level)
 
 
-def kafka_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when an admin client can list topics: the broker serves metadata, not just TCP."""
-    return _run_async(lambda: _list_topics(bootstrap, timeout_s))
+def kafka_answers(bootstrap: str, timeout_s: float = 5.0, brokers: int = 1) -> bool:
+    """True when an admin client can list topics (the broker serves metadata, not just TCP)
+    and the cluster has ``brokers`` brokers registered."""
+    return _run_async(lambda: _list_topics(bootstrap, timeout_s, brokers))
 
 
 def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
@@ -199,36 +213,68 @@ def wait_ready(
 # --- starting the two services ----------------------------------------------------------------
 
 
-def start_kafka(state_dir: Path, ports: Ports, java: str, libs: Path) -> int:
-    """Write the broker's config, format its log dir on first start, start it; return its pid."""
-    kafka_dir = state_dir / "kafka"
+def start_kafka(state_dir: Path, ports: Ports, java: str, libs: Path, *, node_id: int = 1,
+                cluster_id: str, secure: SecureInfo | None = None) -> int:
+    """Write a node's config, format its log dir on first start, start it; return its pid.
+
+    Every node of a cluster is formatted with the same ``cluster_id`` and, in a secure stack,
+    with the SCRAM login, which the format writes into the first metadata snapshot.
+    """
+    kafka_dir = node_dir(state_dir, node_id)
     data_dir, logs_dir = kafka_dir / "data", kafka_dir / "logs"
     for folder in (data_dir, logs_dir):
         folder.mkdir(parents=True, exist_ok=True)
     props, log4j2 = kafka_dir / "server.properties", kafka_dir / "log4j2.properties"
-    props.write_text(render_server_properties(ports, data_dir))
+    keystore = state_dir / "tls" / "broker.pem" if secure is not None else None
+    props.write_text(render_server_properties(ports, data_dir, node_id, keystore))
     log4j2.write_text(render_log4j2(logs_dir))
     jvm = [java, f"-Dlog4j2.configurationFile={log4j2}", f"-Dkafka.logs.dir={logs_dir}"]
     classpath = ["-cp", f"{libs}/*"]
     if not (data_dir / "meta.properties").exists():  # format once; later starts keep the data
         storage_tool = [*jvm, *classpath, "kafka.tools.StorageTool", "format", "-c", str(props)]
-        run_quietly([*storage_tool, "-t", new_cluster_id()], "formatting the Kafka log directory")
-    heap = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+        scram = ([] if secure is None else
+                 ["--add-scram", f"{secure.mechanism}=[name={secure.username},"
+                                 f"password={secure.password}]"])
+        run_quietly([*storage_tool, "-t", cluster_id, *scram],
+                    f"formatting the log directory of Kafka node {node_id}", redact=scram[1:])
+    heap = ["-Xms256m", "-Xmx768m" if ports.brokers == 1 else "-Xmx512m", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true"]
     pid = spawn_detached(
         [*jvm, *heap, *classpath, "kafka.Kafka", str(props)], kafka_dir / "kafka.out", kafka_dir
     )
     (kafka_dir / "kafka.pid").write_text(f"{pid}\n")
-    log.info("stack.kafka.start pid=%d port=%d", pid, ports.kafka)
+    node = ports.nodes()[node_id - 1]
+    log.info("stack.kafka.start node=%d pid=%d port=%d", node_id, pid, node.secure or node.kafka)
     return pid
 
 
-def start_redis(state_dir: Path, port: int, redis_server: str) -> int:
-    """Start redis-server on loopback without persistence; return its pid."""
+def start_redis(state_dir: Path, port: int, redis_server: str,
+                secure: SecureInfo | None = None) -> int:
+    """Start redis-server on loopback without persistence; return its pid.
+
+    Secure: TLS only (the stack's certificate) and one ACL user, the stack's SCRAM login; the
+    default user is off. The password goes into a 0600 config file, not the command line.
+    """
     redis_dir = state_dir / "redis"
     (redis_dir / "data").mkdir(parents=True, exist_ok=True)
     # No persistence: it is a cache, and a dev box should not fill its disk with snapshots.
-    options = f"--port {port} --bind {LOOPBACK} --appendonly no --daemonize no".split()
-    argv = [redis_server, *options, "--save", "", "--dir", str(redis_dir / "data")]
+    options = f"--bind {LOOPBACK} --appendonly no --daemonize no".split()
+    conf: list[str] = []
+    if secure is None:
+        options += ["--port", str(port)]
+    else:
+        tls = state_dir / "tls"
+        conf_file = redis_dir / "redis.conf"
+        fd = os.open(conf_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"user default off\nuser {secure.username} on >{secure.password} "
+                     "~* &* +@all\n")
+        conf = [str(conf_file)]
+        options += ["--port", "0", "--tls-port", str(port),
+                    "--tls-cert-file", str(tls / "redis.crt"), "--tls-key-file",
+                    str(tls / "redis.key"), "--tls-ca-cert-file", str(tls / "ca.pem"),
+                    "--tls-auth-clients", "no"]
+    argv = [redis_server, *conf, *options, "--save", "", "--dir", str(redis_dir / "data")]
     pid = spawn_detached(argv, redis_dir / "redis.log", redis_dir)
     (redis_dir / "redis.pid").write_text(f"{pid}\n")
     log.info("stack.redis.start pid=%d port=%d", pid, port)

@@ -40,9 +40,11 @@ from tests.integration.harness import (  # noqa: E402
     catalog_records,
     create_topics,
     http_json,
+    kafka_kwargs,
     sim_limits_toml,
     worker_rates_env,
 )
+from trackflow.providers.urls import mask_url  # noqa: E402
 
 #: Limits of the cache warm-up: the integration tests' scaled-up limits. Not higher: at a few
 #: thousand calls/s the gate's interval (1/rate) is below the event loop's wake-up jitter, and its
@@ -173,7 +175,7 @@ async def wait_for_records(bootstrap: str, topics: Sequence[str], n: int, *, sta
     """Wait until ``topics`` together hold ``n`` records; give up after ``stall_s`` s without
     progress (or when ``worker`` died). Returns how many there are. Reads offsets, not records,
     so the wait costs the machine next to nothing."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_kwargs(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         seen, last_change = -1, time.monotonic()
@@ -284,7 +286,7 @@ class Bench:
 
     def describe(self) -> str:
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-        return (f"Kafka {self.bootstrap}, Redis {self.redis_url} ({self.source}); "
+        return (f"Kafka {self.bootstrap}, Redis {mask_url(self.redis_url)} ({self.source}); "
                 f"{os.cpu_count()} CPUs, load average {load}")
 
     async def topics(self, partitions: int, *, raw: str | None = None) -> TopicNames:

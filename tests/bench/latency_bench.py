@@ -45,7 +45,7 @@ from common import (
     warm_env,
 )
 
-from tests.integration.harness import produce
+from tests.integration.harness import kafka_kwargs, produce
 
 
 async def paced_produce(bootstrap: str, topic: str, messages: list[Message], rate: float
@@ -53,7 +53,7 @@ async def paced_produce(bootstrap: str, topic: str, messages: list[Message], rat
     """Send ``messages`` at ``rate`` per second; return how many and the seconds it took."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_kwargs(bootstrap), acks="all", linger_ms=5)
     await producer.start()
     futures = []
     try:

@@ -68,6 +68,7 @@ from tests.integration.harness import (
     TopicNames,
     create_topics,
     free_port,
+    kafka_kwargs,
     metric_value,
     produce,
     scrape,
@@ -162,9 +163,9 @@ async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str,
 
     targets = Settings().waterfall.targets
     out_headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
-    consumer = AIOKafkaConsumer(raw_topic, bootstrap_servers=bootstrap, group_id=group,
+    consumer = AIOKafkaConsumer(raw_topic, **kafka_kwargs(bootstrap), group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_kwargs(bootstrap), acks="all", linger_ms=5)
     await consumer.start()
     await producer.start()
     try:

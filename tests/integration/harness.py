@@ -29,6 +29,16 @@ LOOPBACK_ONLY_URLS = (
 )
 
 
+def kafka_kwargs(bootstrap: str) -> dict[str, Any]:
+    """``bootstrap_servers`` plus the security the environment configures (``[kafka.security]``
+    and the SASL login), so tests and benchmarks run against a secured cluster too."""
+    from trackflow.streams.kafka_security import aiokafka_client_kwargs
+    from trackflow.streams.settings import load_settings
+
+    kafka = load_settings().kafka.model_copy(update={"bootstrap_servers": bootstrap})
+    return aiokafka_client_kwargs(kafka)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,7 +181,7 @@ class SimulatorProcess:
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_kwargs(bootstrap))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -185,7 +195,7 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -
 async def produce(bootstrap: str, topic: str,
                   records: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> int:
     """Send (key, value, headers) triples and wait for every acknowledgement."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_kwargs(bootstrap), acks="all", linger_ms=5)
     await producer.start()
     n = 0
     try:
@@ -204,7 +214,7 @@ async def produce(bootstrap: str, topic: str,
 async def collect(bootstrap: str, topic: str, *, until: int, timeout: float,
                   stop_early: Any = None) -> list[Any]:
     """Read ``topic`` from the beginning until ``until`` messages arrived or ``timeout`` passed."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_kwargs(bootstrap), enable_auto_commit=False)
     await consumer.start()
     out: list[Any] = []
     try:

@@ -243,3 +243,58 @@ async def test_registry_log_lines_and_reprs_are_clean(caplog: pytest.LogCaptureF
         await p.aclose()
     assert_clean("registry logs", caplog.text)
     assert "TRACKFLOW_LASTFM_API_KEY" in caplog.text
+
+
+KAFKA_PASSWORD = "kafka-sasl-pw-Hq7e2Rw"
+REDIS_PASSWORD = "redis-acl-pw-Lm4tYx"
+
+
+async def test_kafka_and_redis_credentials_stay_out_of_logs_errors_and_reprs(
+        caplog: pytest.LogCaptureFixture, tmp_path: Any) -> None:
+    """The SASL login through settings, every client's kwargs summary, the Faust app, a failed
+    start-up against a broker that is not there, and the secure stack's records."""
+    import socket
+
+    from trackflow.providers.urls import mask_url
+    from trackflow.streams.app import create_app
+    from trackflow.streams.kafka_probe import security_problem
+    from trackflow.streams.kafka_security import client_security
+    from trackflow.streams.settings import load_settings
+    from trackflow.streams.stack.config import Ports, SecureInfo, StackInfo
+    from trackflow.streams.topics import KafkaUnavailable, ensure_topics
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    redis_url = f"rediss://trackflow:{REDIS_PASSWORD}@127.0.0.1:{closed}/0"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed}", "REDIS_URL": redis_url,
+           "TRACKFLOW_KAFKA__SECURITY__PROTOCOL": "SASL_PLAINTEXT",
+           "TRACKFLOW_KAFKA__SECURITY__SASL_MECHANISM": "SCRAM-SHA-256",
+           "TRACKFLOW_KAFKA_SASL_USERNAME": "svc", "TRACKFLOW_KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
+           "TRACKFLOW_WORKER__DATA_DIR": str(tmp_path)}
+    shown: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        settings = load_settings(env=env)
+        sec = client_security(settings.kafka.security, env)
+        shown += [repr(settings), repr(sec), sec.describe(), repr(sec.faust_credentials()),
+                  mask_url(settings.redis_url)]
+        import os
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            app = create_app(settings)
+            shown += [repr(app), repr(app.conf.broker_credentials)]
+            with pytest.raises(KafkaUnavailable) as err:
+                await ensure_topics(settings.kafka)
+            shown += [str(err.value), repr(err.value)]
+            shown.append(str(await security_problem(settings.kafka)))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        info = StackInfo("127.0.0.1:1", redis_url, tmp_path, Ports(1, 2, 3, 4), 10, 11, (),
+                         SecureInfo(tmp_path / "ca.pem", "trackflow", KAFKA_PASSWORD))
+        shown.append(repr(info))
+    shown += [caplog.text, *(r.getMessage() for r in caplog.records)]
+    for text in shown:
+        assert KAFKA_PASSWORD not in text, f"the SASL password leaked into: {text[:300]}"
+        assert REDIS_PASSWORD not in text, f"the Redis password leaked into: {text[:300]}"

@@ -205,3 +205,60 @@ def test_purge_refuses_a_folder_that_holds_more_than_a_stack(tmp_path: Path) -> 
     with pytest.raises(StackError, match="not purging"):
         stack.down(state_dir=tmp_path, purge=True)
     assert (tmp_path / "thesis.tex").exists()
+
+
+def test_three_nodes_share_one_voter_set_and_replicate_three_ways(tmp_path: Path) -> None:
+    ports = config.choose_ports(brokers=3)
+    nodes = ports.nodes()
+    assert [n.node_id for n in nodes] == [1, 2, 3]
+    assert len({p for n in nodes for p in (n.kafka, n.controller)} | {ports.redis}) == 7
+    rendered = [parse_properties(config.render_server_properties(ports, tmp_path, n.node_id))
+                for n in nodes]
+    assert len({p["controller.quorum.voters"] for p in rendered}) == 1
+    for node, props in zip(nodes, rendered, strict=True):
+        assert props["node.id"] == str(node.node_id)
+        assert props["advertised.listeners"] == f"PLAINTEXT://127.0.0.1:{node.kafka}"
+        assert props["default.replication.factor"] == "3"
+        assert props["offsets.topic.replication.factor"] == "3"
+        assert props["min.insync.replicas"] == "2"
+
+
+def test_a_secure_node_adds_a_sasl_ssl_listener_with_scram(tmp_path: Path) -> None:
+    ports = config.choose_ports(kafka_port=None, brokers=1, secure=True)
+    props = parse_properties(config.render_server_properties(ports, tmp_path, 1,
+                                                             tmp_path / "broker.pem"))
+    assert f"SASL_SSL://127.0.0.1:{ports.secure}" in props["listeners"]
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["ssl.keystore.type"] == "PEM"
+    assert "SASL_SSL:SASL_SSL" in props["listener.security.protocol.map"]
+
+
+def test_a_secure_cluster_round_trips_and_exports_every_client_setting(tmp_path: Path) -> None:
+    ports = config.choose_ports(brokers=3, secure=True)
+    secure = config.SecureInfo(tmp_path / "ca.pem", "trackflow", "pw-not-shown")
+    original = StackInfo("127.0.0.1:1,127.0.0.1:2", "rediss://trackflow:pw-not-shown@h:1/0",
+                         tmp_path, ports, 10, 11, (12, 13), secure)
+    assert StackInfo.from_json(original.to_json()) == original
+    assert "pw-not-shown" not in repr(original)
+    env = original.env()
+    assert env["TRACKFLOW_KAFKA__REPLICATION_FACTOR"] == "3"
+    assert env["TRACKFLOW_KAFKA__SECURITY__PROTOCOL"] == "SASL_SSL"
+    assert env["TRACKFLOW_KAFKA__SECURITY__CA_FILE"] == str(tmp_path / "ca.pem")
+    assert env["TRACKFLOW_KAFKA_SASL_PASSWORD"] == "pw-not-shown"
+    assert original.kafka_pids == [(1, 10), (2, 12), (3, 13)]
+
+
+def test_a_broker_that_is_shutting_down_is_never_handed_out(tmp_path: Path) -> None:
+    from trackflow.streams.stack.lifecycle import STOPPING, _stopping
+
+    logs = tmp_path / "kafka" / "logs"
+    logs.mkdir(parents=True)
+    started = "[2026] INFO [KafkaRaftServer nodeId=1] Kafka Server started (kafka.server)\n"
+    (logs / "server.log").write_text(started)
+    assert not _stopping(info(tmp_path))
+    (logs / "server.log").write_text(
+        started + "[2026] INFO [BrokerServer id=1] Transition from STARTED to SHUTTING_DOWN\n")
+    assert _stopping(info(tmp_path)), "a broker past SHUTTING_DOWN must not be reused"
+    (logs / "server.log").write_text(started)
+    (tmp_path / STOPPING).touch()
+    assert _stopping(info(tmp_path)), "a stack whose down began must not be reused"

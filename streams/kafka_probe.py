@@ -1,0 +1,76 @@
+"""Why a Kafka client could not start, when the reason is its security settings.
+
+aiokafka's bootstrap logs the real cause (a refused login, a certificate that did not verify)
+and raises a bare "Unable to bootstrap". One direct connection to the first bootstrap address,
+with the same security, gets the cause back, so start-up can name the setting to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+from trackflow.providers.errors import ConfigError
+from trackflow.streams.kafka_security import PASSWORD_VAR, USERNAME_VAR, client_security
+from trackflow.streams.settings import KafkaSettings
+
+log = logging.getLogger("trackflow.streams.kafka")
+
+_VAR = "TRACKFLOW_KAFKA__SECURITY__"
+
+
+def _host_port(bootstrap: str) -> tuple[str, int]:
+    first = bootstrap.split(",")[0].strip().removeprefix("kafka://")
+    host, _, port = first.rpartition(":")
+    return host.strip("[]") or "localhost", int(port or 9092)
+
+
+async def security_problem(kafka: KafkaSettings, timeout_s: float = 10.0) -> str | None:
+    """A sentence naming the security setting that made the first broker refuse us, or None
+    when the failure is not about security (nothing answers: the address is the problem)."""
+    sec = kafka.security
+    try:
+        host, port = _host_port(kafka.bootstrap_servers)
+        kwargs = client_security(sec).aiokafka_kwargs()
+    except (ValueError, ConfigError) as exc:
+        return str(exc)
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **kwargs), timeout_s)
+    except (SaslAuthenticationFailed, AuthenticationFailedError, IllegalSaslStateError):
+        return (f"the broker refused the SASL login ({sec.sasl_mechanism}) of the user in "
+                f"{USERNAME_VAR}: check {PASSWORD_VAR} and {USERNAME_VAR}, and "
+                f"kafka.security.sasl_mechanism ({_VAR}SASL_MECHANISM)")
+    except UnsupportedSaslMechanismError:
+        return (f"the broker does not accept SASL mechanism {sec.sasl_mechanism}: set "
+                f"kafka.security.sasl_mechanism ({_VAR}SASL_MECHANISM) to one it enables")
+    except ssl.SSLCertVerificationError as exc:
+        if "hostname" in str(exc.verify_message or exc).lower():
+            return (f"the broker's certificate does not name {host} ({exc.verify_message}): "
+                    "connect by a name it holds, or turn off kafka.security.check_hostname "
+                    f"({_VAR}CHECK_HOSTNAME=false) for a test cluster")
+        return (f"the broker's certificate did not verify ({exc.verify_message}): set "
+                f"kafka.security.ca_file ({_VAR}CA_FILE) to the CA that signed it")
+    except ssl.SSLError as exc:
+        return (f"the TLS handshake failed ({exc.reason}): check that kafka.security.protocol "
+                f"({_VAR}PROTOCOL={sec.protocol}) matches the broker's listener")
+    except (ConnectionRefusedError, TimeoutError, OSError, KafkaError) as exc:
+        if sec.protocol == "PLAINTEXT" or isinstance(exc, ConnectionRefusedError):
+            return None
+        # A TLS listener spoken to in plaintext, or the reverse, closes the connection.
+        log.debug("event=kafka_probe_failed error=%s", type(exc).__name__)
+        return (f"the broker closed the connection during the {sec.protocol} handshake "
+                f"({type(exc).__name__}): check that kafka.security.protocol "
+                f"({_VAR}PROTOCOL) matches the broker's listener")
+    conn.close()
+    return None
