@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +202,17 @@ async def wait_until(predicate: Any, timeout: float, poll: float = 0.5) -> bool:
     return False
 
 
+def chosen_scale() -> Scale:
+    """``TRACKFLOW_CHAOS_SCALE`` (compact or full); ``TRACKFLOW_CHAOS_TRACKS`` overrides the
+    number of tracks (a full choreography on fewer tracks, for a smaller machine)."""
+    scale = SCALES[os.environ.get("TRACKFLOW_CHAOS_SCALE", "compact")]
+    tracks = os.environ.get("TRACKFLOW_CHAOS_TRACKS")
+    return replace(scale, tracks=int(tracks)) if tracks else scale
+
+
 @pytest.fixture
 async def simulator(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    size = SCALES[os.environ.get("TRACKFLOW_CHAOS_SCALE", "compact")].tracks * 2
+    size = chosen_scale().tracks * 2
     cfg = tmp_path / "sim.toml"
     cfg.write_text(sim_limits_toml(LIMITS))
     sim = SimulatorProcess.start(tmp_path / "sim.log", "--config", str(cfg), "--size", str(size))
@@ -216,7 +224,7 @@ async def simulator(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
 
 async def test_three_workers_survive_kills_a_rolling_restart_and_a_broker_stop(
         cluster: StackInfo, simulator: dict[str, str], tmp_path: Path) -> None:
-    scale = SCALES[os.environ.get("TRACKFLOW_CHAOS_SCALE", "compact")]
+    scale = chosen_scale()
     rng = random.Random(14)
     bootstrap, url = cluster.bootstrap_servers, simulator["TRACKFLOW_SIMULATOR_URL"]
     topics = TopicNames.unique(f"chaos{int(time.time())}")
