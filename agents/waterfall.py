@@ -308,7 +308,7 @@ class Waterfall:
         try:
             candidates = await self._lookup(name, plan, query)
         except (RateLimitWait, BreakerOpen) as exc:
-            if self._waits(plan) and not in_background():
+            if self._waits(plan):
                 # Required fields: an open breaker is an outage, dead-lettered as retryable.
                 transient.append(exc)
                 metrics.PROVIDER_ERRORS.labels(provider=name,
