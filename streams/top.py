@@ -222,8 +222,9 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
         calls = increase(prev, cur, "trackflow_provider_calls_total", provider=p)
         errors = increase(prev, cur, "trackflow_provider_calls_total", provider=p,
                           outcome=ERROR_OUTCOMES)
+        # Refused before sending: by the breaker, or deferred past the stage's deadline.
         rejected = increase(prev, cur, "trackflow_provider_calls_total", provider=p,
-                            outcome="rejected")
+                            outcome=("rejected", "deferred"))
         hits = increase(prev, cur, "trackflow_cache_requests_total", provider=p, result="hit")
         lookups = increase(prev, cur, "trackflow_cache_requests_total", provider=p, level="lru")
         waiting = _gauge_sum(cur, "trackflow_ratelimit_waiting_calls", p)

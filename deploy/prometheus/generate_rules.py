@@ -208,7 +208,7 @@ GROUPS: tuple[Group, ...] = (
                 'sum by (provider) '
                 '(rate(trackflow_provider_calls_total{outcome=~"transient|permanent"}[5m]))\n'
                 '  / sum by (provider) '
-                '(rate(trackflow_provider_calls_total{outcome!="rejected"}[5m])) > 0.1'
+                '(rate(trackflow_provider_calls_total{outcome!~"rejected|deferred"}[5m])) > 0.1'
             ),
             for_='10m',
             severity='warning',
@@ -228,7 +228,7 @@ GROUPS: tuple[Group, ...] = (
                 'sum by (provider) '
                 '(rate(trackflow_provider_calls_total{outcome=~"transient|permanent"}[5m]))\n'
                 '  / sum by (provider) '
-                '(rate(trackflow_provider_calls_total{outcome!="rejected"}[5m])) > 0.5'
+                '(rate(trackflow_provider_calls_total{outcome!~"rejected|deferred"}[5m])) > 0.5'
             ),
             for_='5m',
             severity='critical',
