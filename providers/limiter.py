@@ -118,11 +118,16 @@ class GlobalLimiter:
 
     def __init__(self, redis_url: str | None, *, namespace: str, horizon_s: float = 5.0,
                  timeout_s: float = 0.5, outage_skip_s: float = 2.0,
-                 client: aioredis.Redis | None = None,
+                 max_connections: int = 32, client: aioredis.Redis | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if client is None and redis_url is not None:
-            client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=timeout_s,
-                                             socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+            # Hundreds of waiting calls ask at once: they queue for one of a bounded set of
+            # connections (within the timeout) instead of failing with MaxConnectionsError,
+            # which the plain pool raises past its 50 connections.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url, max_connections=max_connections, timeout=timeout_s,
+                socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+            client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._redis = client
         self._namespace = namespace
         self.horizon_s = horizon_s
