@@ -122,17 +122,19 @@ class GlobalLimiter:
 
     def __init__(self, redis_url: str | None, *, namespace: str, horizon_s: float = 5.0,
                  timeout_s: float = 0.5, outage_skip_s: float = 2.0,
-                 max_connections: int = 32, client: aioredis.Redis | None = None,
+                 max_connections: int = 64, client: aioredis.Redis | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        commit_client = client
         if client is None and redis_url is not None:
             # Hundreds of waiting calls ask at once: they queue for one of a bounded set of
             # connections (within the timeout) instead of failing with MaxConnectionsError,
-            # which the plain pool raises past its 50 connections.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url, max_connections=max_connections, timeout=timeout_s,
-                socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-            client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+            # which the plain pool raises past its 50 connections. Commits have connections
+            # of their own: a call that woke for its slot must not queue behind reservations
+            # (the time to its commit counts against the slack).
+            client = _client(redis_url, max_connections, timeout_s)
+            commit_client = _client(redis_url, max_connections, timeout_s)
         self._redis = client
+        self._commit_redis = commit_client
         self._namespace = namespace
         self.horizon_s = horizon_s
         self._outage_skip_s = outage_skip_s
@@ -140,7 +142,8 @@ class GlobalLimiter:
         self._skip_until = 0.0
         self._outage = False
         self._script = client.register_script(_SCRIPT) if client is not None else None
-        self._commit = client.register_script(_COMMIT) if client is not None else None
+        self._commit = (commit_client.register_script(_COMMIT) if commit_client is not None
+                        else None)
 
     def key(self, provider: str) -> str:
         return f"{self._namespace}:ratelimit:{provider}"
@@ -192,3 +195,12 @@ class GlobalLimiter:
     async def aclose(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
+        if self._commit_redis is not None and self._commit_redis is not self._redis:
+            await self._commit_redis.aclose()
+
+
+def _client(redis_url: str, max_connections: int, timeout_s: float) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=max_connections, timeout=timeout_s,
+        socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
