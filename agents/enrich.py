@@ -36,7 +36,7 @@ from trackflow.agents.records import (
 from trackflow.agents.refresh_schedule import already_refreshed, schedule_refresh
 from trackflow.agents.runner import Topics, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
-from trackflow.providers.context import enter_record
+from trackflow.providers.context import background_calls, enter_record
 from trackflow.schemas.codec import (
     AVRO_CONTENT_TYPE,
     CONTENT_TYPE,
@@ -117,7 +117,12 @@ class EnrichmentPipeline:
             await self._dead_letter(msg, headers, attempt, Failure(
                 "validate", type(exc).__name__, str(exc), exc.reason, retryable=False))
             return
-        result = await self._enricher.enrich(raw, attempt)
+        if attempt > 1:
+            # A dead letter's replay: it waits for budget the fresh records leave unused.
+            with background_calls():
+                result = await self._enricher.enrich(raw, attempt)
+        else:
+            result = await self._enricher.enrich(raw, attempt)
         if result.failure is not None:
             await self._dead_letter(msg, headers, attempt, result.failure,
                                     not_before_ms=result.not_before_ms)

@@ -44,7 +44,13 @@ from trackflow.agents.enrich import Enrichment
 from trackflow.agents.records import FieldValue, InputKey, Outcome, input_key
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
-from trackflow.providers.context import AnswersUsed, call_deadline, current_record
+from trackflow.providers.context import (
+    AnswersUsed,
+    background_calls,
+    call_deadline,
+    current_record,
+    in_background,
+)
 from trackflow.providers.errors import (
     CredentialsRejected,
     NotFound,
@@ -253,8 +259,14 @@ class Waterfall:
     async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
                       outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
         """Run ``stages`` again for a record that already knows ``filled``; the other stages
-        keep their outcomes. Every stage here fills only optional fields (the record was
-        published), so each waits until its provider's ``max_wait_s`` at most."""
+        keep their outcomes. The record is published already, so its stages wait for budget
+        as long as it takes, but only for budget the fresh records leave unused
+        (:func:`~providers.context.background_calls`); an open breaker defers them again."""
+        with background_calls():
+            return await self._refresh(raw, filled, outcomes, stages)
+
+    async def _refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                       outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
         known: dict[str, FieldValue] = {
             name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
         }
@@ -308,7 +320,7 @@ class Waterfall:
         return bool(plan.fillable & set(self._settings.waterfall.required))
 
     async def _lookup(self, name: str, plan: StagePlan, query: TrackQuery) -> list[Candidate]:
-        if not self._waits(plan):
+        if not self._waits(plan) and not in_background():
             deadline = self._clock() + self._settings.providers[name].max_wait_s
             with call_deadline(deadline):
                 return await self._providers[name].lookup(query)

@@ -95,3 +95,23 @@ def call_deadline(deadline: float | None) -> Iterator[None]:
 def current_deadline() -> float | None:
     """The deadline of the calls being made (see :func:`call_deadline`)."""
     return _deadline.get()
+
+
+_background: ContextVar[bool] = ContextVar("trackflow_background_calls", default=False)
+
+
+@contextmanager
+def background_calls() -> Iterator[None]:
+    """Calls made inside take only budget that other calls leave unused: the global limiter
+    grants them a slot only while its queue is at most one slot long (see ``providers.gate``).
+    The refresh path runs its stages so: fresh records first, refreshes in what is left."""
+    token = _background.set(True)
+    try:
+        yield
+    finally:
+        _background.reset(token)
+
+
+def in_background() -> bool:
+    """Whether the calls being made are background calls (see :func:`background_calls`)."""
+    return _background.get()

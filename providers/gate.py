@@ -47,7 +47,7 @@ from trackflow.providers.backoff import RetryBudget, retry_call
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
 from trackflow.providers.cache import ProviderCache
-from trackflow.providers.context import current_deadline, current_record
+from trackflow.providers.context import current_deadline, current_record, in_background
 from trackflow.providers.errors import (
     CredentialsRejected,
     FeatureUnavailable,
@@ -462,6 +462,10 @@ class ResilientGate:
         ahead = math.inf if deadline is None else deadline - now
         if ahead < 0 and deadline is not None:
             self._give_up(spec, deadline, now, 0.0)
+        background = in_background()
+        if background:
+            # Only slots nobody queued for: a queue at most one slot long.
+            ahead = min(ahead, 1.0 / self._rate)
         r = await self._limiter.reserve(self.provider, interval_s=1.0 / self._rate,
                                         ahead_s=ahead, floor=self._global_floor)
         # Redis timed the slot somewhere within the round trip: aim at its middle, so that
@@ -478,7 +482,9 @@ class ResilientGate:
             # Ask again once our turn is within the horizon; the jitter spreads the waiters'
             # next round trips.
             horizon = self._limiter.horizon_s
-            await self._sleep(max(0.0, r.wait_s - horizon) + self._rng.uniform(0, horizon / 2))
+            lead = min(ahead, horizon)
+            await self._sleep(max(0.0, r.wait_s - lead)
+                              + self._rng.uniform(0, min(horizon, r.wait_s) / 2))
             return False
         due = now + r.wait_s - self._clock()
         if due > 0:

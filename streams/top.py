@@ -160,6 +160,12 @@ class ProviderRow:
     tokens: float | None
     capacity: float | None
     cache_hit_ratio: float | None
+    waiting: float | None = None
+    """Calls waiting for a rate-limit slot, all workers."""
+    drain_s: float | None = None
+    """Time to serve the waiting calls at the provider's paced rate."""
+    deferred_per_s: float | None = None
+    """Fields deferred per second (provider busy or down)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +182,10 @@ class View:
     parked: float
     scheduled: float
     providers: tuple[ProviderRow, ...]
+    refresh_backlog: float = 0.0
+    """Refresh requests read and not finished, all workers."""
+    refresh_overdue_s: float | None = None
+    """How long the most overdue refresh request has been due."""
 
 
 def _label_values(snap: Snapshot, label: str, names: Iterable[str]) -> list[str]:
@@ -212,10 +222,15 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
         calls = increase(prev, cur, "trackflow_provider_calls_total", provider=p)
         errors = increase(prev, cur, "trackflow_provider_calls_total", provider=p,
                           outcome=ERROR_OUTCOMES)
+        # Refused before sending: by the breaker, or deferred past the stage's deadline.
         rejected = increase(prev, cur, "trackflow_provider_calls_total", provider=p,
-                            outcome="rejected")
+                            outcome=("rejected", "deferred"))
         hits = increase(prev, cur, "trackflow_cache_requests_total", provider=p, result="hit")
         lookups = increase(prev, cur, "trackflow_cache_requests_total", provider=p, level="lru")
+        waiting = _gauge_sum(cur, "trackflow_ratelimit_waiting_calls", p)
+        # Every worker exports the same paced rate: the provider's, for all of them.
+        paced = max((v for w in per_worker or (cur,)
+                     for v in [_max_gauge(w, "trackflow_ratelimit_rate", p)] if v), default=None)
         states = [_max_gauge(w, "trackflow_breaker_state", p) for w in per_worker or (cur,)]
         worst = max((s for s in states if s is not None), default=None)
         rows.append(ProviderRow(
@@ -226,7 +241,11 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
             tokens=_gauge_sum(cur, "trackflow_ratelimit_tokens", p),
             capacity=_gauge_sum(cur, "trackflow_ratelimit_capacity", p),
             cache_hit_ratio=ratio(hits, lookups),
+            waiting=waiting,
+            drain_s=waiting / paced if waiting is not None and paced else None,
+            deferred_per_s=per_second(prev, cur, "trackflow_deferred_fields_total", provider=p),
         ))
+    overdue = [v for _, v in cur.select("trackflow_refresh_oldest_due_seconds")]
     return View(
         in_per_s=per_second(prev, cur, "trackflow_records_in_total"),
         out_per_s=per_second(prev, cur, "trackflow_records_out_total"),
@@ -238,6 +257,8 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
         parked=cur.total("trackflow_dlq_parked_total"),
         scheduled=cur.total("trackflow_dlq_schedule_size"),
         providers=tuple(rows),
+        refresh_backlog=cur.total("trackflow_refresh_backlog"),
+        refresh_overdue_s=max(overdue) if overdue else None,
     )
 
 
@@ -272,7 +293,9 @@ def render(view: View, *, urls: Sequence[str], answered: int) -> Group:
                  f"in flight [bold]{view.in_flight:,.0f}[/]")
     head.add_row(f"DLQ [bold]{view.dead_letters:,.0f}[/]", f"parked [bold]{view.parked:,.0f}[/]",
                  f"waiting retry [bold]{view.scheduled:,.0f}[/]",
-                 f"workers {answered}/{len(urls)}", "")
+                 f"workers {answered}/{len(urls)}",
+                 f"refresh backlog [bold]{view.refresh_backlog:,.0f}[/] overdue "
+                 f"[bold]{_secs(view.refresh_overdue_s)}[/]")
     table = Table(title="providers", expand=False)
     for col in ("provider", "calls/s", "errors", "breaker", "tokens", "cache hits"):
         table.add_column(col, justify="left" if col in ("provider", "breaker") else "right")
@@ -284,7 +307,13 @@ def render(view: View, *, urls: Sequence[str], answered: int) -> Group:
                       _pct(r.cache_hit_ratio))
     if not view.providers:
         table.add_row("(no provider calls yet)", "", "", "", "", "")
-    return Group(Text("trackflow top", style="bold"), head, table)
+    budget = Table(title="budget", expand=False)
+    for col in ("provider", "waiting", "drain at rate", "deferred/s"):
+        budget.add_column(col, justify="left" if col == "provider" else "right")
+    for r in view.providers:
+        budget.add_row(r.provider, _num(r.waiting, "{:,.0f}"), _secs(r.drain_s),
+                       _num(r.deferred_per_s))
+    return Group(Text("trackflow top", style="bold"), head, table, budget)
 
 
 def no_worker_message(urls: Sequence[str], errors: Sequence[str]) -> str:

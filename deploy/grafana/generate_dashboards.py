@@ -184,10 +184,10 @@ def pipeline() -> dict[str, Any]:
          [q(f"sum by (provider, outcome) (rate(trackflow_provider_calls_total{{{P}}}[{RI}]))",
             "{{provider}} {{outcome}}")], unit="reqps")
     b.ts("Provider success ratio", "Answered calls (found, not found, unavailable) among "
-         "calls made (rejected calls excluded).",
+         "calls made (rejected and deferred calls excluded).",
          [q(f'sum by (provider) (rate(trackflow_provider_calls_total{{{P},'
             f'outcome=~"found|not_found|unavailable"}}[{RI}])) / sum by (provider) '
-            f'(rate(trackflow_provider_calls_total{{{P},outcome!="rejected"}}[{RI}]))',
+            f'(rate(trackflow_provider_calls_total{{{P},outcome!~"rejected|deferred"}}[{RI}]))',
             "{{provider}}")], unit="percentunit", defaults={"max": 1, "min": 0})
     b.ts("Provider latency p95", "95th percentile of one HTTP exchange, by provider and kind.",
          quantiles("trackflow_provider_call_duration_seconds", "provider, kind", P, (0.95,)),

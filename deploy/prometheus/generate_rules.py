@@ -227,7 +227,7 @@ GROUPS: tuple[Group, ...] = (
                 'sum by (provider) '
                 '(rate(trackflow_provider_calls_total{outcome=~"transient|permanent"}[5m]))\n'
                 '  / sum by (provider) '
-                '(rate(trackflow_provider_calls_total{outcome!="rejected"}[5m])) > 0.1'
+                '(rate(trackflow_provider_calls_total{outcome!~"rejected|deferred"}[5m])) > 0.1'
             ),
             for_='10m',
             severity='warning',
@@ -247,7 +247,7 @@ GROUPS: tuple[Group, ...] = (
                 'sum by (provider) '
                 '(rate(trackflow_provider_calls_total{outcome=~"transient|permanent"}[5m]))\n'
                 '  / sum by (provider) '
-                '(rate(trackflow_provider_calls_total{outcome!="rejected"}[5m])) > 0.5'
+                '(rate(trackflow_provider_calls_total{outcome!~"rejected|deferred"}[5m])) > 0.5'
             ),
             for_='5m',
             severity='critical',

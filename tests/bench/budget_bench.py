@@ -28,8 +28,9 @@ arrival times on the simulator's monotonic clock, before its latency), calls/s =
 requests that arrived in any sliding window of the provider's length, against its limit;
 violations = requests answered with the limit answer. The request log (GET /_sim/requests, the
 last 10,000 of all providers, stamped when answered) gives a cross-check of calls/s. "gave up"
-is the worker's count of calls it did not send because no rate-limit slot came within
-max_wait_s. A script, not a test: it prints figures and asserts nothing.
+is the worker's count of calls it did not send: refused by a breaker, or deferred because no
+rate-limit slot came before an optional stage's deadline (max_wait_s). A script, not a test:
+it prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ async def run_layout(bench: Bench, sim: Simulator, tracks: list[dict[str, Any]],
     for name in PROVIDERS:
         r = report[name]
         text = metrics.get(name) or metrics.get("all", "")
-        gave_up = metric_value(text, "trackflow_provider_calls_total", provider=name,
-                               outcome="rejected") or 0
+        gave_up = sum(metric_value(text, "trackflow_provider_calls_total", provider=name,
+                                   outcome=o) or 0 for o in ("rejected", "deferred"))
         limited = metric_value(text, "trackflow_ratelimit_limited_answers_total",
                                provider=name) or 0
         window = float(r["duration_s"])

@@ -151,9 +151,11 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
     lost = {r["track_id"].encode() for r in records} - done - {m.key for m in dlq}
     assert not lost, f"{len(lost)} records neither enriched nor dead-lettered"
     values = [decode("EnrichedTrack", m.value) for m in enriched]
+    # Spotify fills only optional fields here (MusicBrainz found the ISRC): while its breaker
+    # is open its stage is deferred rather than failed.
     spotify_failed = sum(1 for v in values for o in v["providers"]
-                         if o["provider"] == "spotify" and o["outcome"] == "failed")
-    assert spotify_failed > 0, "records during the outage must show spotify as failed"
+                         if o["provider"] == "spotify" and o["outcome"] in ("failed", "deferred"))
+    assert spotify_failed > 0, "records during the outage must show spotify as failed or deferred"
     print(f"enriched {len(done)}, dead-lettered {len(dlq)}, spotify failed on {spotify_failed}")
     transitions = metric_value(await scrape(worker.web_port),
                                "trackflow_breaker_transitions_total", provider="spotify",

@@ -362,3 +362,26 @@ async def test_when_redis_is_gone_the_fallback_waits_out_the_horizon_then_paces_
     await gate.run(SPEC, ok)
     assert limiter.floors[-1] >= sent[-1] + 1 / 8 - 1e-6, \
         "back on Redis, the queue must start after the last fallback slot"
+
+
+async def test_background_calls_take_only_slots_nobody_queued_for() -> None:
+    from trackflow.providers.context import background_calls
+
+    t = FakeTime()
+    limiter = FakeLimiter(t, horizon_s=5.0)
+    gate = limited_gate(t, limiter)
+    enter_record(0)
+    limiter.tat = t.now + 3.0  # fresh calls have queued 3 s of slots
+    asked: list[float] = []
+    real = limiter.reserve
+
+    async def spy(provider: str, **kw: Any) -> Any:
+        asked.append(kw["ahead_s"])
+        return await real(provider, **kw)
+
+    limiter.reserve = spy  # type: ignore[method-assign]
+    with background_calls():
+        await gate.run(SPEC, ok)
+    assert asked[0] == pytest.approx(0.1), "a background call asks for one slot of lead only"
+    assert len(asked) >= 2, "refused while the queue was long, it asked again later"
+    assert t.now >= 1_700_000_003.0 - 0.1, "it went only once the fresh calls' queue was gone"

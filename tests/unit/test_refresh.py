@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tests.unit.fakes import Event, Message, Sender
+from trackflow.agents.deadletter import H_RAW_ATTEMPT
 from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
 from trackflow.agents.records import FieldValue, Outcome, validate_raw
 from trackflow.agents.refresh import RefreshAgent
@@ -168,3 +169,22 @@ async def test_waterfall_refresh_runs_only_the_given_stages_on_top_of_what_is_kn
     assert result.filled["tags"].value == ["house"]
     assert [(o.provider, o.outcome) for o in result.outcomes] == [
         ("musicbrainz", "matched"), ("lastfm", "matched")]
+
+
+async def test_a_dead_letter_replay_waits_for_leftover_budget_a_fresh_record_does_not() -> None:
+    from trackflow.providers.context import in_background
+
+    seen: list[bool] = []
+
+    class Spy(FixedEnricher):
+        async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+            seen.append(in_background())
+            return self.result
+
+    pipeline = EnrichmentPipeline(send=Sender(), settings=SETTINGS, enricher=Spy(DEFERRED),
+                                  clock=lambda: NOW)
+    await pipeline.handle(raw_event())
+    replay = raw_event()
+    replay.message.headers = [(H_RAW_ATTEMPT, b"2")]
+    await pipeline.handle(replay)
+    assert seen == [False, True], "fresh records first; replays take what is left"

@@ -160,3 +160,29 @@ def test_once_without_a_worker_says_so() -> None:
                                       "--interval", "0.1"])
     assert result.exit_code == 1
     assert "no worker answered" in result.output
+
+
+def budget_exposition(waiting: float, deferred: float, backlog: float, overdue: float) -> str:
+    reg = CollectorRegistry()
+    Counter("trackflow_provider_calls_total", "", ["provider", "kind", "outcome"],
+            registry=reg).labels("musicbrainz", "search", "found").inc(5)
+    Gauge("trackflow_ratelimit_waiting_calls", "", ["provider"],
+          registry=reg).labels("musicbrainz").set(waiting)
+    Gauge("trackflow_ratelimit_rate", "", ["provider"],
+          registry=reg).labels("musicbrainz").set(0.5)
+    Counter("trackflow_deferred_fields_total", "", ["provider"],
+            registry=reg).labels("musicbrainz").inc(deferred)
+    Gauge("trackflow_refresh_backlog", "", registry=reg).set(backlog)
+    Gauge("trackflow_refresh_oldest_due_seconds", "", registry=reg).set(overdue)
+    return generate_latest(reg).decode()
+
+
+def test_build_view_shows_budget_waits_drain_time_deferrals_and_the_refresh_backlog() -> None:
+    a = parse(budget_exposition(10, 4, 3, 1.0), t=0.0)
+    b = parse(budget_exposition(30, 10, 8, 2.5), t=2.0)
+    view = build_view(a, b)
+    (row,) = view.providers
+    assert row.waiting == 30
+    assert row.drain_s == pytest.approx(60.0), "30 calls waiting at 0.5 calls/s"
+    assert row.deferred_per_s == pytest.approx(3.0)
+    assert view.refresh_backlog == 8 and view.refresh_overdue_s == 2.5
