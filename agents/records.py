@@ -105,6 +105,10 @@ class FieldValue:
     """Match confidence 0..1."""
 
 
+DISABLED = "provider_disabled"
+"""Skip reason of a stage whose provider is disabled in this worker (a configuration error)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one provider stage did for one record."""

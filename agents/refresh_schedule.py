@@ -10,10 +10,11 @@ from typing import Any
 
 from trackflow.agents import metrics
 from trackflow.agents.publish import Send, publish
-from trackflow.agents.records import FieldValue, Outcome, input_key
+from trackflow.agents.records import DISABLED, FieldValue, Outcome, input_key
 from trackflow.agents.settings import AgentSettings, RefreshSettings
 
-#: Outcomes a refresh runs again.
+#: Outcomes a refresh runs again. A stage skipped because its provider was disabled by a
+#: configuration error is one too: a worker restarted with the configuration fixed fills it.
 REFRESHABLE = frozenset({"deferred", "failed"})
 
 
@@ -56,7 +57,8 @@ class RefreshRequest:
 
 
 def stages_to_refresh(outcomes: Sequence[Outcome]) -> list[str]:
-    return [o.provider for o in outcomes if o.outcome in REFRESHABLE]
+    return [o.provider for o in outcomes
+            if o.outcome in REFRESHABLE or (o.outcome == "skipped" and o.reason == DISABLED)]
 
 
 def refresh_due_ms(now: float, settings: RefreshSettings, round_: int) -> int:

@@ -41,7 +41,7 @@ from typing import Any
 from trackflow.agents import metrics
 from trackflow.agents.deadletter import Failure
 from trackflow.agents.enrich import Enrichment
-from trackflow.agents.records import FieldValue, InputKey, Outcome, input_key
+from trackflow.agents.records import DISABLED, FieldValue, InputKey, Outcome, input_key
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
 from trackflow.providers.context import (
@@ -69,9 +69,6 @@ _INT_FIELDS = {"duration_ms", "deezer_id", "discogs_release_id", "popularity", "
                "playcount", "deezer_rank"}
 _LIST_FIELDS = {"genres", "tags"}
 
-
-DISABLED = "provider_disabled"
-"""Skip reason of a stage whose provider is disabled in this worker."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 from tests.unit.fakes import Event, Message, Sender
 from trackflow.agents.deadletter import H_RAW_ATTEMPT
 from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
-from trackflow.agents.records import FieldValue, Outcome, validate_raw
+from trackflow.agents.records import DISABLED, FieldValue, Outcome, validate_raw
 from trackflow.agents.refresh import RefreshAgent
 from trackflow.agents.refresh_schedule import RefreshRequest, input_digest
 from trackflow.agents.waterfall import Waterfall
@@ -74,6 +74,19 @@ async def test_a_record_published_with_a_deferred_stage_gets_a_refresh_request()
     request = RefreshRequest.decode(sender.sent[1][2] or b"")
     assert request.stages == ["lastfm"] and request.revision == 1
     assert request.due_ms == int((NOW + 30) * 1000)
+
+
+async def test_a_stage_skipped_for_a_disabled_provider_is_refreshed_a_planned_skip_is_not(
+        ) -> None:
+    sender = Sender()
+    skipped = Enrichment(outcomes=[Outcome("spotify", "skipped", "complete"),
+                                   Outcome("lastfm", "skipped", DISABLED)])
+    pipeline = EnrichmentPipeline(send=sender, settings=SETTINGS,
+                                  enricher=FixedEnricher(skipped), clock=lambda: NOW)
+    await pipeline.handle(raw_event())
+    assert [s[0] for s in sender.sent] == ["tracks.enriched", "tracks.enriched.refresh"], \
+        "a provider disabled by a configuration error fills its fields once it is enabled again"
+    assert RefreshRequest.decode(sender.sent[1][2] or b"").stages == ["lastfm"]
 
 
 async def test_a_complete_record_schedules_nothing() -> None:
