@@ -108,7 +108,10 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
            # Two partitions, four failures in a row per partition: at most 8 failed calls
            # before both breakers are open, plus what was already in flight.
            "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__CONSECUTIVE_FAILURES": "4",
-           "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__MINIMUM_CALLS": "4"}
+           "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__MINIMUM_CALLS": "4",
+           # Refresh rounds 10, 20, 40, 80 s after publication: the later ones fall after the
+           # 30 s outage, so the deferred Spotify fields are filled by then.
+           "TRACKFLOW_REFRESH__DELAY_S": "10"}
     records = catalog_records(2400, count=1600)
     worker = worker_factory(partitions=2, extra_env=env)
     await worker.wait_ready()
@@ -161,6 +164,29 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
                                "trackflow_breaker_transitions_total", provider="spotify",
                                to_state="closed")
     assert transitions and transitions >= 1, "the breaker must have closed again"
+
+    # The refresh path completes what the outage deferred: for every track whose Spotify stage
+    # was deferred, a later revision answered by Spotify (matched or not found) follows.
+    deferred = {v["track_id"] for v in values for o in v["providers"]
+                if o["provider"] == "spotify" and o["outcome"] == "deferred"}
+
+    def answered(msgs: list[Any]) -> set[str]:
+        out = set()
+        for m in msgs:
+            v = decode("EnrichedTrack", m.value)
+            if v["revision"] > 1 and any(o["provider"] == "spotify"
+                                         and o["outcome"] in ("matched", "not_found")
+                                         for o in v["providers"]):
+                out.add(v["track_id"])
+        return out
+
+    later = await collect(bootstrap, topic_names.enriched, until=10**6, timeout=200,
+                          stop_early=lambda m: deferred <= answered(m))
+    unfilled = deferred - answered(later)
+    print(f"spotify deferred on {len(deferred)} tracks; refreshed with spotify's answer: "
+          f"{len(deferred) - len(unfilled)}")
+    assert not unfilled, (f"{len(unfilled)} of {len(deferred)} tracks deferred during the outage "
+                          "got no refreshed revision with Spotify's answer after it")
 
 
 async def test_sigkill_while_the_breaker_is_open_restarts_with_it_open_and_within_limits(

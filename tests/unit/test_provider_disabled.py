@@ -156,8 +156,11 @@ async def test_suspended_lastfm_key_skips_the_stage_and_dead_letters_nothing(
         await run_records(pipeline({"lastfm": lastfm}, settings, sender), 6)
     assert len(router.requests) == 1, "only the first record may reach Last.fm"
     topics = [topic for topic, *_ in sender.sent]
-    assert topics == ["tracks.enriched"] * 6, f"expected six published records, got {topics}"
-    for _, _, value, _ in sender.sent:
+    # Each record is published, and its skipped stage is scheduled for a refresh (it fills in
+    # once the provider is enabled again); nothing goes to the dead-letter topic.
+    assert topics == ["tracks.enriched", "tracks.enriched.refresh"] * 6, (
+        f"expected six published records, each with a refresh request, got {topics}")
+    for _, _, value, _ in (s for s in sender.sent if s[0] == "tracks.enriched"):
         record = decode("EnrichedTrack", value)
         assert record["providers"] == [{"provider": "lastfm", "outcome": "skipped",
                                         "reason": DISABLED, "confidence": None}]
@@ -187,7 +190,7 @@ async def test_invalid_spotify_client_leaves_the_required_gap_published_not_park
     sender = Sender()
     with caplog.at_level(logging.DEBUG):
         await run_records(pipeline({"spotify": spotify}, settings, sender), 4, isrc=None)
-    assert [t for t, *_ in sender.sent] == ["tracks.enriched"] * 4
+    assert [t for t, *_ in sender.sent] == ["tracks.enriched", "tracks.enriched.refresh"] * 4
     record = decode("EnrichedTrack", sender.sent[0][2])
     assert record["isrc"] is None and record["providers"][0]["reason"] == DISABLED
     assert len(router.calls("/api/token")) == 1
