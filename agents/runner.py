@@ -34,18 +34,21 @@ log = logging.getLogger("trackflow.agents.runner")
 CRASH_EXIT_CODE = 70
 
 
-class CrashWatchdog:
-    """Ends the process ``grace_s`` after the first fatal error, unless it ended by itself."""
+class ExitTimer:
+    """Ends the process ``grace_s`` after :meth:`arm`, unless it ended by itself first: a daemon
+    thread, so it fires whatever the event loop is doing. Subclasses say why in :meth:`_log`."""
+
+    exit_code = 0
 
     def __init__(self, grace_s: float, *, exit: Callable[[int], Any] = os._exit) -> None:
-        self._grace_s = grace_s
+        self.grace_s = grace_s
         self._exit = exit
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
     @property
     def armed(self) -> bool:
-        """Whether a fatal error has started the countdown."""
+        """Whether the countdown has started."""
         return self._timer is not None
 
     def arm(self) -> None:
@@ -53,7 +56,7 @@ class CrashWatchdog:
         with self._lock:
             if self._timer is not None:
                 return
-            self._timer = threading.Timer(self._grace_s, self._fire)
+            self._timer = threading.Timer(self.grace_s, self._fire)
             self._timer.daemon = True  # a clean exit before the deadline is not held up
             self._timer.start()
 
@@ -63,12 +66,24 @@ class CrashWatchdog:
             if self._timer is not None:
                 self._timer.cancel()
 
+    def _log(self) -> None:
+        raise NotImplementedError
+
     def _fire(self) -> None:
-        log.critical("event=crash_exit grace_s=%s exit_code=%s: the worker did not stop by "
-                     "itself after a fatal error; exiting", self._grace_s, CRASH_EXIT_CODE)
+        self._log()
         for handler in logging.getLogger().handlers:
             handler.flush()
-        self._exit(CRASH_EXIT_CODE)
+        self._exit(self.exit_code)
+
+
+class CrashWatchdog(ExitTimer):
+    """Ends the process ``grace_s`` after the first fatal error, unless it ended by itself."""
+
+    exit_code = CRASH_EXIT_CODE
+
+    def _log(self) -> None:
+        log.critical("event=crash_exit grace_s=%s exit_code=%s: the worker did not stop by "
+                     "itself after a fatal error; exiting", self.grace_s, CRASH_EXIT_CODE)
 
 
 def crash_handler(app: Any, watchdog: CrashWatchdog) -> Callable[[BaseException], Any]:

@@ -11,51 +11,23 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import faust
 
+from trackflow.agents.runner import ExitTimer
 from trackflow.streams.kafka_logs import OutageLogFilter, install
 
 log = logging.getLogger("trackflow.streams.worker")
 
 
-class StopDeadline:
+class StopDeadline(ExitTimer):
     """Exits the process ``grace_s`` after the first stop signal, unless it ended by itself."""
 
-    def __init__(self, grace_s: float, *, exit: Callable[[int], Any] = os._exit) -> None:
-        self.grace_s = grace_s
-        self._exit = exit
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def armed(self) -> bool:
-        return self._timer is not None
-
-    def arm(self) -> None:
-        with self._lock:
-            if self._timer is not None:
-                return
-            self._timer = threading.Timer(self.grace_s, self._fire)
-            self._timer.daemon = True  # a clean exit before the deadline is not held up
-            self._timer.start()
-
-    def cancel(self) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-
-    def _fire(self) -> None:
+    def _log(self) -> None:
         log.warning("event=stop_deadline grace_s=%g: the clean stop did not finish (is Kafka "
                     "reachable?); exiting now, uncommitted records will be read again",
                     self.grace_s)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        self._exit(0)
 
 
 class TrackflowWorker(faust.Worker):
