@@ -36,7 +36,7 @@ from trackflow.agents.records import (
 from trackflow.agents.refresh_schedule import already_refreshed, schedule_refresh
 from trackflow.agents.runner import Topics, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
-from trackflow.providers.context import background_calls, enter_record
+from trackflow.providers.context import Priority, call_priority, enter_record
 from trackflow.schemas.codec import (
     AVRO_CONTENT_TYPE,
     CONTENT_TYPE,
@@ -118,8 +118,9 @@ class EnrichmentPipeline:
                 "validate", type(exc).__name__, str(exc), exc.reason, retryable=False))
             return
         if attempt > 1:
-            # A dead letter's replay: it waits for budget the fresh records leave unused.
-            with background_calls():
+            # A dead letter's replay: it waits for budget the fresh records and refreshes
+            # leave, and its minimum share.
+            with call_priority(Priority.REPLAY):
                 result = await self._enricher.enrich(raw, attempt)
         else:
             result = await self._enricher.enrich(raw, attempt)

@@ -7,11 +7,19 @@ is known. Each filled field keeps its provider and match confidence; each provid
 outcome (matched, not_found, skipped, failed, deferred).
 
 Waiting for provider budget is backpressure, not failure. A stage that may fill a still-missing
-``required`` field waits for its rate-limit slot as long as that takes (the record stays in
-flight, and records behind it stay in Kafka). A stage that would fill only optional fields waits
-until its provider's ``max_wait_s`` at most (:func:`~providers.context.call_deadline`); a busy
-provider (no slot in time) or an open breaker then makes it ``deferred``: the record is published
-``partial`` with those fields missing, for the refresh path to fill later.
+``required`` field that no later stage can fill waits for its rate-limit slot as long as that
+takes (the record stays in flight, and records behind it stay in Kafka). A stage that would fill
+only optional fields waits until its provider's ``max_wait_s`` at most
+(:func:`~providers.context.call_deadline`); a busy provider (no slot in time) or an open breaker
+then makes it ``deferred``: the record is published ``partial`` with those fields missing, for
+the refresh path to fill later.
+
+A required field that a later stage can fill too does not hold the record up at a busy
+provider: the stage is deferred like an optional one and the later stage fills the field (in a
+burst, MusicBrainz at 1 call/s passes the ISRC on to Spotify at 5/s, and the pipeline drains at
+the rate of both instead of MusicBrainz's alone). If the field is still missing after the last
+stage, the stages that passed it on run again and wait for their slot, so a busy provider never
+makes a dead letter.
 
 The record is publishable when every ``required`` field is known. When it is not, it is
 dead-lettered: retryable when a transient provider failure may have caused the gap, not
@@ -46,10 +54,11 @@ from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
 from trackflow.providers.context import (
     AnswersUsed,
-    background_calls,
+    Priority,
     call_deadline,
+    call_priority,
+    current_priority,
     current_record,
-    in_background,
 )
 from trackflow.providers.errors import (
     CredentialsRejected,
@@ -240,26 +249,77 @@ class Waterfall:
         known: dict[str, FieldValue] = {
             name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
         }
-        outcomes: list[Outcome] = []
+        outcomes: dict[str, Outcome] = {}
         transient: list[TransientError] = []
+        deferred: dict[str, int] = {}
+        passed_on: set[str] = set()
         for name in self._order:
-            plan = plan_stage(name, known, self._settings, self._targets)
-            if plan.skip_reason is not None:
-                outcomes.append(Outcome(name, "skipped", plan.skip_reason))
-                continue
-            outcome = await self._run_stage(name, plan, raw, known, transient)
-            outcomes.append(outcome)
-            self._outcome_counters[name, outcome.outcome].inc()
+            await self._stage(name, raw, known, outcomes, transient, deferred, passed_on)
+        if passed_on and self._gap(known):
+            # A required field is still missing: the stages that passed it on to a later
+            # provider now wait for their own slot, and the stages that lacked an input they
+            # may bring run after them.
+            again = {name for name, o in outcomes.items()
+                     if name in passed_on or (o.outcome == "skipped"
+                                              and (o.reason or "").startswith("missing_"))}
+            for name in self._order:
+                if name in again:
+                    await self._stage(name, raw, known, outcomes, transient, deferred, None)
+        for name, count in deferred.items():
+            self._deferred_fields[name].inc(count)
+        for o in outcomes.values():
+            if o.outcome != "skipped":
+                self._outcome_counters[o.provider, o.outcome].inc()
         filled = {k: v for k, v in known.items() if v.provider != "input"}
-        return self._finish(raw, filled, outcomes, transient)
+        return self._finish(raw, filled, [outcomes[n] for n in self._order], transient)
+
+    async def _stage(self, name: str, raw: Mapping[str, Any], known: dict[str, FieldValue],
+                     outcomes: dict[str, Outcome], transient: list[TransientError],
+                     deferred: dict[str, int], passed_on: set[str] | None) -> None:
+        """Plan and run one stage of a fresh record. With ``passed_on`` (the first pass), a
+        stage of required fields that a later stage can also fill is deferred like one of
+        optional fields when its provider is busy, and noted there."""
+        plan = plan_stage(name, known, self._settings, self._targets)
+        deferred.pop(name, None)
+        if plan.skip_reason is not None:
+            outcomes[name] = Outcome(name, "skipped", plan.skip_reason)
+            return
+        required = self._waits(plan)
+        may_pass = (required and passed_on is not None
+                    and self._filled_later(name, plan, known))
+        outcome = await self._run_stage(name, plan, raw, known, transient,
+                                        waits=required and not may_pass)
+        if outcome.outcome == "deferred":
+            deferred[name] = len(plan.fillable)
+            if may_pass and passed_on is not None:
+                passed_on.add(name)
+        outcomes[name] = outcome
+
+    def _filled_later(self, name: str, plan: StagePlan, known: Mapping[str, FieldValue]
+                      ) -> bool:
+        """Whether a stage after ``name`` could fill every required field ``plan`` would, with
+        what is known now: then a busy provider need not hold the record up, the later one
+        can fill them (MusicBrainz at 1/s passes an ISRC on to Spotify at 5/s)."""
+        needed = plan.fillable & set(self._settings.waterfall.required)
+        rules = self._settings.waterfall.fields
+        later = self._order[self._order.index(name) + 1:]
+        return any(
+            all(f in SPECS[p].provides and p in rules[f].providers for f in needed)
+            and all(r in known for r in self._settings.providers[p].requires)
+            for p in later)
+
+    def _gap(self, known: Mapping[str, FieldValue]) -> list[str]:
+        """Required fields neither the input nor a stage has filled."""
+        return [f for f in self._settings.waterfall.required if f not in known]
 
     async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
                       outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
         """Run ``stages`` again for a record that already knows ``filled``; the other stages
         keep their outcomes. The record is published already, so its stages wait for budget
-        as long as it takes, but only for budget the fresh records leave unused
-        (:func:`~providers.context.background_calls`); an open breaker defers them again."""
-        with background_calls():
+        as long as it takes, at refresh priority (:class:`~providers.context.Priority`): what
+        fresh records leave, and at least the refreshes' minimum share. An open breaker defers
+        them again."""
+        with call_priority(Priority.REFRESH):
             return await self._refresh(raw, filled, outcomes, stages)
 
     async def _refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
@@ -280,7 +340,10 @@ class Waterfall:
             if plan.skip_reason is not None:
                 out.append(Outcome(name, "skipped", plan.skip_reason))
                 continue
-            outcome = await self._run_stage(name, plan, raw, known, transient)
+            outcome = await self._run_stage(name, plan, raw, known, transient,
+                                            waits=self._waits(plan))
+            if outcome.outcome == "deferred":
+                self._deferred_fields[name].inc(len(plan.fillable))
             out.append(outcome)
             self._outcome_counters[name, outcome.outcome].inc()
         result = Enrichment(filled={k: v for k, v in known.items() if v.provider != "input"},
@@ -316,8 +379,8 @@ class Waterfall:
         """Whether the stage may fill a required field: then it waits for its slot, however far."""
         return bool(plan.fillable & set(self._settings.waterfall.required))
 
-    async def _lookup(self, name: str, plan: StagePlan, query: TrackQuery) -> list[Candidate]:
-        if not self._waits(plan) and not in_background():
+    async def _lookup(self, name: str, query: TrackQuery, *, waits: bool) -> list[Candidate]:
+        if not waits and current_priority() is Priority.FRESH:
             deadline = self._clock() + self._settings.providers[name].max_wait_s
             with call_deadline(deadline):
                 return await self._providers[name].lookup(query)
@@ -330,21 +393,23 @@ class Waterfall:
                 continue
 
     async def _run_stage(self, name: str, plan: StagePlan, raw: Mapping[str, Any],
-                         known: dict[str, FieldValue], transient: list[TransientError]
-                         ) -> Outcome:
+                         known: dict[str, FieldValue], transient: list[TransientError],
+                         *, waits: bool) -> Outcome:
+        """One stage's lookup and match; ``waits``: it waits for its slot however long (it
+        may fill a required field no later stage can), otherwise it is deferred when its
+        provider is busy past ``max_wait_s`` or its breaker is open."""
         query = query_for(raw, known)
         try:
-            candidates = await self._lookup(name, plan, query)
+            candidates = await self._lookup(name, query, waits=waits)
         except (RateLimitWait, BreakerOpen) as exc:
-            if self._waits(plan):
+            if waits:
                 # Required fields: an open breaker is an outage, dead-lettered as retryable.
                 transient.append(exc)
                 metrics.PROVIDER_ERRORS.labels(provider=name,
                                                error_class=type(exc).__name__).inc()
                 return Outcome(name, "failed", type(exc).__name__)
-            # Optional fields from a busy or unavailable provider: publish without them now,
-            # fill them in later.
-            self._deferred_fields[name].inc(len(plan.fillable))
+            # Optional fields (or required ones a later stage may fill) from a busy or
+            # unavailable provider: publish without them now, fill them in later.
             return Outcome(name, "deferred", type(exc).__name__)
         except TransientError as exc:
             transient.append(exc)

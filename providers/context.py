@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 
 @dataclass(slots=True)
@@ -97,21 +98,33 @@ def current_deadline() -> float | None:
     return _deadline.get()
 
 
-_background: ContextVar[bool] = ContextVar("trackflow_background_calls", default=False)
+class Priority(IntEnum):
+    """Whose calls a provider's budget serves first (see :mod:`providers.limiter`)."""
+
+    FRESH = 0
+    """Records read from the raw topic for the first time: they wait in Kafka meanwhile."""
+    REFRESH = 1
+    """Refreshes of published records with deferred fields (``agents.refresh``)."""
+    REPLAY = 2
+    """Replays of dead letters (``agents.reprocess`` sent them back to the raw topic)."""
+
+
+_priority: ContextVar[Priority] = ContextVar("trackflow_call_priority", default=Priority.FRESH)
 
 
 @contextmanager
-def background_calls() -> Iterator[None]:
-    """Calls made inside take only budget that other calls leave unused: the global limiter
-    grants them a slot only while its queue is at most one slot long (see ``providers.gate``).
-    The refresh path runs its stages so: fresh records first, refreshes in what is left."""
-    token = _background.set(True)
+def call_priority(priority: Priority) -> Iterator[None]:
+    """Calls made inside are of ``priority``: fresh records get a provider's budget first,
+    refreshes what fresh records leave (and at least their minimum share), replays what both
+    leave (and at least theirs). A call below fresh waits for its slot however long it takes:
+    its record is published already, or was a dead letter."""
+    token = _priority.set(priority)
     try:
         yield
     finally:
-        _background.reset(token)
+        _priority.reset(token)
 
 
-def in_background() -> bool:
-    """Whether the calls being made are background calls (see :func:`background_calls`)."""
-    return _background.get()
+def current_priority() -> Priority:
+    """The priority of the calls being made (see :func:`call_priority`)."""
+    return _priority.get()

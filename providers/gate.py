@@ -47,7 +47,12 @@ from trackflow.providers.backoff import RetryBudget, retry_call
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, Decision, State, Transition
 from trackflow.providers.cache import ProviderCache
-from trackflow.providers.context import current_deadline, current_record, in_background
+from trackflow.providers.context import (
+    Priority,
+    current_deadline,
+    current_priority,
+    current_record,
+)
 from trackflow.providers.errors import (
     CredentialsRejected,
     FeatureUnavailable,
@@ -81,7 +86,7 @@ class ProviderPolicy:
     """The provider's enforcement window: it allows ``rate * window_s`` calls per window."""
     rate_slack_s: float = 0.1
     """Pacing treats the window as this much longer (see :func:`paced_rate`)."""
-    max_wait_s: float = 30.0
+    max_wait_s: float = 5.0
     """Longest a stage that fills only optional fields waits for a rate-limit slot before it is
     deferred (the waterfall turns it into the stage's :func:`~providers.context.call_deadline`);
     stages that may fill a required field wait as long as it takes."""
@@ -462,12 +467,10 @@ class ResilientGate:
         ahead = math.inf if deadline is None else deadline - now
         if ahead < 0 and deadline is not None:
             self._give_up(spec, deadline, now, 0.0)
-        background = in_background()
-        if background:
-            # Only slots nobody queued for: a queue at most one slot long.
-            ahead = min(ahead, 1.0 / self._rate)
+        priority = current_priority()
         r = await self._limiter.reserve(self.provider, interval_s=1.0 / self._rate,
-                                        ahead_s=ahead, floor=self._global_floor)
+                                        ahead_s=ahead, floor=self._global_floor,
+                                        priority=priority)
         # Redis timed the slot somewhere within the round trip: aim at its middle, so that
         # the round trip (which a busy event loop stretches) does not count as lateness.
         now = (now + self._clock()) / 2
@@ -479,12 +482,12 @@ class ResilientGate:
         if not r.granted:
             if deadline is not None and now + r.wait_s > deadline:
                 self._give_up(spec, deadline, now, r.wait_s)
-            # Ask again once our turn is within the horizon; the jitter spreads the waiters'
-            # next round trips.
-            horizon = self._limiter.horizon_s
-            lead = min(ahead, horizon)
-            await self._sleep(max(0.0, r.wait_s - lead)
-                              + self._rng.uniform(0, min(horizon, r.wait_s) / 2))
+            # Ask again once it may be granted; the jitter spreads the waiters' next round
+            # trips (over half the horizon for fresh calls, which all ask for the queue's end;
+            # over one slot below fresh, whose turn comes at a time the limiter names).
+            spread = (min(self._limiter.horizon_s, r.wait_s) / 2 if priority is Priority.FRESH
+                      else 1.0 / self._rate)
+            await self._sleep(r.retry_s + self._rng.uniform(0, spread))
             return False
         due = now + r.wait_s - self._clock()
         if due > 0:
@@ -499,6 +502,14 @@ class ResilientGate:
         # window has room, instead of losing its slot.
         c = await self._limiter.commit(self.provider, window_s=self._log_window_s,
                                        limit=self._log_limit)
+        if c is not None and not c.granted and c.wait_s <= self._send_tolerance:
+            # Slots are as far apart as the log's window allows, so a call on time can find
+            # the call a window before still in it by a few milliseconds of jitter: wait
+            # those out and keep the slot instead of losing it.
+            await self._sleep(c.wait_s)
+            woke = self._clock()
+            c = await self._limiter.commit(self.provider, window_s=self._log_window_s,
+                                           limit=self._log_limit)
         if c is None:
             self._leave_global()
             return None
@@ -511,9 +522,9 @@ class ResilientGate:
 
     def _leave_global(self) -> None:
         if self._global and self._limiter is not None:
-            # Redis is gone: nothing it handed out reaches past one horizon from now, so the
-            # per-partition fallback slots start after that.
-            self._fallback_not_before = self._clock() + self._limiter.horizon_s
+            # Redis is gone: nothing it handed out reaches past its reach (one horizon and a
+            # slot per lower priority) from now, so the per-partition fallback starts after.
+            self._fallback_not_before = self._clock() + self._limiter.reach_s(1.0 / self._rate)
             self._global = False
             self._mode.set(0)
 

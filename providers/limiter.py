@@ -33,16 +33,28 @@ Design points and their trade-offs:
   loop stretches: on a two-core machine at load average 8, with 2,000 records arriving at
   once, a 0.1 s slack let one call in 2,000 over MusicBrainz' limit in a 1 s window; 0.3 s
   held (the burst test). Raise ``rate_slack_s`` on hosts that run that hot.
+- **Priorities, with a minimum share each.** Fresh records come first, refreshes of published
+  records second, dead-letter replays third (:class:`~providers.context.Priority`). A call below
+  fresh is granted a slot nobody queued for (a refresh while the queue is at most one slot long;
+  a replay while it is shorter and no refresh asked within the last two horizons), or, when its
+  priority's minimum share is due (``limiter.refresh_min_share``, ``limiter.replay_min_share``
+  of the rate: a schedule of its own in Redis), a slot ahead of the fresh calls still asking,
+  up to one slot past the horizon per level. A saturated provider then serves fresh records
+  with at least ``1 - refresh share - replay share`` of its rate and neither lower class
+  starves; what fresh records leave goes to refreshes before replays. The queue does not know
+  who waits, so below fresh the order is by asking, and a caller asks again when the limiter
+  says its turn may have come. The per-partition fallback below has no priorities.
 - **Redis unreachable: the changelogged per-partition slots are the durable fallback.** After a
   failed round trip the gate paces with :func:`providers.ratelimit.next_slot` (R/P per
   partition, state in the changelogged table, safe across workers by construction) for
   ``outage_skip_s`` before it tries Redis again. So that fallback calls cannot meet calls
-  reserved in Redis before the outage, the fallback starts only after the horizon of the last
-  reservation this worker saw; back on Redis, the script is given the worker's last fallback
-  slot as a floor for the TAT. The gap: while some workers reach Redis and others do not (a
-  partial network partition), both schemes run side by side and the provider can see up to
-  R + R*(partitions in fallback)/P; a Redis outage seen by every worker at once (the usual case
-  on one Redis) keeps the limit. Budget is stranded again only during the outage.
+  reserved in Redis before the outage, the fallback starts only after the reach of the last
+  reservation this worker saw (:meth:`GlobalLimiter.reach_s`); back on Redis, the script is
+  given the worker's last fallback slot as a floor for the TAT. The gap: while some workers
+  reach Redis and others do not (a partial network partition), both schemes run side by side
+  and the provider can see up to R + R*(partitions in fallback)/P; a Redis outage seen by every
+  worker at once (the usual case on one Redis) keeps the limit. Budget is stranded again only
+  during the outage.
 - **Cost.** Two round trips (about 0.1 ms each on loopback, about 1 ms in a data centre) per
   call, next to a provider call of 50-500 ms. The queue's state is one key and one sorted set
   of at most ``rate * window_s`` members per provider; a Redis that restarts empty forgets
@@ -53,9 +65,10 @@ Design points and their trade-offs:
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,28 +77,56 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from trackflow.providers import metrics
+from trackflow.providers.context import Priority
 
 log = logging.getLogger("trackflow.providers.limiter")
 
-# KEYS[1]: the provider's TAT. ARGV: interval s, how far ahead a slot may be granted s, a floor
-# for the TAT (epoch s, 0 for none). Replies: {granted 0/1, seconds until the slot (or until
-# the queue's end when refused)}, as strings: Redis turns Lua numbers into integers.
+# KEYS: the provider's TAT, the priority's minimum-share schedule, the refreshes' demand mark.
+# ARGV: interval s, lead s (how far ahead a fresh slot may be), a floor for the TAT (epoch s, 0
+# for none), the priority (0 fresh, 1 refresh, 2 replay), its minimum share's interval s (0:
+# none), how long a refresh's demand mark lasts ms. Replies: {granted 0/1, seconds until the
+# slot (or until the queue's end when refused), seconds until it is worth asking again}, as
+# strings: Redis turns Lua numbers into integers.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
-local ahead = tonumber(ARGV[2])
+local lead = tonumber(ARGV[2])
 local floor = tonumber(ARGV[3])
+local priority = tonumber(ARGV[4])
+local share_interval = tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if floor > tat then tat = floor end
 local slot = math.max(tat, now)
-if slot - now > ahead then
-  return {0, string.format('%.6f', slot - now)}
+if priority > 0 then
+  -- Budget nobody queued for: refreshes take a slot while the queue is at most one slot
+  -- long, replays only while it is shorter and no refresh has asked lately.
+  local idle = interval
+  if priority == 1 then
+    redis.call('SET', KEYS[3], '1', 'PX', ARGV[6])
+  else
+    idle = interval / 2
+    if redis.call('EXISTS', KEYS[3]) == 1 then idle = -1 end
+  end
+  local owed = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if slot - now > idle then
+    -- The minimum share: when due, the call goes ahead of the fresh calls still asking
+    -- (one slot past the horizon per priority level, so that both levels fit).
+    if share_interval <= 0 or owed > now or slot - now > lead + priority * interval then
+      local again = slot - now - math.max(idle, 0)
+      if share_interval > 0 then again = math.min(again, owed - now) end
+      return {0, string.format('%.6f', slot - now), string.format('%.6f', math.max(again, 0))}
+    end
+    redis.call('SET', KEYS[2], string.format('%.6f', math.max(owed, now) + share_interval),
+               'PX', math.ceil(share_interval * 1000) + 60000)
+  end
+elseif slot - now > lead then
+  return {0, string.format('%.6f', slot - now), string.format('%.6f', slot - now - lead)}
 end
 local nxt = slot + interval
 redis.call('SET', KEYS[1], string.format('%.6f', nxt), 'PX',
            math.ceil((nxt - now) * 1000) + 60000)
-return {1, string.format('%.6f', slot - now)}
+return {1, string.format('%.6f', slot - now), '0'}
 """
 
 
@@ -115,6 +156,10 @@ class Reservation:
     """True: the slot is the caller's. False: no slot within the allowed lead."""
     wait_s: float
     """Seconds until the granted slot, or until the end of the queue when refused."""
+    retry_s: float = 0.0
+    """Refused: seconds until asking again may be granted (for a fresh call, until the end of
+    the queue is within its lead; below fresh, until the minimum share is due or the queue may
+    be idle)."""
 
 
 class GlobalLimiter:
@@ -122,6 +167,7 @@ class GlobalLimiter:
 
     def __init__(self, redis_url: str | None, *, namespace: str, horizon_s: float = 5.0,
                  timeout_s: float = 0.5, outage_skip_s: float = 2.0,
+                 min_shares: Mapping[Priority, float] | None = None,
                  max_connections: int = 64, client: aioredis.Redis | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         commit_client = client
@@ -137,6 +183,9 @@ class GlobalLimiter:
         self._commit_redis = commit_client
         self._namespace = namespace
         self.horizon_s = horizon_s
+        self.min_shares: Mapping[Priority, float] = dict(min_shares or {})
+        """The share of each provider's rate each priority below fresh gets at least, however
+        many fresh calls wait."""
         self._outage_skip_s = outage_skip_s
         self._clock = clock
         self._skip_until = 0.0
@@ -154,15 +203,29 @@ class GlobalLimiter:
         return self._script is not None and self._clock() >= self._skip_until
 
     async def reserve(self, provider: str, *, interval_s: float, ahead_s: float,
-                      floor: float = 0.0) -> Reservation | None:
+                      floor: float = 0.0, priority: Priority = Priority.FRESH
+                      ) -> Reservation | None:
         """Reserve ``provider``'s next slot if it is at most ``ahead_s`` away (capped at the
-        horizon). ``floor`` (epoch seconds) keeps the queue from handing out slots before it.
-        None: Redis is unreachable (or was within ``outage_skip_s``)."""
+        horizon); below fresh, only a slot nobody queued for, or one ahead of the fresh calls
+        when the priority's minimum share is due. ``floor`` (epoch seconds) keeps the queue from
+        handing out slots before it. None: Redis is unreachable (or was within
+        ``outage_skip_s``)."""
         if self._script is None or not self.available:
             return None
         ahead = max(0.0, min(ahead_s, self.horizon_s))
-        return await self._run(provider, self._script, [self.key(provider)],
-                               [f"{interval_s:.9f}", f"{ahead:.6f}", f"{floor:.6f}"])
+        share = self.min_shares.get(priority, 0.0)
+        share_interval = interval_s / share if share > 0 else 0.0
+        demand_ms = math.ceil(2000 * max(self.horizon_s, share_interval))
+        key = self.key(provider)
+        return await self._run(provider, self._script,
+                               [key, f"{key}:share:{int(priority)}", f"{key}:demand"],
+                               [f"{interval_s:.9f}", f"{ahead:.6f}", f"{floor:.6f}",
+                                str(int(priority)), f"{share_interval:.9f}", str(demand_ms)])
+
+    def reach_s(self, interval_s: float) -> float:
+        """How far ahead of now any slot handed out may be: the horizon, plus one slot per
+        priority below fresh (their minimum shares go ahead of the queue)."""
+        return self.horizon_s + (len(Priority) - 1) * interval_s
 
     async def commit(self, provider: str, *, window_s: float, limit: int) -> Reservation | None:
         """Record a call about to leave, if fewer than ``limit`` left in the last ``window_s``
@@ -190,7 +253,8 @@ class GlobalLimiter:
         if self._outage:
             self._outage = False
             log.info("event=limiter_available provider=%s", provider)
-        return Reservation(int(reply[0]) == 1, float(reply[1]))
+        return Reservation(int(reply[0]) == 1, float(reply[1]),
+                           float(reply[2]) if len(reply) > 2 else 0.0)
 
     async def aclose(self) -> None:
         if self._redis is not None:

@@ -7,10 +7,11 @@ is built next to the code that uses it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trackflow.providers.breaker import BreakerConfig
 from trackflow.providers.cache import CacheTtls
+from trackflow.providers.context import Priority
 from trackflow.providers.gate import ProviderPolicy
 from trackflow.providers.specs import SPECS
 
@@ -48,7 +49,11 @@ class ProviderSettings(Section):
     """Pacing counts the provider's window as this much longer: ``rate * window_s`` calls go
     out per ``window_s + rate_slack_s``. A quarter of it absorbs a call leaving late, the rest
     the delay until the request reaches the provider (and clock skew between workers)."""
-    max_wait_s: float = Field(30.0, ge=0)
+    max_wait_s: float = Field(5.0, ge=0)
+    """How long a stage that may be deferred waits for its rate-limit slot: a stage of
+    optional fields, or of required ones a later stage can also fill. Up to
+    ``limiter.horizon_s`` (5 s) the limiter tells at once whether a slot comes in time;
+    beyond, the stage keeps asking until its deadline."""
     timeout_s: float = Field(15.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=10)
     backoff_base_s: float = Field(0.5, gt=0)
@@ -85,6 +90,23 @@ class LimiterSettings(Section):
     outage_skip_s: float = Field(2.0, gt=0, le=600)
     """After a failed round trip, how long to pace from the changelogged table before trying
     Redis again."""
+    refresh_min_share: float = Field(0.1, ge=0, lt=1)
+    """The share of every provider's rate refreshes of published records get however many
+    fresh records wait (they also get whatever fresh records leave)."""
+    replay_min_share: float = Field(0.05, ge=0, lt=1)
+    """The share dead-letter replays get however many fresh records and refreshes wait."""
+
+    @model_validator(mode="after")
+    def _shares_leave_room(self) -> LimiterSettings:
+        if self.refresh_min_share + self.replay_min_share >= 1:
+            raise ValueError("limiter.refresh_min_share + limiter.replay_min_share must be "
+                             "below 1: fresh records need a share too")
+        return self
+
+    def min_shares(self) -> dict[Priority, float]:
+        """The minimum shares by priority, as the global limiter takes them."""
+        return {Priority.REFRESH: self.refresh_min_share,
+                Priority.REPLAY: self.replay_min_share}
 
 
 class CacheSettings(Section):

@@ -44,7 +44,7 @@ def build_limiter(settings: Settings) -> GlobalLimiter | None:
         return None
     return GlobalLimiter(settings.redis_url, namespace=settings.cache.namespace,
                          horizon_s=lim.horizon_s, timeout_s=lim.timeout_s,
-                         outage_skip_s=lim.outage_skip_s)
+                         outage_skip_s=lim.outage_skip_s, min_shares=lim.min_shares())
 
 
 def back_off_consumer_retries(app: faust.App, retry_backoff_ms: int) -> None:

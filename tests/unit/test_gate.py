@@ -12,7 +12,7 @@ import pytest
 
 from trackflow.providers.base import CallSpec
 from trackflow.providers.breaker import BreakerConfig, State
-from trackflow.providers.context import call_deadline, enter_record
+from trackflow.providers.context import Priority, call_deadline, call_priority, enter_record
 from trackflow.providers.errors import FeatureUnavailable, NotFound, TransientError
 from trackflow.providers.gate import BreakerOpen, ProviderPolicy, RateLimitWait, ResilientGate
 
@@ -269,7 +269,9 @@ class FakeLimiter:
         return not self.down
 
     async def reserve(self, provider: str, *, interval_s: float, ahead_s: float,
-                      floor: float = 0.0) -> Any:
+                      floor: float = 0.0, priority: Priority = Priority.FRESH) -> Any:
+        """Below fresh, only the idle rule (no minimum shares: the real script's are tested
+        against Redis in tests/integration/test_limiter_priority.py)."""
         from trackflow.providers.limiter import Reservation
 
         if self.down:
@@ -278,10 +280,14 @@ class FakeLimiter:
         now = self.t.now
         self.tat = max(self.tat, floor)
         slot = max(self.tat, now)
-        if slot - now > min(ahead_s, self.horizon_s):
-            return Reservation(False, slot - now)
+        lead = interval_s if priority is not Priority.FRESH else min(ahead_s, self.horizon_s)
+        if slot - now > lead:
+            return Reservation(False, slot - now, slot - now - lead)
         self.tat = slot + interval_s
         return Reservation(True, slot - now)
+
+    def reach_s(self, interval_s: float) -> float:
+        return self.horizon_s + 2 * interval_s
 
     async def commit(self, provider: str, *, window_s: float, limit: int) -> Any:
         from trackflow.providers.limiter import Reservation
@@ -364,24 +370,22 @@ async def test_when_redis_is_gone_the_fallback_waits_out_the_horizon_then_paces_
         "back on Redis, the queue must start after the last fallback slot"
 
 
-async def test_background_calls_take_only_slots_nobody_queued_for() -> None:
-    from trackflow.providers.context import background_calls
-
+async def test_calls_below_fresh_take_only_slots_nobody_queued_for() -> None:
     t = FakeTime()
     limiter = FakeLimiter(t, horizon_s=5.0)
     gate = limited_gate(t, limiter)
     enter_record(0)
     limiter.tat = t.now + 3.0  # fresh calls have queued 3 s of slots
-    asked: list[float] = []
+    asked: list[Priority] = []
     real = limiter.reserve
 
     async def spy(provider: str, **kw: Any) -> Any:
-        asked.append(kw["ahead_s"])
+        asked.append(kw["priority"])
         return await real(provider, **kw)
 
     limiter.reserve = spy  # type: ignore[method-assign]
-    with background_calls():
+    with call_priority(Priority.REFRESH):
         await gate.run(SPEC, ok)
-    assert asked[0] == pytest.approx(0.1), "a background call asks for one slot of lead only"
+    assert asked[0] is Priority.REFRESH, "the call asks at its own priority"
     assert len(asked) >= 2, "refused while the queue was long, it asked again later"
     assert t.now >= 1_700_000_003.0 - 0.1, "it went only once the fresh calls' queue was gone"

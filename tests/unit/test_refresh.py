@@ -184,14 +184,14 @@ async def test_waterfall_refresh_runs_only_the_given_stages_on_top_of_what_is_kn
         ("musicbrainz", "matched"), ("lastfm", "matched")]
 
 
-async def test_a_dead_letter_replay_waits_for_leftover_budget_a_fresh_record_does_not() -> None:
-    from trackflow.providers.context import in_background
+async def test_a_dead_letter_replay_asks_for_budget_at_replay_priority() -> None:
+    from trackflow.providers.context import Priority, current_priority
 
-    seen: list[bool] = []
+    seen: list[Priority] = []
 
     class Spy(FixedEnricher):
         async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
-            seen.append(in_background())
+            seen.append(current_priority())
             return self.result
 
     pipeline = EnrichmentPipeline(send=Sender(), settings=SETTINGS, enricher=Spy(DEFERRED),
@@ -200,4 +200,5 @@ async def test_a_dead_letter_replay_waits_for_leftover_budget_a_fresh_record_doe
     replay = raw_event()
     replay.message.headers = [(H_RAW_ATTEMPT, b"2")]
     await pipeline.handle(replay)
-    assert seen == [False, True], "fresh records first; replays take what is left"
+    assert seen == [Priority.FRESH, Priority.REPLAY], \
+        "fresh records first; replays take what is left and their minimum share"

@@ -69,3 +69,13 @@ def test_every_lookup_kind_has_its_own_cache_ttl() -> None:
     ttls = s.cache.ttls()
     assert ttls.by_kind["features"] == 123 and ttls.by_kind["tags"] == 456
     assert ttls.by_kind["isrc"] == ttls.by_kind["id"] == s.cache.ttl_id_s
+
+
+def test_minimum_shares_must_leave_fresh_records_a_share() -> None:
+    from trackflow.providers.context import Priority
+
+    s = load_settings(env={"TRACKFLOW_LIMITER__REFRESH_MIN_SHARE": "0.2"})
+    assert s.limiter.min_shares() == {Priority.REFRESH: 0.2, Priority.REPLAY: 0.05}
+    with pytest.raises(ConfigError, match="min_share"):
+        load_settings(env={"TRACKFLOW_LIMITER__REFRESH_MIN_SHARE": "0.6",
+                           "TRACKFLOW_LIMITER__REPLAY_MIN_SHARE": "0.4"})

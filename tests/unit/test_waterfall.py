@@ -307,3 +307,46 @@ async def test_a_result_with_a_deferred_stage_is_not_kept() -> None:
     results = ResultCache(10, clock=lambda: 0.0)
     deferred = Enrichment(outcomes=[Outcome("lastfm", "deferred", "RateLimitWait")])
     assert not results.put(("k",), deferred, AnswersUsed(answers=1, expires_at=100.0))
+
+
+async def test_a_busy_provider_passes_a_required_field_on_to_a_later_stage() -> None:
+    s = load_settings(env={"TRACKFLOW_PROVIDERS__MUSICBRAINZ__MAX_WAIT_S": "3"})
+    mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059")], busy_until_deadline=True)
+    sp = Deadlines("spotify", [song(isrc="GBDUW0000059", spotify_id="sp1")])
+    clock = [1000.0]
+    result = await Waterfall({"musicbrainz": mb, "spotify": sp}, s,
+                             clock=lambda: clock[0]).enrich(dict(RAW), 1)
+    assert mb.deadlines == [1003.0], \
+        "Spotify can fill the ISRC too: MusicBrainz waits max_wait_s at most"
+    assert sp.deadlines == [None], "Spotify is the last that can fill the ISRC: it waits"
+    assert [(o.provider, o.outcome) for o in result.outcomes] == [
+        ("musicbrainz", "deferred"), ("spotify", "matched")]
+    assert result.filled["isrc"].provider == "spotify"
+    assert result.failure is None
+
+
+async def test_a_required_field_nobody_later_filled_makes_the_busy_stage_wait_after_all(
+) -> None:
+    s = load_settings(env={})
+    mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059")], busy_until_deadline=True)
+    sp = Deadlines("spotify", [])
+    dz = Deadlines("deezer", [song(isrc="GBDUW0000059", deezer_id="3135556")])
+    result = await Waterfall({"musicbrainz": mb, "spotify": sp, "deezer": dz}, s,
+                             clock=lambda: 1000.0).enrich(dict(RAW), 1)
+    assert len(mb.deadlines) == 2 and mb.deadlines[1] is None, \
+        "Spotify had no match: MusicBrainz must be asked again, waiting for its slot"
+    assert dz.queries and dz.queries[0].isrc == "GBDUW0000059", \
+        "Deezer, skipped for want of an ISRC, runs once MusicBrainz found one"
+    assert [(o.provider, o.outcome) for o in result.outcomes] == [
+        ("musicbrainz", "matched"), ("spotify", "not_found"), ("deezer", "matched")]
+    assert result.failure is None, "a busy provider must never make a dead letter"
+
+
+async def test_no_later_provider_of_the_field_means_no_passing_on() -> None:
+    s = load_settings(env={"TRACKFLOW_WATERFALL__FIELDS__ISRC__PROVIDERS": '["musicbrainz"]'})
+    mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059")], busy_until_deadline=True)
+    sp = Deadlines("spotify", [song(isrc="GBDUW0000060", spotify_id="sp1")])
+    result = await Waterfall({"musicbrainz": mb, "spotify": sp}, s,
+                             clock=lambda: 1000.0).enrich(dict(RAW), 1)
+    assert mb.deadlines == [None], "only MusicBrainz may fill the ISRC: it waits"
+    assert result.filled["isrc"].provider == "musicbrainz"
