@@ -189,6 +189,9 @@ class ResilientGate:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        # Below fresh, one caller per priority asks the limiter at a time; the others wait
+        # their turn here instead of polling Redis (hundreds of refreshes wait at once).
+        self._asking = {p: asyncio.Lock() for p in Priority if p is not Priority.FRESH}
         self._local: dict[int, _PartitionState] = {}
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._rate = paced_rate(policy.rate, policy.window_s, policy.rate_slack_s)
@@ -468,27 +471,16 @@ class ResilientGate:
         if ahead < 0 and deadline is not None:
             self._give_up(spec, deadline, now, 0.0)
         priority = current_priority()
-        r = await self._limiter.reserve(self.provider, interval_s=1.0 / self._rate,
-                                        ahead_s=ahead, floor=self._global_floor,
-                                        priority=priority)
-        # Redis timed the slot somewhere within the round trip: aim at its middle, so that
-        # the round trip (which a busy event loop stretches) does not count as lateness.
-        now = (now + self._clock()) / 2
+        if priority is Priority.FRESH:
+            r = await self._reserve(spec, deadline, now, ahead, priority)
+        else:
+            async with self._asking[priority]:
+                r = await self._reserve(spec, deadline, now, ahead, priority)
         if r is None:
-            self._leave_global()
             return None
-        self._global = True
-        self._mode.set(1)
         if not r.granted:
-            if deadline is not None and now + r.wait_s > deadline:
-                self._give_up(spec, deadline, now, r.wait_s)
-            # Ask again once it may be granted; the jitter spreads the waiters' next round
-            # trips (over half the horizon for fresh calls, which all ask for the queue's end;
-            # over one slot below fresh, whose turn comes at a time the limiter names).
-            spread = (min(self._limiter.horizon_s, r.wait_s) / 2 if priority is Priority.FRESH
-                      else 1.0 / self._rate)
-            await self._sleep(r.retry_s + self._rng.uniform(0, spread))
             return False
+        now = r.asked_at
         due = now + r.wait_s - self._clock()
         if due > 0:
             metrics.RATELIMIT_WAITS.labels(provider=self.provider).inc()
@@ -519,6 +511,33 @@ class ResilientGate:
             metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
             return False
         return True
+
+    async def _reserve(self, spec: CallSpec, deadline: float | None, now: float,
+                       ahead: float, priority: Priority) -> _Reserved | None:
+        """One request to the limiter; refused, it sleeps until asking again may succeed.
+        None: Redis did not answer."""
+        assert self._limiter is not None
+        r = await self._limiter.reserve(self.provider, interval_s=1.0 / self._rate,
+                                        ahead_s=ahead, floor=self._global_floor,
+                                        priority=priority)
+        # Redis timed the slot somewhere within the round trip: aim at its middle, so that
+        # the round trip (which a busy event loop stretches) does not count as lateness.
+        now = (now + self._clock()) / 2
+        if r is None:
+            self._leave_global()
+            return None
+        self._global = True
+        self._mode.set(1)
+        if not r.granted:
+            if deadline is not None and now + r.wait_s > deadline:
+                self._give_up(spec, deadline, now, r.wait_s)
+            # Ask again once it may be granted. Fresh calls all ask for the end of the queue:
+            # the jitter spreads their round trips over half the horizon. Below fresh, the one
+            # caller asking is told when its turn comes; a little jitter only.
+            spread = (min(self._limiter.horizon_s, r.wait_s) / 2 if priority is Priority.FRESH
+                      else 0.1 / self._rate)
+            await self._sleep(r.retry_s + self._rng.uniform(0, spread))
+        return _Reserved(r.granted, r.wait_s, now)
 
     def _leave_global(self) -> None:
         if self._global and self._limiter is not None:
@@ -554,6 +573,15 @@ class ResilientGate:
         late = now - slot_time(k, self._rate) > self._late_tolerance
         # Late, or a limit answer arrived while we slept and our slot is inside the pause.
         return st.paused_until <= now and not late
+
+
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    """The limiter's answer, and when (on our clock) it was given."""
+
+    granted: bool
+    wait_s: float
+    asked_at: float
 
 
 class _NoRetry(Exception):

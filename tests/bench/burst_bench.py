@@ -4,17 +4,20 @@
 
 The simulator enforces the real limits scaled up 4x (MusicBrainz 4 per 1 s, Spotify 600 per
 30 s, Deezer 200 per 5 s, Last.fm 20 per 1 s, Discogs 240 per 60 s) with 50-150 ms latency; the
-worker is told the same rates and runs the default waterfall (``isrc`` required, so every
-track needs MusicBrainz, or Spotify when MusicBrainz has no match). N distinct catalog tracks
-are produced at once, without ISRC, to tracks.raw. Figures:
+worker is told the same rates and runs the default waterfall (``isrc`` required: MusicBrainz
+fills it, or Spotify when MusicBrainz is busy or has no match) with the refresh agent. N
+distinct catalog tracks are produced at once, without ISRC, to tracks.raw. Figures:
 
-- drain: seconds until every track is published (or dead-lettered), tracks/s, against the
-  ceiling set by MusicBrainz, the scarcest provider every track needs (its paced rate, 4/1.1);
+- drain: seconds until every track is published (or dead-lettered), from the CreateTime of
+  the last first publication, tracks/s, against the ceiling set by the providers that can fill
+  the ISRC every track needs (MusicBrainz and Spotify together, paced: 4/1.1 + 600/30.1);
 - the share of tracks whose latest revision is ``complete`` over time (printed every 10 s,
   and drawn to a PNG when matplotlib is installed: ``pip install matplotlib``, a bench-only
   dependency), until it stops changing for ``--settle`` seconds;
-- per provider: calls, calls/s over its active window against the allowed rate, the most
-  calls in any window against the limit, violations (calls answered with the limit answer);
+- per provider: calls, calls/s over its active window against the allowed rate, the seconds
+  during which calls waited for its budget and its calls/s in them against the allowed rate
+  (budget use with work waiting), the most calls in any window against the limit, violations
+  (calls answered with the limit answer) and the slots the worker lost;
 - dead letters (retryable or not), deferred stages and refresh revisions.
 
 A script, not a test: it prints figures and asserts nothing.
@@ -42,7 +45,14 @@ from common import (
     table,
 )
 
-from tests.integration.harness import PROVIDERS, collect, produce
+from tests.integration.harness import (
+    PROVIDERS,
+    collect,
+    http_json,
+    metric_value,
+    produce,
+    scrape,
+)
 from trackflow.schemas.codec import decode
 
 LIMITS: dict[str, tuple[int, float]] = {
@@ -50,6 +60,7 @@ LIMITS: dict[str, tuple[int, float]] = {
     "lastfm": (20, 1.0), "discogs": (240, 60.0),
 }
 LATENCY_MS = (50, 150)
+ISRC_PROVIDERS = ("musicbrainz", "spotify")
 SLACK_S = 0.1
 
 
@@ -59,6 +70,33 @@ def latest(values: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if v["track_id"] not in out or v["revision"] >= out[v["track_id"]]["revision"]:
             out[v["track_id"]] = v
     return out
+
+
+SAMPLE_S = 0.5
+
+
+async def sample_waiting(port: int, samples: list[tuple[float, dict[str, float]]]) -> None:
+    """Every SAMPLE_S, how many calls wait for each provider's budget (the worker's gauge)."""
+    while True:
+        text = await scrape(port)
+        samples.append((time.monotonic(), {
+            name: metric_value(text, "trackflow_ratelimit_waiting_calls", provider=name) or 0.0
+            for name in PROVIDERS}))
+        await asyncio.sleep(SAMPLE_S)
+
+
+def busy_use(samples: list[tuple[float, dict[str, float]]], provider: str,
+             entries: list[dict[str, Any]], sim_started: float, allowed: float
+             ) -> tuple[float, float]:
+    """Seconds during which calls waited for ``provider`` (a sample with one or more counts
+    for the SAMPLE_S after it), and its calls in those seconds against its rate."""
+    busy = [t for t, waiting in samples if waiting[provider] >= 1]
+    if not busy:
+        return 0.0, 0.0
+    sent = sorted(sim_started + e["at"] for e in entries if e["endpoint"] != "token")
+    n = sum(1 for at in sent for t in busy if t <= at < t + SAMPLE_S)
+    seconds = len(busy) * SAMPLE_S
+    return seconds, n / seconds / allowed
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -71,13 +109,21 @@ async def main(args: argparse.Namespace) -> None:
         topics = await bench.topics(args.partitions)
         records = bench_records(tracks, args.tracks)
         keys = {r["track_id"] for r in records}
-        env = {**sim.worker_env(), "TRACKFLOW_REFRESH__DELAY_S": str(args.refresh_delay)}
+        env = {**sim.worker_env(), "TRACKFLOW_REFRESH__DELAY_S": str(args.refresh_delay),
+               "TRACKFLOW_WORKER__AGENTS": '["enrich", "refresh"]'}
         worker = bench.worker(topics, partitions=args.partitions, env=env, name="burst")
         await worker.wait_ready()
         await sim.reset()
         started = time.monotonic()
+        produced_ms = time.time() * 1000
         await produce(bench.bootstrap, topics.raw, encoded(records))
         log(f"{len(records)} tracks produced")
+        # The simulator stamps requests with seconds since it started: where that is on ours.
+        asked = time.monotonic()
+        health = await http_json(f"{sim.url}/_sim/health")
+        sim_started = (asked + time.monotonic()) / 2 - float(health["uptime_s"])
+        samples: list[tuple[float, dict[str, float]]] = []
+        sampler = asyncio.create_task(sample_waiting(worker.web_port, samples))
         series: list[tuple[float, int, float]] = []
         drained_at: float | None = None
         last_change = time.monotonic()
@@ -89,6 +135,9 @@ async def main(args: argparse.Namespace) -> None:
             msgs = await collect(bench.bootstrap, topics.enriched, until=10**7, timeout=3)
             dlq = await collect(bench.bootstrap, topics.dlq, until=10**7, timeout=2)
             values = [decode("EnrichedTrack", m.value) for m in msgs]
+            first_out = {}
+            for m in msgs:
+                first_out.setdefault(m.key, m.timestamp)
             now = latest(values)
             t = time.monotonic() - started
             done = len(set(now) | {m.key.decode() for m in dlq if m.key})
@@ -97,19 +146,27 @@ async def main(args: argparse.Namespace) -> None:
             print(f"t={t:6.0f} s published={len(now):5d} complete={share:.3f} "
                   f"dead letters={len(dlq)}", flush=True)
             if drained_at is None and done >= len(keys):
-                drained_at = t
+                # When the last track was first published (its CreateTime), not this sample.
+                drained_at = max([*first_out.values(), *(m.timestamp for m in dlq)]
+                                 ) / 1000 - produced_ms / 1000
             if share != last_share:
                 last_share, last_change = share, time.monotonic()
             elif drained_at is not None and time.monotonic() - last_change >= args.settle:
                 break
+        sampler.cancel()
         report = await sim.report()
+        worker_metrics = await scrape(worker.web_port)
+        busy = {name: busy_use(samples, name, await sim.requests(name), sim_started,
+                               LIMITS[name][0] / LIMITS[name][1]) for name in PROVIDERS}
         bench.stop_worker(worker)
 
-        ceiling = LIMITS["musicbrainz"][0] / (LIMITS["musicbrainz"][1] + SLACK_S)
+        # Every track needs an ISRC, which MusicBrainz or Spotify fills: together, paced,
+        # they bound how fast a burst can be published.
+        ceiling = sum(LIMITS[p][0] / (LIMITS[p][1] + SLACK_S) for p in ISRC_PROVIDERS)
         if drained_at is not None:
-            print(f"\ndrain: {len(keys)} tracks in {drained_at:.0f} s (sampled every 10 s) = "
+            print(f"\ndrain: {len(keys)} tracks published in {drained_at:.1f} s = "
                   f"{len(keys) / drained_at:.2f} tracks/s; ceiling {ceiling:.2f} tracks/s "
-                  f"(MusicBrainz paced): {len(keys) / drained_at / ceiling:.2f} of it")
+                  f"(MusicBrainz + Spotify paced): {len(keys) / drained_at / ceiling:.2f} of it")
         else:
             print(f"\ndrain: not finished within {args.max_s:.0f} s")
         rows = []
@@ -119,11 +176,15 @@ async def main(args: argparse.Namespace) -> None:
             n = int(r["requests"])
             achieved = (n - 1) / window if n > 1 and window > 0 else 0.0
             allowed = LIMITS[name][0] / LIMITS[name][1]
-            rows.append((name, n, window, achieved, allowed, achieved / allowed,
-                         f"{r['max_in_window']}/{r['limit']} per {r['window_s']:g} s",
-                         r["violations"]))
+            lost = metric_value(worker_metrics, "trackflow_ratelimit_slots_lost_total",
+                                provider=name) or 0
+            busy_s, busy_ratio = busy[name]
+            rows.append((name, n, window, achieved, allowed, achieved / allowed, busy_s,
+                         busy_ratio, f"{r['max_in_window']}/{r['limit']} per {r['window_s']:g} s",
+                         r["violations"], int(lost)))
         print(table(("provider", "requests", "window s", "calls/s", "allowed/s", "ratio",
-                     "max_in_window", "violations"), rows))
+                     "s with work waiting", "ratio then", "max_in_window", "violations",
+                     "slots lost"), rows))
         retryable = sum(1 for m in dlq if dict(m.headers).get("trackflow.errors.retryable")
                         == b"true")
         deferred = sum(1 for v in values for o in v["providers"] if o["outcome"] == "deferred")

@@ -73,6 +73,10 @@ async def test_outage_then_recovery_every_track_ends_enriched_or_parked_as_not_r
     dead_known = [m for m in dlq if m.key in known_keys]
     assert len({m.key for m in dead_known}) >= 50, "known tracks must wait in the DLQ in an outage"
     assert all(headers_of(m)["trackflow.errors.retryable"] == "true" for m in dead_known)
+    classes = {headers_of(m)["__connect.errors.exception.class.name"] for m in dead_known}
+    assert "BreakerOpen" in classes, (
+        f"once MusicBrainz's breaker is open, the provider of a required field is out: "
+        f"its records wait in the DLQ as retryable (error classes seen: {classes})")
     # MusicBrainz recovers.
     await http_json(f"{url}/_sim/outage", "POST",
                     {"provider": "musicbrainz", "status": 503, "duration_s": 0})

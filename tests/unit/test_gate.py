@@ -389,3 +389,46 @@ async def test_calls_below_fresh_take_only_slots_nobody_queued_for() -> None:
     assert asked[0] is Priority.REFRESH, "the call asks at its own priority"
     assert len(asked) >= 2, "refused while the queue was long, it asked again later"
     assert t.now >= 1_700_000_003.0 - 0.1, "it went only once the fresh calls' queue was gone"
+
+
+async def test_below_fresh_one_caller_at_a_time_asks_the_limiter() -> None:
+    from trackflow.providers.limiter import Reservation
+
+    class Counting(FakeLimiter):
+        """Refuses the first asks, counting how many are in flight at once."""
+
+        def __init__(self, t: FakeTime) -> None:
+            super().__init__(t)
+            self.active = self.most = self.asks = 0
+
+        async def reserve(self, provider: str, **kw: Any) -> Any:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.asks += 1
+            await asyncio.sleep(0.001)
+            self.active -= 1
+            if self.asks <= 30:
+                return Reservation(False, 1.0, 0.002)
+            return Reservation(True, 0.0)
+
+    async def run(priority: Priority) -> int:
+        t = FakeTime()
+        limiter = Counting(t)
+        # Real time here (the callers must interleave): the slack lets a call leave a little
+        # after its commit.
+        gate = ResilientGate("spotify", ProviderPolicy(rate=10.0, rate_slack_s=0.2,
+                                                       max_attempts=1),
+                             partitions=8, state={}, limiter=limiter,
+                             rng=random.Random(1))
+
+        async def call() -> None:
+            enter_record(0)
+            with call_priority(priority):
+                await gate.run(SPEC, ok)
+
+        await asyncio.gather(*(call() for _ in range(10)))
+        return limiter.most
+
+    assert await run(Priority.REFRESH) == 1, \
+        "refreshes waiting for budget must take turns asking, not poll Redis all at once"
+    assert await run(Priority.FRESH) > 1, "fresh calls ask at once (they reserve ahead)"
