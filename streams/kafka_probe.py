@@ -8,8 +8,10 @@ with the same security, gets the cause back, so start-up can name the setting to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+import struct
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -27,6 +29,13 @@ from trackflow.streams.settings import KafkaSettings
 log = logging.getLogger("trackflow.streams.kafka")
 
 _VAR = "TRACKFLOW_KAFKA__SECURITY__"
+#: TLS alerts a broker sends when it wants a client certificate it did not get or cannot verify
+#: (Java sends bad_certificate for a missing one; TLS 1.3 defines certificate_required)
+_CERT_ALERTS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "CERTIFICATE_UNKNOWN", "UNKNOWN_CA",
+                "UNSUPPORTED_CERTIFICATE", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED")
+#: an ApiVersions v0 request (correlation id 1, client id "probe"): the broker answers it
+#: before any login, so a TLS alert in its place is about the certificate
+_API_VERSIONS = struct.pack(">hhih", 18, 0, 1, 5) + b"probe"
 
 
 def _host_port(bootstrap: str) -> tuple[str, int]:
@@ -62,15 +71,61 @@ async def security_problem(kafka: KafkaSettings, timeout_s: float = 10.0) -> str
         return (f"the broker's certificate did not verify ({exc.verify_message}): set "
                 f"kafka.security.ca_file ({_VAR}CA_FILE) to the CA that signed it")
     except ssl.SSLError as exc:
+        if _is_cert_alert(exc):
+            return _certificate_refused(kafka, exc)
         return (f"the TLS handshake failed ({exc.reason}): check that kafka.security.protocol "
                 f"({_VAR}PROTOCOL={sec.protocol}) matches the broker's listener")
     except (ConnectionRefusedError, TimeoutError, OSError, KafkaError) as exc:
         if sec.protocol == "PLAINTEXT" or isinstance(exc, ConnectionRefusedError):
             return None
+        if sec.uses_tls and (alert := await _tls_alert(host, port, kwargs["ssl_context"],
+                                                       timeout_s)) is not None:
+            # TLS 1.3: the client's side of the handshake completes before the broker checks
+            # the client certificate; its refusal arrives as an alert on the first read, which
+            # aiokafka reports as a closed connection.
+            return _certificate_refused(kafka, alert)
         # A TLS listener spoken to in plaintext, or the reverse, closes the connection.
         log.debug("event=kafka_probe_failed error=%s", type(exc).__name__)
         return (f"the broker closed the connection during the {sec.protocol} handshake "
                 f"({type(exc).__name__}): check that kafka.security.protocol "
                 f"({_VAR}PROTOCOL) matches the broker's listener")
     conn.close()
+    return None
+
+
+def _is_cert_alert(exc: ssl.SSLError) -> bool:
+    return any(alert in str(exc.reason or exc).upper() for alert in _CERT_ALERTS)
+
+
+def _certificate_refused(kafka: KafkaSettings, exc: ssl.SSLError) -> str:
+    sec = kafka.security
+    if sec.cert_file is None:
+        return (f"the broker requires a client certificate (mutual TLS) and refused the "
+                f"connection without one ({exc.reason}): set kafka.security.cert_file and "
+                f"kafka.security.key_file ({_VAR}CERT_FILE, {_VAR}KEY_FILE) to a certificate "
+                "signed by a CA the broker trusts")
+    return (f"the broker refused the client certificate {sec.cert_file} ({exc.reason}): "
+            f"kafka.security.cert_file ({_VAR}CERT_FILE) must hold a certificate signed by a "
+            "CA the broker trusts")
+
+
+async def _tls_alert(host: str, port: int, context: ssl.SSLContext,
+                     timeout_s: float) -> ssl.SSLError | None:
+    """The certificate alert a TLS listener answers a first request with, or None."""
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host), timeout_s)
+        writer.write(struct.pack(">i", len(_API_VERSIONS)) + _API_VERSIONS)
+        await writer.drain()
+        await asyncio.wait_for(reader.read(4), timeout_s)
+    except ssl.SSLError as exc:
+        return exc if _is_cert_alert(exc) else None
+    except (OSError, TimeoutError) as exc:
+        log.debug("event=kafka_probe_tls_failed error=%s", type(exc).__name__)
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
     return None

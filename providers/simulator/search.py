@@ -3,14 +3,24 @@
 Relevance is a weighted Jaccard overlap of normalised tokens per field (title, artist, album, free
 text), so the exact row ranks first and its remixes, live versions, radio edits and covers follow
 as the distractors real search APIs return. Ties go to the more popular track.
+
+A field search scores only the candidates that can still reach the top ``limit``: it counts each
+candidate's matching tokens from the postings (one C-level count over the posting lists), visits
+candidates by that count, best first, and stops once the best score the remaining ones could
+reach is below the ``limit``-th score found. The result is the same as scoring every candidate,
+but a query's cost no longer grows with the catalog: a common title word is in a sixth of a
+generated catalog, and scoring all of those rows took ~70 ms per query at 40,000 rows, which
+saturated a simulator serving three workers.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import re
 import unicodedata
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -19,6 +29,8 @@ if TYPE_CHECKING:
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset({"the", "a", "an", "and", "of", "feat", "ft", "featuring", "to", "in", "on"})
 WEIGHTS = {"title": 0.6, "artist": 0.3, "album": 0.1, "text": 1.0}
+#: candidate sets this small are scored whole (cheaper than ranking the postings)
+SCORE_ALL_BELOW = 400
 
 
 def fold(text: str) -> str:
@@ -49,6 +61,52 @@ class Hit(NamedTuple):
     """Relevance 0..1 (1 = every token of every queried field matches exactly)."""
 
 
+class _FieldSets:
+    """One field's distinct token sets: their rows, and by size the sets holding a token."""
+
+    def __init__(self) -> None:
+        self.ids: dict[frozenset[str], int] = {}
+        self.rows: list[list[int]] = []
+        #: set size -> token -> ids of the sets of that size holding the token
+        self.postings: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, toks: frozenset[str], row: int) -> None:
+        sid = self.ids.get(toks)
+        if sid is None:
+            sid = self.ids[toks] = len(self.rows)
+            self.rows.append([])
+            for tok in toks:
+                self.postings[len(toks)][tok].append(sid)
+        self.rows[sid].append(row)
+
+    def most_similar(self, toks: frozenset[str]) -> Iterator[tuple[float, int]]:
+        """(jaccard, set id) of the sets sharing a token with ``toks``, most similar first.
+
+        Within one size the similarity grows with the shared count, which C counts and sorts;
+        the sizes are merged lazily, so only the sets a search reaches cost Python time.
+        """
+        q = len(toks)
+        streams = []
+        for size, postings in self.postings.items():
+            shared = Counter(itertools.chain.from_iterable(postings.get(t, ()) for t in toks))
+            if shared:
+                streams.append((size, iter(shared.most_common())))
+        heap: list[tuple[float, int, int, Iterator[tuple[int, int]]]] = []
+        for size, stream in streams:
+            for sid, n in stream:
+                heap.append((-n / (q + size - n), sid, size, stream))
+                break
+        heapq.heapify(heap)
+        while heap:
+            neg, sid, size, stream = heap[0]
+            yield -neg, sid
+            for nxt, n in stream:
+                heapq.heapreplace(heap, (-n / (q + size - n), nxt, size, stream))
+                break
+            else:
+                heapq.heappop(heap)
+
+
 class SearchIndex:
     """Inverted index of title, artist and album tokens."""
 
@@ -60,12 +118,17 @@ class SearchIndex:
             "artist": defaultdict(list),
             "album": defaultdict(list),
         }
+        # The distinct token sets of each field (a small vocabulary: a generated catalog of
+        # 40,000 rows has ~12,000 distinct titles over ~110 title words), the rows holding each,
+        # and which sets hold a token: a query scores a set once, not once per row.
+        self._sets: dict[str, _FieldSets] = {name: _FieldSets() for name in self._postings}
         for i, t in enumerate(tracks):
             f = {"title": tokens(t.title), "artist": tokens(t.artist), "album": tokens(t.album)}
             self._fields.append(f)
             for name, toks in f.items():
                 for tok in toks:
                     self._postings[name][tok].append(i)
+                self._sets[name].add(toks, i)
 
     def _postings_for(self, field: str, toks: Iterable[str]) -> set[int]:
         toks = list(toks)
@@ -114,6 +177,67 @@ class SearchIndex:
             candidates = set()
             for name, toks in query.items():
                 candidates |= self._postings_for(name, toks)
+        if "text" not in query:
+            return self._top(query, candidates, limit)
+        return self._score_all(query, candidates, limit)
+
+    def _score(self, query: dict[str, frozenset[str]], i: int, total_weight: float) -> float:
+        f = self._fields[i]
+        score = 0.0
+        for name, toks in query.items():
+            score += WEIGHTS[name] * jaccard(toks, f[name])
+        return round(score / total_weight, 4)
+
+    def _top(self, query: dict[str, frozenset[str]], candidates: set[int], limit: int
+             ) -> list[Hit]:
+        """The top ``limit`` of a title/artist/album query, exactly as :meth:`_score_all` ranks
+        them, scoring only the rows that can still make it (Fagin's threshold algorithm)."""
+        if limit <= 0:
+            return []
+        if len(candidates) <= SCORE_ALL_BELOW:
+            return self._score_all(query, candidates, limit)
+        total_weight = sum(WEIGHTS[name] for name in query)
+        # Per queried field: its distinct token sets that share a token with the query, best
+        # similarity first. A set holds each token once, so a count over the set postings is
+        # the size of the intersection, and jaccard is |q & d| / (|q| + |d| - |q & d|).
+        fields = [(WEIGHTS[name], self._sets[name], self._sets[name].most_similar(toks))
+                  for name, toks in query.items()]
+        heads = [next(similar, None) for _, _, similar in fields]
+        seen: set[int] = set()
+        scored: list[tuple[float, int]] = []
+        kth: list[float] = []  # min-heap of the best ``limit`` scores so far
+        while True:
+            # A row none of whose sets was reached yet scores at most this: in every field its
+            # set is no more similar than the next one in that field's order.
+            worth = [0.0 if head is None else w * head[0]
+                     for (w, _, _), head in zip(fields, heads, strict=True)]
+            best = max(worth)
+            if best == 0.0:
+                break  # every row sharing a token with the query was reached
+            if len(kth) == limit and round(sum(worth) / total_weight + 1e-9, 4) < kth[0]:
+                break  # no row left can reach the top ``limit``
+            j = worth.index(best)
+            _, sets, similar = fields[j]
+            head = heads[j]
+            assert head is not None
+            heads[j] = next(similar, None)
+            for i in sets.rows[head[1]]:
+                if i in seen or i not in candidates:
+                    continue
+                seen.add(i)
+                score = self._score(query, i, total_weight)
+                scored.append((score, i))
+                if len(kth) < limit:
+                    heapq.heappush(kth, score)
+                elif score > kth[0]:
+                    heapq.heapreplace(kth, score)
+        hits = [Hit(self._tracks[i], score) for score, i in scored]
+        hits.sort(key=lambda h: (-h.score, -h.track.popularity, h.track.spotify_id))
+        return hits[:limit]
+
+    def _score_all(self, query: dict[str, frozenset[str]], candidates: set[int], limit: int
+                   ) -> list[Hit]:
+        """Score every candidate (free-text queries, and the reference for :meth:`_top`)."""
         total_weight = sum(WEIGHTS[name] for name in query)
         hits: list[Hit] = []
         for i in candidates:

@@ -9,7 +9,8 @@ stack owns::
     stack.json                       ports, pids, URLs (and a secure stack's login; mode 0600)
     kafka/server.properties, log4j2.properties, kafka.pid, kafka.out, logs/, data/   (node 1)
     kafka-2/, kafka-3/, ...          the same for nodes 2, 3, ...
-    tls/                             a secure stack's CA, certificates and SCRAM login
+    tls/                             a secure stack's CA, certificates (brokers, Redis, a
+                                     client for the mutual-TLS listener) and SASL login
     redis/redis.pid, redis.log, data/ (redis.conf with the ACL user when secure)
 
 Modules: ``config`` (pure: records, ports, paths, rendering, parsing), ``prerequisites`` (Java,

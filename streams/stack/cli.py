@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from trackflow.providers.urls import mask_url
-from trackflow.streams.stack.config import MAX_BROKERS, StackError
+from trackflow.streams.stack.config import AUTH_CHOICES, MAX_BROKERS, StackError
 from trackflow.streams.stack.lifecycle import down, status, up
 
 _state_dir_option = click.option(
@@ -38,23 +38,29 @@ def stack() -> None:
               help="Kafka nodes (combined broker+controller) [default: 1, or what runs]; 3 gives "
               "topics replication 3 and min.insync.replicas 2.")
 @click.option("--secure", is_flag=True, default=None,
-              help="Clients connect over SASL_SSL (SCRAM-SHA-512, a CA made for the stack) and "
-              "Redis over TLS with an ACL user; the exports configure every client.")
+              help="Clients connect over SASL_SSL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 logins, "
+              "a CA made for the stack) or mutual TLS, and Redis over TLS with an ACL user; the "
+              "exports configure every client.")
+@click.option("--auth", type=click.Choice(AUTH_CHOICES, case_sensitive=False), default=None,
+              help="How the exported client settings log in to a secure stack: a SASL mechanism "
+              "on the SASL_SSL listener, or mtls (protocol SSL with the stack's client "
+              "certificate on the listener that requires one) [default: scram-sha-512].")
 @_state_dir_option
 def up_command(kafka_port: int | None, redis_port: int | None, brokers: int | None,
-               secure: bool | None,
+               secure: bool | None, auth: str | None,
                state_dir: Path | None) -> None:
     """Start the stack (or find it running); print `export` lines for `eval`."""
     started = time.monotonic()
     try:
         info = up(kafka_port=kafka_port, redis_port=redis_port, state_dir=state_dir,
                   brokers=brokers, secure=secure)
+        env = info.env(auth.lower() if auth else None)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"stack ready in {time.monotonic() - started:.1f}s (state: {info.state_dir})", err=True
     )
-    for name, value in info.env().items():
+    for name, value in env.items():
         click.echo(f"export {name}={shlex.quote(value)}")
 
 
@@ -76,8 +82,13 @@ def status_command(state_dir: Path | None) -> None:
         state = "answering" if answering else "not answering" if alive else "stopped"
         click.echo(f"{name}: {state} at {where} (pid {pid})")
     if info.secure is not None:
-        click.echo(f"secure: SASL_SSL {info.secure.mechanism} user {info.secure.username}, "
-                   f"CA {info.secure.ca_file}")
+        click.echo(f"secure: SASL_SSL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) user "
+                   f"{info.secure.username} at {info.bootstrap_servers}, CA {info.secure.ca_file}")
+        if info.ports.mtls:
+            mtls = info.env("mtls")
+            click.echo(f"secure: SSL with a client certificate at "
+                       f"{mtls['KAFKA_BOOTSTRAP_SERVERS']} (`--auth mtls`), certificate "
+                       f"{info.secure.cert_file}")
     click.echo(f"state: {info.state_dir}")
     raise SystemExit(0 if current.running else 1)
 

@@ -26,7 +26,16 @@ MAX_BROKERS = 5
 #: what a state dir may hold: node 1 in kafka/, node n in kafka-<n>/, the stack's CA in tls/
 OWNED = frozenset({STATE_FILE, ".lock", "kafka", "redis", "tls",
                    *(f"kafka-{n}" for n in range(2, MAX_BROKERS + 1))})
-SASL_MECHANISM = "SCRAM-SHA-512"
+SASL_MECHANISM = "SCRAM-SHA-512"  #: what `stack up --secure` exports unless --auth says otherwise
+#: every SASL mechanism a secure stack's SASL_SSL listener enables (the SCRAM ones get the
+#: stack's user at format time, PLAIN gets it from the listener's JAAS config)
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+#: how a client of a secure stack authenticates (`trackflow stack up --secure --auth ...`): a
+#: SASL mechanism on the SASL_SSL listener, or ``mtls``, a client certificate on the SSL
+#: listener that requires one
+AUTH_CHOICES = ("scram-sha-512", "scram-sha-256", "plain", "mtls")
+MTLS_LISTENER = "MTLS"  #: the name of a secure stack's SSL listener with ssl.client.auth=required
 SASL_USER = "trackflow"
 # streams/stack/config.py -> the repository root is three folders up.
 POM = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pom.xml"
@@ -46,6 +55,7 @@ class NodePorts:
     kafka: int  #: its PLAINTEXT listener (clients of a plain stack, and broker to broker)
     controller: int  #: its KRaft CONTROLLER listener
     secure: int = 0  #: its SASL_SSL listener; 0 in a plain stack
+    mtls: int = 0  #: its SSL listener that requires a client certificate; 0 in a plain stack
 
 
 @dataclass(frozen=True)
@@ -56,11 +66,12 @@ class Ports:
     controller: int  #: node 1's KRaft CONTROLLER listener
     redis: int  #: Redis (its TLS port in a secure stack)
     secure: int = 0  #: node 1's SASL_SSL listener; 0 in a plain stack
-    more: tuple[tuple[int, int, int], ...] = ()
-    """(kafka, controller, secure) of nodes 2, 3, …"""
+    more: tuple[tuple[int, ...], ...] = ()
+    """(kafka, controller, secure, mtls) of nodes 2, 3, …"""
+    mtls: int = 0  #: node 1's SSL listener that requires a client certificate; 0 when plain
 
     def nodes(self) -> list[NodePorts]:
-        first = NodePorts(1, self.kafka, self.controller, self.secure)
+        first = NodePorts(1, self.kafka, self.controller, self.secure, self.mtls)
         return [first, *(NodePorts(n, *p) for n, p in enumerate(self.more, start=2))]
 
     @property
@@ -70,12 +81,15 @@ class Ports:
 
 @dataclass(frozen=True)
 class SecureInfo:
-    """What clients of a secure stack need: the CA and the SCRAM login."""
+    """What clients of a secure stack need: the CA, the SASL login and a client certificate."""
 
     ca_file: Path  #: PEM CA that signed the brokers' and Redis' certificates
     username: str
     password: str = field(repr=False)
     mechanism: str = SASL_MECHANISM
+    #: PEM client certificate (signed by ca_file) and its key, for the mutual-TLS listener
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -102,27 +116,51 @@ class StackInfo:
         """The PLAINTEXT listeners (the stack's own probes use them, also in a secure stack)."""
         return ",".join(f"{LOOPBACK}:{n.kafka}" for n in self.ports.nodes())
 
-    def env(self) -> dict[str, str]:
-        """The environment variables the app, the tests and any other client read."""
+    def env(self, auth: str | None = None) -> dict[str, str]:
+        """The environment variables the app, the tests and any other client read.
+
+        ``auth`` (a secure stack only, one of AUTH_CHOICES) picks how clients log in: a SASL
+        mechanism on the SASL_SSL listeners (default SCRAM-SHA-512), or ``mtls``: protocol SSL
+        on the listeners that require a client certificate, with the stack's client certificate.
+        """
+        if auth is not None and auth not in AUTH_CHOICES:
+            raise StackError(f"unknown auth {auth!r}: choose one of {', '.join(AUTH_CHOICES)}")
+        if auth is not None and self.secure is None:
+            raise StackError("the stack is not secure: --auth needs `trackflow stack up --secure`")
         env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "REDIS_URL": self.redis_url}
         if self.ports.brokers >= 3:
             env["TRACKFLOW_KAFKA__REPLICATION_FACTOR"] = "3"
-        if self.secure is not None:
-            sec = "TRACKFLOW_KAFKA__SECURITY__"
+        if self.secure is None:
+            return env
+        sec = "TRACKFLOW_KAFKA__SECURITY__"
+        env[f"{sec}CA_FILE"] = str(self.secure.ca_file)
+        if auth == "mtls":
+            if not self.ports.mtls or self.secure.cert_file is None or self.secure.key_file is None:
+                raise StackError("this secure stack predates the mutual-TLS listener: run "
+                                 "`trackflow stack down` and `trackflow stack up --secure` again")
             env.update({
-                f"{sec}PROTOCOL": "SASL_SSL",
-                f"{sec}SASL_MECHANISM": self.secure.mechanism,
-                f"{sec}CA_FILE": str(self.secure.ca_file),
-                "TRACKFLOW_KAFKA_SASL_USERNAME": self.secure.username,
-                "TRACKFLOW_KAFKA_SASL_PASSWORD": self.secure.password,
+                "KAFKA_BOOTSTRAP_SERVERS": ",".join(
+                    f"{LOOPBACK}:{n.mtls}" for n in self.ports.nodes()),
+                f"{sec}PROTOCOL": "SSL",
+                f"{sec}CERT_FILE": str(self.secure.cert_file),
+                f"{sec}KEY_FILE": str(self.secure.key_file),
             })
+            return env
+        env.update({
+            f"{sec}PROTOCOL": "SASL_SSL",
+            f"{sec}SASL_MECHANISM": auth.upper() if auth else self.secure.mechanism,
+            "TRACKFLOW_KAFKA_SASL_USERNAME": self.secure.username,
+            "TRACKFLOW_KAFKA_SASL_PASSWORD": self.secure.password,
+        })
         return env
 
     def to_json(self) -> str:
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
         if self.secure is not None:
-            data["secure"]["ca_file"] = str(self.secure.ca_file)
+            for name in ("ca_file", "cert_file", "key_file"):
+                value = getattr(self.secure, name)
+                data["secure"][name] = None if value is None else str(value)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -136,13 +174,15 @@ class StackInfo:
                 bootstrap_servers=str(data["bootstrap_servers"]),
                 redis_url=str(data["redis_url"]),
                 state_dir=Path(data["state_dir"]),
-                ports=Ports(**{k: int(v) for k, v in ports.items()}, more=more),  # type: ignore[arg-type]
+                ports=Ports(**{k: int(v) for k, v in ports.items()}, more=more),
                 kafka_pid=int(data["kafka_pid"]),
                 redis_pid=int(data["redis_pid"]),
                 more_kafka_pids=tuple(int(p) for p in data.get("more_kafka_pids", ())),
                 secure=None if secure is None else SecureInfo(
                     Path(secure["ca_file"]), str(secure["username"]), str(secure["password"]),
-                    str(secure.get("mechanism", SASL_MECHANISM))),
+                    str(secure.get("mechanism", SASL_MECHANISM)),
+                    *(None if secure.get(name) is None else Path(secure[name])
+                      for name in ("cert_file", "key_file"))),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StackError(f"unreadable stack state: {exc!r}") from exc
@@ -219,7 +259,9 @@ def choose_ports(kafka_port: int | None = None, redis_port: int | None = None, *
             controller=free(),
             redis=redis_port if redis_port is not None else free(),
             secure=client if secure else 0,
-            more=tuple((free(), free(), free() if secure else 0) for _ in range(brokers - 1)),
+            more=tuple((free(), free(), *((free(), free()) if secure else (0, 0)))
+                       for _ in range(brokers - 1)),
+            mtls=free() if secure else 0,
         )
 
 
@@ -229,21 +271,28 @@ def _prop(value: object) -> str:
 
 
 def render_server_properties(ports: Ports, data_dir: Path, node_id: int = 1,
-                             keystore: Path | None = None) -> str:
+                             keystore: Path | None = None,
+                             login: SecureInfo | None = None) -> str:
     """server.properties of one combined broker+controller KRaft node on loopback.
 
-    With ``keystore`` (a PEM file holding the node's key and certificate chain) the node also
-    listens for SASL_SSL clients with SCRAM logins; brokers and controllers talk PLAINTEXT to
-    each other on loopback.
+    With ``keystore`` (a PEM file holding the node's key and certificate chain) and ``login``
+    (the stack's CA and user) the node also listens for SASL_SSL clients (PLAIN, SCRAM-SHA-256
+    and SCRAM-SHA-512 logins of that user) and, on the ``MTLS`` listener, for SSL clients that
+    present a certificate signed by the stack's CA (``ssl.client.auth=required``). Brokers and
+    controllers talk PLAINTEXT to each other on loopback. The PLAIN user's password is in the
+    file: write it readable by its owner only.
     """
+    if (keystore is None) != (login is None):
+        raise ValueError("a secure node needs both its keystore and the stack's login")
     node = ports.nodes()[node_id - 1]
     replicas = min(3, ports.brokers)  # 3 when the cluster has three brokers or more
     min_isr = 2 if replicas >= 3 else 1
     listeners = [f"PLAINTEXT://{LOOPBACK}:{node.kafka}"]
     protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
     if keystore is not None:
-        listeners.append(f"SASL_SSL://{LOOPBACK}:{node.secure}")
-        protocols.append("SASL_SSL:SASL_SSL")
+        listeners += [f"SASL_SSL://{LOOPBACK}:{node.secure}",
+                      f"{MTLS_LISTENER}://{LOOPBACK}:{node.mtls}"]
+        protocols += ["SASL_SSL:SASL_SSL", f"{MTLS_LISTENER}:SSL"]
     settings: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": node_id,
@@ -277,14 +326,23 @@ def render_server_properties(ports: Ports, data_dir: Path, node_id: int = 1,
         "log.retention.check.interval.ms": 60_000,
         "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
     }
-    if keystore is not None:
+    if keystore is not None and login is not None:
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        mtls = f"listener.name.{MTLS_LISTENER.lower()}."
         settings.update({
-            "sasl.enabled.mechanisms": SASL_MECHANISM,
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+            **{f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": scram
+               for m in SCRAM_MECHANISMS},
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{login.username}="{login.password}";',
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": keystore,
             "ssl.client.auth": "none",
+            # The mutual-TLS listener: a client must present a certificate the stack's CA signed.
+            f"{mtls}ssl.client.auth": "required",
+            f"{mtls}ssl.truststore.type": "PEM",
+            f"{mtls}ssl.truststore.location": login.ca_file,
         })
     return "".join(f"{key}={_prop(value)}\n" for key, value in settings.items())
 

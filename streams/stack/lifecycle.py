@@ -18,6 +18,7 @@ from trackflow.streams.stack.config import (
     MAX_BROKERS,
     OWNED,
     READY_TIMEOUT_S,
+    SCRAM_MECHANISMS,
     STATE_FILE,
     STOP_TIMEOUT_S,
     SecureInfo,
@@ -107,7 +108,9 @@ def _start(state_dir: Path, kafka_port: int | None, redis_port: int | None, brok
 
         login = ensure_tls(state_dir)
     shape_file = state_dir / "kafka" / "shape.json"
-    shape = json.dumps({"brokers": brokers, "secure": secure})
+    # A secure stack's data also depends on its SCRAM mechanisms (format writes their users).
+    shape = json.dumps({"brokers": brokers, "secure": secure,
+                        **({"scram": list(SCRAM_MECHANISMS)} if secure else {})})
     if (not shape_file.is_file() or shape_file.read_text() != shape or any(
             not (node_dir(state_dir, n.node_id) / "data" / "meta.properties").exists()
             for n in ports.nodes())):
@@ -205,7 +208,7 @@ def _stop_all(info: StackInfo) -> None:
         stop_process(pid, kafka_marker(info.state_dir, n), f"kafka node {n}", STOP_TIMEOUT_S)
     stop_process(info.redis_pid, redis_marker(info.ports.redis), "redis", 5.0)
     ports = [info.ports.redis, *(p for n in info.ports.nodes()
-                                 for p in (n.kafka, n.controller, n.secure) if p)]
+                                 for p in (n.kafka, n.controller, n.secure, n.mtls) if p)]
     deadline = time.monotonic() + 10.0
     while not all(port_is_free(p) for p in ports) and time.monotonic() < deadline:
         time.sleep(0.1)

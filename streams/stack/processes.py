@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from trackflow.streams.stack.config import (
     LOOPBACK,
+    SCRAM_MECHANISMS,
     Ports,
     SecureInfo,
     StackError,
@@ -226,17 +227,23 @@ def start_kafka(state_dir: Path, ports: Ports, java: str, libs: Path, *, node_id
         folder.mkdir(parents=True, exist_ok=True)
     props, log4j2 = kafka_dir / "server.properties", kafka_dir / "log4j2.properties"
     keystore = state_dir / "tls" / "broker.pem" if secure is not None else None
-    props.write_text(render_server_properties(ports, data_dir, node_id, keystore))
+    # A secure node's file holds the PLAIN user's password: readable by its owner only.
+    fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render_server_properties(ports, data_dir, node_id, keystore, secure))
+    props.chmod(0o600)  # also when an older, plain stack left the file world-readable
     log4j2.write_text(render_log4j2(logs_dir))
     jvm = [java, f"-Dlog4j2.configurationFile={log4j2}", f"-Dkafka.logs.dir={logs_dir}"]
     classpath = ["-cp", f"{libs}/*"]
     if not (data_dir / "meta.properties").exists():  # format once; later starts keep the data
         storage_tool = [*jvm, *classpath, "kafka.tools.StorageTool", "format", "-c", str(props)]
-        scram = ([] if secure is None else
-                 ["--add-scram", f"{secure.mechanism}=[name={secure.username},"
-                                 f"password={secure.password}]"])
+        scram = [] if secure is None else [
+            arg for mechanism in SCRAM_MECHANISMS
+            for arg in ("--add-scram",
+                        f"{mechanism}=[name={secure.username},password={secure.password}]")]
         run_quietly([*storage_tool, "-t", cluster_id, *scram],
-                    f"formatting the log directory of Kafka node {node_id}", redact=scram[1:])
+                    f"formatting the log directory of Kafka node {node_id}",
+                    redact=scram[1::2])
     heap = ["-Xms256m", "-Xmx768m" if ports.brokers == 1 else "-Xmx512m", "-XX:+UseG1GC",
             "-Djava.awt.headless=true"]
     pid = spawn_detached(

@@ -5,6 +5,7 @@
     ca.pem, ca.key              the stack's CA (clients trust ca.pem)
     broker.pem                  the brokers' key and certificate chain (Kafka's PEM keystore)
     redis.crt, redis.key        Redis' certificate and key
+    client.crt, client.key      a client certificate for the mutual-TLS listener
     login.json                  the SCRAM user and its random password (mode 0600)
 
 Certificates name ``127.0.0.1`` and ``localhost``, so hostname verification stays on.
@@ -47,6 +48,11 @@ def _issue(openssl: str, tls: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
+def _secure_info(tls: Path, username: str, password: str) -> SecureInfo:
+    return SecureInfo(tls / "ca.pem", username, password,
+                      cert_file=tls / "client.crt", key_file=tls / "client.key")
+
+
 def ensure_tls(state_dir: Path) -> SecureInfo:
     """The stack's CA, certificates and SCRAM login, created on first use and kept after."""
     tls = state_dir / "tls"
@@ -54,10 +60,14 @@ def ensure_tls(state_dir: Path) -> SecureInfo:
     if login_file.is_file() and (tls / "broker.pem").is_file() and (tls / "redis.crt").is_file():
         try:
             login = json.loads(login_file.read_text())
-            return SecureInfo(tls / "ca.pem", str(login["username"]), str(login["password"]))
+            username, password = str(login["username"]), str(login["password"])
         except (ValueError, KeyError, TypeError) as exc:
             raise StackError(f"{login_file} is unreadable ({type(exc).__name__}); "
                              "run `trackflow stack down --purge` and start again") from None
+        if not (tls / "client.crt").is_file() or not (tls / "client.key").is_file():
+            # A stack made before the mutual-TLS listener: same CA and login, a client cert more.
+            _issue(_openssl(), tls, "client")
+        return _secure_info(tls, username, password)
     openssl = _openssl()
     tls.mkdir(parents=True, exist_ok=True)
     os.chmod(tls, 0o700)
@@ -70,8 +80,9 @@ def ensure_tls(state_dir: Path) -> SecureInfo:
     (tls / "broker.pem").write_text(key.read_text() + cert.read_text()
                                     + (tls / "ca.pem").read_text())
     _issue(openssl, tls, "redis")
+    _issue(openssl, tls, "client")
     password = secrets.token_urlsafe(24)
     fd = os.open(login_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump({"username": SASL_USER, "password": password}, fh)
-    return SecureInfo(tls / "ca.pem", SASL_USER, password)
+    return _secure_info(tls, SASL_USER, password)

@@ -134,3 +134,40 @@ def test_required_field_excludes_rows_without_any_shared_token() -> None:
     target = catalog.tracks[10]
     hits = catalog.search(title=target.title, artist="zzqx nobody", require=["artist"])
     assert hits == []
+
+
+def test_a_field_search_ranks_exactly_as_scoring_every_candidate() -> None:
+    """The pruned field search (it stops once no remaining row can reach the top ``limit``)
+    returns the same hits in the same order as scoring every candidate, ties included."""
+    import random
+
+    from trackflow.providers.simulator.search import SCORE_ALL_BELOW, tokens
+
+    catalog = generate_catalog(6000, seed=11)
+    index = catalog.index
+    rng = random.Random(5)
+    pruned = 0
+    for t in rng.sample(catalog.tracks, 150):
+        for fields, require in (
+            ({"title": t.title, "artist": t.artist}, ()),
+            ({"title": t.title.split(" (")[0], "artist": t.artist.split(" & ")[0],
+              "album": t.album}, ()),
+            ({"title": t.title, "artist": t.artist}, ("title", "artist")),
+            ({"title": "The " + t.title.split()[0]}, ()),  # a stopword and one common word
+            ({"artist": t.artist, "album": t.album}, ("artist",)),
+        ):
+            query = {name: tokens(text) for name, text in fields.items() if tokens(text)}
+            candidates: set[int] | None = None
+            for name in require:
+                found = index._postings_for(name, query[name])
+                candidates = found if candidates is None else candidates & found
+            if candidates is None:
+                candidates = set()
+                for name, toks in query.items():
+                    candidates |= index._postings_for(name, toks)
+            pruned += len(candidates) > SCORE_ALL_BELOW
+            for limit in (1, 5, 55):
+                expected = index._score_all(query, candidates, limit)
+                assert index.search(**fields, require=require, limit=limit) == expected, \
+                    (fields, require, limit)
+    assert pruned > 300, "the queries must exercise the pruned path, not only the small one"

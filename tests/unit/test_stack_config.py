@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import Iterator
@@ -223,19 +224,31 @@ def test_three_nodes_share_one_voter_set_and_replicate_three_ways(tmp_path: Path
         assert props["min.insync.replicas"] == "2"
 
 
-def test_a_secure_node_adds_a_sasl_ssl_listener_with_scram(tmp_path: Path) -> None:
+def test_a_secure_node_adds_a_sasl_ssl_listener_with_every_mechanism_and_a_mtls_one(
+        tmp_path: Path) -> None:
     ports = config.choose_ports(kafka_port=None, brokers=1, secure=True)
+    login = config.SecureInfo(tmp_path / "ca.pem", "trackflow", "pw-not-shown")
     props = parse_properties(config.render_server_properties(ports, tmp_path, 1,
-                                                             tmp_path / "broker.pem"))
+                                                             tmp_path / "broker.pem", login))
     assert f"SASL_SSL://127.0.0.1:{ports.secure}" in props["listeners"]
-    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert f"MTLS://127.0.0.1:{ports.mtls}" in props["advertised.listeners"]
+    assert len({ports.kafka, ports.controller, ports.secure, ports.mtls, ports.redis}) == 5
+    assert props["sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    for mechanism in ("scram-sha-256", "scram-sha-512"):
+        assert "ScramLoginModule" in props[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"]
+    assert 'user_trackflow="pw-not-shown"' in props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
     assert props["ssl.keystore.type"] == "PEM"
+    assert props["ssl.client.auth"] == "none", "the SASL_SSL listener logs in with SASL"
+    assert props["listener.name.mtls.ssl.client.auth"] == "required"
+    assert props["listener.name.mtls.ssl.truststore.location"] == str(tmp_path / "ca.pem")
     assert "SASL_SSL:SASL_SSL" in props["listener.security.protocol.map"]
+    assert "MTLS:SSL" in props["listener.security.protocol.map"]
 
 
 def test_a_secure_cluster_round_trips_and_exports_every_client_setting(tmp_path: Path) -> None:
     ports = config.choose_ports(brokers=3, secure=True)
-    secure = config.SecureInfo(tmp_path / "ca.pem", "trackflow", "pw-not-shown")
+    secure = config.SecureInfo(tmp_path / "ca.pem", "trackflow", "pw-not-shown",
+                               cert_file=tmp_path / "client.crt", key_file=tmp_path / "client.key")
     original = StackInfo("127.0.0.1:1,127.0.0.1:2", "rediss://trackflow:pw-not-shown@h:1/0",
                          tmp_path, ports, 10, 11, (12, 13), secure)
     assert StackInfo.from_json(original.to_json()) == original
@@ -243,9 +256,39 @@ def test_a_secure_cluster_round_trips_and_exports_every_client_setting(tmp_path:
     env = original.env()
     assert env["TRACKFLOW_KAFKA__REPLICATION_FACTOR"] == "3"
     assert env["TRACKFLOW_KAFKA__SECURITY__PROTOCOL"] == "SASL_SSL"
+    assert env["TRACKFLOW_KAFKA__SECURITY__SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert env["TRACKFLOW_KAFKA__SECURITY__CA_FILE"] == str(tmp_path / "ca.pem")
     assert env["TRACKFLOW_KAFKA_SASL_PASSWORD"] == "pw-not-shown"
     assert original.kafka_pids == [(1, 10), (2, 12), (3, 13)]
+    assert original.env("plain")["TRACKFLOW_KAFKA__SECURITY__SASL_MECHANISM"] == "PLAIN"
+    assert original.env("scram-sha-256")["TRACKFLOW_KAFKA__SECURITY__SASL_MECHANISM"] \
+        == "SCRAM-SHA-256"
+    mtls = original.env("mtls")
+    assert mtls["TRACKFLOW_KAFKA__SECURITY__PROTOCOL"] == "SSL"
+    assert mtls["KAFKA_BOOTSTRAP_SERVERS"] == ",".join(
+        f"127.0.0.1:{n.mtls}" for n in ports.nodes())
+    assert mtls["TRACKFLOW_KAFKA__SECURITY__CERT_FILE"] == str(tmp_path / "client.crt")
+    assert mtls["TRACKFLOW_KAFKA__SECURITY__KEY_FILE"] == str(tmp_path / "client.key")
+    assert "TRACKFLOW_KAFKA_SASL_PASSWORD" not in mtls
+    with pytest.raises(config.StackError, match="not secure"):
+        dataclasses.replace(original, secure=None).env("mtls")
+
+
+def test_a_secure_stack_recorded_before_the_mtls_listener_still_reads(tmp_path: Path) -> None:
+    """stack.json of a secure stack started by an older trackflow: three ports per node, no
+    client certificate; it reads, exports SASL_SSL, and asks for a restart for mTLS."""
+    ports = config.choose_ports(brokers=3, secure=True)
+    secure = config.SecureInfo(tmp_path / "ca.pem", "trackflow", "pw-not-shown")
+    data = json.loads(StackInfo("127.0.0.1:1", "rediss://x", tmp_path, ports, 10, 11, (12, 13),
+                                secure).to_json())
+    data["ports"].pop("mtls")
+    data["ports"]["more"] = [node[:3] for node in data["ports"]["more"]]
+    for name in ("cert_file", "key_file"):
+        data["secure"].pop(name)
+    old = StackInfo.from_json(json.dumps(data))
+    assert old.env()["TRACKFLOW_KAFKA__SECURITY__PROTOCOL"] == "SASL_SSL"
+    with pytest.raises(config.StackError, match="predates the mutual-TLS listener"):
+        old.env("mtls")
 
 
 def test_a_broker_that_is_shutting_down_is_never_handed_out(tmp_path: Path) -> None:
