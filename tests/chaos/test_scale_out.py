@@ -47,12 +47,12 @@ from tests.integration.harness import (
     WorkerProcess,
     avro_records,
     catalog_records,
-    collect,
     http_json,
     kafka_kwargs,
     produce,
     scrape,
     sim_limits_toml,
+    snapshot,
     worker_rates_env,
 )
 from trackflow.streams.stack import StackInfo, down, start_node, stop_node, up
@@ -345,7 +345,7 @@ async def test_three_workers_survive_kills_a_rolling_restart_and_a_broker_stop(
         while not wanted <= set(out.keys):
             if len(out.keys) != last_count:
                 last, last_count = time.monotonic(), len(out.keys)
-            parked = await collect(bootstrap, topics.parked, until=10**6, timeout=2)
+            parked = await snapshot(bootstrap, topics.parked)
             if wanted <= set(out.keys) | {m.key for m in parked}:
                 break
             if time.monotonic() - last > scale.settle_s:
@@ -354,8 +354,8 @@ async def test_three_workers_survive_kills_a_rolling_restart_and_a_broker_stop(
         resumed = min((t - back for t in out.arrivals if t >= back), default=None)
         await out.stop()
 
-        parked = await collect(bootstrap, topics.parked, until=10**6, timeout=5)
-        dlq = await collect(bootstrap, topics.dlq, until=10**6, timeout=5)
+        parked = await snapshot(bootstrap, topics.parked)
+        dlq = await snapshot(bootstrap, topics.dlq)
         parked_reasons = {m.key: dict(m.headers).get("trackflow.errors.reason") for m in parked}
         report = await simulator.report()
         enriched = set(out.keys)

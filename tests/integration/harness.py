@@ -241,6 +241,39 @@ async def collect(bootstrap: str, topic: str, *, until: int, timeout: float,
     return out
 
 
+async def snapshot(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[Any]:
+    """Every message ``topic`` holds now: read from the beginning up to the end offsets of
+    this moment, without waiting for more (a topic that does not exist holds none). For
+    checks of what a finished run left behind; :func:`collect` waits for what is to come."""
+    consumer = AIOKafkaConsumer(**kafka_kwargs(bootstrap), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return []
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        left = {tp for tp in tps if ends[tp] > 0}
+        deadline = time.monotonic() + timeout
+        while left:
+            for tp in list(left):
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+            if not left:
+                break
+            assert time.monotonic() < deadline, f"{topic} was not read to its end in {timeout} s"
+            batch = await consumer.getmany(*left, timeout_ms=500, max_records=5000)
+            for tp, msgs in batch.items():
+                out.extend(m for m in msgs if m.offset < ends[tp])
+    finally:
+        await consumer.stop()
+    return out
+
+
 PROVIDERS = PROVIDER_NAMES
 
 

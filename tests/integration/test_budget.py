@@ -22,6 +22,7 @@ from tests.integration.harness import (
     metric_value,
     scrape,
     sim_limits_toml,
+    snapshot,
     worker_rates_env,
 )
 from trackflow.schemas.codec import decode
@@ -91,7 +92,7 @@ async def test_one_busy_partition_of_eight_gets_each_providers_whole_rate_within
     errors = {p: metric_value(scraped, "trackflow_ratelimit_limiter_errors_total", provider=p)
               for p in SKEW_LIMITS}
     print("slots lost to late wake-ups:", lost, "limiter errors:", errors)
-    dlq = await collect(bootstrap, topic_names.dlq, until=1, timeout=2)
+    dlq = await snapshot(bootstrap, topic_names.dlq)
     report = await http_json(sim["TRACKFLOW_SIMULATOR_URL"] + "/_sim/report")
     figures = {}
     for name, r in report.items():
@@ -154,12 +155,12 @@ async def test_a_burst_waits_in_kafka_instead_of_dead_lettering_and_ends_complet
     deadline = time.monotonic() + 420
     now: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        await asyncio.sleep(5)
-        now = latest(await collect(bootstrap, topic_names.enriched, until=10**6, timeout=4))
+        await asyncio.sleep(2)
+        now = latest(await snapshot(bootstrap, topic_names.enriched))
         if settled(now):
             break
-    dlq = await collect(bootstrap, topic_names.dlq, until=10**6, timeout=3)
-    parked = await collect(bootstrap, topic_names.parked, until=10**6, timeout=3)
+    dlq = await snapshot(bootstrap, topic_names.dlq)
+    parked = await snapshot(bootstrap, topic_names.parked)
     report = await http_json(sim["TRACKFLOW_SIMULATOR_URL"] + "/_sim/report")
     retryable = [m for m in dlq if dict(m.headers).get("trackflow.errors.retryable") == b"true"]
     complete = sum(v["status"] == "complete" for v in now.values())

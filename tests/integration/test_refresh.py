@@ -18,6 +18,7 @@ from tests.integration.harness import (
     http_json,
     produce,
     sim_limits_toml,
+    snapshot,
     worker_rates_env,
 )
 from trackflow.agents.refresh_schedule import RefreshRequest
@@ -77,12 +78,12 @@ async def test_sigkill_while_refreshes_are_scheduled_loses_none_repeats_none_kee
     deadline = time.monotonic() + 240
     enriched: list[Any] = []
     while time.monotonic() < deadline:
-        enriched = await collect(bootstrap, topic_names.enriched, until=10**6, timeout=5)
+        enriched = await snapshot(bootstrap, topic_names.enriched)
         if settled(enriched):
             break
         await asyncio.sleep(3)
-    requests = await collect(bootstrap, refresh_topic, until=10**6, timeout=5)
-    dlq = await collect(bootstrap, topic_names.dlq, until=1, timeout=2)
+    requests = await snapshot(bootstrap, refresh_topic)
+    dlq = await snapshot(bootstrap, topic_names.dlq)
     report = await http_json(url + "/_sim/report")
 
     values = [decode("EnrichedTrack", m.value) for m in enriched]

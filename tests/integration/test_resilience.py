@@ -21,6 +21,7 @@ from tests.integration.harness import (
     produce,
     scrape,
     sim_limits_toml,
+    snapshot,
     worker_rates_env,
 )
 from trackflow.schemas.codec import decode
@@ -39,17 +40,20 @@ def dead_letter_facts(msgs: list[Any]) -> dict[bytes, dict[str, str]]:
             for m in msgs}
 
 
+HEALTHY = 1200
+
+
 async def test_healthy_run_enriches_everything_within_limits_and_the_cache_answers_a_rerun(
         bootstrap: str, topic_names: TopicNames, worker_factory: Any, sim_factory: Any) -> None:
     sim = sim_factory(sim_limits_toml(FAST), size=2400)
     env = {**sim, **worker_rates_env(FAST)}
-    records = catalog_records(2400, count=2000)
-    assert len(records) == 2000
+    records = catalog_records(2400, count=HEALTHY)
+    assert len(records) == HEALTHY
     worker = worker_factory(partitions=4, extra_env=env)
     await worker.wait_ready()
     await produce(bootstrap, topic_names.raw, avro_records(records))
-    out = await collect(bootstrap, topic_names.enriched, until=2000, timeout=240)
-    dlq = await collect(bootstrap, topic_names.dlq, until=1, timeout=3)
+    out = await collect(bootstrap, topic_names.enriched, until=HEALTHY, timeout=240)
+    dlq = await snapshot(bootstrap, topic_names.dlq)
     report = await http_json(sim["TRACKFLOW_SIMULATOR_URL"] + "/_sim/report")
     print({p: (r["requests"], r["max_in_window"], r["limit"], r["violations"])
            for p, r in report.items()})
@@ -59,7 +63,7 @@ async def test_healthy_run_enriches_everything_within_limits_and_the_cache_answe
     matched_isrc = sum(1 for v in values if v["isrc"])
     print(f"statuses: complete={sum(v['status'] == 'complete' for v in values)} "
           f"partial={sum(v['status'] == 'partial' for v in values)} with isrc={matched_isrc}")
-    assert matched_isrc == 2000
+    assert matched_isrc == HEALTHY
     for name, stats in report.items():
         assert stats["violations"] == 0, f"{name} limit exceeded: {stats}"
 
@@ -72,8 +76,8 @@ async def test_healthy_run_enriches_everything_within_limits_and_the_cache_answe
     second = worker_factory(partitions=4, extra_env={**env, **rerun_env}, name="rerun")
     await second.wait_ready()
     await produce(bootstrap, rerun.raw, avro_records(records))
-    again = await collect(bootstrap, rerun.enriched, until=2000, timeout=120)
-    assert len({m.key for m in again}) == 2000
+    again = await collect(bootstrap, rerun.enriched, until=HEALTHY, timeout=120)
+    assert len({m.key for m in again}) == HEALTHY
     report = await http_json(sim["TRACKFLOW_SIMULATOR_URL"] + "/_sim/report")
     calls = {p: r["requests"] for p, r in report.items()}
     assert sum(calls.values()) == 0, f"a rerun must be answered by the cache, saw calls {calls}"
@@ -99,6 +103,9 @@ async def spotify_log(sim_url: str) -> list[dict[str, Any]]:
     return [e for e in entries if e["endpoint"] != "token"]
 
 
+OUTAGE_S = 15
+
+
 async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_closes_again(
         bootstrap: str, topic_names: TopicNames, worker_factory: Any, sim_factory: Any) -> None:
     limits = {**FAST, "musicbrainz": (40, 1.0)}
@@ -110,21 +117,21 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
            "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__CONSECUTIVE_FAILURES": "4",
            "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__MINIMUM_CALLS": "4",
            # Refresh rounds 10, 20, 40, 80 s after publication: the later ones fall after the
-           # 30 s outage, so the deferred Spotify fields are filled by then.
+           # 15 s outage, so the deferred Spotify fields are filled by then.
            "TRACKFLOW_REFRESH__DELAY_S": "10"}
-    records = catalog_records(2400, count=1600)
+    records = catalog_records(2400, count=1200)
     worker = worker_factory(partitions=2, extra_env=env)
     await worker.wait_ready()
-    await produce(bootstrap, topic_names.raw, avro_records(records[:1200]))
+    await produce(bootstrap, topic_names.raw, avro_records(records[:900]))
     await collect(bootstrap, topic_names.enriched, until=100, timeout=60)
     outage_started = time.monotonic()
     await http_json(f"{url}/_sim/outage", "POST",
-                    {"provider": "spotify", "status": 503, "duration_s": 30})
+                    {"provider": "spotify", "status": 503, "duration_s": OUTAGE_S})
     await wait_for_metric(worker.web_port, "trackflow_breaker_state", lambda v: v == 2, 30,
                           provider="spotify")
     # Traffic after the outage lets the half-open probes succeed.
-    await asyncio.sleep(max(0.0, 32 - (time.monotonic() - outage_started)))
-    await produce(bootstrap, topic_names.raw, avro_records(records[1200:]))
+    await asyncio.sleep(max(0.0, OUTAGE_S + 2 - (time.monotonic() - outage_started)))
+    await produce(bootstrap, topic_names.raw, avro_records(records[900:]))
     await wait_for_metric(worker.web_port, "trackflow_breaker_state", lambda v: v == 0, 60,
                           provider="spotify")
 
@@ -140,14 +147,14 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
           f"{len(probes)} at {[round(p['at'] - start, 1) for p in probes]}")
     assert burst <= 10, f"the breaker must open after at most 10 failed calls, saw {burst}"
     # Open periods of 5 s then backing off: at most one probe per open period per partition.
-    assert len(probes) <= 2 * (30 // 5), f"too many probes while open: {len(probes)}"
+    assert len(probes) <= 2 * (OUTAGE_S // 5), f"too many probes while open: {len(probes)}"
 
     # A wait, not a speed check: it ends as soon as every record is out, and only a stuck
     # pipeline reaches the bound (a loaded machine needed more than a minute for the backlog).
     enriched = await collect(bootstrap, topic_names.enriched, until=10**6, timeout=300,
                              stop_early=lambda m: len({x.key for x in m}) >= len(records))
     done = {m.key for m in enriched}
-    dlq = await collect(bootstrap, topic_names.dlq, until=10**6, timeout=5)
+    dlq = await snapshot(bootstrap, topic_names.dlq)
     for m in dlq:
         assert dict(m.headers)["trackflow.errors.retryable"] == b"true", (
             "an outage may only produce retryable dead letters")
@@ -255,7 +262,7 @@ async def test_redis_stopped_mid_run_and_started_again_loses_nothing(
         redis = start_redis()
         out = await collect(bootstrap, topic_names.enriched, until=10**6, timeout=120,
                             stop_early=lambda m: len({x.key for x in m}) >= len(records))
-        dlq = await collect(bootstrap, topic_names.dlq, until=10**6, timeout=5)
+        dlq = await snapshot(bootstrap, topic_names.dlq)
         missing = {r["track_id"].encode() for r in records} - {m.key for m in out}
         print(f"cache errors while Redis was down: {errors}; enriched {len(out)}, "
               f"dead letters {len(dlq)}")
