@@ -24,13 +24,13 @@ from trackflow.agents.deadletter import (
     dead_letter_headers,
     fit_record,
 )
+from trackflow.agents.encoded import EnrichedEncoder
 from trackflow.agents.inflight import InFlight
 from trackflow.agents.publish import Send, is_record_error, publish, record_skipped
 from trackflow.agents.records import (
     FieldValue,
     InvalidRecord,
     Outcome,
-    build_enriched,
     validate_raw,
 )
 from trackflow.agents.refresh_schedule import already_refreshed, schedule_refresh
@@ -42,7 +42,6 @@ from trackflow.schemas.codec import (
     CONTENT_TYPE,
     DecodeError,
     decode_raw_track,
-    encode,
 )
 
 log = logging.getLogger("trackflow.agents.enrich")
@@ -79,7 +78,7 @@ class EnrichmentPipeline:
     """Handles one raw event end to end. Every failure becomes a dead letter."""
 
     def __init__(self, *, send: Send, settings: AgentSettings, enricher: Enricher,
-                 refreshed: Mapping[str, Any] | None = None,
+                 refreshed: Mapping[str, Any] | None = None, kept_encodings: int = 0,
                  clock: Callable[[], float] = time.time) -> None:
         self._send = send
         # The refresh agent's table (read only here): revisions refreshes reached per track.
@@ -87,6 +86,8 @@ class EnrichmentPipeline:
         self._settings = settings
         self._enricher = enricher
         self._clock = clock
+        # The encoded part of the results of ``kept_encodings`` recent inputs (agents.encoded).
+        self._encoder = EnrichedEncoder(settings.waterfall.targets, max_entries=kept_encodings)
         k = settings.kafka
         # Metric children resolved once: ``labels()`` takes a lock and a dict lookup per call.
         self._records_in = metrics.RECORDS_IN.labels(topic=k.raw_topic)
@@ -135,11 +136,10 @@ class EnrichmentPipeline:
             return
         entry = self._refreshed.get(raw["track_id"])
         revision = entry["revision"] + 1 if entry else 1
-        record = build_enriched(raw, attempt=attempt, enriched_at_ms=int(now * 1000),
-                                filled=result.filled, outcomes=result.outcomes,
-                                targets=self._settings.waterfall.targets, revision=revision)
         try:
-            value = encode("EnrichedTrack", record)
+            value, status = self._encoder.encode(
+                raw, attempt=attempt, enriched_at_ms=int(now * 1000), filled=result.filled,
+                outcomes=result.outcomes, revision=revision)
             await publish(self._send, self._settings.kafka.enriched_topic,
                           raw["track_id"].encode(), value, self._avro_headers)
         except Exception as exc:
@@ -151,7 +151,7 @@ class EnrichmentPipeline:
                 retryable=False))
             return
         self._enriched_out.inc()
-        self._status[record["status"]].inc()
+        self._status[status].inc()
         await schedule_refresh(self._send, self._settings, raw, result.filled, result.outcomes,
                                attempt=attempt, now=now, revision=revision)
         if msg.timestamp:  # Faust gives the Kafka timestamp in seconds
@@ -187,7 +187,8 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
                           enricher: Enricher, *,
                           on_fatal: Callable[[BaseException], Awaitable[None]],
                           on_revoke: Callable[[set[int]], None] | None = None,
-                          refreshed: Mapping[str, Any] | None = None) -> InFlight[Any]:
+                          refreshed: Mapping[str, Any] | None = None,
+                          kept_encodings: int = 0) -> InFlight[Any]:
     """Attach the enrichment agent to ``app``; returns its in-flight tracker.
 
     ``on_fatal`` stops the worker (:func:`agents.runner.crash_handler`): acking an unhandled
@@ -195,7 +196,7 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
     revoked partitions of the raw topic.
     """
     pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher,
-                                  refreshed=refreshed)
+                                  refreshed=refreshed, kept_encodings=kept_encodings)
     raw_topic = settings.kafka.raw_topic
 
     def revoked(tps: set[Any]) -> None:
