@@ -108,7 +108,9 @@ def _read_body(data: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dic
     buf = io.BytesIO(data)
     buf.seek(HEADER_LEN)
     try:
-        record = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+        # Written with the reader's own version (nearly every message): no schema resolution.
+        record = fastavro.schemaless_reader(
+            buf, writer.parsed, None if reader is writer else reader.parsed)
     except Exception as exc:  # arbitrary bytes can break the reader in any way
         raise DecodeError("corrupt_avro",
                           f"Avro body does not match its schema: {type(exc).__name__}: "
