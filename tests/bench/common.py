@@ -198,6 +198,39 @@ async def wait_for_records(bootstrap: str, topics: Sequence[str], n: int, *, sta
         await consumer.stop()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` (all its threads) so far, or None where
+    /proc is not there. On a machine shared with other load a wall-clock rate moves with that
+    load; the CPU a process spends per record moves much less."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of proc(5) (utime, stime), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuMeter:
+    """The CPU one process spent between the first output record and the last."""
+
+    pid: int
+    start: float | None
+    start_count: int
+
+    @classmethod
+    async def at_first_output(cls, pid: int, bootstrap: str, topics: Sequence[str]
+                              ) -> CpuMeter:
+        count = await wait_for_records(bootstrap, topics, 1, poll_s=0.05)
+        return cls(pid, cpu_seconds(pid), count)
+
+    def per_record_us(self, count: int) -> float | None:
+        end = cpu_seconds(self.pid)
+        if self.start is None or end is None or count <= self.start_count:
+            return None
+        return (end - self.start) / (count - self.start_count) * 1e6
+
+
 @dataclass(frozen=True)
 class Span:
     """Records of a topic and the first and last CreateTime among them (epoch ms)."""
