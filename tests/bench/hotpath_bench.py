@@ -135,7 +135,9 @@ async def run(args: argparse.Namespace) -> None:
 
     inflight: InFlight[Any] = InFlight(pipeline.handle, lambda e: e.ack(),
                                        max_in_flight=settings.worker.max_in_flight,
-                                       max_queued=settings.worker.max_queued, on_fatal=on_fatal)
+                                       max_queued=settings.worker.max_queued, on_fatal=on_fatal,
+                                       inline=None if args.tasks else pipeline.handle_inline,
+                                       recover=None if args.tasks else pipeline.recover_inline)
     events = [Event(Message(settings.kafka.raw_topic, i % args.partitions, i // args.partitions,
                             r["track_id"].encode(), v, headers))
               for i, (r, v) in enumerate(zip(records, values, strict=True))]
@@ -167,6 +169,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--tracks", type=int, default=2000)
+    parser.add_argument("--tasks", action="store_true",
+                        help="one task per record, as before records were finished inline")
     return parser.parse_args()
 
 
