@@ -210,25 +210,28 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass(frozen=True)
-class CpuMeter:
-    """The CPU one process spent between the first output record and the last."""
+Cpu = tuple[float | None, float | None]
+"""CPU microseconds per record from the first output to the last, and over the second half of
+the outputs only (after what a worker does once per track it has not seen yet)."""
 
-    pid: int
-    start: float | None
-    start_count: int
 
-    @classmethod
-    async def at_first_output(cls, pid: int, bootstrap: str, topics: Sequence[str]
-                              ) -> CpuMeter:
-        count = await wait_for_records(bootstrap, topics, 1, poll_s=0.05)
-        return cls(pid, cpu_seconds(pid), count)
+async def measure_cpu(pid: int, bootstrap: str, topics: Sequence[str], n: int, *,
+                      worker: WorkerProcess | None = None) -> tuple[int, Cpu]:
+    """Wait until ``topics`` hold ``n`` records; return how many they hold and the CPU process
+    ``pid`` spent per record meanwhile (see :data:`Cpu`)."""
+    first = await wait_for_records(bootstrap, topics, 1, poll_s=0.05, worker=worker)
+    at_first = cpu_seconds(pid)
+    half = await wait_for_records(bootstrap, topics, n // 2, poll_s=0.1, worker=worker)
+    at_half = cpu_seconds(pid)
+    total = await wait_for_records(bootstrap, topics, n, worker=worker)
+    at_end = cpu_seconds(pid)
 
-    def per_record_us(self, count: int) -> float | None:
-        end = cpu_seconds(self.pid)
-        if self.start is None or end is None or count <= self.start_count:
+    def per_record(start: float | None, count: int) -> float | None:
+        if start is None or at_end is None or total <= count:
             return None
-        return (end - self.start) / (count - self.start_count) * 1e6
+        return (at_end - start) / (total - count) * 1e6
+
+    return total, (per_record(at_first, first), per_record(at_half, half))
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ catalog tracks) are produced once to one raw topic on the local broker, then rea
 Each run's time is the span of the CreateTime stamps of its output topic (first to last output
 record; the producer sets CreateTime at send), so worker start-up is not counted; records/s is
 (outputs - 1) / span. Beside it, the CPU each process (all its threads) spent per record from
-its first output to its last: on a machine shared with other load, rates move with that load,
-CPU per record much less. A script, not a test: it prints figures and asserts nothing.
+its first output to its last, and over the second half of its outputs alone (after the warm
+worker has seen every track once): on a machine shared with other load, rates move with that
+load, CPU per record much less. A script, not a test: it prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from common import (
     NO_PROVIDERS,
     WARMUP_LIMITS,
     Bench,
-    CpuMeter,
+    Cpu,
     Span,
     add_common_options,
     bench_records,
@@ -59,10 +60,10 @@ from common import (
     encoded,
     log,
     mean_size,
+    measure_cpu,
     read_all,
     table,
     timestamp_span,
-    wait_for_records,
     warm_cache,
     warm_env,
 )
@@ -112,7 +113,7 @@ def start_peer(python: Path, env: dict[str, str], workdir: Path) -> subprocess.P
 
 
 async def peer_run(bench: Bench, raw: str, n: int, partitions: int,
-                   results: dict[str, dict[str, Any]]) -> tuple[Span, float | None]:
+                   results: dict[str, dict[str, Any]]) -> tuple[Span, Cpu]:
     """Run quix_peer.py on ``raw`` until it has published ``n`` records; its span and CPU
     microseconds per record."""
     python = await asyncio.to_thread(peer_python)
@@ -124,8 +125,7 @@ async def peer_run(bench: Bench, raw: str, n: int, partitions: int,
            "BENCH_CACHE": str(cache_file)}
     proc = start_peer(python, env, bench.workdir)
     try:
-        meter = await CpuMeter.at_first_output(proc.pid, bench.bootstrap, [topics.enriched])
-        cpu = meter.per_record_us(await wait_for_records(bench.bootstrap, [topics.enriched], n))
+        _, cpu = await measure_cpu(proc.pid, bench.bootstrap, [topics.enriched], n)
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
@@ -208,7 +208,7 @@ async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str,
 
 
 async def worker_run(bench: Bench, raw: str, n: int, partitions: int, env: dict[str, str],
-                     name: str) -> tuple[Span, int, str, float | None]:
+                     name: str) -> tuple[Span, int, str, Cpu]:
     """Start a worker on the pre-produced ``raw`` topic; return its output span, its dead
     letters, its metrics text (scraped before it is stopped) and its CPU microseconds per
     record."""
@@ -217,9 +217,7 @@ async def worker_run(bench: Bench, raw: str, n: int, partitions: int, env: dict[
     await worker.wait_ready()
     log(f"{name}: worker ready, processing {n:,} records")
     outputs = [topics.enriched, topics.dlq]
-    meter = await CpuMeter.at_first_output(worker.proc.pid, bench.bootstrap, outputs)
-    total = await wait_for_records(bench.bootstrap, outputs, n, worker=worker)
-    cpu = meter.per_record_us(total)
+    total, cpu = await measure_cpu(worker.proc.pid, bench.bootstrap, outputs, n, worker=worker)
     metrics = await scrape(worker.web_port)
     bench.stop_worker(worker)
     dlq = total - int(metric_value(metrics, "trackflow_enriched_total") or 0)
@@ -237,14 +235,13 @@ def start_passthrough(bench: Bench, raw: str, sink: str, group: str) -> subproce
 
 
 async def passthrough_run(bench: Bench, raw: str, n: int, partitions: int
-                          ) -> tuple[Span, float | None]:
+                          ) -> tuple[Span, Cpu]:
     """Run faust_passthrough.py on ``raw`` until it has passed ``n`` records on; its span and
     CPU microseconds per record."""
     topics = await bench.topics(partitions, raw=raw)
     proc = start_passthrough(bench, raw, topics.enriched, topics.group)
     try:
-        meter = await CpuMeter.at_first_output(proc.pid, bench.bootstrap, [topics.enriched])
-        cpu = meter.per_record_us(await wait_for_records(bench.bootstrap, [topics.enriched], n))
+        _, cpu = await measure_cpu(proc.pid, bench.bootstrap, [topics.enriched], n)
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
@@ -297,10 +294,11 @@ async def main(args: argparse.Namespace) -> None:
               f"{mean_size(records):.0f} bytes, produced in {time.monotonic() - started:.1f} s")
 
         rows = []
-        cpu: dict[str, float | None] = {}
+        cpu: dict[str, Cpu] = {}
         log("plain loop")
-        wall, cpu["plain aiokafka loop"] = await plain_loop(bench.bootstrap, base.raw,
-                                                            base.enriched, base.group, n)
+        wall, plain_cpu = await plain_loop(bench.bootstrap, base.raw, base.enriched, base.group,
+                                           n)
+        cpu["plain aiokafka loop"] = (plain_cpu, None)
         plain = await timestamp_span(bench.bootstrap, base.enriched, expect=n)
         print(f"plain loop: {wall:.2f} s from first record read to last acknowledged "
               f"({(n / wall):,.0f} records/s by that clock)")
@@ -342,7 +340,7 @@ async def main(args: argparse.Namespace) -> None:
                       f"cache {cache_line(metrics)}")
         print("\nrecords/s = (outputs - 1) / (last - first output CreateTime); CPU us/record = "
               "user + system CPU of the process (all threads) from its first output to its "
-              "last, per record")
+              "last, per record; 2nd half: the same over the second half of the outputs only")
         by_name = {r[0]: r[3] for r in rows}
         faust_rate = by_name.get("faust pass-through")
         peer_rate = by_name.get("quixstreams peer (warm)")
@@ -351,10 +349,11 @@ async def main(args: argparse.Namespace) -> None:
             header.append("ratio to faust")
         if peer_rate:
             header.append("ratio to peer")
-        header.append("CPU us/record")
+        header += ["CPU us/record", "2nd half"]
         full = [(*r, *([r[3] / faust_rate] if faust_rate else []),
                  *([r[3] / peer_rate] if peer_rate else []),
-                 f"{cpu[r[0]]:.0f}" if cpu.get(r[0]) is not None else "-") for r in rows]
+                 *(f"{c:.0f}" if c is not None else "-" for c in cpu.get(r[0], (None, None))))
+                for r in rows]
         print(table(tuple(header), full))
         warm_rows = [r for r in rows if r[0] == "worker warm"]
         if warm_rows:
