@@ -8,10 +8,12 @@ dead-letter topic with their original bytes and the error context in headers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import faust
@@ -24,16 +26,21 @@ from trackflow.agents.deadletter import (
     dead_letter_headers,
     fit_record,
 )
-from trackflow.agents.inflight import InFlight
+from trackflow.agents.encoded import EnrichedEncoder
+from trackflow.agents.inflight import InFlight, Inline
 from trackflow.agents.publish import Send, is_record_error, publish, record_skipped
 from trackflow.agents.records import (
     FieldValue,
     InvalidRecord,
     Outcome,
-    build_enriched,
     validate_raw,
 )
-from trackflow.agents.refresh_schedule import already_refreshed, schedule_refresh
+from trackflow.agents.refresh_schedule import (
+    already_refreshed,
+    schedule_refresh,
+    stages_to_refresh,
+    supersedes,
+)
 from trackflow.agents.runner import Topics, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.context import Priority, call_priority, enter_record
@@ -42,7 +49,6 @@ from trackflow.schemas.codec import (
     CONTENT_TYPE,
     DecodeError,
     decode_raw_track,
-    encode,
 )
 
 log = logging.getLogger("trackflow.agents.enrich")
@@ -71,6 +77,9 @@ class Enricher(Protocol):
 class NoProviders:
     """The enricher with no provider stages: every record is published as ``partial``."""
 
+    def cached(self, raw: dict[str, Any]) -> Enrichment:
+        return Enrichment()
+
     async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
         return Enrichment()
 
@@ -79,14 +88,20 @@ class EnrichmentPipeline:
     """Handles one raw event end to end. Every failure becomes a dead letter."""
 
     def __init__(self, *, send: Send, settings: AgentSettings, enricher: Enricher,
-                 refreshed: Mapping[str, Any] | None = None,
+                 refreshed: Mapping[str, Any] | None = None, kept_encodings: int = 0,
                  clock: Callable[[], float] = time.time) -> None:
         self._send = send
         # The refresh agent's table (read only here): revisions refreshes reached per track.
         self._refreshed: Mapping[str, Any] = refreshed if refreshed is not None else {}
         self._settings = settings
         self._enricher = enricher
+        # Enrichers that know some results without waiting (agents.waterfall.Waterfall,
+        # NoProviders): ``cached(raw)`` gives them, for records finished inline.
+        self._cached: Callable[[dict[str, Any]], Enrichment | None] | None = getattr(
+            enricher, "cached", None)
         self._clock = clock
+        # The encoded part of the results of ``kept_encodings`` recent inputs (agents.encoded).
+        self._encoder = EnrichedEncoder(settings.waterfall.targets, max_entries=kept_encodings)
         k = settings.kafka
         # Metric children resolved once: ``labels()`` takes a lock and a dict lookup per call.
         self._records_in = metrics.RECORDS_IN.labels(topic=k.raw_topic)
@@ -124,6 +139,71 @@ class EnrichmentPipeline:
                 result = await self._enricher.enrich(raw, attempt)
         else:
             result = await self._enricher.enrich(raw, attempt)
+        await self._complete(msg, headers, attempt, raw, result)
+
+    async def handle_inline(self, event: Any) -> Inline:
+        """Finish a record the result cache answers without a task of its own (see
+        :mod:`agents.inflight`): its output is handed to the producer now, and the returned
+        acknowledgement finishes it. A record the cache answered that needs more (a dead
+        letter, a refresh) gets the coroutine that finishes it; any other record gets None,
+        with nothing done or counted, and goes to :meth:`handle`."""
+        if self._cached is None:
+            return None
+        msg = event.message
+        headers = list(msg.headers or ())
+        attempt = attempt_of(headers)
+        if attempt > 1:
+            return None  # a replay waits for the budget fresh records leave: handle's way
+        try:
+            raw = validate_raw(decode_raw_track(msg.value, headers))
+        except (DecodeError, InvalidRecord):
+            return None  # handle dead-letters it
+        entry = self._refreshed.get(raw["track_id"])
+        if supersedes(entry, raw):
+            return None  # handle counts it
+        result = self._cached(raw)
+        if result is None:
+            return None
+        self._records_in.inc()
+        if result.failure is not None or stages_to_refresh(result.outcomes):
+            return self._complete(msg, headers, attempt, raw, result)
+        now = self._clock()
+        try:
+            value, status = self._encoder.encode(
+                raw, attempt=attempt, enriched_at_ms=int(now * 1000), filled=result.filled,
+                outcomes=result.outcomes, revision=entry["revision"] + 1 if entry else 1)
+            ack = asyncio.ensure_future(await self._send(
+                self._settings.kafka.enriched_topic, raw["track_id"].encode(), value,
+                self._avro_headers))
+        except Exception as exc:
+            if not is_record_error(exc):
+                raise
+            return self._complete(msg, headers, attempt, raw, result)  # dead-letters it
+        ack.add_done_callback(partial(self._published, status, now, msg.timestamp))
+        return ack
+
+    def _published(self, status: str, now: float, timestamp: float | None,
+                   ack: asyncio.Future[Any]) -> None:
+        if ack.cancelled() or ack.exception() is not None:
+            return  # recover_inline deals with it
+        self._enriched_out.inc()
+        self._status[status].inc()
+        if timestamp:
+            metrics.END_TO_END_LATENCY.observe(max(0.0, now - timestamp))
+
+    async def recover_inline(self, event: Any, exc: BaseException) -> None:
+        """A record finished inline whose publication failed: dead-lettered when Kafka refused
+        the record itself; anything else stops the worker, as in :meth:`handle`."""
+        if not is_record_error(exc):
+            raise exc
+        msg = event.message
+        headers = list(msg.headers or ())
+        await self._dead_letter(msg, headers, attempt_of(headers), Failure(
+            "publish", type(exc).__name__, str(exc)[:200], "unpublishable", retryable=False))
+
+    async def _complete(self, msg: Any, headers: list[tuple[str, bytes]], attempt: int,
+                        raw: dict[str, Any], result: Enrichment) -> None:
+        """Publish ``result`` for ``raw`` (or dead-letter it) and schedule its refresh."""
         if result.failure is not None:
             await self._dead_letter(msg, headers, attempt, result.failure,
                                     not_before_ms=result.not_before_ms)
@@ -136,11 +216,10 @@ class EnrichmentPipeline:
             return
         entry = self._refreshed.get(raw["track_id"])
         revision = entry["revision"] + 1 if entry else 1
-        record = build_enriched(raw, attempt=attempt, enriched_at_ms=int(now * 1000),
-                                filled=result.filled, outcomes=result.outcomes,
-                                targets=self._settings.waterfall.targets, revision=revision)
         try:
-            value = encode("EnrichedTrack", record)
+            value, status = self._encoder.encode(
+                raw, attempt=attempt, enriched_at_ms=int(now * 1000), filled=result.filled,
+                outcomes=result.outcomes, revision=revision)
             await publish(self._send, self._settings.kafka.enriched_topic,
                           raw["track_id"].encode(), value, self._avro_headers)
         except Exception as exc:
@@ -152,7 +231,7 @@ class EnrichmentPipeline:
                 retryable=False))
             return
         self._enriched_out.inc()
-        self._status[record["status"]].inc()
+        self._status[status].inc()
         await schedule_refresh(self._send, self._settings, raw, result.filled, result.outcomes,
                                attempt=attempt, now=now, revision=revision)
         if msg.timestamp:  # Faust gives the Kafka timestamp in seconds
@@ -188,7 +267,8 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
                           enricher: Enricher, *,
                           on_fatal: Callable[[BaseException], Awaitable[None]],
                           on_revoke: Callable[[set[int]], None] | None = None,
-                          refreshed: Mapping[str, Any] | None = None) -> InFlight[Any]:
+                          refreshed: Mapping[str, Any] | None = None,
+                          kept_encodings: int = 0) -> InFlight[Any]:
     """Attach the enrichment agent to ``app``; returns its in-flight tracker.
 
     ``on_fatal`` stops the worker (:func:`agents.runner.crash_handler`): acking an unhandled
@@ -196,7 +276,7 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
     revoked partitions of the raw topic.
     """
     pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher,
-                                  refreshed=refreshed)
+                                  refreshed=refreshed, kept_encodings=kept_encodings)
     raw_topic = settings.kafka.raw_topic
 
     def revoked(tps: set[Any]) -> None:
@@ -204,6 +284,7 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
             on_revoke({tp.partition for tp in tps if tp.topic == raw_topic})
 
     inflight = run_agent(app, topics.raw, name="trackflow.enrich", handler=pipeline.handle,
+                         inline=pipeline.handle_inline, recover=pipeline.recover_inline,
                          max_in_flight=settings.worker.max_in_flight,
                          max_queued=settings.worker.max_queued, on_fatal=on_fatal,
                          key_of=lambda msg: msg.key, on_revoke=revoked)

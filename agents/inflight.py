@@ -11,6 +11,12 @@ unfinished ones (at-least-once) instead of losing them.
 Acking in order matters because of how faust-streaming computes commit points (see
 faust-streaming #606): given acked offsets with a hole at the front, it can commit past the hole.
 :class:`OffsetTracker` never lets a hole reach Faust.
+
+Most records need no task of their own: one answered from the result cache is decoded, encoded
+and handed to the producer at once, and is finished when the broker acknowledges it. ``inline``
+does that part in the agent's own loop and returns the acknowledgement to wait for; the record
+is then tracked like any other (offset order, the in-flight bound, revocation), without an
+asyncio task, its context copy and its scheduling (see :class:`InFlight`).
 """
 
 from __future__ import annotations
@@ -19,13 +25,19 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("trackflow.agents.inflight")
 
 E = TypeVar("E")
+
+Inline = asyncio.Future[Any] | Coroutine[Any, Any, None] | None
+"""What ``inline(item)`` did: queued the record's output and returned the future that finishes
+it; started it and returned the coroutine that finishes it (run as a task); or nothing at all
+(None: the handler runs it in a task, from the start)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +103,8 @@ class _Partition(Generic[E]):
     running: int = 0
     queued: deque[_Queued[E]] = field(default_factory=deque)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    pending: set[asyncio.Future[Any]] = field(default_factory=set)
+    """Acknowledgements of records finished inline, not yet done."""
 
 
 class InFlight(Generic[E]):
@@ -107,6 +121,12 @@ class InFlight(Generic[E]):
     ``handler`` must deal with every failure of a record itself (dead-letter it); an exception
     escaping it is a bug or a lost broker, and stops the worker through ``on_fatal`` rather than
     acking a record that was not handled.
+
+    ``inline(item)`` (optional) may finish a record without a task (see :data:`Inline`). It is
+    tried only when the record can start at once and no earlier record with its key is still
+    running, so outputs keep their order per key: the producer sends what it was handed in
+    order. A failed acknowledgement goes to ``recover(item, error)`` in a task, which must deal
+    with it like ``handler`` (or raise, which is fatal).
     """
 
     def __init__(
@@ -117,8 +137,14 @@ class InFlight(Generic[E]):
         max_in_flight: int,
         on_fatal: Callable[[BaseException], Awaitable[None]],
         max_queued: int = 10_000,
+        inline: Callable[[E], Awaitable[Inline]] | None = None,
+        recover: Callable[[E, BaseException], Awaitable[None]] | None = None,
     ) -> None:
+        if (inline is None) != (recover is None):
+            raise ValueError("inline and recover go together")
         self._handler = handler
+        self._inline = inline
+        self._recover = recover
         self._ack = ack
         self._max = max_in_flight
         self._max_queued = max_queued
@@ -162,16 +188,65 @@ class InFlight(Generic[E]):
                 return  # revoked (or shutting down) while we waited: its new owner reads it
         part.tracker.start(offset, item)
         if part.running < self._max:
-            self._start(tp, part, offset, key, item)
+            if self._inline is not None and (key is None or (tp, key) not in self._last_for_key):
+                await self._try_inline(tp, part, offset, key, item)
+            else:
+                self._start(tp, part, offset, key, item)
             return
         part.queued.append(_Queued(offset, key, item, contextvars.copy_context()))
         self._queued += 1
+
+    async def _try_inline(self, tp: Hashable, part: _Partition[E], offset: int, key: Hashable,
+                          item: E) -> None:
+        assert self._inline is not None
+        part.running += 1  # counted while it runs, like a task: the same bound holds
+        try:
+            done = await self._inline(item)
+        except asyncio.CancelledError:
+            part.running -= 1
+            raise
+        except BaseException as exc:  # as in a task: never acked, the worker stops
+            part.running -= 1
+            await self._fail(offset, exc)
+            return
+        if done is None:
+            part.running -= 1
+            self._start(tp, part, offset, key, item)
+        elif isinstance(done, asyncio.Future):
+            part.pending.add(done)
+            done.add_done_callback(partial(self._inline_done, tp, part, offset, item))
+        else:
+            self._spawn(tp, part, offset, key, self._run(tp, part, offset, done, None))
+
+    def _inline_done(self, tp: Hashable, part: _Partition[E], offset: int, item: E,
+                     done: asyncio.Future[Any]) -> None:
+        part.pending.discard(done)
+        error = asyncio.CancelledError() if done.cancelled() else done.exception()
+        if self._partitions.get(tp) is not part:
+            return  # revoked (or shutting down) meanwhile: its new owner processes it again
+        if error is not None:
+            assert self._recover is not None
+            # Still counted as running: the recovery finishes the record (or the worker).
+            self._spawn(tp, part, offset, None,
+                        self._run(tp, part, offset, self._recover(item, error), None))
+            return
+        part.running -= 1
+        self._finished(tp, part, offset)
 
     def _start(self, tp: Hashable, part: _Partition[E], offset: int, key: Hashable,
                item: E, context: contextvars.Context | None = None) -> None:
         part.running += 1
         previous = self._last_for_key.get((tp, key)) if key is not None else None
-        task = asyncio.create_task(self._run(tp, part, offset, item, previous), context=context)
+        self._spawn(tp, part, offset, key,
+                    self._run(tp, part, offset, self._handled(item), previous), context)
+
+    async def _handled(self, item: E) -> None:
+        await self._handler(item)
+
+    def _spawn(self, tp: Hashable, part: _Partition[E], offset: int, key: Hashable,
+               work: Coroutine[Any, Any, None], context: contextvars.Context | None = None
+               ) -> None:
+        task = asyncio.create_task(work, context=context)
         part.tasks.add(task)
         if key is not None:
             self._last_for_key[(tp, key)] = task
@@ -184,22 +259,30 @@ class InFlight(Generic[E]):
         if key is not None and self._last_for_key.get((tp, key)) is task:
             del self._last_for_key[(tp, key)]
 
-    async def _run(self, tp: Hashable, part: _Partition[E], offset: int, item: E,
-                   previous: asyncio.Task[None] | None) -> None:
+    async def _run(self, tp: Hashable, part: _Partition[E], offset: int,
+                   work: Awaitable[None], previous: asyncio.Task[None] | None) -> None:
         try:
             if previous is not None and not previous.done():
                 # Same key, earlier offset: its output must be published first.
                 await asyncio.wait([previous])
-            await self._handler(item)
+            await work
         except asyncio.CancelledError:
+            if isinstance(work, Coroutine):
+                work.close()  # not started when cancelled while waiting for ``previous``
             raise
         except BaseException as exc:  # an unhandled record must never be acked
-            log.critical("event=unhandled_record_error offset=%s error=%r", offset, exc)
-            self.fatal = exc
-            await self._on_fatal(exc)
+            await self._fail(offset, exc)
             return
         finally:
             part.running -= 1
+        self._finished(tp, part, offset)
+
+    async def _fail(self, offset: int, exc: BaseException) -> None:
+        log.critical("event=unhandled_record_error offset=%s error=%r", offset, exc)
+        self.fatal = exc
+        await self._on_fatal(exc)
+
+    def _finished(self, tp: Hashable, part: _Partition[E], offset: int) -> None:
         if self._partitions.get(tp) is not part:
             return  # the partition was revoked meanwhile; its new owner re-processes it
         for done in part.tracker.finish(offset):
@@ -243,7 +326,8 @@ class InFlight(Generic[E]):
     async def drain(self) -> None:
         """Wait for every record in flight (queued ones included) to finish."""
         while True:
-            tasks = [t for p in self._partitions.values() for t in p.tasks]
-            if not tasks:
+            waits: list[asyncio.Future[Any]] = [
+                t for p in self._partitions.values() for t in (*p.tasks, *p.pending)]
+            if not waits:
                 return
-            await asyncio.wait(tasks)
+            await asyncio.wait(waits)

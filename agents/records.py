@@ -22,10 +22,18 @@ class InvalidRecord(ValueError):
         self.field = field
 
 
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co"})
+
+
 def _has_control_chars(text: str) -> bool:
     # Category Cc covers C0/C1 controls (including NUL, ESC, DEL); Cf/Cs/Co would let
-    # zero-width or surrogate junk through, so reject those too.
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in text)
+    # zero-width or surrogate junk through, so reject those too. A printable string has none
+    # (``str.isprintable`` is False for every character of those categories), and the check in
+    # C is what nearly every record needs; the rest (a no-break space, an unassigned code point)
+    # get the character by character look-up.
+    if text.isprintable():
+        return False
+    return any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in text)
 
 
 def _clean_text(record: Mapping[str, Any], name: str, *, required: bool) -> str | None:

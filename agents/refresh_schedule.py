@@ -74,7 +74,12 @@ def input_digest(raw: Mapping[str, Any]) -> str:
 
 def already_refreshed(table: Mapping[str, Any], raw: Mapping[str, Any]) -> bool:
     """Whether a refresh published a newer version of this very input (enrichment agent)."""
-    entry = table.get(raw["track_id"])
+    return supersedes(table.get(raw["track_id"]), raw)
+
+
+def supersedes(entry: Mapping[str, Any] | None, raw: Mapping[str, Any]) -> bool:
+    """Whether ``entry``, the refresh table's entry for ``raw``'s track, says a refresh
+    published a newer version of this very input."""
     if not entry:
         return False
     return bool(entry["revision"] > 1 and entry["input"] == input_digest(raw))

@@ -25,7 +25,7 @@ from typing import Any
 
 import faust
 
-from trackflow.agents.inflight import InFlight
+from trackflow.agents.inflight import InFlight, Inline
 from trackflow.agents.publish import Headers, Send
 
 log = logging.getLogger("trackflow.agents.runner")
@@ -122,16 +122,21 @@ def run_agent(app: faust.App, topic: Any, *, name: str,
               on_fatal: Callable[[BaseException], Awaitable[None]],
               key_of: Callable[[Any], Hashable] = lambda msg: None,
               on_delivered: Callable[[Any], None] | None = None,
-              on_revoke: Callable[[set[Any]], None] | None = None) -> InFlight[Any]:
+              on_revoke: Callable[[set[Any]], None] | None = None,
+              inline: Callable[[Any], Awaitable[Inline]] | None = None,
+              recover: Callable[[Any, BaseException], Awaitable[None]] | None = None,
+              ) -> InFlight[Any]:
     """Attach an agent running ``handler`` on every event of ``topic``; returns its tracker.
 
     ``key_of(message)`` orders records: those with the same key (not None) finish in offset
     order. ``on_delivered(message)`` sees every message before it is submitted;
     ``on_revoke(partitions)`` runs before the tracker forgets revoked partitions.
+    ``inline`` and ``recover`` finish records without a task where they can (see
+    :class:`~trackflow.agents.inflight.InFlight`).
     """
     inflight: InFlight[Any] = InFlight(handler, lambda event: event.ack(),
                                        max_in_flight=max_in_flight, max_queued=max_queued,
-                                       on_fatal=on_fatal)
+                                       on_fatal=on_fatal, inline=inline, recover=recover)
 
     async def agent(stream: Any) -> None:
         async for event in stream.noack().events():

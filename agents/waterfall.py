@@ -227,17 +227,25 @@ class Waterfall:
         self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
         self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
+    def cached(self, raw: dict[str, Any]) -> Enrichment | None:
+        """The result cache's result for ``raw`` (counted as a hit), or None (nothing counted):
+        what :meth:`enrich` returns without running a stage."""
+        kept = self._results.get(input_key(raw)) if self._results is not None else None
+        if kept is None:
+            return None
+        self._result_hit.inc()
+        for outcome in kept.outcomes:
+            if outcome.outcome != "skipped":
+                self._outcome_counters[outcome.provider, outcome.outcome].inc()
+        return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
+
     async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
         if self._results is None:
             return await self._run(raw)
+        hit = self.cached(raw)
+        if hit is not None:
+            return hit
         key = input_key(raw)
-        kept = self._results.get(key)
-        if kept is not None:
-            self._result_hit.inc()
-            for outcome in kept.outcomes:
-                if outcome.outcome != "skipped":
-                    self._outcome_counters[outcome.provider, outcome.outcome].inc()
-            return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
         self._result_miss.inc()
         # The cache reports every answer it hands this record into its context.
         used = current_record().answers

@@ -50,6 +50,43 @@ def encode(name: str, record: Mapping[str, Any], *, registry: SchemaRegistry | N
     return buf.getvalue()
 
 
+class SegmentedWriter:
+    """Writes the latest version of record ``name`` in consecutive runs of its fields.
+
+    The Avro binary of a record is the concatenation of its fields' encodings, so
+    ``header + segment 0 + segment 1 + ...`` is exactly what :func:`encode` writes for the same
+    record, and a segment encoded once serves every record that has the same values in it.
+    ``split_before`` names the fields that start a new segment (the first field always does).
+    """
+
+    def __init__(self, name: str, split_before: Iterable[str], *,
+                 registry: SchemaRegistry | None = None) -> None:
+        sv = (registry or default_registry()).latest(name)
+        fields = sv.schema["fields"]
+        names = [f["name"] for f in fields]
+        starts = sorted({0, *(names.index(n) for n in split_before)})
+        bounds = list(zip(starts, [*starts[1:], len(fields)], strict=True))
+        # Each segment is a record of its own fields; a named type defined in an earlier
+        # segment (where the whole record defines it) is known to the later ones. Names are
+        # not part of the binary encoding, types are.
+        named: dict[str, Any] = {}
+        parsed = [fastavro.parse_schema(
+            {"type": "record", "name": f"{sv.schema['name']}Segment{i}",
+             "namespace": sv.schema.get("namespace", ""), "fields": fields[a:b]},
+            named_schemas=named) for i, (a, b) in enumerate(bounds)]
+        self.header: bytes = MAGIC + sv.fingerprint
+        """The single-object header: marker and the writer schema's fingerprint."""
+        self.segments: tuple[tuple[str, ...], ...] = tuple(tuple(names[a:b]) for a, b in bounds)
+        """The field names of each segment, in order."""
+        self._parsed = parsed
+
+    def encode_segment(self, index: int, record: Mapping[str, Any]) -> bytes:
+        """The encoding of segment ``index``'s fields of ``record`` (other keys are ignored)."""
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self._parsed[index], record)
+        return buf.getvalue()
+
+
 def decode(name: str, data: bytes, *, registry: SchemaRegistry | None = None) -> dict[str, Any]:
     """Decode a single-object-encoded ``name`` record into the latest version's shape."""
     reg = registry or default_registry()
@@ -71,7 +108,9 @@ def _read_body(data: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dic
     buf = io.BytesIO(data)
     buf.seek(HEADER_LEN)
     try:
-        record = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+        # Written with the reader's own version (nearly every message): no schema resolution.
+        record = fastavro.schemaless_reader(
+            buf, writer.parsed, None if reader is writer else reader.parsed)
     except Exception as exc:  # arbitrary bytes can break the reader in any way
         raise DecodeError("corrupt_avro",
                           f"Avro body does not match its schema: {type(exc).__name__}: "

@@ -98,7 +98,8 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     if "enrich" in settings.worker.agents:
         trackers.append(register_enrich_agent(app, topics, settings, enricher,
                                               on_fatal=on_fatal, on_revoke=gates.forget,
-                                              refreshed=refreshed))
+                                              refreshed=refreshed,
+                                              kept_encodings=settings.cache.result_cache_size))
     if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
         trackers.append(register_refresh_agent(app, topics, settings, enricher, refreshed,
                                                on_fatal=on_fatal))

@@ -198,6 +198,42 @@ async def wait_for_records(bootstrap: str, topics: Sequence[str], n: int, *, sta
         await consumer.stop()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` (all its threads) so far, or None where
+    /proc is not there. On a machine shared with other load a wall-clock rate moves with that
+    load; the CPU a process spends per record moves much less."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of proc(5) (utime, stime), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+Cpu = tuple[float | None, float | None]
+"""CPU microseconds per record from the first output to the last, and over the second half of
+the outputs only (after what a worker does once per track it has not seen yet)."""
+
+
+async def measure_cpu(pid: int, bootstrap: str, topics: Sequence[str], n: int, *,
+                      worker: WorkerProcess | None = None) -> tuple[int, Cpu]:
+    """Wait until ``topics`` hold ``n`` records; return how many they hold and the CPU process
+    ``pid`` spent per record meanwhile (see :data:`Cpu`)."""
+    first = await wait_for_records(bootstrap, topics, 1, poll_s=0.05, worker=worker)
+    at_first = cpu_seconds(pid)
+    half = await wait_for_records(bootstrap, topics, n // 2, poll_s=0.1, worker=worker)
+    at_half = cpu_seconds(pid)
+    total = await wait_for_records(bootstrap, topics, n, worker=worker)
+    at_end = cpu_seconds(pid)
+
+    def per_record(start: float | None, count: int) -> float | None:
+        if start is None or at_end is None or total <= count:
+            return None
+        return (at_end - start) / (total - count) * 1e6
+
+    return total, (per_record(at_first, first), per_record(at_half, half))
+
+
 @dataclass(frozen=True)
 class Span:
     """Records of a topic and the first and last CreateTime among them (epoch ms)."""

@@ -25,7 +25,10 @@ catalog tracks) are produced once to one raw topic on the local broker, then rea
 
 Each run's time is the span of the CreateTime stamps of its output topic (first to last output
 record; the producer sets CreateTime at send), so worker start-up is not counted; records/s is
-(outputs - 1) / span. A script, not a test: it prints figures and asserts nothing.
+(outputs - 1) / span. Beside it, the CPU each process (all its threads) spent per record from
+its first output to its last, and over the second half of its outputs alone (after the warm
+worker has seen every track once): on a machine shared with other load, rates move with that
+load, CPU per record much less. A script, not a test: it prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from common import (
     NO_PROVIDERS,
     WARMUP_LIMITS,
     Bench,
+    Cpu,
     Span,
     add_common_options,
     bench_records,
@@ -56,10 +60,10 @@ from common import (
     encoded,
     log,
     mean_size,
+    measure_cpu,
     read_all,
     table,
     timestamp_span,
-    wait_for_records,
     warm_cache,
     warm_env,
 )
@@ -109,8 +113,9 @@ def start_peer(python: Path, env: dict[str, str], workdir: Path) -> subprocess.P
 
 
 async def peer_run(bench: Bench, raw: str, n: int, partitions: int,
-                   results: dict[str, dict[str, Any]]) -> Span:
-    """Run quix_peer.py on ``raw`` until it has published ``n`` records; its span."""
+                   results: dict[str, dict[str, Any]]) -> tuple[Span, Cpu]:
+    """Run quix_peer.py on ``raw`` until it has published ``n`` records; its span and CPU
+    microseconds per record."""
     python = await asyncio.to_thread(peer_python)
     topics = await bench.topics(partitions, raw=raw)
     cache_file = bench.workdir / "peer-cache.json"
@@ -120,12 +125,12 @@ async def peer_run(bench: Bench, raw: str, n: int, partitions: int,
            "BENCH_CACHE": str(cache_file)}
     proc = start_peer(python, env, bench.workdir)
     try:
-        await wait_for_records(bench.bootstrap, [topics.enriched], n)
+        _, cpu = await measure_cpu(proc.pid, bench.bootstrap, [topics.enriched], n)
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
     await report_parity(bench, topics.enriched, results)
-    return await timestamp_span(bench.bootstrap, topics.enriched, expect=n)
+    return await timestamp_span(bench.bootstrap, topics.enriched, expect=n), cpu
 
 
 async def report_parity(bench: Bench, topic: str, results: dict[str, dict[str, Any]],
@@ -151,9 +156,10 @@ async def report_parity(bench: Bench, topic: str, results: dict[str, dict[str, A
 
 
 async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str, n: int
-                     ) -> float:
+                     ) -> tuple[float, float]:
     """Consume ``n`` records, enrich them without providers, produce them; return the seconds
-    from the first record read to the last record acknowledged."""
+    from the first record read to the last record acknowledged, and the CPU microseconds per
+    record this process spent meanwhile."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from trackflow.agents.deadletter import attempt_of
@@ -169,14 +175,14 @@ async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str,
     await consumer.start()
     await producer.start()
     try:
-        done, first_read, last_commit = 0, 0.0, time.monotonic()
+        done, first_read, first_cpu, last_commit = 0, 0.0, 0.0, time.monotonic()
         deadline = time.monotonic() + 600
         while done < n and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=1000)
             if not batch:
                 continue
             if not first_read:
-                first_read = time.monotonic()
+                first_read, first_cpu = time.monotonic(), time.process_time()
             futures = []
             for msgs in batch.values():
                 for msg in msgs:
@@ -193,29 +199,30 @@ async def plain_loop(bootstrap: str, raw_topic: str, out_topic: str, group: str,
             if time.monotonic() - last_commit >= 1.0:
                 await consumer.commit()
                 last_commit = time.monotonic()
-        last_ack = time.monotonic()
+        last_ack, cpu = time.monotonic(), time.process_time() - first_cpu
         await consumer.commit()
-        return last_ack - first_read
+        return last_ack - first_read, cpu / done * 1e6
     finally:
         await producer.stop()
         await consumer.stop()
 
 
 async def worker_run(bench: Bench, raw: str, n: int, partitions: int, env: dict[str, str],
-                     name: str) -> tuple[Span, int, str]:
+                     name: str) -> tuple[Span, int, str, Cpu]:
     """Start a worker on the pre-produced ``raw`` topic; return its output span, its dead
-    letters and its metrics text, scraped before it is stopped."""
+    letters, its metrics text (scraped before it is stopped) and its CPU microseconds per
+    record."""
     topics = await bench.topics(partitions, raw=raw)
     worker = bench.worker(topics, partitions=partitions, env=env, name=name)
     await worker.wait_ready()
     log(f"{name}: worker ready, processing {n:,} records")
-    total = await wait_for_records(bench.bootstrap, [topics.enriched, topics.dlq], n,
-                                   worker=worker)
+    outputs = [topics.enriched, topics.dlq]
+    total, cpu = await measure_cpu(worker.proc.pid, bench.bootstrap, outputs, n, worker=worker)
     metrics = await scrape(worker.web_port)
     bench.stop_worker(worker)
     dlq = total - int(metric_value(metrics, "trackflow_enriched_total") or 0)
     span = await timestamp_span(bench.bootstrap, topics.enriched, expect=total - dlq)
-    return span, dlq, metrics
+    return span, dlq, metrics, cpu
 
 
 def start_passthrough(bench: Bench, raw: str, sink: str, group: str) -> subprocess.Popen[bytes]:
@@ -227,16 +234,18 @@ def start_passthrough(bench: Bench, raw: str, sink: str, group: str) -> subproce
              "-l", "warn"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=bench.workdir)
 
 
-async def passthrough_run(bench: Bench, raw: str, n: int, partitions: int) -> Span:
-    """Run faust_passthrough.py on ``raw`` until it has passed ``n`` records on; its span."""
+async def passthrough_run(bench: Bench, raw: str, n: int, partitions: int
+                          ) -> tuple[Span, Cpu]:
+    """Run faust_passthrough.py on ``raw`` until it has passed ``n`` records on; its span and
+    CPU microseconds per record."""
     topics = await bench.topics(partitions, raw=raw)
     proc = start_passthrough(bench, raw, topics.enriched, topics.group)
     try:
-        await wait_for_records(bench.bootstrap, [topics.enriched], n)
+        _, cpu = await measure_cpu(proc.pid, bench.bootstrap, [topics.enriched], n)
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
-    return await timestamp_span(bench.bootstrap, topics.enriched, expect=n)
+    return await timestamp_span(bench.bootstrap, topics.enriched, expect=n), cpu
 
 
 def cache_line(metrics: str) -> str:
@@ -285,8 +294,11 @@ async def main(args: argparse.Namespace) -> None:
               f"{mean_size(records):.0f} bytes, produced in {time.monotonic() - started:.1f} s")
 
         rows = []
+        cpu: dict[str, Cpu] = {}
         log("plain loop")
-        wall = await plain_loop(bench.bootstrap, base.raw, base.enriched, base.group, n)
+        wall, plain_cpu = await plain_loop(bench.bootstrap, base.raw, base.enriched, base.group,
+                                           n)
+        cpu["plain aiokafka loop"] = (plain_cpu, None)
         plain = await timestamp_span(bench.bootstrap, base.enriched, expect=n)
         print(f"plain loop: {wall:.2f} s from first record read to last acknowledged "
               f"({(n / wall):,.0f} records/s by that clock)")
@@ -294,14 +306,15 @@ async def main(args: argparse.Namespace) -> None:
         for mode in modes:
             if mode == "faust":
                 log("faust pass-through")
-                span = await passthrough_run(bench, base.raw, n, p)
+                span, cpu["faust pass-through"] = await passthrough_run(bench, base.raw, n, p)
                 rows.append(("faust pass-through", span.count, span.seconds, span.rate,
                              span.rate / plain.rate if plain.rate else 0.0))
                 continue
             if mode == "peer":
                 assert cache is not None
                 log("quixstreams peer")
-                span = await peer_run(bench, base.raw, n, p, cache.results)
+                span, cpu["quixstreams peer (warm)"] = await peer_run(bench, base.raw, n, p,
+                                                                      cache.results)
                 rows.append(("quixstreams peer (warm)", span.count, span.seconds, span.rate,
                              span.rate / plain.rate if plain.rate else 0.0))
                 continue
@@ -312,7 +325,8 @@ async def main(args: argparse.Namespace) -> None:
                 await sim.reset()
                 env = warm_env(sim, cache)
             log(f"worker, {mode}")
-            span, dlq, metrics = await worker_run(bench, base.raw, n, p, env, mode)
+            span, dlq, metrics, cpu[f"worker {mode}"] = await worker_run(bench, base.raw, n, p,
+                                                                         env, mode)
             rows.append((f"worker {mode}", span.count, span.seconds, span.rate,
                          span.rate / plain.rate if plain.rate else 0.0))
             if dlq:
@@ -324,7 +338,9 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"worker warm: provider requests during the measured run {calls(report)} "
                       f"(+{tokens} Spotify token requests, not cacheable); "
                       f"cache {cache_line(metrics)}")
-        print("\nrecords/s = (outputs - 1) / (last - first output CreateTime)")
+        print("\nrecords/s = (outputs - 1) / (last - first output CreateTime); CPU us/record = "
+              "user + system CPU of the process (all threads) from its first output to its "
+              "last, per record; 2nd half: the same over the second half of the outputs only")
         by_name = {r[0]: r[3] for r in rows}
         faust_rate = by_name.get("faust pass-through")
         peer_rate = by_name.get("quixstreams peer (warm)")
@@ -333,8 +349,11 @@ async def main(args: argparse.Namespace) -> None:
             header.append("ratio to faust")
         if peer_rate:
             header.append("ratio to peer")
+        header += ["CPU us/record", "2nd half"]
         full = [(*r, *([r[3] / faust_rate] if faust_rate else []),
-                 *([r[3] / peer_rate] if peer_rate else [])) for r in rows]
+                 *([r[3] / peer_rate] if peer_rate else []),
+                 *(f"{c:.0f}" if c is not None else "-" for c in cpu.get(r[0], (None, None))))
+                for r in rows]
         print(table(tuple(header), full))
         warm_rows = [r for r in rows if r[0] == "worker warm"]
         if warm_rows:

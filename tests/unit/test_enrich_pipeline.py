@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -194,3 +195,99 @@ async def test_an_invalid_replay_keeps_its_attempt_in_the_dead_letter() -> None:
         Event(Message(b"{", b"t1", [JSON_CT, (H_RAW_ATTEMPT, b"2")])))
     _, _, _, headers = _only_record(sender)
     assert error_facts(headers)[H_ATTEMPT] == "2", "expected attempt 2 on the dead letter"
+
+
+class CachedEnricher(FixedEnricher):
+    """Knows its result without waiting (as the waterfall does from its result cache)."""
+
+    def __init__(self, result: Enrichment | None = None, *, known: bool = True) -> None:
+        super().__init__(result)
+        self.known = known
+        self.looked_up = 0
+
+    def cached(self, raw: dict[str, Any]) -> Enrichment | None:
+        self.looked_up += 1
+        return self.result if self.known else None
+
+
+FILLED = Enrichment(filled={"album": FieldValue("Discovery", "spotify", 0.97)},
+                    outcomes=[Outcome("spotify", "matched", confidence=0.97)])
+
+
+def _records_in() -> float:
+    from trackflow.agents import metrics
+    return metrics.RECORDS_IN.labels(topic="tracks.raw")._value.get()  # type: ignore[attr-defined]
+
+
+async def test_a_cached_result_is_published_inline_exactly_as_handle_publishes_it() -> None:
+    inline_sender, task_sender = Sender(), Sender()
+    event = Event(Message(_avro_track(), b"t1"))
+    before = _records_in()
+    ack = await _pipeline(inline_sender, CachedEnricher(FILLED)).handle_inline(event)
+    assert isinstance(ack, asyncio.Future), "a cached result is finished by its acknowledgement"
+    await ack
+    await _pipeline(task_sender, FixedEnricher(FILLED)).handle(event)
+    assert inline_sender.sent == task_sender.sent, "inline and handle must publish the same"
+    assert _records_in() == before + 2
+
+
+@pytest.mark.parametrize("case", ["unknown", "replay", "invalid"])
+async def test_a_record_not_finished_inline_is_left_to_handle_untouched(case: str) -> None:
+    sender = Sender()
+    enricher = CachedEnricher(FILLED, known=case != "unknown")
+    headers = [(H_RAW_ATTEMPT, b"2")] if case == "replay" else []
+    value = (encode("RawTrack", {**validate_raw(TRACK), "title": ""}) if case == "invalid"
+             else _avro_track())
+    before = _records_in()
+    done = await _pipeline(sender, enricher).handle_inline(Event(Message(value, b"t1", headers)))
+    assert done is None
+    assert sender.sent == [] and _records_in() == before, "nothing done, nothing counted"
+    assert enricher.calls == []
+
+
+async def test_a_cached_dead_letter_is_finished_by_a_coroutine() -> None:
+    sender = Sender()
+    failed = Enrichment(outcomes=[Outcome("musicbrainz", "not_found")],
+                        failure=Failure("provider:musicbrainz", "NotFound", "no isrc",
+                                        "not_found", retryable=False))
+    done = await _pipeline(sender, CachedEnricher(failed)).handle_inline(
+        Event(Message(_avro_track(), b"t1")))
+    assert asyncio.iscoroutine(done), "a dead letter is written by a coroutine (a task)"
+    assert sender.sent == []
+    await done
+    topic, _, value, headers = _only_record(sender)
+    assert topic == "tracks.dlq" and value == _avro_track()
+    assert dict(headers)[H_REASON] == b"not_found"
+
+
+async def test_a_record_the_producer_refuses_at_once_is_dead_lettered_by_a_coroutine() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    class Refusing(Sender):
+        async def __call__(self, topic: str, key: bytes | None, value: bytes | None,
+                           headers: list[tuple[str, bytes]]) -> Any:
+            if topic == "tracks.enriched":
+                raise MessageSizeTooLargeError("too large")
+            return await super().__call__(topic, key, value, headers)
+
+    sender = Refusing()
+    done = await _pipeline(sender, CachedEnricher(FILLED)).handle_inline(
+        Event(Message(_avro_track(), b"t1")))
+    assert asyncio.iscoroutine(done)
+    await done
+    topic, _, _, headers = _only_record(sender)
+    assert topic == "tracks.dlq" and dict(headers)[H_STAGE] == b"publish"
+
+
+async def test_a_failed_inline_acknowledgement_is_dead_lettered_or_fatal() -> None:
+    from aiokafka.errors import KafkaTimeoutError, RecordTooLargeError
+
+    sender = Sender()
+    pipeline = _pipeline(sender, CachedEnricher(FILLED))
+    event = Event(Message(_avro_track(), b"t1"))
+    await pipeline.recover_inline(event, RecordTooLargeError("refused by the broker"))
+    topic, _, value, headers = _only_record(sender)
+    assert topic == "tracks.dlq" and value == _avro_track()
+    assert dict(headers)[H_REASON] == b"unpublishable"
+    with pytest.raises(KafkaTimeoutError):
+        await pipeline.recover_inline(event, KafkaTimeoutError())

@@ -225,3 +225,146 @@ async def test_an_offset_delivered_again_while_in_flight_is_ignored() -> None:
     release.set()
     await flight.drain()
     assert handled == [0, 1, 2] and acked == [0, 1, 2]
+
+
+class Inliner:
+    """``inline`` for the tracker: even offsets are finished inline with an acknowledgement
+    the test resolves (or fails), offsets in ``later`` get a coroutine, the rest None."""
+
+    def __init__(self, later: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.acks: dict[int, asyncio.Future[None]] = {}
+        self.later = later
+        self.recovered: list[tuple[int, BaseException]] = []
+        self.handled: list[int] = []
+        self.fail_recovery = False
+
+    async def handler(self, off: int) -> None:
+        self.handled.append(off)
+
+    async def inline(self, off: int) -> asyncio.Future[None] | asyncio.Task[None] | object:
+        if off in self.later:
+            return self.handler(off)
+        if off % 2:
+            return None
+        fut = self.acks[off] = asyncio.get_running_loop().create_future()
+        return fut
+
+    async def recover(self, off: int, exc: BaseException) -> None:
+        if self.fail_recovery:
+            raise RuntimeError("broker gone")
+        self.recovered.append((off, exc))
+
+
+async def _no_fatal(exc: BaseException) -> None:
+    raise AssertionError(f"no record should fail: {exc!r}")
+
+
+def _flight(inl: Inliner, acked: list[int], fatal: object = _no_fatal,
+            max_in_flight: int = 64) -> InFlight[int]:
+    return InFlight(inl.handler, acked.append, max_in_flight=max_in_flight,
+                    on_fatal=fatal, inline=inl.inline, recover=inl.recover)  # type: ignore[arg-type]
+
+
+async def test_records_finished_inline_are_acked_in_offset_order_with_the_others() -> None:
+    inl, acked = Inliner(later={4}), []
+    flight = _flight(inl, acked)
+    for off in range(8):
+        await flight.submit("p0", off, f"k{off}", off)
+    await asyncio.sleep(0)
+    assert acked == [], "offset 0 waits for its acknowledgement"
+    for off in (6, 2):
+        inl.acks[off].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [], "acknowledged out of order: still nothing before offset 0"
+    inl.acks[0].set_result(None)
+    await asyncio.sleep(0)
+    assert acked[:4] == [0, 1, 2, 3]
+    assert 4 not in inl.acks and 4 in inl.handled, "offset 4's coroutine ran as a task"
+    await flight.drain()
+    assert acked == list(range(8))
+    assert sorted(inl.handled) == [1, 3, 4, 5, 7], "odd offsets (None) go to the handler"
+    assert sorted(inl.acks) == [0, 2, 6]
+
+
+async def test_a_key_with_a_running_task_is_not_finished_inline() -> None:
+    inl, acked = Inliner(), []
+    gate = asyncio.Event()
+
+    async def slow(off: int) -> None:
+        await gate.wait()
+        inl.handled.append(off)
+
+    flight: InFlight[int] = InFlight(slow, acked.append, max_in_flight=8, on_fatal=_no_fatal,
+                                     inline=inl.inline, recover=inl.recover)
+    await flight.submit("p0", 1, b"same", 1)  # odd: a task, held by the gate
+    await flight.submit("p0", 2, b"same", 2)  # even, but its key has a running task
+    await flight.submit("p0", 4, b"other", 4)
+    assert sorted(inl.acks) == [4], "offset 2 must wait behind offset 1 of its key"
+    gate.set()
+    inl.acks[4].set_result(None)
+    await flight.drain()
+    assert inl.handled == [1, 2], "same key: offset 1 finishes before 2"
+    assert acked == [1, 2, 4]
+
+
+async def test_a_failed_acknowledgement_is_recovered_before_the_record_is_acked() -> None:
+    inl, acked = Inliner(), []
+    flight = _flight(inl, acked)
+    for off in (0, 2):
+        await flight.submit("p0", off, off, off)
+    inl.acks[0].set_exception(ValueError("too large"))
+    inl.acks[2].set_result(None)
+    await flight.drain()
+    assert [(o, type(e)) for o, e in inl.recovered] == [(0, ValueError)]
+    assert acked == [0, 2]
+
+
+async def test_a_failed_recovery_is_fatal_and_nothing_from_there_is_acked() -> None:
+    inl, acked, fatal_seen = Inliner(), [], []
+
+    async def fatal(exc: BaseException) -> None:
+        fatal_seen.append(exc)
+
+    inl.fail_recovery = True
+    flight = _flight(inl, acked, fatal)
+    for off in (0, 2, 4):
+        await flight.submit("p0", off, off, off)
+    inl.acks[0].set_result(None)
+    inl.acks[2].set_exception(OSError("gone"))
+    inl.acks[4].set_result(None)
+    await flight.drain()
+    assert acked == [0], "the record whose recovery failed, and those after it, stay unacked"
+    assert fatal_seen and isinstance(fatal_seen[0], RuntimeError)
+
+
+async def test_an_acknowledgement_after_a_revoke_acks_nothing() -> None:
+    inl, acked = Inliner(), []
+    flight = _flight(inl, acked)
+    await flight.submit("p0", 0, 0, 0)
+    await flight.submit("p0", 2, 2, 2)
+    flight.revoke({"p0"})
+    inl.acks[0].set_result(None)
+    inl.acks[2].set_exception(OSError("gone"))
+    await asyncio.sleep(0)
+    await flight.drain()
+    assert acked == [] and inl.recovered == [], "a revoked partition's new owner reads them"
+
+
+async def test_inline_records_count_against_the_in_flight_bound() -> None:
+    inl, acked = Inliner(), []
+    flight = _flight(inl, acked, max_in_flight=2)
+    for off in (0, 2, 4, 6):
+        await flight.submit("p0", off, off, off)
+    assert sorted(inl.acks) == [0, 2], "two in flight at most: the others wait in the queue"
+    assert flight.in_flight() == 4
+    inl.acks[0].set_result(None)
+    inl.acks[2].set_result(None)
+    await flight.drain()
+    assert acked == [0, 2, 4, 6]
+    assert inl.handled == [4, 6], "queued records start as tasks"
+
+
+def test_inline_needs_a_recovery() -> None:
+    with pytest.raises(ValueError):
+        InFlight(Inliner().handler, lambda _: None, max_in_flight=1, on_fatal=_no_fatal,
+                 inline=Inliner().inline)

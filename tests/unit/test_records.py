@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trackflow.agents.records import (
     FieldValue,
     InvalidRecord,
     Outcome,
+    _has_control_chars,
     build_enriched,
     validate_raw,
 )
@@ -71,3 +75,17 @@ def test_enriched_record_is_complete_when_nothing_is_missing() -> None:
     rec = build_enriched(validate_raw(raw(isrc="GBDUW0000059")), attempt=1, enriched_at_ms=0,
                          targets=("isrc", "duration_ms"))
     assert rec["status"] == "complete" and rec["missing"] == []
+
+
+@given(st.text(alphabet=st.characters(codec=None), max_size=40))
+@settings(max_examples=500, deadline=None)
+def test_the_control_character_check_agrees_with_the_unicode_categories(text: str) -> None:
+    expected = any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in text)
+    assert _has_control_chars(text) is expected
+
+
+@pytest.mark.parametrize("ch", ["\x00", "\x1b", "\x7f", "\x85", "\u200b", "\u2028", "\ufeff",
+                                "\ud800", "\ue000", "\u00a0", "\u3000", "\U000e0001", "\u0378"])
+def test_the_control_character_check_where_printable_and_allowed_differ(ch: str) -> None:
+    expected = unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co")
+    assert _has_control_chars(f"ok {ch} ok") is expected
