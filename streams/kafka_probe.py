@@ -78,12 +78,23 @@ async def security_problem(kafka: KafkaSettings, timeout_s: float = 10.0) -> str
     except (ConnectionRefusedError, TimeoutError, OSError, KafkaError) as exc:
         if sec.protocol == "PLAINTEXT" or isinstance(exc, ConnectionRefusedError):
             return None
-        if sec.uses_tls and (alert := await _tls_alert(host, port, kwargs["ssl_context"],
-                                                       timeout_s)) is not None:
+        if sec.uses_tls:
             # TLS 1.3: the client's side of the handshake completes before the broker checks
             # the client certificate; its refusal arrives as an alert on the first read, which
             # aiokafka reports as a closed connection.
-            return _certificate_refused(kafka, alert)
+            answer = await _first_read(host, port, kwargs["ssl_context"], timeout_s)
+            if isinstance(answer, ssl.SSLError):
+                return _certificate_refused(kafka, answer)
+            if answer == _DROPPED and sec.cert_file is None:
+                # The alert and the close race each other: the close can come first. A
+                # broker answers ApiVersions before any login, so a connection it drops
+                # after the handshake without an answer wanted what we did not send.
+                return (f"the broker closed the TLS connection after the handshake without "
+                        f"answering ({type(exc).__name__}): it most likely requires a client "
+                        f"certificate (mutual TLS): set kafka.security.cert_file and "
+                        f"kafka.security.key_file ({_VAR}CERT_FILE, {_VAR}KEY_FILE); or "
+                        f"kafka.security.protocol ({_VAR}PROTOCOL={sec.protocol}) does not "
+                        "match the broker's listener")
         # A TLS listener spoken to in plaintext, or the reverse, closes the connection.
         log.debug("event=kafka_probe_failed error=%s", type(exc).__name__)
         return (f"the broker closed the connection during the {sec.protocol} handshake "
@@ -109,18 +120,26 @@ def _certificate_refused(kafka: KafkaSettings, exc: ssl.SSLError) -> str:
             "CA the broker trusts")
 
 
-async def _tls_alert(host: str, port: int, context: ssl.SSLContext,
-                     timeout_s: float) -> ssl.SSLError | None:
-    """The certificate alert a TLS listener answers a first request with, or None."""
+_DROPPED = "dropped"
+"""What :func:`_first_read` returns for a connection closed after the handshake unanswered."""
+
+
+async def _first_read(host: str, port: int, context: ssl.SSLContext,
+                      timeout_s: float) -> ssl.SSLError | str | None:
+    """How a TLS listener answers a first request: the certificate alert it sent, _DROPPED
+    when it closed the connection after the handshake without answering, None otherwise."""
     writer = None
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=context, server_hostname=host), timeout_s)
         writer.write(struct.pack(">i", len(_API_VERSIONS)) + _API_VERSIONS)
         await writer.drain()
-        await asyncio.wait_for(reader.read(4), timeout_s)
+        head = await asyncio.wait_for(reader.read(4), timeout_s)
+        return _DROPPED if not head else None
     except ssl.SSLError as exc:
         return exc if _is_cert_alert(exc) else None
+    except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
+        return _DROPPED if writer is not None else None
     except (OSError, TimeoutError) as exc:
         log.debug("event=kafka_probe_tls_failed error=%s", type(exc).__name__)
     finally:
