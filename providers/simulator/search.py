@@ -130,6 +130,20 @@ class SearchIndex:
                     self._postings[name][tok].append(i)
                 self._sets[name].add(toks, i)
 
+    def _candidates(self, query: dict[str, frozenset[str]], require: Sequence[str]
+                    ) -> set[int]:
+        """Rows holding every required field's tokens, or, with none required, any token."""
+        candidates: set[int] | None = None
+        for name in require:
+            if name in query:
+                found = self._postings_for(name, query[name])
+                candidates = found if candidates is None else candidates & found
+        if candidates is None:
+            candidates = set()
+            for name, toks in query.items():
+                candidates |= self._postings_for(name, toks)
+        return candidates
+
     def _postings_for(self, field: str, toks: Iterable[str]) -> set[int]:
         toks = list(toks)
         useful = [t for t in toks if t not in STOPWORDS] or toks
@@ -168,15 +182,7 @@ class SearchIndex:
         }
         if not query:
             return []
-        candidates: set[int] | None = None
-        for name in require:
-            if name in query:
-                found = self._postings_for(name, query[name])
-                candidates = found if candidates is None else candidates & found
-        if candidates is None:
-            candidates = set()
-            for name, toks in query.items():
-                candidates |= self._postings_for(name, toks)
+        candidates = self._candidates(query, require)
         if "text" not in query:
             return self._top(query, candidates, limit)
         return self._score_all(query, candidates, limit)

@@ -157,14 +157,7 @@ def test_a_field_search_ranks_exactly_as_scoring_every_candidate() -> None:
             ({"artist": t.artist, "album": t.album}, ("artist",)),
         ):
             query = {name: tokens(text) for name, text in fields.items() if tokens(text)}
-            candidates: set[int] | None = None
-            for name in require:
-                found = index._postings_for(name, query[name])
-                candidates = found if candidates is None else candidates & found
-            if candidates is None:
-                candidates = set()
-                for name, toks in query.items():
-                    candidates |= index._postings_for(name, toks)
+            candidates = index._candidates(query, require)
             pruned += len(candidates) > SCORE_ALL_BELOW
             for limit in (1, 5, 55):
                 expected = index._score_all(query, candidates, limit)
