@@ -22,9 +22,10 @@ PROVIDER_ERRORS = Counter(
 )
 RESULT_CACHE_REQUESTS = Counter(
     "trackflow_result_cache_requests_total",
-    "Records whose waterfall result came from the in-process result cache (hit) or was "
-    "computed stage by stage (miss).",
-    ["result"],
+    "Waterfall results looked up for repeated inputs, by level (process: the worker's own; "
+    "redis: shared by every worker, asked after a process miss) and result; a redis miss "
+    "(none shared, or Redis unavailable) is computed stage by stage.",
+    ["level", "result"],
 )
 DEFERRED_FIELDS = Counter(
     "trackflow_deferred_fields_total",

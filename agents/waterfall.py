@@ -31,17 +31,16 @@ the track: a record whose only gap is fields a disabled provider could fill is p
 ``partial`` (its outcome says why), never dead-lettered, and stays a candidate for enrichment
 once the provider is enabled again.
 
-Inputs repeat (chart scrapers publish the same tracks week after week), and a result computed
-only from cached provider answers is a function of those answers: :class:`ResultCache` keeps it
-per input, in process, until the earliest of those answers expires. A repeated input then costs
-one dictionary lookup instead of five stages of lookups and matching.
+Inputs repeat (chart scrapers publish the same tracks week after week): a result computed only
+from cached provider answers is kept per input (:mod:`agents.results`), in process and in
+Redis, until the earliest of those answers expires, and a repeated input costs one lookup
+instead of five stages of lookups and matching.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +48,11 @@ from typing import Any
 from trackflow.agents import metrics
 from trackflow.agents.deadletter import Failure
 from trackflow.agents.enrich import Enrichment
-from trackflow.agents.records import DISABLED, FieldValue, InputKey, Outcome, input_key
+from trackflow.agents.records import DISABLED, FieldValue, Outcome, input_key
+from trackflow.agents.results import KeptResult, ResultCache
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
 from trackflow.providers.context import (
-    AnswersUsed,
     Priority,
     call_deadline,
     call_priority,
@@ -157,55 +156,6 @@ def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candida
 GIVEN_FIELDS = ("isrc", "duration_ms", "album", "spotify_id")
 
 
-@dataclass(frozen=True, slots=True)
-class _Result:
-    expires_at: float
-    filled: Mapping[str, FieldValue]
-    outcomes: tuple[Outcome, ...]
-
-
-class ResultCache:
-    """Waterfall results by input, bounded (least recently used out), each with its expiry.
-
-    Only results every stage of which was answered (matched, not found or skipped) are kept:
-    a failed or deferred stage must be tried again. Times are on the provider cache's clock.
-    """
-
-    def __init__(self, max_entries: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_entries = max_entries
-        self.clock = clock
-        self._entries: OrderedDict[InputKey, _Result] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: InputKey) -> _Result | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if self.clock() >= entry.expires_at:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry
-
-    def put(self, key: InputKey, result: Enrichment, used: AnswersUsed) -> bool:
-        """Keep ``result`` until ``used.expires_at``; False when it may not be kept."""
-        if self.max_entries == 0 or used.expires_at <= self.clock():
-            return False
-        if any(o.outcome in ("failed", "deferred") or o.reason == DISABLED
-               for o in result.outcomes):
-            return False  # a failed, deferred or disabled stage must be tried again
-        if used.answers == 0 and any(o.outcome != "skipped" for o in result.outcomes):
-            return False  # stages answered without the cache: nothing bounds the result's age
-        self._entries[key] = _Result(used.expires_at, dict(result.filled),
-                                     tuple(result.outcomes))
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return True
-
-
 class Waterfall:
     """Runs the provider stages for one record. ``providers`` holds the enabled clients."""
 
@@ -224,20 +174,12 @@ class Waterfall:
             for o in ("matched", "not_found", "failed", "skipped", "deferred")}
         self._deferred_fields = {p: metrics.DEFERRED_FIELDS.labels(provider=p)
                                  for p in self._order}
-        self._result_hit = metrics.RESULT_CACHE_REQUESTS.labels(result="hit")
-        self._result_miss = metrics.RESULT_CACHE_REQUESTS.labels(result="miss")
 
     def cached(self, raw: dict[str, Any]) -> Enrichment | None:
         """The result cache's result for ``raw`` (counted as a hit), or None (nothing counted):
         what :meth:`enrich` returns without running a stage."""
         kept = self._results.get(input_key(raw)) if self._results is not None else None
-        if kept is None:
-            return None
-        self._result_hit.inc()
-        for outcome in kept.outcomes:
-            if outcome.outcome != "skipped":
-                self._outcome_counters[outcome.provider, outcome.outcome].inc()
-        return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
+        return None if kept is None else self._reuse(raw, kept)
 
     async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
         if self._results is None:
@@ -246,12 +188,20 @@ class Waterfall:
         if hit is not None:
             return hit
         key = input_key(raw)
-        self._result_miss.inc()
+        shared = await self._results.load(key)
+        if shared is not None:
+            return self._reuse(raw, shared)
         # The cache reports every answer it hands this record into its context.
         used = current_record().answers
         result = await self._run(raw)
-        self._results.put(key, result, used)
+        await self._results.store(key, result, used)
         return result
+
+    def _reuse(self, raw: Mapping[str, Any], kept: KeptResult) -> Enrichment:
+        for outcome in kept.outcomes:
+            if outcome.outcome != "skipped":
+                self._outcome_counters[outcome.provider, outcome.outcome].inc()
+        return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
 
     async def _run(self, raw: dict[str, Any]) -> Enrichment:
         known: dict[str, FieldValue] = {

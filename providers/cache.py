@@ -179,6 +179,11 @@ class ProviderCache:
         return self._clock
 
     @property
+    def uses_redis(self) -> bool:
+        """Whether this cache has Redis behind its LRU (available now or not)."""
+        return self._redis is not None
+
+    @property
     def redis_available(self) -> bool:
         """False while Redis is skipped after an error."""
         return self._redis is not None and self._clock() >= self._skip_until
@@ -249,6 +254,23 @@ class ProviderCache:
             if value is not _MISSING:
                 found[key] = value
         return found
+
+    def shared_key(self, kind: str, key: str) -> str:
+        """A Redis key of this namespace for a value other than a provider answer (a waterfall
+        result, say): ``<namespace>:v1:<kind>:<sha1 of key>``."""
+        return f"{self.namespace}:v1:{kind}:{hashlib.sha1(key.encode('utf-8')).hexdigest()}"
+
+    async def read_text(self, key: str) -> str | None:
+        """The text Redis holds at ``key``, read with this iteration's MGET; None when it holds
+        none, or Redis is unavailable (nothing is kept in the LRU)."""
+        [raw] = await self._read([key])
+        return None if raw is None or raw is _MISSING else _decode(raw)
+
+    async def write_text(self, key: str, text: str, ttl_s: float) -> None:
+        """Store ``text`` at ``key`` in Redis for ``ttl_s`` seconds (at least 1 ms); a Redis
+        error is counted and logged as for answers, never raised."""
+        px = max(1, round(ttl_s * 1000))
+        await self._redis_call("set", lambda r: r.set(key, text, px=px))
 
     async def aclose(self) -> None:
         """Close the Redis connections; in-flight fetches are left to finish."""

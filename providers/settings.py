@@ -120,6 +120,9 @@ class CacheSettings(Section):
     result_cache_size: int = Field(20_000, ge=0)
     """Waterfall results each worker keeps for inputs it saw recently (0: none); an entry
     never outlives the cached provider answers it was computed from."""
+    shared_results: bool = True
+    """Also keep those results in Redis, for every worker of the same configuration: a worker
+    that has not seen an input yet (after a restart or a rebalance) reads its result there."""
     ttl_id_s: float = Field(30 * 86_400, gt=0)
     ttl_search_s: float = Field(86_400, gt=0)
     ttl_tags_s: float = Field(7 * 86_400, gt=0)

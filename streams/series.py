@@ -83,8 +83,9 @@ def create_stream_series(settings: Settings, providers: Iterable[str] = PROVIDER
         sm.RECORDS_OUT.labels(topic=topic)
     for status in ("complete", "partial"):
         sm.ENRICHED.labels(status=status)
-    for result in ("hit", "miss"):
-        sm.RESULT_CACHE_REQUESTS.labels(result=result)
+    for level in ("process", "redis"):
+        for result in ("hit", "miss"):
+            sm.RESULT_CACHE_REQUESTS.labels(level=level, result=result)
     sm.RECORDS_SKIPPED.labels(topic=k.raw_topic, destination=k.dlq_topic)
     sm.RECORDS_SKIPPED.labels(topic=k.dlq_topic, destination=k.parked_topic)
     sm.RECORDS_SKIPPED.labels(topic=k.dlq_topic, destination=k.raw_topic)

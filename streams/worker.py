@@ -12,9 +12,10 @@ from trackflow.agents.enrich import NoProviders, register_enrich_agent
 from trackflow.agents.inflight import InFlight
 from trackflow.agents.refresh import declare_refresh_table, register_refresh_agent
 from trackflow.agents.reprocess import register_reprocess_agent
+from trackflow.agents.results import ResultCache, result_fingerprint
 from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handler, declare_table
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
-from trackflow.agents.waterfall import ResultCache, Waterfall
+from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.limiter import GlobalLimiter
@@ -86,8 +87,12 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled,
                                 features={n: settings.providers[n].features for n in enabled})
     # Reusing results is only sound when they come from cached answers (see ResultCache).
-    results = (ResultCache(settings.cache.result_cache_size, clock=cache.clock)
-               if cache is not None else None)
+    results = None
+    if cache is not None:
+        shared = cache if settings.cache.shared_results and cache.uses_redis else None
+        order = [n for n in settings.waterfall.order if n in providers]
+        results = ResultCache(settings.cache.result_cache_size, clock=cache.clock,
+                              shared=shared, fingerprint=result_fingerprint(settings, order))
     enricher = (Waterfall(providers, settings, results=results)
                 if providers else NoProviders())
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")

@@ -273,9 +273,10 @@ def cache() -> dict[str, Any]:
             "{{level}} {{result}}")], unit="ops", w=24)
     b.row("Result cache")
     b.ts("Waterfall results reused", "Records whose whole waterfall result came from a recent "
-         "identical input (hit) or was computed stage by stage (miss).",
-         [q(f"sum by (result) (rate(trackflow_result_cache_requests_total[{RI}]))",
-            "{{result}}")], unit="ops", w=24)
+         "identical input, kept by the worker (process) or shared in Redis by any worker "
+         "(redis, asked after a process miss); a redis miss is computed stage by stage.",
+         [q(f"sum by (level, result) (rate(trackflow_result_cache_requests_total[{RI}]))",
+            "{{level}} {{result}}")], unit="ops", w=24)
     b.row("Redis")
     b.ts("Redis latency", "Percentiles of Redis MGET (batched reads) and SET, failures included.",
          quantiles("trackflow_cache_operation_duration_seconds", "operation"), unit="s")

@@ -31,7 +31,8 @@ from trackflow.agents.enrich import (
 )
 from trackflow.agents.inflight import InFlight
 from trackflow.agents.records import FieldValue, Outcome, input_key, validate_raw
-from trackflow.agents.waterfall import ResultCache, Waterfall
+from trackflow.agents.results import ResultCache
+from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.context import AnswersUsed
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, decode, encode
 from trackflow.streams.settings import Settings

@@ -21,7 +21,8 @@ from tests.unit.fixtures.providers.helpers import Router, reply
 from trackflow.agents.deadletter import error_facts
 from trackflow.agents.enrich import EnrichmentPipeline
 from trackflow.agents.records import validate_raw
-from trackflow.agents.waterfall import DISABLED, ResultCache, Waterfall
+from trackflow.agents.results import ResultCache
+from trackflow.agents.waterfall import DISABLED, Waterfall
 from trackflow.providers.base import CallSpec, Provider, TrackQuery
 from trackflow.providers.context import AnswersUsed, enter_record
 from trackflow.providers.deezer import DeezerClient

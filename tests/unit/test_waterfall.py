@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from prometheus_client import REGISTRY
 
 from trackflow.agents.records import FieldValue
-from trackflow.agents.waterfall import ResultCache, Waterfall, convert, plan_stage
+from trackflow.agents.results import ResultCache
+from trackflow.agents.waterfall import Waterfall, convert, plan_stage
 from trackflow.providers.base import CallSpec, Candidate, TrackQuery
 from trackflow.providers.cache import CacheTtls, ProviderCache
 from trackflow.providers.context import enter_record, leave_record
@@ -160,7 +161,7 @@ def cached_waterfall(answers: dict[str, Any], *, size: int = 100,
 
 def hits() -> float:
     return REGISTRY.get_sample_value("trackflow_result_cache_requests_total",
-                                     {"result": "hit"}) or 0.0
+                                     {"level": "process", "result": "hit"}) or 0.0
 
 
 async def test_a_repeated_input_reuses_the_result_without_asking_providers() -> None:
