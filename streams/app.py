@@ -10,6 +10,7 @@ import faust
 from trackflow.agents.runner import Topics
 from trackflow.streams.faust_metrics import setup_faust_metrics
 from trackflow.streams.kafka_security import client_security
+from trackflow.streams.partitioner import KeyHashPartitioner
 from trackflow.streams.settings import KafkaSettings, Settings
 
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         producer_acks=-1,
         producer_linger_ms=5,
         producer_max_request_size=k.max_message_bytes,
+        producer_partitioner=KeyHashPartitioner(),
         # Do not wait for every unacked record before a rebalance or shutdown: a dead letter
         # waiting an hour for its retry would stall the group that long. Nothing is lost:
         # offsets are acked in order (agents.inflight), so the unfinished are re-delivered.
