@@ -1,7 +1,7 @@
 """EnrichedTrack values, encoded once per waterfall result and input, not once per record.
 
 Charts repeat: most records a running pipeline sees are tracks it already knows, and their
-waterfall result comes from the result cache (``agents.waterfall.ResultCache``). Of an
+waterfall result comes from the result cache (``agents.results.ResultCache``). Of an
 EnrichedTrack, only :data:`PER_RECORD_FIELDS` differ between two records with the same input and
 the same result; everything between them (the canonical fields, sources, provider outcomes,
 status, missing) is decided by the result and the input fields the result depends on. Encoding
