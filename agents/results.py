@@ -100,11 +100,6 @@ class ResultCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def shared(self) -> bool:
-        """Whether results are kept in Redis too."""
-        return self._shared is not None
-
     def get(self, key: InputKey) -> KeptResult | None:
         """The result kept in process for ``key`` (counted as a hit), or None (not counted:
         :meth:`load` counts the miss)."""

@@ -89,7 +89,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     # Reusing results is only sound when they come from cached answers (see ResultCache).
     results = None
     if cache is not None:
-        shared = cache if settings.cache.shared_results and cache.uses_redis else None
+        shared = cache if settings.cache.shared_results else None  # LRU-only: not shared
         order = [n for n in settings.waterfall.order if n in providers]
         results = ResultCache(settings.cache.result_cache_size, clock=cache.clock,
                               shared=shared, fingerprint=result_fingerprint(settings, order))
