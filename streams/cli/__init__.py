@@ -39,6 +39,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trackflow")
 def main() -> None:
     """trackflow: enrich music track metadata on Kafka."""
 

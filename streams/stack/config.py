@@ -37,8 +37,9 @@ SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 AUTH_CHOICES = ("scram-sha-512", "scram-sha-256", "plain", "mtls")
 MTLS_LISTENER = "MTLS"  #: the name of a secure stack's SSL listener with ssl.client.auth=required
 SASL_USER = "trackflow"
-# streams/stack/config.py -> the repository root is three folders up.
-POM = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pom.xml"
+#: the Maven description of Kafka's broker jars, package data of this module's package (it
+#: ships in the wheel, so an installed trackflow fetches the jars without a checkout)
+POM_RESOURCE = "pom.xml"
 
 log = logging.getLogger("trackflow.stack")
 

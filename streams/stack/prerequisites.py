@@ -10,12 +10,13 @@ import logging
 import os
 import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 
 from trackflow.streams.stack.config import (
     JARS_MARKER,
     KAFKA_VERSION,
-    POM,
+    POM_RESOURCE,
     StackError,
     jars_complete,
     java_major,
@@ -61,16 +62,20 @@ def ensure_jars(home: Path) -> Path:
                 "Maven (`mvn`) is needed once to fetch the Kafka jars and is not on PATH. Install "
                 "it (Debian/Ubuntu: `sudo apt-get install -y maven`; macOS: `brew install maven`)."
             )
-        if not POM.is_file():
-            raise StackError(f"{POM} is missing; run from a checkout of the trackflow repository")
+        pom = resources.files("trackflow.streams.stack") / POM_RESOURCE
+        if not pom.is_file():
+            raise StackError(f"{pom} is missing: this trackflow installation is incomplete, "
+                             "reinstall the package")
         # Fetch into a fresh folder first: a half-copied jar must never land in libs.
         partial = home / f"libs.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         log.info("stack.jars.fetch kafka=%s into=%s (first run only)", KAFKA_VERSION, libs)
-        argv = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
         try:
-            fetch = [*argv, f"-DoutputDirectory={partial}"]
-            run_quietly(fetch, "fetching the Kafka jars with Maven")
+            # as_file: Maven needs a path, and the package may be installed in a zip.
+            with resources.as_file(pom) as pom_path:
+                fetch = [mvn, "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
+                         f"-DoutputDirectory={partial}"]
+                run_quietly(fetch, "fetching the Kafka jars with Maven")
             jars = sorted(p.name for p in partial.glob("*.jar"))
             if f"kafka_2.13-{KAFKA_VERSION}.jar" not in jars:
                 raise StackError(f"Maven finished without kafka_2.13-{KAFKA_VERSION}.jar")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import tomllib
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -305,3 +308,16 @@ def test_a_broker_that_is_shutting_down_is_never_handed_out(tmp_path: Path) -> N
     (logs / "server.log").write_text(started)
     (tmp_path / STOPPING).touch()
     assert _stopping(info(tmp_path)), "a stack whose down began must not be reused"
+
+
+def test_the_kafka_pom_is_package_data_of_the_stack_and_names_its_kafka_version() -> None:
+    pom = resources.files("trackflow.streams.stack") / config.POM_RESOURCE
+    assert pom.is_file(), f"expected {pom} beside the stack's modules"
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = ET.fromstring(pom.read_bytes()).findtext("m:properties/m:kafka.version",
+                                                       namespaces=ns)
+    assert version == config.KAFKA_VERSION, (
+        f"expected the pom to fetch Kafka {config.KAFKA_VERSION}, it names {version}")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    data = pyproject["tool"]["setuptools"]["package-data"].get("trackflow.streams.stack", [])
+    assert config.POM_RESOURCE in data, "expected pyproject.toml to ship the pom as package data"
