@@ -40,7 +40,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from trackflow.providers import metrics
 from trackflow.providers.backoff import RetryBudget, retry_call
@@ -61,8 +61,9 @@ from trackflow.providers.errors import (
     ProviderDisabled,
     TransientError,
 )
-from trackflow.providers.limiter import GlobalLimiter
+from trackflow.providers.limiter import GlobalLimiter, Reservation
 from trackflow.providers.ratelimit import next_slot, slot_time
+from trackflow.providers.transit import TransitBound
 
 log = logging.getLogger("trackflow.providers.gate")
 
@@ -85,7 +86,11 @@ class ProviderPolicy:
     window_s: float = 1.0
     """The provider's enforcement window: it allows ``rate * window_s`` calls per window."""
     rate_slack_s: float = 0.1
-    """Pacing treats the window as this much longer (see :func:`paced_rate`)."""
+    """Pacing treats the window as at least this much longer (see :func:`paced_rate`); on the
+    global limiter, as much longer as the longest commit-to-answer delay measured lately, when
+    that is more (:mod:`providers.transit`)."""
+    rate_slack_max_s: float = 2.0
+    """The most the measured delay may lengthen the window."""
     max_wait_s: float = 5.0
     """Longest a stage that fills only optional fields waits for a rate-limit slot before it is
     deferred (the waterfall turns it into the stage's :func:`~providers.context.call_deadline`);
@@ -144,6 +149,10 @@ def paced_rate(rate: float, window_s: float, slack_s: float) -> float:
     (:func:`late_tolerance`) and leaves the rest to the way there: on a loaded two-core test
     machine the simulator's own clock saw two requests 6 ms apart whose slots were 110 ms apart, and
     a half-and-half split let that through as an 11th call in a 1 s window.
+
+    This fixed slack paces the per-partition fallback. On the global limiter the log of calls
+    sent bounds the calls with a window widened by the delays the gate measures
+    (:mod:`providers.transit`), and the queue's slots follow that window.
     """
     return rate * window_s / (window_s + slack_s)
 
@@ -197,18 +206,22 @@ class ResilientGate:
         self._rate = paced_rate(policy.rate, policy.window_s, policy.rate_slack_s)
         self._late_tolerance = late_tolerance(policy.rate_slack_s)
         # The global limiter's log of calls sent: ``rate * window_s`` calls in any window of
-        # ``window_s + rate_slack_s`` on Redis's clock; a call must leave within half the slack
-        # of its commit, the other half is for the way to the provider.
-        self._log_window_s = policy.window_s + policy.rate_slack_s
+        # ``window_s`` plus the longest delay from a commit to the provider (measured: the
+        # transit bound, at least ``rate_slack_s``) on Redis's clock. A call must still leave
+        # within half the slack of its commit.
+        self._transit = TransitBound(floor_s=policy.rate_slack_s, cap_s=policy.rate_slack_max_s)
         self._log_limit = max(1, math.floor(policy.rate * policy.window_s + 1e-9))
         self._send_tolerance = policy.rate_slack_s / 2
+        self._transit_gauge = metrics.RATELIMIT_TRANSIT.labels(provider=provider)
+        self._transit_gauge.set(0)
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
         self._disabled_gauge = metrics.PROVIDER_DISABLED.labels(provider=provider)
         self._disabled_gauge.set(0)
         self._mode = metrics.LIMITER_MODE.labels(provider=provider)
         self._mode.set(1 if limiter is not None else 0)
         self._waiting = metrics.WAITING_CALLS.labels(provider=provider)
-        metrics.RATELIMIT_RATE.labels(provider=provider).set(self._rate)
+        self._rate_gauge = metrics.RATELIMIT_RATE.labels(provider=provider)
+        self._rate_gauge.set(self._rate)
         metrics.LIMITER_ERRORS.labels(provider=provider)
         metrics.RATELIMIT_SLOTS_LOST.labels(provider=provider)
 
@@ -358,7 +371,7 @@ class ResilientGate:
         st = self._partition_state(partition)
         decision = self._permit(spec, partition, st)
         try:
-            await self._wait_for_slot(partition, st, spec)
+            committed_at = await self._wait_for_slot(partition, st, spec)
         except BaseException:
             if decision.probe:
                 st.breaker.release_probe()
@@ -373,7 +386,11 @@ class ResilientGate:
         started = self._clock()
         mono = time.monotonic()
         try:
-            result = await asyncio.wait_for(fetch(), self.policy.timeout_s)
+            try:
+                result = await asyncio.wait_for(fetch(), self.policy.timeout_s)
+            finally:
+                if committed_at is not None:
+                    self._observe_transit(committed_at)
         except (TimeoutError, TransientError) as exc:
             duration = time.monotonic() - mono
             err = exc if isinstance(exc, TransientError) else TransientError(
@@ -426,13 +443,33 @@ class ResilientGate:
                               retry_after=decision.wait_s)
         return decision
 
+    def _observe_transit(self, committed_at: float) -> None:
+        """One call's delay from its commit to its answer: an upper bound of the delay to the
+        provider's stamp, which the log window must cover (:mod:`providers.transit`)."""
+        self._transit.observe(committed_at, self._clock())
+        self._transit_gauge.set(self._transit.longest(self._clock()))
+
+    def _log_window(self) -> float:
+        """The window the log of calls sent covers now: the provider's, plus the transit bound."""
+        return self.policy.window_s + self._transit.bound(self._clock())
+
+    def _global_interval(self) -> float:
+        """Slots of the global queue, as far apart as the log window allows ``rate * window_s``
+        calls in it (so that slots are not handed out for calls the log must refuse)."""
+        interval = self._log_window() / (self.policy.rate * self.policy.window_s)
+        self._rate_gauge.set(1.0 / interval)
+        return interval
+
     def _observe(self, spec: CallSpec, outcome: str, duration: float) -> None:
         metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
                                       outcome=outcome).inc()
         metrics.PROVIDER_CALL_DURATION.labels(provider=self.provider,
                                               kind=spec.kind).observe(duration)
 
-    async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec) -> None:
+    async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec
+                             ) -> float | None:
+        """Wait until the call may go; returns when (our clock) its commit in the global
+        limiter was asked for, or None when the per-partition fallback let it go."""
         deadline = current_deadline()
         self._waiting.inc()
         try:
@@ -440,12 +477,14 @@ class ResilientGate:
                 if self._limiter is not None and self._limiter.available:
                     done = await self._global_slot(st, spec, deadline)
                     if done is None:  # Redis did not answer: the fallback takes over now
-                        done = await self._partition_slot(partition, st, spec, deadline)
+                        if await self._partition_slot(partition, st, spec, deadline):
+                            return None
+                    elif done is not False:
+                        return done
                 else:
                     self._leave_global()
-                    done = await self._partition_slot(partition, st, spec, deadline)
-                if done:
-                    return
+                    if await self._partition_slot(partition, st, spec, deadline):
+                        return None
         finally:
             self._waiting.dec()
 
@@ -457,9 +496,10 @@ class ResilientGate:
                             f"({max(0.0, deadline - now):.1f} s away)", retry_after=wait)
 
     async def _global_slot(self, st: _PartitionState, spec: CallSpec,
-                           deadline: float | None) -> bool | None:
-        """One reservation in the global limiter; True when the slot is due and ours, None
-        when Redis did not answer."""
+                           deadline: float | None) -> float | Literal[False] | None:
+        """One reservation in the global limiter: when the slot is due and ours, the time
+        (our clock) its commit was asked for; False when not; None when Redis did not
+        answer."""
         assert self._limiter is not None
         now = self._clock()
         if st.paused_until > now:
@@ -491,17 +531,16 @@ class ResilientGate:
             return False
         # The slot orders the callers; what bounds the calls is the log of calls actually
         # sent, checked now: a caller the event loop woke late still goes if the provider's
-        # window has room, instead of losing its slot.
-        c = await self._limiter.commit(self.provider, window_s=self._log_window_s,
-                                       limit=self._log_limit)
+        # window has room, instead of losing its slot. The delay to the provider is timed
+        # from just before the commit is asked for (Redis stamps it within the round trip).
+        c = await self._commit()
         if c is not None and not c.granted and c.wait_s <= self._send_tolerance:
             # Slots are as far apart as the log's window allows, so a call on time can find
             # the call a window before still in it by a few milliseconds of jitter: wait
             # those out and keep the slot instead of losing it.
             await self._sleep(c.wait_s)
             woke = self._clock()
-            c = await self._limiter.commit(self.provider, window_s=self._log_window_s,
-                                           limit=self._log_limit)
+            c = await self._commit()
         if c is None:
             self._leave_global()
             return None
@@ -510,14 +549,21 @@ class ResilientGate:
             # later one's window opened: queue again (the commit stays counted: conservative).
             metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
             return False
-        return True
+        return woke
+
+    async def _commit(self) -> Reservation | None:
+        assert self._limiter is not None
+        p = self.policy
+        return await self._limiter.commit(
+            self.provider, window_s=self._log_window(), limit=self._log_limit,
+            keep_s=p.window_s + self._transit.cap_s, memory_s=self._transit.memory_s)
 
     async def _reserve(self, spec: CallSpec, deadline: float | None, now: float,
                        ahead: float, priority: Priority) -> _Reserved | None:
         """One request to the limiter; refused, it sleeps until asking again may succeed.
         None: Redis did not answer."""
         assert self._limiter is not None
-        r = await self._limiter.reserve(self.provider, interval_s=1.0 / self._rate,
+        r = await self._limiter.reserve(self.provider, interval_s=self._global_interval(),
                                         ahead_s=ahead, floor=self._global_floor,
                                         priority=priority)
         # Redis timed the slot somewhere within the round trip: aim at its middle, so that
@@ -546,6 +592,7 @@ class ResilientGate:
             self._fallback_not_before = self._clock() + self._limiter.reach_s(1.0 / self._rate)
             self._global = False
             self._mode.set(0)
+            self._rate_gauge.set(self._rate)
 
     async def _partition_slot(self, partition: int, st: _PartitionState, spec: CallSpec,
                               deadline: float | None) -> bool:

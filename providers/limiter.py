@@ -23,16 +23,22 @@ Design points and their trade-offs:
 - **The queue orders, a log of calls sent bounds.** A busy event loop wakes callers late; a
   late call that simply went would come too close to the next one, and one that gave its slot
   up would waste budget (on a loaded two-core machine that lost 160 of 240 MusicBrainz slots).
-  So when a caller wakes it *commits*: a second script keeps the calls sent in the last
-  ``window_s + rate_slack_s`` (a sorted set on Redis's clock) and lets the call go only while
-  fewer than ``rate * window_s`` are in it, which is the provider's own rule with the slack
-  added. A call must leave within half the slack of its commit (the rest covers the way to the
-  provider); otherwise, or when the log is full, it queues again and the slot counts as lost
-  (``trackflow_ratelimit_slots_lost_total``). Two round trips per call. What the slack must
-  cover is the delay between a call's commit and its arrival at the provider, which the event
-  loop stretches: on a two-core machine at load average 8, with 2,000 records arriving at
-  once, a 0.1 s slack let one call in 2,000 over MusicBrainz' limit in a 1 s window; 0.3 s
-  held (the burst test). Raise ``rate_slack_s`` on hosts that run that hot.
+  So when a caller wakes it *commits*: a second script keeps the calls sent lately (a sorted
+  set on Redis's clock) and lets the call go only while fewer than ``rate * window_s`` are in
+  the last ``window_s + D``, where ``D`` bounds the delay from a commit to the provider's
+  stamp: if every call arrives between 0 and ``D`` after its commit, two arrivals less than
+  ``window_s`` apart come from commits less than ``window_s + D`` apart, so the provider's own
+  window holds no more than its limit. ``D`` is not a constant (a busy event loop, a process
+  just started, a provider slow to read what it was sent), so each gate measures it, from
+  just before its commit is asked for until the answer is in, and asks with
+  ``window_s + max(rate_slack_s, the longest delay of the last 30 s)``, capped at
+  ``rate_slack_max_s`` (:mod:`providers.transit`); a fixed 0.1 s let one call in a few
+  hundred over the limit on a loaded two-core machine. Gates may ask with different windows:
+  the log counts within the caller's window, prunes only past the longest window any caller
+  may use, and applies the widest window asked for within the last 30 s to every caller (a
+  prompt call after a slow one must count the slow one's window). A call must leave within
+  half the slack of its commit; otherwise, or when the log is full, it queues again and the
+  slot counts as lost (``trackflow_ratelimit_slots_lost_total``). Two round trips per call.
 - **Priorities, with a minimum share each.** Fresh records come first, refreshes of published
   records second, dead-letter replays third (:class:`~providers.context.Priority`). A call below
   fresh is granted a slot nobody queued for (a refresh while the queue is at most one slot long;
@@ -56,10 +62,12 @@ Design points and their trade-offs:
   worker at once (the usual case on one Redis) keeps the limit. Budget is stranded again only
   during the outage.
 - **Cost.** Two round trips (about 0.1 ms each on loopback, about 1 ms in a data centre) per
-  call, next to a provider call of 50-500 ms. The queue's state is one key and one sorted set
-  of at most ``rate * window_s`` members per provider; a Redis that restarts empty forgets
-  them, and for one horizon its new slots may meet calls reserved before (run it with AOF, or
-  accept a rare 429, which pauses the provider).
+  call, next to a provider call of 50-500 ms. The measured delay includes the provider's own
+  work after its stamp, so a provider slow to answer widens the window by that much while it
+  exceeds ``rate_slack_s``. The queue's state is two keys and one sorted set of about
+  ``rate * (window_s + rate_slack_max_s)`` members at most per provider; a Redis that
+  restarts empty forgets them, and for one horizon its new slots may meet calls reserved
+  before (run it with AOF, or accept a rare 429, which pauses the provider).
 """
 
 from __future__ import annotations
@@ -133,21 +141,42 @@ return {1, string.format('%.6f', slot - now), '0'}
 """
 
 
-# KEYS[1]: the log of calls sent in the last window. ARGV: window s, calls allowed per window,
-# a unique member. Replies: {sent 0/1, seconds until the oldest call leaves the window}.
+# KEYS: the log of calls sent, the widest window a caller asked for lately. ARGV: window s,
+# calls allowed per window, a unique member, how long the log keeps a call s (at least any
+# caller's window), how long a wider window lasts ms. Replies: {sent 0/1, seconds until enough
+# calls have left the window for one more}.
+#
+# Callers may ask with different windows (each gate widens its own with the delays it
+# measures), so the log counts within a window and prunes only past the longest any caller
+# uses: pruning at the caller's own window would erase what a wider caller still counts. And
+# a call whose delay is short must still count the window an earlier, slower call needed (a
+# late arrival bunches with the prompt ones after it), so the widest window asked for within
+# the last memory applies to every caller.
 _COMMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - window))
-if redis.call('ZCARD', KEYS[1]) < limit then
+local keep = math.max(tonumber(ARGV[4]), window)
+local widest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if window >= widest then
+  redis.call('SET', KEYS[2], string.format('%.6f', window), 'PX', ARGV[5])
+else
+  window = widest
+  keep = math.max(keep, window)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - keep))
+local total = redis.call('ZCARD', KEYS[1])
+local edge = '(' .. string.format('%.6f', now - window)
+local inside = redis.call('ZCOUNT', KEYS[1], edge, '+inf')
+if inside < limit then
   redis.call('ZADD', KEYS[1], string.format('%.6f', now), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(keep * 1000) + 1000)
   return {1, '0'}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, string.format('%.6f', tonumber(oldest[2]) + window - now)}
+-- One more fits once the call at this rank (the limit-th newest) has left the window.
+local last = redis.call('ZRANGE', KEYS[1], total - limit, total - limit, 'WITHSCORES')
+return {0, string.format('%.6f', tonumber(last[2]) + window - now)}
 """
 
 
@@ -230,15 +259,19 @@ class GlobalLimiter:
         priority below fresh (their minimum shares go ahead of the queue)."""
         return self.horizon_s + (len(Priority) - 1) * interval_s
 
-    async def commit(self, provider: str, *, window_s: float, limit: int) -> Reservation | None:
+    async def commit(self, provider: str, *, window_s: float, limit: int, keep_s: float,
+                     memory_s: float) -> Reservation | None:
         """Record a call about to leave, if fewer than ``limit`` left in the last ``window_s``
-        (Redis's clock); refused: ``wait_s`` until the oldest leaves the window. None: Redis
-        is unreachable."""
+        (Redis's clock), or in the widest window any caller asked for within ``memory_s``;
+        ``keep_s`` is the longest window a caller of this provider may ask for. Refused:
+        ``wait_s`` until there is room. None: Redis is unreachable."""
         if self._commit is None or not self.available:
             return None
         member = f"{uuid.uuid4().hex}"
-        return await self._run(provider, self._commit, [self.key(provider) + ":sent"],
-                               [f"{window_s:.6f}", str(limit), member])
+        log_key = self.key(provider) + ":sent"
+        return await self._run(provider, self._commit, [log_key, log_key + ":window"],
+                               [f"{window_s:.6f}", str(limit), member, f"{keep_s:.6f}",
+                                str(math.ceil(memory_s * 1000))])
 
     async def _run(self, provider: str, script: Any, keys: list[str], args: list[str]
                    ) -> Reservation | None:

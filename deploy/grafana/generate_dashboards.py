@@ -233,6 +233,12 @@ def pipeline() -> dict[str, Any]:
             "{{provider}} errors/s"),
           q(f"sum by (provider) (rate(trackflow_ratelimit_slots_lost_total{{{P}}}[{RI}]))",
             "{{provider}} slots lost/s")])
+    b.ts("Commit to answer", "Longest delay over the last 30 s from a call's commit in the "
+         "global limiter to the provider's answer: the log of calls sent covers the provider's "
+         "window plus this (at least rate_slack_s), so while it is up the provider is paced "
+         "below its rate.",
+         [q(f"max by (provider) (trackflow_ratelimit_transit_seconds{{{P}}})", "{{provider}}")],
+         unit="s", w=24, h=6)
     b.row("Dead letters")
     b.ts("Dead letters", "Records sent to the DLQ by stage and provider.",
          [q(f"sum by (stage, provider) (rate(trackflow_dead_letters_total[{RI}]))",
