@@ -38,9 +38,10 @@ import logging
 import math
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 from trackflow.providers import metrics
 from trackflow.providers.backoff import RetryBudget, retry_call
@@ -61,9 +62,8 @@ from trackflow.providers.errors import (
     ProviderDisabled,
     TransientError,
 )
-from trackflow.providers.limiter import GlobalLimiter, Reservation
+from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.ratelimit import next_slot, slot_time
-from trackflow.providers.transit import TransitBound
 
 log = logging.getLogger("trackflow.providers.gate")
 
@@ -86,11 +86,11 @@ class ProviderPolicy:
     window_s: float = 1.0
     """The provider's enforcement window: it allows ``rate * window_s`` calls per window."""
     rate_slack_s: float = 0.1
-    """Pacing treats the window as at least this much longer (see :func:`paced_rate`); on the
-    global limiter, as much longer as the longest commit-to-answer delay measured lately, when
-    that is more (:mod:`providers.transit`)."""
+    """Pacing treats the window as this much longer (see :func:`paced_rate`); on the global
+    limiter, a call answered later than this after its commit counts that much longer."""
     rate_slack_max_s: float = 2.0
-    """The most the measured delay may lengthen the window."""
+    """On the global limiter, how long past the window a call counts while it has no answer
+    (and the most a slow answer makes it count)."""
     max_wait_s: float = 5.0
     """Longest a stage that fills only optional fields waits for a rate-limit slot before it is
     deferred (the waterfall turns it into the stage's :func:`~providers.context.call_deadline`);
@@ -150,9 +150,8 @@ def paced_rate(rate: float, window_s: float, slack_s: float) -> float:
     machine the simulator's own clock saw two requests 6 ms apart whose slots were 110 ms apart, and
     a half-and-half split let that through as an 11th call in a 1 s window.
 
-    This fixed slack paces the per-partition fallback. On the global limiter the log of calls
-    sent bounds the calls with a window widened by the delays the gate measures
-    (:mod:`providers.transit`), and the queue's slots follow that window.
+    The slots of the global limiter are paced so too, but there the log of calls sent bounds
+    the calls, each counting the window plus its own measured delay (:mod:`providers.limiter`).
     """
     return rate * window_s / (window_s + slack_s)
 
@@ -205,23 +204,21 @@ class ResilientGate:
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._rate = paced_rate(policy.rate, policy.window_s, policy.rate_slack_s)
         self._late_tolerance = late_tolerance(policy.rate_slack_s)
-        # The global limiter's log of calls sent: ``rate * window_s`` calls in any window of
-        # ``window_s`` plus the longest delay from a commit to the provider (measured: the
-        # transit bound, at least ``rate_slack_s``) on Redis's clock. A call must still leave
-        # within half the slack of its commit.
-        self._transit = TransitBound(floor_s=policy.rate_slack_s, cap_s=policy.rate_slack_max_s)
+        # The global limiter's log of calls sent: at most ``rate * window_s`` calls count at
+        # once on Redis's clock; a call counts ``window_s + rate_slack_max_s`` from its commit
+        # until its answer settles it to ``window_s`` plus its delay (at least the slack). A
+        # call must leave within half the slack of its commit.
+        self._hold_s = policy.window_s + max(policy.rate_slack_s, policy.rate_slack_max_s)
         self._log_limit = max(1, math.floor(policy.rate * policy.window_s + 1e-9))
+        self._transit = metrics.RATELIMIT_TRANSIT.labels(provider=provider)
         self._send_tolerance = policy.rate_slack_s / 2
-        self._transit_gauge = metrics.RATELIMIT_TRANSIT.labels(provider=provider)
-        self._transit_gauge.set(0)
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
         self._disabled_gauge = metrics.PROVIDER_DISABLED.labels(provider=provider)
         self._disabled_gauge.set(0)
         self._mode = metrics.LIMITER_MODE.labels(provider=provider)
         self._mode.set(1 if limiter is not None else 0)
         self._waiting = metrics.WAITING_CALLS.labels(provider=provider)
-        self._rate_gauge = metrics.RATELIMIT_RATE.labels(provider=provider)
-        self._rate_gauge.set(self._rate)
+        metrics.RATELIMIT_RATE.labels(provider=provider).set(self._rate)
         metrics.LIMITER_ERRORS.labels(provider=provider)
         metrics.RATELIMIT_SLOTS_LOST.labels(provider=provider)
 
@@ -371,11 +368,19 @@ class ResilientGate:
         st = self._partition_state(partition)
         decision = self._permit(spec, partition, st)
         try:
-            committed_at = await self._wait_for_slot(partition, st, spec)
+            committed = await self._wait_for_slot(partition, st, spec)
         except BaseException:
             if decision.probe:
                 st.breaker.release_probe()
             raise
+        try:
+            return await self._send(spec, fetch, partition, st, decision)
+        finally:
+            if committed is not None:
+                await self._settle(committed)
+
+    async def _send(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]], partition: int,
+                    st: _PartitionState, decision: Decision) -> JSON:
         if st.breaker.state is not decision.state:
             # The breaker moved while this call waited for its slot (the calls ahead of it
             # failed and opened it): ask again, or every call queued behind those failures
@@ -386,11 +391,7 @@ class ResilientGate:
         started = self._clock()
         mono = time.monotonic()
         try:
-            try:
-                result = await asyncio.wait_for(fetch(), self.policy.timeout_s)
-            finally:
-                if committed_at is not None:
-                    self._observe_transit(committed_at)
+            result = await asyncio.wait_for(fetch(), self.policy.timeout_s)
         except (TimeoutError, TransientError) as exc:
             duration = time.monotonic() - mono
             err = exc if isinstance(exc, TransientError) else TransientError(
@@ -443,22 +444,17 @@ class ResilientGate:
                               retry_after=decision.wait_s)
         return decision
 
-    def _observe_transit(self, committed_at: float) -> None:
-        """One call's delay from its commit to its answer: an upper bound of the delay to the
-        provider's stamp, which the log window must cover (:mod:`providers.transit`)."""
-        self._transit.observe(committed_at, self._clock())
-        self._transit_gauge.set(self._transit.longest(self._clock()))
-
-    def _log_window(self) -> float:
-        """The window the log of calls sent covers now: the provider's, plus the transit bound."""
-        return self.policy.window_s + self._transit.bound(self._clock())
-
-    def _global_interval(self) -> float:
-        """Slots of the global queue, as far apart as the log window allows ``rate * window_s``
-        calls in it (so that slots are not handed out for calls the log must refuse)."""
-        interval = self._log_window() / (self.policy.rate * self.policy.window_s)
-        self._rate_gauge.set(1.0 / interval)
-        return interval
+    async def _settle(self, committed: _Committed) -> None:
+        """The call's answer came (or it was not sent): count it in the log of calls sent for
+        the window plus the time since just before its commit (an upper bound of its delay to
+        the provider, who stamps a call before answering it), at least the slack."""
+        assert self._limiter is not None
+        p = self.policy
+        delay = max(0.0, self._clock() - committed.at)
+        self._transit.observe(delay)
+        counted = p.window_s + min(max(p.rate_slack_s, delay), self._hold_s - p.window_s)
+        await self._limiter.settle(self.provider, member=committed.member,
+                                   shorten_s=self._hold_s - counted)
 
     def _observe(self, spec: CallSpec, outcome: str, duration: float) -> None:
         metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
@@ -467,20 +463,20 @@ class ResilientGate:
                                               kind=spec.kind).observe(duration)
 
     async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec
-                             ) -> float | None:
-        """Wait until the call may go; returns when (our clock) its commit in the global
-        limiter was asked for, or None when the per-partition fallback let it go."""
+                             ) -> _Committed | None:
+        """Wait until the call may go: its commit in the global limiter, or None when the
+        per-partition fallback let it go."""
         deadline = current_deadline()
         self._waiting.inc()
         try:
             while True:
                 if self._limiter is not None and self._limiter.available:
                     done = await self._global_slot(st, spec, deadline)
-                    if done is None:  # Redis did not answer: the fallback takes over now
-                        if await self._partition_slot(partition, st, spec, deadline):
-                            return None
-                    elif done is not False:
+                    if isinstance(done, _Committed):
                         return done
+                    if done is None and await self._partition_slot(partition, st, spec,
+                                                                   deadline):
+                        return None  # Redis did not answer: the fallback took over
                 else:
                     self._leave_global()
                     if await self._partition_slot(partition, st, spec, deadline):
@@ -496,10 +492,9 @@ class ResilientGate:
                             f"({max(0.0, deadline - now):.1f} s away)", retry_after=wait)
 
     async def _global_slot(self, st: _PartitionState, spec: CallSpec,
-                           deadline: float | None) -> float | Literal[False] | None:
-        """One reservation in the global limiter: when the slot is due and ours, the time
-        (our clock) its commit was asked for; False when not; None when Redis did not
-        answer."""
+                           deadline: float | None) -> _Committed | bool | None:
+        """One reservation in the global limiter: its commit when the slot is due and ours,
+        False when not, None when Redis did not answer."""
         assert self._limiter is not None
         now = self._clock()
         if st.paused_until > now:
@@ -531,39 +526,41 @@ class ResilientGate:
             return False
         # The slot orders the callers; what bounds the calls is the log of calls actually
         # sent, checked now: a caller the event loop woke late still goes if the provider's
-        # window has room, instead of losing its slot. The delay to the provider is timed
-        # from just before the commit is asked for (Redis stamps it within the round trip).
-        c = await self._commit()
+        # window has room, instead of losing its slot. Its delay to the provider is timed from
+        # just before the commit is asked for (Redis stamps it within the round trip).
+        committed = _Committed(woke, uuid.uuid4().hex)
+        c = await self._limiter.commit(self.provider, limit=self._log_limit,
+                                       member=committed.member, hold_s=self._hold_s)
         if c is not None and not c.granted and c.wait_s <= self._send_tolerance:
             # Slots are as far apart as the log's window allows, so a call on time can find
             # the call a window before still in it by a few milliseconds of jitter: wait
             # those out and keep the slot instead of losing it.
             await self._sleep(c.wait_s)
-            woke = self._clock()
-            c = await self._commit()
+            committed = _Committed(self._clock(), committed.member)
+            c = await self._limiter.commit(self.provider, limit=self._log_limit,
+                                           member=committed.member, hold_s=self._hold_s)
         if c is None:
             self._leave_global()
             return None
-        if not c.granted or self._clock() - woke > self._send_tolerance:
-            # Window full, or so long since the commit that the call could arrive after a
-            # later one's window opened: queue again (the commit stays counted: conservative).
+        if not c.granted:
             metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
             return False
-        return woke
-
-    async def _commit(self) -> Reservation | None:
-        assert self._limiter is not None
-        p = self.policy
-        return await self._limiter.commit(
-            self.provider, window_s=self._log_window(), limit=self._log_limit,
-            keep_s=p.window_s + self._transit.cap_s, memory_s=self._transit.memory_s)
+        if self._clock() - committed.at > self._send_tolerance:
+            # So long since the commit that the call could arrive after a later one's window
+            # opened: queue again (the commit stays counted, for the window and the slack).
+            metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
+            await self._limiter.settle(self.provider, member=committed.member,
+                                       shorten_s=self._hold_s - self.policy.window_s
+                                       - self.policy.rate_slack_s)
+            return False
+        return committed
 
     async def _reserve(self, spec: CallSpec, deadline: float | None, now: float,
                        ahead: float, priority: Priority) -> _Reserved | None:
         """One request to the limiter; refused, it sleeps until asking again may succeed.
         None: Redis did not answer."""
         assert self._limiter is not None
-        r = await self._limiter.reserve(self.provider, interval_s=self._global_interval(),
+        r = await self._limiter.reserve(self.provider, interval_s=1.0 / self._rate,
                                         ahead_s=ahead, floor=self._global_floor,
                                         priority=priority)
         # Redis timed the slot somewhere within the round trip: aim at its middle, so that
@@ -592,7 +589,6 @@ class ResilientGate:
             self._fallback_not_before = self._clock() + self._limiter.reach_s(1.0 / self._rate)
             self._global = False
             self._mode.set(0)
-            self._rate_gauge.set(self._rate)
 
     async def _partition_slot(self, partition: int, st: _PartitionState, spec: CallSpec,
                               deadline: float | None) -> bool:
@@ -620,6 +616,16 @@ class ResilientGate:
         late = now - slot_time(k, self._rate) > self._late_tolerance
         # Late, or a limit answer arrived while we slept and our slot is inside the pause.
         return st.paused_until <= now and not late
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """A call let go by the log of calls sent."""
+
+    at: float
+    """When (our clock) its commit was asked for."""
+    member: str
+    """Its entry in the log."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,22 +23,22 @@ Design points and their trade-offs:
 - **The queue orders, a log of calls sent bounds.** A busy event loop wakes callers late; a
   late call that simply went would come too close to the next one, and one that gave its slot
   up would waste budget (on a loaded two-core machine that lost 160 of 240 MusicBrainz slots).
-  So when a caller wakes it *commits*: a second script keeps the calls sent lately (a sorted
-  set on Redis's clock) and lets the call go only while fewer than ``rate * window_s`` are in
-  the last ``window_s + D``, where ``D`` bounds the delay from a commit to the provider's
-  stamp: if every call arrives between 0 and ``D`` after its commit, two arrivals less than
-  ``window_s`` apart come from commits less than ``window_s + D`` apart, so the provider's own
-  window holds no more than its limit. ``D`` is not a constant (a busy event loop, a process
-  just started, a provider slow to read what it was sent), so each gate measures it, from
-  just before its commit is asked for until the answer is in, and asks with
-  ``window_s + max(rate_slack_s, the longest delay of the last 30 s)``, capped at
-  ``rate_slack_max_s`` (:mod:`providers.transit`); a fixed 0.1 s let one call in a few
-  hundred over the limit on a loaded two-core machine. Gates may ask with different windows:
-  the log counts within the caller's window, prunes only past the longest window any caller
-  may use, and applies the widest window asked for within the last 30 s to every caller (a
-  prompt call after a slow one must count the slow one's window). A call must leave within
-  half the slack of its commit; otherwise, or when the log is full, it queues again and the
-  slot counts as lost (``trackflow_ratelimit_slots_lost_total``). Two round trips per call.
+  So when a caller wakes it *commits*: a second script keeps a log of the calls sent (a
+  sorted set on Redis's clock) and lets the call go only while fewer than ``rate * window_s``
+  calls count in it. How long a call counts is what keeps the provider's window within the
+  limit: if a call arrives ``d`` after its commit, it can share a provider window only with
+  calls committed less than ``window_s + d`` after it, so it must count for that long. ``d``
+  is not a constant (a busy event loop between the commit and the request leaving, a process
+  just started, a provider slow to read what it was sent), so a committed call counts for
+  ``window_s + rate_slack_max_s`` until its answer comes; then the gate, which timed it from
+  just before its commit was asked for (an upper bound of ``d``: the provider stamps a call
+  before it answers), *settles* it to count ``window_s + max(rate_slack_s, that time)`` from
+  its commit. A fixed ``window_s + 0.1 s`` for every call let one call in a few hundred over
+  the limit on a loaded two-core machine; now a slow call costs the budget only its own delay,
+  and prompt calls cost what they did. Each entry carries its own end, so workers, and a
+  worker killed with calls in flight (they count the whole hold), need no agreement. A call
+  must leave within half the slack of its commit; otherwise, or when the log is full, it
+  queues again and the slot counts as lost (``trackflow_ratelimit_slots_lost_total``).
 - **Priorities, with a minimum share each.** Fresh records come first, refreshes of published
   records second, dead-letter replays third (:class:`~providers.context.Priority`). A call below
   fresh is granted a slot nobody queued for (a refresh while the queue is at most one slot long;
@@ -61,12 +61,13 @@ Design points and their trade-offs:
   and the provider can see up to R + R*(partitions in fallback)/P; a Redis outage seen by every
   worker at once (the usual case on one Redis) keeps the limit. Budget is stranded again only
   during the outage.
-- **Cost.** Two round trips (about 0.1 ms each on loopback, about 1 ms in a data centre) per
-  call, next to a provider call of 50-500 ms. The measured delay includes the provider's own
-  work after its stamp, so a provider slow to answer widens the window by that much while it
-  exceeds ``rate_slack_s``. The queue's state is two keys and one sorted set of about
-  ``rate * (window_s + rate_slack_max_s)`` members at most per provider; a Redis that
-  restarts empty forgets them, and for one horizon its new slots may meet calls reserved
+- **Cost.** Three round trips (reserve, commit, settle; about 0.1 ms each on loopback, about
+  1 ms in a data centre) per call, next to a provider call of 50-500 ms. The delay measured
+  includes the provider's own work after its stamp, so a call slow to answer counts that much
+  longer than it needs to (when over ``rate_slack_s``); a call with no answer within
+  ``rate_slack_max_s`` is counted no longer than that. The queue's state is one key and one
+  sorted set of at most ``rate * window_s`` members per provider; a Redis that restarts empty
+  forgets them, and for one horizon its new slots may meet calls reserved
   before (run it with AOF, or accept a rare 429, which pauses the provider).
 """
 
@@ -75,7 +76,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -141,42 +141,35 @@ return {1, string.format('%.6f', slot - now), '0'}
 """
 
 
-# KEYS: the log of calls sent, the widest window a caller asked for lately. ARGV: window s,
-# calls allowed per window, a unique member, how long the log keeps a call s (at least any
-# caller's window), how long a wider window lasts ms. Replies: {sent 0/1, seconds until enough
-# calls have left the window for one more}.
-#
-# Callers may ask with different windows (each gate widens its own with the delays it
-# measures), so the log counts within a window and prunes only past the longest any caller
-# uses: pruning at the caller's own window would erase what a wider caller still counts. And
-# a call whose delay is short must still count the window an earlier, slower call needed (a
-# late arrival bunches with the prompt ones after it), so the widest window asked for within
-# the last memory applies to every caller.
+# KEYS[1]: the log of calls sent, each member scored with when it stops counting (epoch s,
+# Redis's clock). ARGV: calls allowed at once, a unique member, how long a call counts until
+# its answer settles it s. Replies: {sent 0/1, seconds until one more fits}.
 _COMMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local keep = math.max(tonumber(ARGV[4]), window)
-local widest = tonumber(redis.call('GET', KEYS[2]) or '0')
-if window >= widest then
-  redis.call('SET', KEYS[2], string.format('%.6f', window), 'PX', ARGV[5])
-else
-  window = widest
-  keep = math.max(keep, window)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - keep))
-local total = redis.call('ZCARD', KEYS[1])
-local edge = '(' .. string.format('%.6f', now - window)
-local inside = redis.call('ZCOUNT', KEYS[1], edge, '+inf')
-if inside < limit then
-  redis.call('ZADD', KEYS[1], string.format('%.6f', now), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(keep * 1000) + 1000)
+local limit = tonumber(ARGV[1])
+local hold = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now))
+local n = redis.call('ZCARD', KEYS[1])
+if n < limit then
+  redis.call('ZADD', KEYS[1], string.format('%.6f', now + hold), ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(hold * 1000) + 1000)
   return {1, '0'}
 end
--- One more fits once the call at this rank (the limit-th newest) has left the window.
-local last = redis.call('ZRANGE', KEYS[1], total - limit, total - limit, 'WITHSCORES')
-return {0, string.format('%.6f', tonumber(last[2]) + window - now)}
+-- One more fits once the call at this rank (the limit-th to stop counting) has stopped.
+local e = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+return {0, string.format('%.6f', tonumber(e[2]) - now)}
+"""
+
+# KEYS[1]: the log of calls sent. ARGV: the member, seconds to count it less (its answer came
+# and its delay is known). A member already gone is left gone.
+_SETTLE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local by = tonumber(ARGV[2])
+if score and by > 0 then
+  redis.call('ZADD', KEYS[1], 'XX', string.format('%.6f', tonumber(score) - by), ARGV[1])
+end
+return {1, '0'}
 """
 
 
@@ -225,6 +218,8 @@ class GlobalLimiter:
         self._script = client.register_script(_SCRIPT) if client is not None else None
         self._commit = (commit_client.register_script(_COMMIT) if commit_client is not None
                         else None)
+        self._settle = (commit_client.register_script(_SETTLE) if commit_client is not None
+                        else None)
 
     def key(self, provider: str) -> str:
         return f"{self._namespace}:ratelimit:{provider}"
@@ -259,19 +254,23 @@ class GlobalLimiter:
         priority below fresh (their minimum shares go ahead of the queue)."""
         return self.horizon_s + (len(Priority) - 1) * interval_s
 
-    async def commit(self, provider: str, *, window_s: float, limit: int, keep_s: float,
-                     memory_s: float) -> Reservation | None:
-        """Record a call about to leave, if fewer than ``limit`` left in the last ``window_s``
-        (Redis's clock), or in the widest window any caller asked for within ``memory_s``;
-        ``keep_s`` is the longest window a caller of this provider may ask for. Refused:
-        ``wait_s`` until there is room. None: Redis is unreachable."""
+    async def commit(self, provider: str, *, limit: int, member: str, hold_s: float
+                     ) -> Reservation | None:
+        """Record a call about to leave as ``member`` if fewer than ``limit`` calls count now;
+        it counts for ``hold_s`` (Redis's clock) unless :meth:`settle` shortens that. Refused:
+        ``wait_s`` until one more fits. None: Redis is unreachable."""
         if self._commit is None or not self.available:
             return None
-        member = f"{uuid.uuid4().hex}"
-        log_key = self.key(provider) + ":sent"
-        return await self._run(provider, self._commit, [log_key, log_key + ":window"],
-                               [f"{window_s:.6f}", str(limit), member, f"{keep_s:.6f}",
-                                str(math.ceil(memory_s * 1000))])
+        return await self._run(provider, self._commit, [self.key(provider) + ":sent"],
+                               [str(limit), member, f"{hold_s:.6f}"])
+
+    async def settle(self, provider: str, *, member: str, shorten_s: float) -> None:
+        """Count the call ``member`` for ``shorten_s`` less than it was committed for (its
+        answer came, and with it a bound of its delay to the provider)."""
+        if self._settle is None or not self.available or shorten_s <= 0:
+            return
+        await self._run(provider, self._settle, [self.key(provider) + ":sent"],
+                        [member, f"{shorten_s:.6f}"])
 
     async def _run(self, provider: str, script: Any, keys: list[str], args: list[str]
                    ) -> Reservation | None:

@@ -134,15 +134,16 @@ RATELIMIT_SLOTS_LOST = Counter(
 RATELIMIT_RATE = Gauge(
     "trackflow_ratelimit_rate",
     "Calls per second the gate paces the provider at, all workers together (the configured "
-    "rate less the slack, or less the measured transit delay while that is longer).",
+    "rate less the slack).",
     ["provider"],
 )
-RATELIMIT_TRANSIT = Gauge(
+RATELIMIT_TRANSIT = Histogram(
     "trackflow_ratelimit_transit_seconds",
-    "Longest delay over the last 30 s from a call's commit in the global limiter to the "
-    "provider's answer; the log of calls sent covers the provider's window plus this (at least "
-    "rate_slack_s, at most rate_slack_max_s).",
+    "Time from a call's commit in the global limiter to the provider's answer; the call counts "
+    "against the provider's limit for its window plus this (at least rate_slack_s, at most "
+    "rate_slack_max_s).",
     ["provider"],
+    buckets=_CALL_BUCKETS,
 )
 WAITING_CALLS = Gauge(
     "trackflow_ratelimit_waiting_calls",

@@ -46,13 +46,13 @@ class ProviderSettings(Section):
     window_s: float = Field(1.0, gt=0, le=3600)
     """The window over which the provider counts calls (it allows ``rate * window_s`` each)."""
     rate_slack_s: float = Field(0.1, ge=0, le=60)
-    """Pacing counts the provider's window as at least this much longer: ``rate * window_s``
-    calls go out per ``window_s + rate_slack_s``. On the global limiter the window is
-    lengthened by the longest delay from a call's commit to its answer measured in the last
-    30 s instead, when that is longer (``trackflow_ratelimit_transit_seconds``)."""
+    """Pacing counts the provider's window as this much longer: ``rate * window_s`` calls go
+    out per ``window_s + rate_slack_s``. On the global limiter a call counts against the limit
+    for the window plus the time from its commit to its answer, when that is longer
+    (``trackflow_ratelimit_transit_seconds``)."""
     rate_slack_max_s: float = Field(2.0, ge=0, le=600)
-    """The most the measured delay lengthens the window (one hung call must not halve the
-    rate)."""
+    """On the global limiter, how long past the window a call counts while it has no answer,
+    and the most a slow answer makes it count."""
     max_wait_s: float = Field(5.0, ge=0)
     """How long a stage that may be deferred waits for its rate-limit slot: a stage of
     optional fields, or of required ones a later stage can also fill. Up to

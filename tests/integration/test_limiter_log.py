@@ -1,8 +1,8 @@
-"""The global limiter's log of calls sent, on its script in a real Redis (no broker needed).
+"""The global limiter's log of calls sent, on its scripts in a real Redis (no broker needed).
 
-Gates widen the log's window by the delays they measure, so callers of one provider ask with
-different windows: a caller with a short window must neither erase the calls a wider one
-still counts nor let a call through that the wider window refuses.
+A committed call counts for the whole hold until its answer settles it to count less, so a
+call still without an answer keeps its place however long it takes, and an answered one frees
+its place when its own end comes, whichever worker sent it.
 """
 
 from __future__ import annotations
@@ -27,27 +27,24 @@ async def limiter(services: Any) -> AsyncIterator[GlobalLimiter]:
     await lim.aclose()
 
 
-async def commit(limiter: GlobalLimiter, window_s: float) -> Any:
-    return await limiter.commit("musicbrainz", window_s=window_s, limit=3, keep_s=3.0,
-                                memory_s=30.0)
+async def commit(limiter: GlobalLimiter, member: str) -> Any:
+    return await limiter.commit("musicbrainz", limit=2, member=member, hold_s=3.0)
 
 
-async def test_a_short_window_counts_the_widest_one_asked_for_and_erases_nothing(
+async def test_a_call_counts_the_hold_until_settled_then_its_own_window(
         limiter: GlobalLimiter) -> None:
-    for _ in range(3):
-        r = await commit(limiter, 2.0)
-        assert r is not None and r.granted, "expected three calls in an empty log to go"
-    assert not (await commit(limiter, 2.0)).granted, "expected a fourth call to be refused"
-    await asyncio.sleep(1.2)
-    # 1.2 s on, the three calls are outside a 1.1 s window but inside the 2 s one a slower
-    # gate asked for: a call after them must count that window.
-    r = await commit(limiter, 1.1)
-    assert r is not None and not r.granted, (
-        "expected a caller with a 1.1 s window to be refused while a 2 s window asked for "
-        "lately still holds three calls")
-    assert 0.5 < r.wait_s <= 0.8 + 0.05, f"expected about 0.8 s to wait, got {r.wait_s:.3f}"
-    assert len(await limiter._commit_redis.zrange(limiter.key("musicbrainz") + ":sent", 0, -1)
-               ) >= 3, "a short window's commit must not erase calls a wider window counts"
+    for member in ("a", "b"):
+        r = await commit(limiter, member)
+        assert r is not None and r.granted, "expected two calls in an empty log to go"
+    r = await commit(limiter, "c")
+    assert r is not None and not r.granted, "expected a third call to be refused"
+    assert 2.8 < r.wait_s <= 3.0, f"expected about 3 s until an unanswered call ends: {r}"
+    # "a" is answered: it counts 1.1 s from its commit; "b" has no answer yet.
+    await limiter.settle("musicbrainz", member="a", shorten_s=1.9)
+    r = await commit(limiter, "c")
+    assert r is not None and not r.granted and 0.9 < r.wait_s <= 1.1, (
+        f"expected about 1.1 s until the settled call ends, got {r}")
     await asyncio.sleep(r.wait_s + 0.05)
-    r = await commit(limiter, 1.1)
-    assert r is not None and r.granted, "expected room once the oldest call left the 2 s window"
+    assert (await commit(limiter, "c")).granted, "expected room once the settled call ended"
+    r = await commit(limiter, "d")
+    assert r is not None and not r.granted, "the call without an answer must still count"

@@ -264,6 +264,7 @@ class FakeLimiter:
         self.tat = 0.0
         self.down = False
         self.floors: list[float] = []
+        self._members = itertools.count()
 
     @property
     def available(self) -> bool:
@@ -290,21 +291,25 @@ class FakeLimiter:
     def reach_s(self, interval_s: float) -> float:
         return self.horizon_s + 2 * interval_s
 
-    async def commit(self, provider: str, *, window_s: float, limit: int, keep_s: float = 0.0,
-                     memory_s: float = 0.0) -> Any:
-        """The log of calls sent, within the caller's window (one caller: no widest window
-        shared between callers)."""
+    async def commit(self, provider: str, *, limit: int, member: str = "",
+                     hold_s: float = 0.0, window_s: float = 0.0) -> Any:
+        """The log of calls sent: each call counts until its own end (``hold_s`` after its
+        commit, or ``window_s`` for a gate that gives no hold)."""
         from trackflow.providers.limiter import Reservation
 
         if self.down:
             return None
         now = self.t.now
-        self.sent = [x for x in getattr(self, "sent", []) if x > now - max(keep_s, window_s)]
-        inside = [x for x in self.sent if x > now - window_s]
-        if len(inside) >= limit:
-            return Reservation(False, inside[len(inside) - limit] + window_s - now)
-        self.sent.append(now)
+        self.sent = {m: end for m, end in getattr(self, "sent", {}).items() if end > now}
+        if len(self.sent) >= limit:
+            ends = sorted(self.sent.values())
+            return Reservation(False, ends[len(ends) - limit] - now)
+        self.sent[member or f"m{next(self._members)}"] = now + (hold_s or window_s)
         return Reservation(True, 0.0)
+
+    async def settle(self, provider: str, *, member: str, shorten_s: float) -> None:
+        if not self.down and member in getattr(self, "sent", {}) and shorten_s > 0:
+            self.sent[member] -= shorten_s
 
 
 def limited_gate(t: FakeTime, limiter: FakeLimiter, **policy: Any) -> ResilientGate:
@@ -374,8 +379,8 @@ async def against_a_provider(freeze_s: float) -> tuple[list[float], float]:
 
 
 async def test_a_provider_that_freezes_never_sees_more_than_its_limit() -> None:
-    # With the log of calls sent covering the window plus the fixed 0.1 s slack only, the
-    # late stamps bunch with the next window's prompt calls: 35 calls over the limit.
+    # With every call counted for the window plus the fixed 0.1 s slack only, the late stamps
+    # bunch with the next window's prompt calls: 35 calls over the limit.
     over, _ = await against_a_provider(freeze_s=0.45)
     assert not over, (f"expected no call over the provider's 10 per 1 s, got {len(over)}, "
                       f"the first {over[:3]} s in")
