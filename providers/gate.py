@@ -38,6 +38,7 @@ import logging
 import math
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -85,7 +86,11 @@ class ProviderPolicy:
     window_s: float = 1.0
     """The provider's enforcement window: it allows ``rate * window_s`` calls per window."""
     rate_slack_s: float = 0.1
-    """Pacing treats the window as this much longer (see :func:`paced_rate`)."""
+    """Pacing treats the window as this much longer (see :func:`paced_rate`); on the global
+    limiter, a call answered later than this after its commit counts that much longer."""
+    rate_slack_max_s: float = 2.0
+    """On the global limiter, how long past the window a call counts while it has no answer
+    (and the most a slow answer makes it count)."""
     max_wait_s: float = 5.0
     """Longest a stage that fills only optional fields waits for a rate-limit slot before it is
     deferred (the waterfall turns it into the stage's :func:`~providers.context.call_deadline`);
@@ -144,6 +149,9 @@ def paced_rate(rate: float, window_s: float, slack_s: float) -> float:
     (:func:`late_tolerance`) and leaves the rest to the way there: on a loaded two-core test
     machine the simulator's own clock saw two requests 6 ms apart whose slots were 110 ms apart, and
     a half-and-half split let that through as an 11th call in a 1 s window.
+
+    The slots of the global limiter are paced so too, but there the log of calls sent bounds
+    the calls, each counting the window plus its own measured delay (:mod:`providers.limiter`).
     """
     return rate * window_s / (window_s + slack_s)
 
@@ -196,11 +204,13 @@ class ResilientGate:
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._rate = paced_rate(policy.rate, policy.window_s, policy.rate_slack_s)
         self._late_tolerance = late_tolerance(policy.rate_slack_s)
-        # The global limiter's log of calls sent: ``rate * window_s`` calls in any window of
-        # ``window_s + rate_slack_s`` on Redis's clock; a call must leave within half the slack
-        # of its commit, the other half is for the way to the provider.
-        self._log_window_s = policy.window_s + policy.rate_slack_s
+        # The global limiter's log of calls sent: at most ``rate * window_s`` calls count at
+        # once on Redis's clock; a call counts ``window_s + rate_slack_max_s`` from its commit
+        # until its answer settles it to ``window_s`` plus its delay (at least the slack). A
+        # call must leave within half the slack of its commit.
+        self._hold_s = policy.window_s + max(policy.rate_slack_s, policy.rate_slack_max_s)
         self._log_limit = max(1, math.floor(policy.rate * policy.window_s + 1e-9))
+        self._transit = metrics.RATELIMIT_TRANSIT.labels(provider=provider)
         self._send_tolerance = policy.rate_slack_s / 2
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
         self._disabled_gauge = metrics.PROVIDER_DISABLED.labels(provider=provider)
@@ -358,11 +368,19 @@ class ResilientGate:
         st = self._partition_state(partition)
         decision = self._permit(spec, partition, st)
         try:
-            await self._wait_for_slot(partition, st, spec)
+            committed = await self._wait_for_slot(partition, st, spec)
         except BaseException:
             if decision.probe:
                 st.breaker.release_probe()
             raise
+        try:
+            return await self._send(spec, fetch, partition, st, decision)
+        finally:
+            if committed is not None:
+                await self._settle(committed)
+
+    async def _send(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]], partition: int,
+                    st: _PartitionState, decision: Decision) -> JSON:
         if st.breaker.state is not decision.state:
             # The breaker moved while this call waited for its slot (the calls ahead of it
             # failed and opened it): ask again, or every call queued behind those failures
@@ -426,26 +444,43 @@ class ResilientGate:
                               retry_after=decision.wait_s)
         return decision
 
+    async def _settle(self, committed: _Committed) -> None:
+        """The call's answer came (or it was not sent): count it in the log of calls sent for
+        the window plus the time since just before its commit (an upper bound of its delay to
+        the provider, who stamps a call before answering it), at least the slack."""
+        assert self._limiter is not None
+        p = self.policy
+        delay = max(0.0, self._clock() - committed.at)
+        self._transit.observe(delay)
+        counted = p.window_s + min(max(p.rate_slack_s, delay), self._hold_s - p.window_s)
+        await self._limiter.settle(self.provider, member=committed.member,
+                                   shorten_s=self._hold_s - counted)
+
     def _observe(self, spec: CallSpec, outcome: str, duration: float) -> None:
         metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
                                       outcome=outcome).inc()
         metrics.PROVIDER_CALL_DURATION.labels(provider=self.provider,
                                               kind=spec.kind).observe(duration)
 
-    async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec) -> None:
+    async def _wait_for_slot(self, partition: int, st: _PartitionState, spec: CallSpec
+                             ) -> _Committed | None:
+        """Wait until the call may go: its commit in the global limiter, or None when the
+        per-partition fallback let it go."""
         deadline = current_deadline()
         self._waiting.inc()
         try:
             while True:
                 if self._limiter is not None and self._limiter.available:
                     done = await self._global_slot(st, spec, deadline)
-                    if done is None:  # Redis did not answer: the fallback takes over now
-                        done = await self._partition_slot(partition, st, spec, deadline)
+                    if isinstance(done, _Committed):
+                        return done
+                    if done is None and await self._partition_slot(partition, st, spec,
+                                                                   deadline):
+                        return None  # Redis did not answer: the fallback took over
                 else:
                     self._leave_global()
-                    done = await self._partition_slot(partition, st, spec, deadline)
-                if done:
-                    return
+                    if await self._partition_slot(partition, st, spec, deadline):
+                        return None
         finally:
             self._waiting.dec()
 
@@ -457,9 +492,9 @@ class ResilientGate:
                             f"({max(0.0, deadline - now):.1f} s away)", retry_after=wait)
 
     async def _global_slot(self, st: _PartitionState, spec: CallSpec,
-                           deadline: float | None) -> bool | None:
-        """One reservation in the global limiter; True when the slot is due and ours, None
-        when Redis did not answer."""
+                           deadline: float | None) -> _Committed | bool | None:
+        """One reservation in the global limiter: its commit when the slot is due and ours,
+        False when not, None when Redis did not answer."""
         assert self._limiter is not None
         now = self._clock()
         if st.paused_until > now:
@@ -491,26 +526,34 @@ class ResilientGate:
             return False
         # The slot orders the callers; what bounds the calls is the log of calls actually
         # sent, checked now: a caller the event loop woke late still goes if the provider's
-        # window has room, instead of losing its slot.
-        c = await self._limiter.commit(self.provider, window_s=self._log_window_s,
-                                       limit=self._log_limit)
+        # window has room, instead of losing its slot. Its delay to the provider is timed from
+        # just before the commit is asked for (Redis stamps it within the round trip).
+        committed = _Committed(woke, uuid.uuid4().hex)
+        c = await self._limiter.commit(self.provider, limit=self._log_limit,
+                                       member=committed.member, hold_s=self._hold_s)
         if c is not None and not c.granted and c.wait_s <= self._send_tolerance:
             # Slots are as far apart as the log's window allows, so a call on time can find
             # the call a window before still in it by a few milliseconds of jitter: wait
             # those out and keep the slot instead of losing it.
             await self._sleep(c.wait_s)
-            woke = self._clock()
-            c = await self._limiter.commit(self.provider, window_s=self._log_window_s,
-                                           limit=self._log_limit)
+            committed = _Committed(self._clock(), committed.member)
+            c = await self._limiter.commit(self.provider, limit=self._log_limit,
+                                           member=committed.member, hold_s=self._hold_s)
         if c is None:
             self._leave_global()
             return None
-        if not c.granted or self._clock() - woke > self._send_tolerance:
-            # Window full, or so long since the commit that the call could arrive after a
-            # later one's window opened: queue again (the commit stays counted: conservative).
+        if not c.granted:
             metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
             return False
-        return True
+        if self._clock() - committed.at > self._send_tolerance:
+            # So long since the commit that the call could arrive after a later one's window
+            # opened: queue again (the commit stays counted, for the window and the slack).
+            metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
+            await self._limiter.settle(self.provider, member=committed.member,
+                                       shorten_s=self._hold_s - self.policy.window_s
+                                       - self.policy.rate_slack_s)
+            return False
+        return committed
 
     async def _reserve(self, spec: CallSpec, deadline: float | None, now: float,
                        ahead: float, priority: Priority) -> _Reserved | None:
@@ -573,6 +616,16 @@ class ResilientGate:
         late = now - slot_time(k, self._rate) > self._late_tolerance
         # Late, or a limit answer arrived while we slept and our slot is inside the pause.
         return st.paused_until <= now and not late
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """A call let go by the log of calls sent."""
+
+    at: float
+    """When (our clock) its commit was asked for."""
+    member: str
+    """Its entry in the log."""
 
 
 @dataclass(frozen=True, slots=True)

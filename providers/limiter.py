@@ -23,16 +23,22 @@ Design points and their trade-offs:
 - **The queue orders, a log of calls sent bounds.** A busy event loop wakes callers late; a
   late call that simply went would come too close to the next one, and one that gave its slot
   up would waste budget (on a loaded two-core machine that lost 160 of 240 MusicBrainz slots).
-  So when a caller wakes it *commits*: a second script keeps the calls sent in the last
-  ``window_s + rate_slack_s`` (a sorted set on Redis's clock) and lets the call go only while
-  fewer than ``rate * window_s`` are in it, which is the provider's own rule with the slack
-  added. A call must leave within half the slack of its commit (the rest covers the way to the
-  provider); otherwise, or when the log is full, it queues again and the slot counts as lost
-  (``trackflow_ratelimit_slots_lost_total``). Two round trips per call. What the slack must
-  cover is the delay between a call's commit and its arrival at the provider, which the event
-  loop stretches: on a two-core machine at load average 8, with 2,000 records arriving at
-  once, a 0.1 s slack let one call in 2,000 over MusicBrainz' limit in a 1 s window; 0.3 s
-  held (the burst test). Raise ``rate_slack_s`` on hosts that run that hot.
+  So when a caller wakes it *commits*: a second script keeps a log of the calls sent (a
+  sorted set on Redis's clock) and lets the call go only while fewer than ``rate * window_s``
+  calls count in it. How long a call counts is what keeps the provider's window within the
+  limit: if a call arrives ``d`` after its commit, it can share a provider window only with
+  calls committed less than ``window_s + d`` after it, so it must count for that long. ``d``
+  is not a constant (a busy event loop between the commit and the request leaving, a process
+  just started, a provider slow to read what it was sent), so a committed call counts for
+  ``window_s + rate_slack_max_s`` until its answer comes; then the gate, which timed it from
+  just before its commit was asked for (an upper bound of ``d``: the provider stamps a call
+  before it answers), *settles* it to count ``window_s + max(rate_slack_s, that time)`` from
+  its commit. A fixed ``window_s + 0.1 s`` for every call let one call in a few hundred over
+  the limit on a loaded two-core machine; now a slow call costs the budget only its own delay,
+  and prompt calls cost what they did. Each entry carries its own end, so workers, and a
+  worker killed with calls in flight (they count the whole hold), need no agreement. A call
+  must leave within half the slack of its commit; otherwise, or when the log is full, it
+  queues again and the slot counts as lost (``trackflow_ratelimit_slots_lost_total``).
 - **Priorities, with a minimum share each.** Fresh records come first, refreshes of published
   records second, dead-letter replays third (:class:`~providers.context.Priority`). A call below
   fresh is granted a slot nobody queued for (a refresh while the queue is at most one slot long;
@@ -55,11 +61,14 @@ Design points and their trade-offs:
   and the provider can see up to R + R*(partitions in fallback)/P; a Redis outage seen by every
   worker at once (the usual case on one Redis) keeps the limit. Budget is stranded again only
   during the outage.
-- **Cost.** Two round trips (about 0.1 ms each on loopback, about 1 ms in a data centre) per
-  call, next to a provider call of 50-500 ms. The queue's state is one key and one sorted set
-  of at most ``rate * window_s`` members per provider; a Redis that restarts empty forgets
-  them, and for one horizon its new slots may meet calls reserved before (run it with AOF, or
-  accept a rare 429, which pauses the provider).
+- **Cost.** Three round trips (reserve, commit, settle; about 0.1 ms each on loopback, about
+  1 ms in a data centre) per call, next to a provider call of 50-500 ms. The delay measured
+  includes the provider's own work after its stamp, so a call slow to answer counts that much
+  longer than it needs to (when over ``rate_slack_s``); a call with no answer within
+  ``rate_slack_max_s`` is counted no longer than that. The queue's state is one key and one
+  sorted set of at most ``rate * window_s`` members per provider; a Redis that restarts empty
+  forgets them, and for one horizon its new slots may meet calls reserved
+  before (run it with AOF, or accept a rare 429, which pauses the provider).
 """
 
 from __future__ import annotations
@@ -67,7 +76,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,21 +141,35 @@ return {1, string.format('%.6f', slot - now), '0'}
 """
 
 
-# KEYS[1]: the log of calls sent in the last window. ARGV: window s, calls allowed per window,
-# a unique member. Replies: {sent 0/1, seconds until the oldest call leaves the window}.
+# KEYS[1]: the log of calls sent, each member scored with when it stops counting (epoch s,
+# Redis's clock). ARGV: calls allowed at once, a unique member, how long a call counts until
+# its answer settles it s. Replies: {sent 0/1, seconds until one more fits}.
 _COMMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - window))
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], string.format('%.6f', now), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+local limit = tonumber(ARGV[1])
+local hold = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now))
+local n = redis.call('ZCARD', KEYS[1])
+if n < limit then
+  redis.call('ZADD', KEYS[1], string.format('%.6f', now + hold), ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(hold * 1000) + 1000)
   return {1, '0'}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, string.format('%.6f', tonumber(oldest[2]) + window - now)}
+-- One more fits once the call at this rank (the limit-th to stop counting) has stopped.
+local e = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+return {0, string.format('%.6f', tonumber(e[2]) - now)}
+"""
+
+# KEYS[1]: the log of calls sent. ARGV: the member, seconds to count it less (its answer came
+# and its delay is known). A member already gone is left gone.
+_SETTLE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local by = tonumber(ARGV[2])
+if score and by > 0 then
+  redis.call('ZADD', KEYS[1], 'XX', string.format('%.6f', tonumber(score) - by), ARGV[1])
+end
+return {1, '0'}
 """
 
 
@@ -196,6 +218,8 @@ class GlobalLimiter:
         self._script = client.register_script(_SCRIPT) if client is not None else None
         self._commit = (commit_client.register_script(_COMMIT) if commit_client is not None
                         else None)
+        self._settle = (commit_client.register_script(_SETTLE) if commit_client is not None
+                        else None)
 
     def key(self, provider: str) -> str:
         return f"{self._namespace}:ratelimit:{provider}"
@@ -230,15 +254,23 @@ class GlobalLimiter:
         priority below fresh (their minimum shares go ahead of the queue)."""
         return self.horizon_s + (len(Priority) - 1) * interval_s
 
-    async def commit(self, provider: str, *, window_s: float, limit: int) -> Reservation | None:
-        """Record a call about to leave, if fewer than ``limit`` left in the last ``window_s``
-        (Redis's clock); refused: ``wait_s`` until the oldest leaves the window. None: Redis
-        is unreachable."""
+    async def commit(self, provider: str, *, limit: int, member: str, hold_s: float
+                     ) -> Reservation | None:
+        """Record a call about to leave as ``member`` if fewer than ``limit`` calls count now;
+        it counts for ``hold_s`` (Redis's clock) unless :meth:`settle` shortens that. Refused:
+        ``wait_s`` until one more fits. None: Redis is unreachable."""
         if self._commit is None or not self.available:
             return None
-        member = f"{uuid.uuid4().hex}"
         return await self._run(provider, self._commit, [self.key(provider) + ":sent"],
-                               [f"{window_s:.6f}", str(limit), member])
+                               [str(limit), member, f"{hold_s:.6f}"])
+
+    async def settle(self, provider: str, *, member: str, shorten_s: float) -> None:
+        """Count the call ``member`` for ``shorten_s`` less than it was committed for (its
+        answer came, and with it a bound of its delay to the provider)."""
+        if self._settle is None or not self.available or shorten_s <= 0:
+            return
+        await self._run(provider, self._settle, [self.key(provider) + ":sent"],
+                        [member, f"{shorten_s:.6f}"])
 
     async def _run(self, provider: str, script: Any, keys: list[str], args: list[str]
                    ) -> Reservation | None:

@@ -137,6 +137,14 @@ RATELIMIT_RATE = Gauge(
     "rate less the slack).",
     ["provider"],
 )
+RATELIMIT_TRANSIT = Histogram(
+    "trackflow_ratelimit_transit_seconds",
+    "Time from a call's commit in the global limiter to the provider's answer; the call counts "
+    "against the provider's limit for its window plus this (at least rate_slack_s, at most "
+    "rate_slack_max_s).",
+    ["provider"],
+    buckets=_CALL_BUCKETS,
+)
 WAITING_CALLS = Gauge(
     "trackflow_ratelimit_waiting_calls",
     "Calls waiting for a rate-limit slot now (records held up by this provider's budget).",

@@ -47,8 +47,12 @@ class ProviderSettings(Section):
     """The window over which the provider counts calls (it allows ``rate * window_s`` each)."""
     rate_slack_s: float = Field(0.1, ge=0, le=60)
     """Pacing counts the provider's window as this much longer: ``rate * window_s`` calls go
-    out per ``window_s + rate_slack_s``. A quarter of it absorbs a call leaving late, the rest
-    the delay until the request reaches the provider (and clock skew between workers)."""
+    out per ``window_s + rate_slack_s``. On the global limiter a call counts against the limit
+    for the window plus the time from its commit to its answer, when that is longer
+    (``trackflow_ratelimit_transit_seconds``)."""
+    rate_slack_max_s: float = Field(2.0, ge=0, le=600)
+    """On the global limiter, how long past the window a call counts while it has no answer,
+    and the most a slow answer makes it count."""
     max_wait_s: float = Field(5.0, ge=0)
     """How long a stage that may be deferred waits for its rate-limit slot: a stage of
     optional fields, or of required ones a later stage can also fill. Up to

@@ -233,6 +233,13 @@ def pipeline() -> dict[str, Any]:
             "{{provider}} errors/s"),
           q(f"sum by (provider) (rate(trackflow_ratelimit_slots_lost_total{{{P}}}[{RI}]))",
             "{{provider}} slots lost/s")])
+    b.ts("Commit to answer (p99)", "Time from a call's commit in the global limiter to the "
+         "provider's answer: each call counts against the provider's limit for its window plus "
+         "this (at least rate_slack_s), so while it is long the provider gets less than its "
+         "rate.",
+         [q(f"histogram_quantile(0.99, sum by (provider, le) "
+            f"(rate(trackflow_ratelimit_transit_seconds_bucket{{{P}}}[{RI}])))",
+            "{{provider}}")], unit="s", w=24, h=6)
     b.row("Dead letters")
     b.ts("Dead letters", "Records sent to the DLQ by stage and provider.",
          [q(f"sum by (stage, provider) (rate(trackflow_dead_letters_total[{RI}]))",

@@ -15,6 +15,8 @@ Read from TOML (``trackflow simulate --config sim.toml``) or built in code with
     timeout_rate = 0.005        # share of requests that hang for timeout_s, then 504
     timeout_s = 30
     malformed_rate = 0.0        # share of 200 answers whose JSON body is cut in half
+    freeze_every_s = 0          # the whole simulator stops for freeze_ms this often (0: never)
+    freeze_ms = 0
     rate_limit = 180            # requests allowed per rate_window_s
     rate_window_s = 30
     outages = [ { start_s = 60, end_s = 90, status = 503 } ]   # seconds since start
@@ -103,6 +105,11 @@ class ProviderConfig:
     """Share of successful answers whose JSON body is truncated."""
     outages: tuple[Outage, ...] = ()
     """Scheduled outage windows."""
+    freeze_every_s: float = 0.0
+    """How often a request of this provider freezes the whole simulator (0: never)."""
+    freeze_ms: float = 0.0
+    """How long a freeze blocks the simulator's event loop: what arrives meanwhile is read,
+    stamped and counted when it ends, as a provider stalled by its host would."""
 
 
 DEFAULT_PROVIDERS: dict[str, ProviderConfig] = {

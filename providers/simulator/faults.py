@@ -25,6 +25,8 @@ class FaultInjector:
         self.rng = random.Random(config.seed)
         # provider -> (until, status), times in seconds since start.
         self._outages: dict[str, tuple[float, int]] = {}
+        # provider -> when its next freeze is due, in seconds since start.
+        self._next_freeze: dict[str, float] = {}
 
     def set_outage(self, provider: str, status: int, until_s: float) -> None:
         """Answer ``status`` to every request to ``provider`` until ``until_s`` (since start)."""
@@ -46,6 +48,17 @@ class FaultInjector:
             if window.start_s <= elapsed_s < window.end_s:
                 return Fault("outage", window.status)
         return None
+
+    def freeze_s(self, provider: str, elapsed_s: float) -> float:
+        """How long the simulator must freeze before reading this request (0: not now)."""
+        cfg = self.config.provider(provider)
+        if cfg.freeze_every_s <= 0 or cfg.freeze_ms <= 0:
+            return 0.0
+        due = self._next_freeze.setdefault(provider, cfg.freeze_every_s)
+        if elapsed_s < due:
+            return 0.0
+        self._next_freeze[provider] = elapsed_s + cfg.freeze_every_s
+        return cfg.freeze_ms / 1000.0
 
     def latency_s(self, provider: str) -> float:
         """A response delay for one answer."""

@@ -1,7 +1,8 @@
 """The simulator's aiohttp app: five provider APIs behind one port, plus ``/_sim`` control.
 
-Every provider request passes one middleware that records it, applies outages, the provider's
-rate limit (answered the provider's way), latency and random faults, in that order.
+Every provider request passes one middleware that freezes the simulator when a freeze is due,
+records it, applies outages, the provider's rate limit (answered the provider's way), latency
+and random faults, in that order.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -64,6 +66,10 @@ async def provider_middleware(request: web.Request, handler: Any) -> web.StreamR
     decision: Decision | None = None
     outcome = "ok"
     answer: web.StreamResponse | None = None
+    freeze = state.faults.freeze_s(provider, state.elapsed())
+    if freeze > 0:
+        # Blocks the event loop on purpose: every request arriving meanwhile is read late.
+        time.sleep(freeze)  # noqa: ASYNC251
     fault = state.faults.outage(provider, state.elapsed())
     if exempt:
         state.recorder.note_unlimited(provider, endpoint)

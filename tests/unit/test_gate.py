@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import math
 import random
@@ -263,6 +264,7 @@ class FakeLimiter:
         self.tat = 0.0
         self.down = False
         self.floors: list[float] = []
+        self._members = itertools.count()
 
     @property
     def available(self) -> bool:
@@ -289,17 +291,25 @@ class FakeLimiter:
     def reach_s(self, interval_s: float) -> float:
         return self.horizon_s + 2 * interval_s
 
-    async def commit(self, provider: str, *, window_s: float, limit: int) -> Any:
+    async def commit(self, provider: str, *, limit: int, member: str = "",
+                     hold_s: float = 0.0, window_s: float = 0.0) -> Any:
+        """The log of calls sent: each call counts until its own end (``hold_s`` after its
+        commit, or ``window_s`` for a gate that gives no hold)."""
         from trackflow.providers.limiter import Reservation
 
         if self.down:
             return None
         now = self.t.now
-        self.sent = [x for x in getattr(self, "sent", []) if x > now - window_s]
+        self.sent = {m: end for m, end in getattr(self, "sent", {}).items() if end > now}
         if len(self.sent) >= limit:
-            return Reservation(False, self.sent[0] + window_s - now)
-        self.sent.append(now)
+            ends = sorted(self.sent.values())
+            return Reservation(False, ends[len(ends) - limit] - now)
+        self.sent[member or f"m{next(self._members)}"] = now + (hold_s or window_s)
         return Reservation(True, 0.0)
+
+    async def settle(self, provider: str, *, member: str, shorten_s: float) -> None:
+        if not self.down and member in getattr(self, "sent", {}) and shorten_s > 0:
+            self.sent[member] -= shorten_s
 
 
 def limited_gate(t: FakeTime, limiter: FakeLimiter, **policy: Any) -> ResilientGate:
@@ -307,6 +317,81 @@ def limited_gate(t: FakeTime, limiter: FakeLimiter, **policy: Any) -> ResilientG
                                                       "max_attempts": 1, **policy}),
                          partitions=8, state={}, clock=t.clock, sleep=t.sleep,
                          rng=random.Random(1), limiter=limiter)  # type: ignore[arg-type]
+
+
+class VirtualTime(FakeTime):
+    """A fake clock for concurrent callers: a sleep resumes when the clock reaches its end,
+    and :meth:`run` moves the clock to the next wake-up once every caller is asleep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.now + max(0.0, seconds), next(self._seq), fut))
+        await fut
+
+    async def run(self, *coros: Any) -> None:
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        while not all(t.done() for t in tasks):
+            for _ in range(20):  # let every caller run until it sleeps again
+                await asyncio.sleep(0)
+            if self._timers:
+                when, _, fut = heapq.heappop(self._timers)
+                self.now = max(self.now, when)
+                fut.set_result(None)
+        await asyncio.gather(*tasks)
+
+
+async def against_a_provider(freeze_s: float) -> tuple[list[float], float]:
+    """300 calls of 20 concurrent callers through the gate to a provider allowing 10 calls in
+    any 1 s, which stops reading for ``freeze_s`` out of every 3 s (a frozen process, a busy
+    machine) and stamps what arrived meanwhile when it wakes. Returns the times (s from the
+    start) of the calls it counted over its limit, and how long the calls took."""
+    from trackflow.providers.simulator.limits import SlidingWindowLimiter
+
+    t = VirtualTime()
+    start = t.now
+    gate = limited_gate(t, FakeLimiter(t), rate=10.0, window_s=1.0, rate_slack_s=0.1)
+    provider = SlidingWindowLimiter(limit=10, window_s=1.0)
+    over: list[float] = []
+
+    def read_at(at: float) -> float:
+        phase = (at - start) % 3.0
+        return at - phase + freeze_s if phase < freeze_s else at
+
+    async def fetch() -> list[dict[str, str]]:
+        await t.sleep(read_at(t.now + 0.005) - t.now)
+        if not provider.check(t.now).allowed:
+            over.append(round(t.now - start, 3))
+        await t.sleep(0.01)
+        return [{"id": "x"}]
+
+    async def caller() -> None:
+        enter_record(3)
+        for _ in range(15):
+            await gate.run(SPEC, fetch)
+
+    await t.run(*(caller() for _ in range(20)))
+    return over, t.now - start
+
+
+async def test_a_provider_that_freezes_never_sees_more_than_its_limit() -> None:
+    # With every call counted for the window plus the fixed 0.1 s slack only, the late stamps
+    # bunch with the next window's prompt calls: 35 calls over the limit.
+    over, _ = await against_a_provider(freeze_s=0.45)
+    assert not over, (f"expected no call over the provider's 10 per 1 s, got {len(over)}, "
+                      f"the first {over[:3]} s in")
+
+
+async def test_a_prompt_provider_gets_the_rate_the_fixed_slack_allows() -> None:
+    over, took = await against_a_provider(freeze_s=0.0)
+    # 300 calls at 10 per 1.1 s: 29.9 s from the first to the last.
+    assert not over and took < 300 * 0.11 + 0.1, (
+        f"expected 300 calls in about 33 s with nothing over the limit, took {took:.2f} s, "
+        f"{len(over)} over")
 
 
 async def test_with_the_global_limiter_one_partition_gets_the_whole_rate() -> None:
