@@ -20,6 +20,11 @@ Durability and order, without exactly-once:
   is not done twice; and the enrichment agent, reading the same table, does not publish a
   re-delivered fresh result (revision 1) over a refreshed one with the same input, so a
   consumer never sees an older version after a newer one.
+- The table is written only once the refresh is published, so for that while a fresh result of
+  the same input read again (a restart, a rebalance) would not see it and would publish
+  revision 1 after revision 2. ``publishing`` (in memory, shared with the enrichment agent
+  through :func:`revisions_view`) holds the revision a refresh is about to publish from just
+  before it is sent until the table has it.
 - The table and the topic are co-partitioned with ``tracks.raw`` by track_id (same partition
   count, key partitioner), so the worker that owns a raw partition also holds its table part;
   producers that pick partitions by hand lose that guarantee for the ordering check.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol
 
@@ -65,12 +71,14 @@ class RefreshAgent:
 
     def __init__(self, *, send: Send, settings: AgentSettings, refresher: Refresher,
                  table: MutableMapping[str, Any],
+                 publishing: MutableMapping[str, Any] | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._send = send
         self._settings = settings
         self._refresher = refresher
         self._table = table
+        self._publishing: MutableMapping[str, Any] = {} if publishing is None else publishing
         self._clock = clock
         self._sleep = sleep
         self._headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
@@ -116,31 +124,48 @@ class RefreshAgent:
                                 targets=self._settings.waterfall.targets)
         k = self._settings.kafka
         key = track_id.encode()
-        await publish(self._send, k.enriched_topic, key, encode("EnrichedTrack", record),
-                      self._headers)
-        metrics.RECORDS_OUT.labels(topic=k.enriched_topic).inc()
-        metrics.REFRESHES.labels(outcome="published").inc()
-        metrics.ENRICHED.labels(status=record["status"]).inc()
-        left = stages_to_refresh(result.outcomes)
-        if left and request.round < self._settings.refresh.max_rounds:
-            again = RefreshRequest(request.raw, dict(result.filled), list(result.outcomes),
-                                   revision, refresh_due_ms(now, self._settings.refresh,
-                                                            request.round + 1),
-                                   request.round + 1, request.attempt, left)
-            await publish(self._send, k.refresh_topic, key, again.encode(), [])
-            metrics.REFRESHES.labels(outcome="rescheduled").inc()
-        # Written last: a crash before this line re-runs the refresh (same revision, cached
-        # answers); after it, a re-delivery is skipped.
-        self._table[track_id] = {"revision": revision, "input": input_digest(request.raw)}
+        entry = {"revision": revision, "input": input_digest(request.raw)}
+        # Before the send: from here on a fresh result of this input is superseded.
+        self._publishing[track_id] = entry
+        try:
+            await publish(self._send, k.enriched_topic, key, encode("EnrichedTrack", record),
+                          self._headers)
+            metrics.RECORDS_OUT.labels(topic=k.enriched_topic).inc()
+            metrics.REFRESHES.labels(outcome="published").inc()
+            metrics.ENRICHED.labels(status=record["status"]).inc()
+            left = stages_to_refresh(result.outcomes)
+            if left and request.round < self._settings.refresh.max_rounds:
+                again = RefreshRequest(request.raw, dict(result.filled),
+                                       list(result.outcomes), revision,
+                                       refresh_due_ms(now, self._settings.refresh,
+                                                      request.round + 1),
+                                       request.round + 1, request.attempt, left)
+                await publish(self._send, k.refresh_topic, key, again.encode(), [])
+                metrics.REFRESHES.labels(outcome="rescheduled").inc()
+            # Written last: a crash before this line re-runs the refresh (same revision,
+            # cached answers); after it, a re-delivery is skipped.
+            self._table[track_id] = entry
+        finally:
+            if self._publishing.get(track_id) is entry:
+                del self._publishing[track_id]
+
+
+def revisions_view(table: MutableMapping[str, Any], publishing: MutableMapping[str, Any]
+                   ) -> Mapping[str, Any]:
+    """What the enrichment agent reads (only): the revision a refresh is publishing, else the
+    table's."""
+    return ChainMap(publishing, table)
 
 
 def register_refresh_agent(app: faust.App, topics: Topics, settings: AgentSettings,
                            refresher: Refresher, table: MutableMapping[str, Any], *,
-                           on_fatal: Callable[[BaseException], Awaitable[None]]
+                           on_fatal: Callable[[BaseException], Awaitable[None]],
+                           publishing: MutableMapping[str, Any] | None = None
                            ) -> InFlight[Any]:
-    """Attach the refresh agent to ``app``; ``table`` is :data:`REFRESH_TABLE`."""
+    """Attach the refresh agent to ``app``; ``table`` is :data:`REFRESH_TABLE`, ``publishing``
+    the in-memory part of :func:`revisions_view`."""
     agent = RefreshAgent(send=producer_send(app), settings=settings, refresher=refresher,
-                         table=table)
+                         table=table, publishing=publishing)
     inflight = run_agent(app, topics.refresh, name="trackflow.refresh", handler=agent.handle,
                          max_in_flight=settings.refresh.max_waiting_per_partition,
                          max_queued=settings.worker.max_queued, on_fatal=on_fatal,

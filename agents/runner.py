@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,56 @@ def declare_table(app: faust.App, name: str, *, partitions: int) -> Any:
                                          value_serializer="json"))
 
 
+class AckGuard:
+    """Lets only the agents' in-flight trackers acknowledge the records of the topics they read.
+
+    Faust acks an event its stream skips by itself, even on a ``noack()`` stream: one read
+    while the flow is stopped or after the generation changed (fetched before a rebalance,
+    delivered after it). That record never reached a handler, yet its offset joins the acked
+    ones: once the records before it are acked, Faust commits past it while its redelivery is
+    still waiting (a refresh request waits for its due time), and a kill then loses it; an ack
+    that lands after the revoke and before the seek is committed over the records before it
+    too (no committed offset is known then to hold it back). A refused ack costs nothing: a
+    skipped record is read again from the committed offset after the rebalance.
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self._topics: set[str] = set()
+        self._releasing = False
+        self._consumer_ack: Callable[[Any], bool] = consumer.ack
+        consumer.ack = self._ack
+
+    def guard(self, topics: Any) -> None:
+        """Refuse acks of ``topics`` (names) that do not come through :meth:`release`."""
+        self._topics.update(topics)
+
+    def release(self, event: Any) -> None:
+        """Ack ``event``: its handler finished and so did every record before it."""
+        self._releasing = True
+        try:
+            event.ack()
+        finally:
+            self._releasing = False
+
+    def _ack(self, message: Any) -> bool:
+        if self._releasing or message.topic not in self._topics:
+            return self._consumer_ack(message)
+        log.info("event=ack_refused topic=%s partition=%s offset=%s reason=not_handled",
+                 message.topic, message.partition, message.offset)
+        return False
+
+
+_guards: weakref.WeakKeyDictionary[Any, AckGuard] = weakref.WeakKeyDictionary()
+
+
+def ack_guard(app: faust.App) -> AckGuard:
+    """The app's one :class:`AckGuard` (installed on its consumer on first use)."""
+    guard = _guards.get(app)
+    if guard is None:
+        guard = _guards[app] = AckGuard(app.consumer)
+    return guard
+
+
 def run_agent(app: faust.App, topic: Any, *, name: str,
               handler: Callable[[Any], Awaitable[None]], max_in_flight: int, max_queued: int,
               on_fatal: Callable[[BaseException], Awaitable[None]],
@@ -132,9 +183,12 @@ def run_agent(app: faust.App, topic: Any, *, name: str,
     order. ``on_delivered(message)`` sees every message before it is submitted;
     ``on_revoke(partitions)`` runs before the tracker forgets revoked partitions.
     ``inline`` and ``recover`` finish records without a task where they can (see
-    :class:`~trackflow.agents.inflight.InFlight`).
+    :class:`~trackflow.agents.inflight.InFlight`). Only the tracker acks the topic's records
+    (see :class:`AckGuard`).
     """
-    inflight: InFlight[Any] = InFlight(handler, lambda event: event.ack(),
+    acks = ack_guard(app)
+    acks.guard(topic.topics)
+    inflight: InFlight[Any] = InFlight(handler, acks.release,
                                        max_in_flight=max_in_flight, max_queued=max_queued,
                                        on_fatal=on_fatal, inline=inline, recover=recover)
 

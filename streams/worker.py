@@ -10,7 +10,11 @@ import faust
 
 from trackflow.agents.enrich import NoProviders, register_enrich_agent
 from trackflow.agents.inflight import InFlight
-from trackflow.agents.refresh import declare_refresh_table, register_refresh_agent
+from trackflow.agents.refresh import (
+    declare_refresh_table,
+    register_refresh_agent,
+    revisions_view,
+)
 from trackflow.agents.reprocess import register_reprocess_agent
 from trackflow.agents.results import ResultCache, result_fingerprint
 from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handler, declare_table
@@ -100,14 +104,16 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     trackers: list[InFlight[Any]] = []
     # Revisions the refreshes reached: written by the refresh agent, read by both.
     refreshed = declare_refresh_table(app, settings)
+    # The revisions the refresh agent is publishing and the table does not have yet.
+    publishing: dict[str, Any] = {}
     if "enrich" in settings.worker.agents:
         trackers.append(register_enrich_agent(app, topics, settings, enricher,
                                               on_fatal=on_fatal, on_revoke=gates.forget,
-                                              refreshed=refreshed,
+                                              refreshed=revisions_view(refreshed, publishing),
                                               kept_encodings=settings.cache.result_cache_size))
     if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
         trackers.append(register_refresh_agent(app, topics, settings, enricher, refreshed,
-                                               on_fatal=on_fatal))
+                                               on_fatal=on_fatal, publishing=publishing))
     if "reprocess" in settings.worker.agents:
         # Retries wait while the failing provider's breaker (as this worker knows it) is open.
         trackers.append(register_reprocess_agent(app, topics, settings,

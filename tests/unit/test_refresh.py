@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from tests.unit.fakes import Event, Message, Sender
 from trackflow.agents.deadletter import H_RAW_ATTEMPT
 from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
 from trackflow.agents.records import DISABLED, FieldValue, Outcome, validate_raw
-from trackflow.agents.refresh import RefreshAgent
+from trackflow.agents.refresh import RefreshAgent, revisions_view
 from trackflow.agents.refresh_schedule import RefreshRequest, input_digest
 from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.base import Candidate, TrackQuery
@@ -202,3 +203,54 @@ async def test_a_dead_letter_replay_asks_for_budget_at_replay_priority() -> None
     await pipeline.handle(replay)
     assert seen == [Priority.FRESH, Priority.REPLAY], \
         "fresh records first; replays take what is left and their minimum share"
+
+
+class HeldSender(Sender):
+    """A :class:`Sender` whose enriched-topic acknowledgements wait until ``acked`` is set;
+    ``enriched`` is set by every enriched-topic send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acked = asyncio.Event()
+        self.enriched = asyncio.Event()
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes | None,
+                       headers: list[tuple[str, bytes]]) -> Awaitable[Any]:
+        ack = await super().__call__(topic, key, value, headers)
+        if topic != "tracks.enriched":
+            return ack
+        self.enriched.set()
+
+        async def later() -> None:
+            await self.acked.wait()
+            await ack
+
+        return asyncio.ensure_future(later())
+
+
+async def test_a_fresh_result_read_again_while_its_refresh_is_being_published_is_not_published(
+        ) -> None:
+    # A restart or a rebalance reads the raw record and its refresh request again at once: the
+    # refresh is sent but not acknowledged yet (the table does not have it), when the fresh
+    # result of the same input is ready.
+    sender, clock, table, publishing = HeldSender(), Clock(), {}, {}
+    filled = Enrichment(filled={"tags": FieldValue(["house"], "lastfm", 0.9)},
+                        outcomes=[Outcome("lastfm", "matched", confidence=0.9)])
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(filled),
+                         table=table, publishing=publishing, clock=clock, sleep=clock.sleep)
+    pipeline = EnrichmentPipeline(send=sender, settings=SETTINGS,
+                                  enricher=FixedEnricher(DEFERRED),
+                                  refreshed=revisions_view(table, publishing), clock=lambda: NOW)
+    refreshing = asyncio.ensure_future(agent.handle(_request()))
+    await sender.enriched.wait()  # revision 2 is sent, not acknowledged
+    sender.enriched.clear()
+    enriching = asyncio.ensure_future(pipeline.handle(raw_event()))
+    sent_again = asyncio.ensure_future(sender.enriched.wait())
+    await asyncio.wait([enriching, sent_again], return_when=asyncio.FIRST_COMPLETED)
+    sent_again.cancel()
+    sender.acked.set()
+    await asyncio.gather(refreshing, enriching)
+    revisions = [decode("EnrichedTrack", s[2] or b"")["revision"] for s in sender.sent
+                 if s[0] == "tracks.enriched"]
+    assert revisions == [2], f"revision 1 must never follow revision 2, published {revisions}"
+    assert table["t1"]["revision"] == 2 and not publishing
