@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import REPO, free_port
+from tests.integration.harness import REPO, free_port, stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -132,13 +131,7 @@ class _Background:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+            stop_group(proc)
 
 
 @pytest.fixture
