@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import shutil
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
+
+#: Where a failed test's logs are kept (worker, simulator and stack logs from its tmp_path):
+#: pytest keeps only its last three temporary folders, and a failure is read after the run.
+KEPT_LOGS = Path(__file__).resolve().parents[1] / "test-logs"
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +28,21 @@ def services() -> Iterator[object]:
     finally:
         if started:
             svc.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Copy the logs a failed test left in its tmp_path to test-logs/, and say where."""
+    report = yield
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and isinstance(tmp, Path) and tmp.is_dir():
+        dest = KEPT_LOGS / re.sub(r"[^\w.-]+", "_", item.nodeid)[-120:]
+        shutil.rmtree(dest, ignore_errors=True)
+        for log in tmp.rglob("*.log*"):
+            if log.is_file():
+                target = dest / log.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(log, target)
+        report.sections.append(("kept logs", f"the logs of this test are in {dest}"))
+    return report
