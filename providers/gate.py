@@ -206,12 +206,15 @@ class ResilientGate:
         self._late_tolerance = late_tolerance(policy.rate_slack_s)
         # The global limiter's log of calls sent: at most ``rate * window_s`` calls count at
         # once on Redis's clock; a call counts ``window_s + rate_slack_max_s`` from its commit
-        # until its answer settles it to ``window_s`` plus its delay (at least the slack). A
-        # call must leave within half the slack of its commit.
+        # until its answer settles it to ``window_s`` plus its delay (at least the slack), timed
+        # from just before its commit: however late it leaves, it counts long enough.
         self._hold_s = policy.window_s + max(policy.rate_slack_s, policy.rate_slack_max_s)
         self._log_limit = max(1, math.floor(policy.rate * policy.window_s + 1e-9))
         self._transit = metrics.RATELIMIT_TRANSIT.labels(provider=provider)
-        self._send_tolerance = policy.rate_slack_s / 2
+        # A commit refused because earlier calls still count (they were slow to answer) waits
+        # for the room once, up to one slot: the call goes a little late instead of losing its
+        # slot (and, below fresh, its priority's minimum share).
+        self._commit_wait_s = max(policy.rate_slack_s / 2, 1.0 / self._rate)
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
         self._disabled_gauge = metrics.PROVIDER_DISABLED.labels(provider=provider)
         self._disabled_gauge.set(0)
@@ -531,10 +534,10 @@ class ResilientGate:
         committed = _Committed(woke, uuid.uuid4().hex)
         c = await self._limiter.commit(self.provider, limit=self._log_limit,
                                        member=committed.member, hold_s=self._hold_s)
-        if c is not None and not c.granted and c.wait_s <= self._send_tolerance:
-            # Slots are as far apart as the log's window allows, so a call on time can find
-            # the call a window before still in it by a few milliseconds of jitter: wait
-            # those out and keep the slot instead of losing it.
+        if c is not None and not c.granted and c.wait_s <= self._commit_wait_s:
+            # Slots are as far apart as the log's window and slack allow, so a call on time
+            # finds the call a window before still counting only when that one answered late
+            # (or by a few milliseconds of jitter): wait those out and keep the slot.
             await self._sleep(c.wait_s)
             committed = _Committed(self._clock(), committed.member)
             c = await self._limiter.commit(self.provider, limit=self._log_limit,
@@ -544,14 +547,6 @@ class ResilientGate:
             return None
         if not c.granted:
             metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
-            return False
-        if self._clock() - committed.at > self._send_tolerance:
-            # So long since the commit that the call could arrive after a later one's window
-            # opened: queue again (the commit stays counted, for the window and the slack).
-            metrics.RATELIMIT_SLOTS_LOST.labels(provider=self.provider).inc()
-            await self._limiter.settle(self.provider, member=committed.member,
-                                       shorten_s=self._hold_s - self.policy.window_s
-                                       - self.policy.rate_slack_s)
             return False
         return committed
 

@@ -36,9 +36,11 @@ Design points and their trade-offs:
   its commit. A fixed ``window_s + 0.1 s`` for every call let one call in a few hundred over
   the limit on a loaded two-core machine; now a slow call costs the budget only its own delay,
   and prompt calls cost what they did. Each entry carries its own end, so workers, and a
-  worker killed with calls in flight (they count the whole hold), need no agreement. A call
-  must leave within half the slack of its commit; otherwise, or when the log is full, it
-  queues again and the slot counts as lost (``trackflow_ratelimit_slots_lost_total``).
+  worker killed with calls in flight (they count the whole hold), need no agreement. Since a
+  call counts from its commit for as long as it took, it may leave late without harm. When
+  the log is full, the caller waits once for room if it comes within one slot (earlier calls
+  that answered late), else queues again and the slot counts as lost
+  (``trackflow_ratelimit_slots_lost_total``).
 - **Priorities, with a minimum share each.** Fresh records come first, refreshes of published
   records second, dead-letter replays third (:class:`~providers.context.Priority`). A call below
   fresh is granted a slot nobody queued for (a refresh while the queue is at most one slot long;
