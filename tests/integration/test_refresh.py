@@ -70,16 +70,23 @@ async def test_sigkill_while_refreshes_are_scheduled_loses_none_repeats_none_kee
     worker.restart()
     await worker.wait_ready()
 
-    def settled(msgs: list[Any]) -> bool:
-        latest = latest_by_key([decode("EnrichedTrack", m.value) for m in msgs])
+    def settled(msgs: list[Any], requests: list[Any]) -> bool:
+        # Every Discogs stage answered, and every refresh request so far (of any stage: one
+        # whose breaker opened under load defers its stage too) has its newer revision out.
+        values = [decode("EnrichedTrack", m.value) for m in msgs]
+        latest = latest_by_key(values)
+        published = {(v["track_id"], v["revision"]) for v in values}
         return len(latest) == TRACKS and all(
-            outcome(v, "discogs") not in ("deferred", "failed") for v in latest.values())
+            outcome(v, "discogs") not in ("deferred", "failed") for v in latest.values()
+        ) and all((r.raw["track_id"], r.revision + 1) in published
+                  for r in (RefreshRequest.decode(m.value) for m in requests))
 
     deadline = time.monotonic() + 240
     enriched: list[Any] = []
     while time.monotonic() < deadline:
+        requests = await snapshot(bootstrap, refresh_topic)
         enriched = await snapshot(bootstrap, topic_names.enriched)
-        if settled(enriched):
+        if settled(enriched, requests):
             break
         await asyncio.sleep(3)
     requests = await snapshot(bootstrap, refresh_topic)
