@@ -178,13 +178,14 @@ class SeekFence:
         await self._seek(tp, offset)
 
     async def seek_to_committed(self) -> Any:
-        # Counted before the seek: a batch fetched meanwhile may come from either position.
-        seeks = self._seeks
+        # Counted before and after the seek: a batch requested meanwhile may come from either
+        # position, and sees its partitions' numbers change.
         self._seeks += 1
         committed = await self._seek_to_committed()
+        self._seeks += 1
         for tp, offset in committed.items():
             if offset is not None and offset >= 0:
-                self._seq[tp] = seeks + 1
+                self._seq[tp] = self._seeks
                 self._target[tp] = offset
         return committed
 

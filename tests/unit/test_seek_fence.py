@@ -40,7 +40,7 @@ def commit(consumer: Any) -> int:
     return int(consumer._committed_offset[TP0])
 
 
-async def run(fenced: bool) -> tuple[list[int], int]:
+async def run(fenced: bool, *, during_fetch: bool = False) -> tuple[list[int], int]:
     app = faust.App("t-fence", broker="kafka://127.0.0.1:9", store="memory://",
                     autodiscover=False)
     app.topics.acking_topics.update({TOPIC, OTHER.topic})
@@ -49,18 +49,31 @@ async def run(fenced: bool) -> tuple[list[int], int]:
     # After a restart the fetch starts at the committed offset and its first batch is being
     # read when Faust's recovery seeks the stream partitions to their committed offsets; the
     # broker then returns the records from the seek's offset again.
-    batches = iter([batch(COMMITTED, 7), batch(COMMITTED, 7)])
+    # ``during_fetch``: the seek starts after a first batch was read and ends while the next
+    # one, from the position before the seek, is being fetched.
+    batches = iter([batch(COMMITTED, 4), batch(5, 7), batch(COMMITTED, 7)] if during_fetch
+                   else [batch(COMMITTED, 7), batch(COMMITTED, 7)])
+    broker_answers = asyncio.Event()
+    requests = 0
 
     async def wait_next_records(timeout: float) -> Any:
+        nonlocal requests
+        requests += 1
         records = next(batches, None)
         if records is None:
             fetcher._stopped.set()
+        if during_fetch and requests == 2:
+            broker_answers.set()
+            for _ in range(10):  # the seek finishes
+                await asyncio.sleep(0)
         return records, None
 
     async def no_seek(tp: Any, offset: int) -> None:
         return None
 
     async def seek_to_committed() -> dict[TP, int]:
+        if during_fetch:
+            await broker_answers.wait()
         return {TP0: COMMITTED}
 
     consumer._wait_next_records = wait_next_records
@@ -74,6 +87,7 @@ async def run(fenced: bool) -> tuple[list[int], int]:
         fence_seeks(app)
     delivered: list[Any] = []
     seeked = False
+    seeking: list[Any] = []
 
     async def on_message(message: Any) -> None:
         nonlocal seeked
@@ -82,10 +96,14 @@ async def run(fenced: bool) -> tuple[list[int], int]:
         elif len(delivered) == 3 and not seeked:
             # The seek lands after three records of the partition were read.
             seeked = True
-            await consumer.perform_seek()
+            if during_fetch:
+                seeking.append(asyncio.ensure_future(consumer.perform_seek()))
+            else:
+                await consumer.perform_seek()
 
     consumer.callback = on_message
     await consumer._drain_messages(fetcher)
+    await asyncio.gather(*seeking)
     # The handlers finish in offset order (agents.inflight) up to the waiting request.
     committed = COMMITTED
     done: set[int] = set()
@@ -112,3 +130,13 @@ async def test_without_the_fence_faust_commits_past_the_record_after_the_seek() 
     offsets, committed = await run(fenced=False)
     assert committed > WAITING
     assert offsets == [2, 3, 4, 5, 6, 7, 7]
+
+
+async def test_records_fetched_while_a_seek_runs_are_read_again_and_not_committed_unhandled(
+        ) -> None:
+    offsets, committed = await run(fenced=True, during_fetch=True)
+    assert committed <= WAITING, \
+        f"committed {committed}: past offset {WAITING}, whose handler has not finished"
+    assert offsets == [2, 3, 4, 2, 3, 4, 5, 6, 7]
+    _, committed = await run(fenced=False, during_fetch=True)
+    assert committed > WAITING, "what the fence is for: Faust commits past the waiting one"
