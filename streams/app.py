@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import faust
@@ -12,6 +13,8 @@ from trackflow.streams.faust_metrics import setup_faust_metrics
 from trackflow.streams.kafka_security import client_security
 from trackflow.streams.partitioner import KeyHashPartitioner
 from trackflow.streams.settings import KafkaSettings, Settings
+
+log = logging.getLogger("trackflow.streams.app")
 
 
 def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
@@ -125,3 +128,105 @@ def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
                 await consumer.seek(tp, 0)
 
     consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+class SeekFence:
+    """Keeps the records fetched before a seek from being read after it.
+
+    Faust reads a fetched batch record by record, and a seek can happen in the middle (after a
+    rebalance Faust resumes the stream partitions, then seeks them to their committed offsets,
+    while the fetcher is already running), or while the batch is being fetched. Faust's seek
+    sets the partition's read offset back to the seek's offset, but the rest of the batch still
+    comes from the position before it: its next record, several offsets past the seek's, is
+    taken for a hole in the log (Faust tracks the holes that compaction leaves) and the offsets
+    between, the record itself included, count as acked. Once the records before them are
+    acked, Faust commits past records that are still being handled (a refresh request waits for
+    its due time), and a kill then loses them. The same stale records also move the read offset
+    past the seek's, so that Faust drops the records read again from the seek's offset.
+
+    The fence drops the rest of such a batch for each partition seeked since the batch was
+    requested, and seeks the partition again to the same offset: the fetch resumes there (a
+    batch fetched just after the seek is dropped too, and read again), and the read offset is
+    the seek's, whatever the record being handled during the seek set it to.
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self._seeks = 0
+        """Seeks so far, all partitions together (a batch compares it before looking closer)."""
+        self._seq: dict[Any, int] = {}
+        """The number of the latest seek of each partition."""
+        self._target: dict[Any, int] = {}
+        """The offset of the latest seek of each partition."""
+        self._seek = consumer.seek
+        self._seek_to_committed = consumer.seek_to_committed
+        self._wait_next_records = consumer._wait_next_records
+        self._getmany = consumer.getmany
+        self._requested: tuple[int, dict[Any, int]] = (0, {})
+        consumer.seek = self.seek
+        consumer.seek_to_committed = self.seek_to_committed
+        consumer._wait_next_records = self.wait_next_records
+        consumer.getmany = self.getmany
+
+    def _seeked(self, tp: Any, offset: int) -> None:
+        self._seeks += 1
+        self._seq[tp] = self._seeks
+        self._target[tp] = offset
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self._seeked(tp, offset)
+        await self._seek(tp, offset)
+
+    async def seek_to_committed(self) -> Any:
+        # Counted before and after the seek: a batch requested meanwhile may come from either
+        # position, and sees its partitions' numbers change.
+        self._seeks += 1
+        committed = await self._seek_to_committed()
+        self._seeks += 1
+        for tp, offset in committed.items():
+            if offset is not None and offset >= 0:
+                self._seq[tp] = self._seeks
+                self._target[tp] = offset
+        return committed
+
+    async def wait_next_records(self, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's)
+        self._requested = (self._seeks, dict(self._seq))
+        return await self._wait_next_records(timeout)
+
+    def _moved(self, tps: Any, seen: dict[Any, int]) -> list[Any]:
+        return [tp for tp in tps if self._seq.get(tp) != seen.get(tp)]
+
+    async def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's)
+        """Faust's ``getmany`` without the records of a partition seeked since the fetch."""
+        stale: set[Any] = set()
+        tps: set[Any] = set()
+        seen: dict[Any, int] = {}
+        seeks = -1
+        async for tp, message in self._getmany(timeout):
+            if seeks < 0:  # the batch was requested by now
+                seeks, seen = self._requested
+            tps.add(tp)
+            if self._seeks != seeks:
+                await self._reseek(self._moved(tps - stale, seen), stale, seen)
+            if tp in stale:
+                continue
+            yield tp, message
+        if seeks >= 0 and self._seeks != seeks:
+            # The last record handled may have set its partition's read offset after a seek.
+            await self._reseek(self._moved(tps - stale, seen), stale, seen)
+
+    async def _reseek(self, moved: list[Any], stale: set[Any], seen: dict[Any, int]) -> None:
+        assigned = self._consumer.assignment()
+        for tp in moved:
+            stale.add(tp)
+            target = self._target.get(tp)
+            log.info("event=stale_fetch_dropped topic=%s partition=%s seek_offset=%s",
+                     tp.topic, tp.partition, target)
+            if target is not None and tp in assigned:
+                await self.seek(tp, target)
+            seen[tp] = self._seq.get(tp, 0)
+
+
+def fence_seeks(app: faust.App) -> SeekFence:
+    """Install a :class:`SeekFence` on the app's consumer (before the worker starts)."""
+    return SeekFence(app.consumer)

@@ -25,7 +25,7 @@ from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.registry import build_providers
 from trackflow.providers.specs import SPECS
-from trackflow.streams.app import create_app, declare_topics, rewind_on_assignment
+from trackflow.streams.app import create_app, declare_topics, fence_seeks, rewind_on_assignment
 from trackflow.streams.health import setup_health
 from trackflow.streams.series import create_series
 from trackflow.streams.settings import Settings
@@ -136,6 +136,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     back_off_consumer_retries(app, settings.kafka.retry_backoff_ms)
     sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic, settings.kafka.refresh_topic}
     rewind_on_assignment(app, sources, settings.kafka.consumer_group, settings.kafka)
+    fence_seeks(app)
     register_lag_metrics(app, sources)
     export_build_info()
     return app
