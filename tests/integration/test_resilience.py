@@ -112,8 +112,8 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
     sim = sim_factory(sim_limits_toml(limits), size=2400)
     url = sim["TRACKFLOW_SIMULATOR_URL"]
     env = {**sim, **worker_rates_env(limits),
-           # Two partitions, four failures in a row per partition: at most 8 failed calls
-           # before both breakers are open, plus what was already in flight.
+           # Two partitions, four failures in a row per partition: 8 failed calls before
+           # both breakers are open, plus what was already sent.
            "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__CONSECUTIVE_FAILURES": "4",
            "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__MINIMUM_CALLS": "4",
            # Refresh rounds 10, 20, 40, 80 s after publication: the later ones fall after the
@@ -145,7 +145,15 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
     probes = failures[burst:]
     print(f"failed calls before the breakers opened: {burst}; probes during the outage: "
           f"{len(probes)} at {[round(p['at'] - start, 1) for p in probes]}")
-    assert burst <= 10, f"the breaker must open after at most 10 failed calls, saw {burst}"
+    # Four failures per partition open its breaker, and a call that waited for its slot asks
+    # the breaker again before it is sent. What still fails is what was already sent when a
+    # partition's fourth failure was answered: Spotify's pace here (about 100 calls/s) times
+    # the delay before the answer is handled, which a loaded event loop stretches (13 in all
+    # beside a CPU hog, against 8 + 2 on a quiet machine): up to 4 per partition allowed.
+    # Without a breaker the 15 s outage would see every call, over a thousand.
+    most = 2 * 4 + 2 * 4
+    assert burst <= most, (f"the breakers must open after at most {most} failed calls, "
+                           f"saw {burst}")
     # Open periods of 5 s then backing off: at most one probe per open period per partition.
     assert len(probes) <= 2 * (OUTAGE_S // 5), f"too many probes while open: {len(probes)}"
 
