@@ -149,7 +149,7 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
     # the breaker again before it is sent. What still fails is what was already sent when a
     # partition's fourth failure was answered: Spotify's pace here (about 100 calls/s) times
     # the delay before the answer is handled, which a loaded event loop stretches (13 in all
-    # beside a CPU hog, against 8 + 2 on a quiet machine): up to 4 per partition allowed.
+    # in a run beside a CPU hog, where the bound used to allow 2): up to 4 per partition.
     # Without a breaker the 15 s outage would see every call, over a thousand.
     most = 2 * 4 + 2 * 4
     assert burst <= most, (f"the breakers must open after at most {most} failed calls, "
