@@ -202,6 +202,14 @@ def wait_ready(
     deadline = time.monotonic() + timeout_s
     while not answers():
         exited = not pid_alive(pid, marker)
+        if exited:
+            # Redis retitles itself as it starts ("redis-server 127.0.0.1:P"), rewriting its
+            # command line in place: read at that instant it can match no marker (a stack
+            # start stopped a Redis that was ready 0.1 s later). Dead is what stays dead.
+            time.sleep(0.25)
+            exited = not answers() and not pid_alive(pid, marker)
+            if not exited:
+                continue
         if exited or time.monotonic() > deadline:
             why = "exited during start-up" if exited else f"did not answer within {timeout_s:g}s"
             details = "".join(
