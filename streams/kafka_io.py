@@ -7,9 +7,10 @@ producer, consumer and admin client of the client API and the CLI gets its conne
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from trackflow.streams.kafka_security import aiokafka_client_kwargs
@@ -57,3 +58,20 @@ async def start_consumer(kafka: Kafka, **kwargs: Any) -> AIOKafkaConsumer:
         await consumer.stop()
         raise await unavailable(kafka_settings(kafka), exc) from None
     return consumer
+
+
+async def seek_to(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition],
+                  where: Literal["beginning", "end"]) -> dict[TopicPartition, int]:
+    """Put each of the assigned ``tps`` at the offset its partition begins or ends at now, and
+    return those offsets.
+
+    Not ``seek_to_beginning()``: right after ``assign()`` the consumer may already be asking
+    the broker for the offsets of its ``auto_offset_reset`` policy, and when that answer comes
+    after a ``seek_to_beginning()`` it wins, so the consumer starts at the end and reads
+    nothing. A ``seek()`` to an offset fetched here leaves no reset pending to be overtaken.
+    """
+    offsets = await (consumer.beginning_offsets(tps) if where == "beginning"
+                     else consumer.end_offsets(tps))
+    for tp in tps:
+        consumer.seek(tp, offsets[tp])
+    return dict(offsets)

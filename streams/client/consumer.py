@@ -26,7 +26,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from trackflow.schemas.codec import DecodeError
 from trackflow.streams.client.records import EnrichedTrack
-from trackflow.streams.kafka_io import Kafka, kafka_settings, start_consumer
+from trackflow.streams.kafka_io import Kafka, kafka_settings, seek_to, start_consumer
 from trackflow.streams.topics import TopicMissing, topic_partitions
 
 log = logging.getLogger("trackflow.streams.client")
@@ -242,14 +242,9 @@ async def _assigned(kafka: Kafka, topic: str, *, from_beginning: bool) -> AIOKaf
             raise TopicMissing(topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        if from_beginning:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            await consumer.seek_to_end(*tps)
-        for tp in tps:
-            # Resolves the seek now: "the end" is the end when start() returned, not whenever
-            # the first fetch happens to run.
-            await consumer.position(tp)
+        # The offsets are fetched now: "the end" is the end when start() returned, not
+        # whenever the first fetch happens to run.
+        await seek_to(consumer, tps, "beginning" if from_beginning else "end")
     except BaseException:
         await consumer.stop()
         raise

@@ -55,6 +55,7 @@ from tests.integration.harness import (
     snapshot,
     worker_rates_env,
 )
+from trackflow.streams.kafka_io import seek_to
 from trackflow.streams.stack import StackInfo, down, start_node, stop_node, up
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -132,7 +133,7 @@ class Output:
         try:
             tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await seek_to(consumer, tps, "beginning")
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for msgs in batch.values():

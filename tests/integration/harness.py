@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from trackflow.providers.specs import PROVIDER_NAMES
+from trackflow.streams.kafka_io import seek_to
 
 REPO = Path(__file__).resolve().parents[2]
 TRACKFLOW = str(Path(sys.executable).with_name("trackflow"))
@@ -236,7 +237,7 @@ async def collect(bootstrap: str, topic: str, *, until: int, timeout: float,
             return out
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await seek_to(consumer, tps, "beginning")
         while len(out) < until and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=2000)
             for msgs in batch.values():
@@ -262,7 +263,7 @@ async def snapshot(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        await seek_to(consumer, tps, "beginning")
         out: list[Any] = []
         left = {tp for tp in tps if ends[tp] > 0}
         deadline = time.monotonic() + timeout
