@@ -15,6 +15,21 @@ import pytest
 KEPT_LOGS = Path(__file__).resolve().parents[1] / "test-logs"
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark by folder, so that ``-m`` selects what a folder's tests need: every test under
+    integration/ and chaos/ is ``integration`` (it needs the real stack), those under chaos/
+    are ``chaos`` too; ``pytest -m "not integration"`` runs what needs nothing running."""
+    for item in items:
+        folders = set(Path(item.path).resolve().parents)
+        if TESTS / "integration" in folders or TESTS / "chaos" in folders:
+            item.add_marker(pytest.mark.integration)
+        if TESTS / "chaos" in folders:
+            item.add_marker(pytest.mark.chaos)
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[object]:
     """Kafka and Redis: from the environment, testcontainers, or the local stack (in that order)."""

@@ -54,8 +54,10 @@ def test_invalid_records_are_rejected_with_a_reason(over: dict[str, Any], reason
 
 
 def test_limits_are_inclusive() -> None:
-    validate_raw(raw(artist="a" * 512, duration_ms=1000))
-    validate_raw(raw(duration_ms=3 * 3600 * 1000))
+    at_low = validate_raw(raw(artist="a" * 512, duration_ms=1000))
+    assert (at_low["artist"], at_low["duration_ms"]) == ("a" * 512, 1000)
+    at_high = validate_raw(raw(duration_ms=3 * 3600 * 1000))
+    assert at_high["duration_ms"] == 3 * 3600 * 1000
 
 
 def test_enriched_record_is_partial_with_missing_fields_and_provenance() -> None:
