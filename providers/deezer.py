@@ -20,6 +20,7 @@ import httpx
 from trackflow.providers import http
 from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
 from trackflow.providers.errors import NotFound, PermanentError, TransientError
+from trackflow.providers.normalize import normalize_isrc
 
 NAME = "deezer"
 DEFAULT_URL = "https://api.deezer.com"
@@ -93,7 +94,7 @@ def parse_track(track: Any, *, via: str) -> Candidate | None:
             "release_date": http.as_str(track.get("release_date"))
             or http.as_str(album.get("release_date")),
             "duration_ms": duration_s * 1000 if duration_s else None,
-            "isrc": http.valid_isrc(http.as_str(track.get("isrc"))),
+            "isrc": normalize_isrc(http.as_str(track.get("isrc"))),
             "bpm": bpm if bpm and bpm > 0 else None,  # 0 means "unknown"
             "deezer_rank": http.as_int(track.get("rank")),
         }
@@ -131,7 +132,7 @@ class DeezerClient:
         await self._client.aclose()
 
     async def lookup(self, query: TrackQuery) -> list[Candidate]:
-        isrc = http.valid_isrc(query.isrc)
+        isrc = normalize_isrc(query.isrc)
         if isrc:
             spec = CallSpec(NAME, "isrc", http.cache_key(isrc))
             found = await self._gate.run(spec, lambda: self._fetch_track(f"isrc:{isrc}", "isrc"))

@@ -331,17 +331,6 @@ def compact(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 # Query text helpers: user text must never change a query's meaning.
 
-_ISRC_RE = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
-
-
-def valid_isrc(isrc: str | None) -> str | None:
-    """The ISRC normalised (upper case, no hyphens/spaces) when well-formed, else None."""
-    if not isrc:
-        return None
-    norm = re.sub(r"[\s-]", "", isrc).upper()
-    return norm if _ISRC_RE.match(norm) else None
-
-
 def quote_field(value: str) -> str:
     """``value`` as one double-quoted phrase for Spotify/Deezer ``field:"..."`` filters.
 

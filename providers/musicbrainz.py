@@ -17,6 +17,7 @@ import httpx
 from trackflow.providers import http
 from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
 from trackflow.providers.errors import NotFound
+from trackflow.providers.normalize import normalize_isrc
 
 NAME = "musicbrainz"
 DEFAULT_URL = "https://musicbrainz.org/ws/2"
@@ -131,7 +132,7 @@ class MusicBrainzClient:
         await self._client.aclose()
 
     async def lookup(self, query: TrackQuery) -> list[Candidate]:
-        isrc = http.valid_isrc(query.isrc)
+        isrc = normalize_isrc(query.isrc)
         if isrc:
             spec = CallSpec(NAME, "isrc", http.cache_key(isrc))
             found = await self._gate.run(spec, lambda: self._fetch_isrc(isrc))

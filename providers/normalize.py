@@ -51,7 +51,9 @@ _NAME_SEP = re.compile(
 )
 _INVERTED_THE = re.compile(r"^\s*(.+?),\s*the\s*$", re.IGNORECASE)
 _ARTIST_TITLE_SEP = re.compile(r"\s+[-\u2013\u2014]\s+")
-_ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
+ISRC_PATTERN = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
+"""A normalised ISRC: country, registrant, year and designation (CC XXX YY NNNNN), no
+separators. The one ISRC rule: input validation, provider answers and the simulator use it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ def normalize_isrc(value: str | None) -> str | None:
     if not value:
         return None
     isrc = re.sub(r"[\s-]", "", value).upper()
-    return isrc if _ISRC.match(isrc) else None
+    return isrc if ISRC_PATTERN.match(isrc) else None
 
 
 def split_names(text: str) -> tuple[str, ...]:

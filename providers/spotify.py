@@ -30,6 +30,7 @@ from trackflow.providers.errors import (
     NotFound,
     PermanentError,
 )
+from trackflow.providers.normalize import normalize_isrc
 
 NAME = "spotify"
 DEFAULT_API_URL = "https://api.spotify.com/v1"
@@ -47,7 +48,7 @@ _PITCHES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 def build_search_q(query: TrackQuery) -> tuple[str, str]:
     """``(q, via)`` for the search endpoint; every user value is one quoted phrase."""
-    isrc = http.valid_isrc(query.isrc)
+    isrc = normalize_isrc(query.isrc)
     if isrc:
         return f"isrc:{isrc}", "isrc"
     parts = []
@@ -83,7 +84,7 @@ def parse_track(track: Any, *, via: str) -> Candidate | None:
             "release_date": http.as_str(album.get("release_date")),
             "label": http.as_str(album.get("label")),
             "duration_ms": http.as_int(track.get("duration_ms")),
-            "isrc": http.valid_isrc(
+            "isrc": normalize_isrc(
                 http.as_str(http.as_dict(track.get("external_ids")).get("isrc"))
             ),
             "popularity": http.as_int(track.get("popularity")),
@@ -226,7 +227,7 @@ class SpotifyClient:
             spec = CallSpec(NAME, "id", sid)
             found = await self._gate.run(spec, lambda: self._fetch_track(sid))
             candidates = [Candidate.from_json(c) for c in found]
-        if not candidates and (query.title.strip() or http.valid_isrc(query.isrc)):
+        if not candidates and (query.title.strip() or normalize_isrc(query.isrc)):
             q, via = build_search_q(query)
             spec = CallSpec(NAME, "search", http.cache_key(q, self._limit))
             found = await self._gate.run(spec, lambda: self._fetch_search(q, via))

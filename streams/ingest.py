@@ -46,7 +46,7 @@ class RowRejected(ValueError):
 def stable_track_id(artist: str, title: str, isrc: str | None = None) -> str:
     """A track id that is the same for the same track, whoever produces it."""
     if isrc:
-        basis = "isrc:" + isrc.replace("-", "").strip().upper()
+        basis = "isrc:" + (normalize.normalize_isrc(isrc) or isrc.strip().upper())
     else:
         norm = [unicodedata.normalize("NFKC", s).casefold().strip() for s in (artist, title)]
         basis = "at:" + "\u241f".join(" ".join(s.split()) for s in norm)

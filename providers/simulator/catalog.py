@@ -19,7 +19,6 @@ from trackflow.providers.normalize import normalize_isrc
 from trackflow.providers.simulator.search import Hit, SearchIndex
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-ISRC_RE = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
 PITCHES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _FEAT_RE = re.compile(r"\s+(?:feat\.|ft\.|featuring)\s+", re.IGNORECASE)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from trackflow.providers.simulator.catalog import ISRC_RE, Track, mb_uuid, split_artists
+from trackflow.providers.normalize import ISRC_PATTERN
+from trackflow.providers.simulator.catalog import Track, mb_uuid, split_artists
 from trackflow.providers.simulator.limits import Decision
 from trackflow.providers.simulator.queries import LuceneQuery, parse_lucene
 from trackflow.providers.simulator.quirks import PLAIN, Quirks
@@ -147,7 +148,7 @@ async def isrc(request: web.Request) -> web.Response:
     if (denied := _check(request)) is not None:
         return denied
     code = request.match_info["isrc"].upper()
-    if not ISRC_RE.match(code):
+    if not ISRC_PATTERN.match(code):
         return json_response({"error": "Invalid isrc.", "help": HELP}, status=400)
     catalog = state_of(request).catalog
     appearances = catalog.by_isrc(code)

@@ -106,12 +106,6 @@ def test_quote_field_cannot_be_broken_out_of() -> None:
     assert http.quote_field('a\\" b') == '"a b"'
 
 
-def test_valid_isrc_normalises_or_rejects() -> None:
-    assert http.valid_isrc("gb-duw-00-00059") == "GBDUW0000059"
-    assert http.valid_isrc("GBDUW0000059/../x") is None
-    assert http.valid_isrc("") is None
-
-
 def test_tolerant_converters() -> None:
     assert http.as_int("231000") == 231000
     assert http.as_int("") is None and http.as_int(None) is None and http.as_int("n/a") is None

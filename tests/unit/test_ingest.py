@@ -19,6 +19,8 @@ def test_track_id_is_stable_and_insensitive_to_case_and_spacing() -> None:
     assert stable_track_id("Daft Punk", "One More Time") == stable_track_id(
         "daft  punk", " ONE MORE TIME ")
     assert stable_track_id("a", "b", "gb-duw-00-00059") == stable_track_id("x", "y", "GBDUW0000059")
+    # The same separators the worker's validation drops (spaces too): one track, one id.
+    assert stable_track_id("a", "b", "GB DUW 00 00059") == stable_track_id("x", "y", "GBDUW0000059")
     assert stable_track_id("a", "b") != stable_track_id("a", "c")
 
 

@@ -60,6 +60,9 @@ def test_bon_jovi_and_jon_bon_jovi_stay_different() -> None:
     [
         ("usum7-24-02908", "USUM72402908"),
         ("GB DUW 00 00059", "GBDUW0000059"),
+        ("gb-duw-00-00059", "GBDUW0000059"),
+        ("GBDUW0000059/../x", None),  # never part of a lookup path
+        ("", None),
         ("nope", None),
         (None, None),
     ],

@@ -6,7 +6,8 @@ import re
 import unicodedata
 from collections import defaultdict
 
-from trackflow.providers.simulator.catalog import ISRC_RE, Catalog
+from trackflow.providers.normalize import ISRC_PATTERN
+from trackflow.providers.simulator.catalog import Catalog
 from trackflow.providers.simulator.generate import generate_catalog
 
 
@@ -58,7 +59,7 @@ def test_isrcs_are_well_formed_and_identify_one_recording() -> None:
     catalog = _catalog()
     recordings: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
     for t in catalog.tracks:
-        assert ISRC_RE.match(t.isrc), f"malformed ISRC {t.isrc!r}"
+        assert ISRC_PATTERN.match(t.isrc), f"malformed ISRC {t.isrc!r}"
         recordings[t.isrc].add((t.artist, t.title, t.duration_ms))
     shared = [isrc for isrc, recs in recordings.items() if len(recs) > 1]
     assert not shared, f"ISRCs used by different recordings: {shared[:5]}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trackflow.providers.simulator.catalog import ISRC_RE
+from trackflow.providers.normalize import ISRC_PATTERN
 from trackflow.providers.simulator.csvload import has_mojibake, load_csv, parse_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_native_csv(tmp_path: Path) -> None:
     strobe, halo = catalog.tracks
     assert (strobe.isrc, strobe.bpm, strobe.key, strobe.mode) == ("CAN110900195", 128.0, 1, 0)
     assert strobe.genres == ("electronic", "progressive house")
-    assert ISRC_RE.match(halo.isrc), "rows without an ISRC get a synthetic well-formed one"
+    assert ISRC_PATTERN.match(halo.isrc), "rows without an ISRC get a synthetic well-formed one"
     assert (halo.key, halo.mode, halo.release_date) == (11, 1, "2008")
 
 
@@ -54,7 +54,7 @@ def test_top_hits_file_loads() -> None:
     assert (first.artist, first.title) == ("Britney Spears", "Oops!...I Did It Again")
     assert first.duration_ms == 211160 and first.bpm == pytest.approx(95.053)
     assert first.release_date == "2000" and first.genres == ("pop",)
-    assert all(ISRC_RE.match(t.isrc) for t in catalog.tracks)
+    assert all(ISRC_PATTERN.match(t.isrc) for t in catalog.tracks)
     assert len({t.isrc for t in catalog.tracks}) == len(catalog)
 
 
