@@ -53,7 +53,7 @@ REFRESH_OLDEST_SECONDS = Gauge(
 )
 PROVIDER_STAGE_OUTCOMES = Counter(
     "trackflow_provider_stage_outcomes_total",
-    "Waterfall stage results per record: matched, not_found, failed or deferred.",
+    "Waterfall stage results per record: matched, not_found, skipped, failed or deferred.",
     ["provider", "outcome"],
 )
 

@@ -113,6 +113,10 @@ class FieldValue:
     """Match confidence 0..1."""
 
 
+STAGE_OUTCOMES = ("matched", "not_found", "skipped", "failed", "deferred")
+"""What a provider stage can do for a record: the symbols of the ``Outcome`` enum of
+EnrichedTrack, in its order."""
+
 DISABLED = "provider_disabled"
 """Skip reason of a stage whose provider is disabled in this worker (a configuration error)."""
 

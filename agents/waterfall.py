@@ -48,7 +48,7 @@ from typing import Any
 from trackflow.agents import metrics
 from trackflow.agents.deadletter import Failure
 from trackflow.agents.enrich import Enrichment
-from trackflow.agents.records import DISABLED, FieldValue, Outcome, input_key
+from trackflow.agents.records import DISABLED, STAGE_OUTCOMES, FieldValue, Outcome, input_key
 from trackflow.agents.results import KeptResult, ResultCache
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.base import Candidate, Provider, TrackQuery
@@ -171,7 +171,7 @@ class Waterfall:
         self._outcome_counters = {
             (p, o): metrics.PROVIDER_STAGE_OUTCOMES.labels(provider=p, outcome=o)
             for p in self._order
-            for o in ("matched", "not_found", "failed", "skipped", "deferred")}
+            for o in STAGE_OUTCOMES}
         self._deferred_fields = {p: metrics.DEFERRED_FIELDS.labels(provider=p)
                                  for p in self._order}
 

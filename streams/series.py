@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from trackflow.agents import metrics as sm
+from trackflow.agents.records import STAGE_OUTCOMES
 from trackflow.providers import metrics as pm
 from trackflow.providers.breaker import State
 from trackflow.providers.specs import PROVIDER_NAMES, SPECS
@@ -35,7 +36,6 @@ CACHE_ERRORS = ("get", "mget", "set", "decode")
 CACHE_OPERATIONS = ("get", "mget", "set")
 #: Error classes a failed stage counts in ``trackflow_provider_errors_total``.
 STAGE_ERRORS = ("TransientError", "BreakerOpen", "RateLimitWait", "PermanentError")
-STAGE_OUTCOMES = ("matched", "not_found", "failed", "skipped")
 #: Error classes of the dead letters a provider stage writes: retryable after transient
 #: failures (``agents.waterfall``), not retryable when nobody knows the track.
 PROVIDER_DEAD_LETTERS = (("TransientError", "true"), ("BreakerOpen", "true"),

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from trackflow.schemas.codec import decode
 
 Status = Literal["complete", "partial"]
-OutcomeName = Literal["matched", "not_found", "skipped", "failed"]
+OutcomeName = Literal["matched", "not_found", "skipped", "failed", "deferred"]
+"""``deferred``: the provider was busy or its breaker open; a refresh fills the fields later."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,3 +41,25 @@ def test_every_provider_gets_its_alerted_series_at_zero() -> None:
     assert value("trackflow_provider_calls_total", provider="discogs", kind="token",
                  outcome="transient") is None
     assert value("trackflow_cache_errors_total", operation="mget") is not None
+
+
+def test_stage_outcomes_are_the_schemas_and_each_has_its_series_at_zero() -> None:
+    import json
+    from importlib import resources
+    from typing import get_args
+
+    from trackflow.agents.records import STAGE_OUTCOMES
+    from trackflow.streams.client.records import OutcomeName
+
+    schema = json.loads(resources.files("trackflow.schemas").joinpath(
+        "EnrichedTrack.v2.avsc").read_text())
+    (providers,) = [f for f in schema["fields"] if f["name"] == "providers"]
+    (outcome,) = [f for f in providers["type"]["items"]["fields"] if f["name"] == "outcome"]
+    symbols = tuple(outcome["type"]["symbols"])
+    assert STAGE_OUTCOMES == symbols, f"expected the schema's outcomes {symbols}"
+    assert set(get_args(OutcomeName)) == set(symbols), "the client's type names every outcome"
+    create_series(load_settings(env={}))
+    for p in PROVIDER_NAMES:
+        for o in symbols:
+            assert value("trackflow_provider_stage_outcomes_total", provider=p, outcome=o) \
+                is not None, f"expected the {o} series of {p} to exist at 0"
