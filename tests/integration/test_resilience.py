@@ -105,7 +105,9 @@ async def spotify_log(sim_url: str) -> list[dict[str, Any]]:
     return [e for e in entries if e["endpoint"] != "token"]
 
 
-OUTAGE_S = 15
+OUTAGE_S = 6
+#: Spotify's first open period; they double after a failed probe (3, 6, 12 s ...).
+OPEN_BASE_S = 3
 
 
 async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_closes_again(
@@ -118,13 +120,18 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
            # both breakers are open, plus what was already sent.
            "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__CONSECUTIVE_FAILURES": "4",
            "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__MINIMUM_CALLS": "4",
-           # Refresh rounds 10, 20, 40, 80 s after publication: the later ones fall after the
-           # 15 s outage, so the deferred Spotify fields are filled by then.
-           "TRACKFLOW_REFRESH__DELAY_S": "10"}
-    records = catalog_records(2400, count=1200)
+           # A probe 3 s after the trip fails inside the 6 s outage, the next one 6 s later
+           # finds Spotify back: the breakers close about 9 s after the outage began.
+           "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__OPEN_BASE_S": str(OPEN_BASE_S),
+           # Refreshes 4, 12 and 28 s after publication (delays of 4 s, doubling): a track
+           # deferred while the breakers were open gets Spotify's answer by its second round.
+           "TRACKFLOW_REFRESH__DELAY_S": "4"}
+    # At MusicBrainz' 40 records/s the 600 records keep Spotify busy for about 15 s: during
+    # the outage, and after it while the breakers close.
+    records = catalog_records(2400, count=600)
     worker = worker_factory(partitions=2, extra_env=env)
     await worker.wait_ready()
-    await produce(bootstrap, topic_names.raw, avro_records(records[:900]))
+    await produce(bootstrap, topic_names.raw, avro_records(records[:450]))
     await collect(bootstrap, topic_names.enriched, until=100, timeout=60)
     outage_started = time.monotonic()
     await http_json(f"{url}/_sim/outage", "POST",
@@ -133,16 +140,18 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
                           provider="spotify")
     # Traffic after the outage lets the half-open probes succeed.
     await asyncio.sleep(max(0.0, OUTAGE_S + 2 - (time.monotonic() - outage_started)))
-    await produce(bootstrap, topic_names.raw, avro_records(records[900:]))
+    await produce(bootstrap, topic_names.raw, avro_records(records[450:]))
     await wait_for_metric(worker.web_port, "trackflow_breaker_state", lambda v: v == 0, 60,
                           provider="spotify")
 
     failures = [e for e in await spotify_log(url) if e["status"] == 503]
     assert failures, "the outage must have been seen"
     start = failures[0]["at"]
-    # The burst before the breakers opened: failures until the first pause of 2 s or more.
+    # The burst before the breakers opened: failures until the first pause of half an open
+    # period or more (the first probes come a whole open period after the trips).
     burst = 1
-    while burst < len(failures) and failures[burst]["at"] - failures[burst - 1]["at"] < 2.0:
+    while (burst < len(failures)
+           and failures[burst]["at"] - failures[burst - 1]["at"] < OPEN_BASE_S / 2):
         burst += 1
     probes = failures[burst:]
     print(f"failed calls before the breakers opened: {burst}; probes during the outage: "
@@ -152,12 +161,13 @@ async def test_spotify_outage_opens_the_breaker_records_stay_accounted_and_it_cl
     # partition's fourth failure was answered: Spotify's pace here (about 100 calls/s) times
     # the delay before the answer is handled, which a loaded event loop stretches (13 in all
     # in a run beside a CPU hog, where the bound used to allow 2): up to 4 per partition.
-    # Without a breaker the 15 s outage would see every call, over a thousand.
+    # Without a breaker the 6 s outage would see every call, over two hundred.
     most = 2 * 4 + 2 * 4
     assert burst <= most, (f"the breakers must open after at most {most} failed calls, "
                            f"saw {burst}")
-    # Open periods of 5 s then backing off: at most one probe per open period per partition.
-    assert len(probes) <= 2 * (OUTAGE_S // 5), f"too many probes while open: {len(probes)}"
+    # Open periods of 3 s then backing off: at most one probe per open period per partition.
+    assert len(probes) <= 2 * (OUTAGE_S // OPEN_BASE_S), (
+        f"too many probes while open: {len(probes)}")
 
     # A wait, not a speed check: it ends as soon as every record is out, and only a stuck
     # pipeline reaches the bound (a loaded machine needed more than a minute for the backlog).
