@@ -43,7 +43,7 @@ def dead_letter_facts(msgs: list[Any]) -> dict[bytes, dict[str, str]]:
             for m in msgs}
 
 
-HEALTHY = 800
+HEALTHY = 400
 
 
 async def test_healthy_run_enriches_everything_within_limits_and_the_cache_answers_a_rerun(
