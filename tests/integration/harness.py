@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -280,6 +281,20 @@ async def snapshot(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list
     finally:
         await consumer.stop()
     return out
+
+
+async def table_state(bootstrap: str, topics: TopicNames, table: str) -> dict[str, Any]:
+    """What a worker's changelogged table holds now, as a restarted worker would restore it:
+    the latest JSON value per key of ``<consumer group>-<table>-changelog`` (deleted keys
+    left out)."""
+    latest: dict[str, Any] = {}
+    for m in await snapshot(bootstrap, f"{topics.group}-{table}-changelog"):
+        key = json.loads(m.key)
+        if m.value is None:
+            latest.pop(key, None)
+        else:
+            latest[key] = json.loads(m.value)
+    return latest
 
 
 PROVIDERS = PROVIDER_NAMES

@@ -114,6 +114,7 @@ async def test_a_parked_record_replayed_with_the_cli_after_the_fix_ends_up_enric
            # Short open periods: retries wait for the breaker, and this test should not.
            "TRACKFLOW_PROVIDERS__MUSICBRAINZ__BREAKER__OPEN_BASE_S": "1",
            "TRACKFLOW_PROVIDERS__MUSICBRAINZ__BREAKER__OPEN_CAP_S": "2",
+           "TRACKFLOW_DLQ__BREAKER_JITTER_S": "0.5",
            "TRACKFLOW_DLQ__BACKOFF_BASE_S": "1",
            "TRACKFLOW_DLQ__BACKOFF_CAP_S": "2", "TRACKFLOW_DLQ__MAX_ATTEMPTS": "2"}
     tracks = catalog_records(1200, count=20)
@@ -139,7 +140,7 @@ async def test_a_parked_record_replayed_with_the_cli_after_the_fix_ends_up_enric
                              provider="musicbrainz")
         if state == 0:
             break
-        await asyncio.sleep(2)
+        await asyncio.sleep(0.5)
     assert state == 0, "MusicBrainz's breaker should close once it answers again"
     cli_env = {**worker.env_vars(), "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(

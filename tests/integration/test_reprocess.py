@@ -19,6 +19,7 @@ from tests.integration.harness import (
     collect,
     create_topics,
     produce,
+    table_state,
 )
 from trackflow.agents.deadletter import (
     H_HISTORY,
@@ -28,6 +29,8 @@ from trackflow.agents.deadletter import (
     Origin,
     dead_letter_headers,
 )
+from trackflow.agents.retry_schedule import DONE
+from trackflow.agents.runner import DLQ_SCHEDULE_TABLE
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +140,13 @@ async def test_sigkill_while_retries_are_scheduled_loses_none(
     before = await collect(bootstrap, topic_names.raw, until=25, timeout=20)
     assert len(before) >= 20, f"the early half should be replayed before the kill: {len(before)}"
     waiting = await gauge(worker, "trackflow_dlq_schedule_size")
-    await asyncio.sleep(0.5)  # let the "done" changelog writes of the early half leave
+    # Kill once the table's changelog has a "done" entry for every replay read so far: a
+    # restarted worker must find them there to skip those whose offsets are not committed.
+    replays, deadline = len({m.key for m in before}), time.monotonic() + 20
+    while sum(e["state"] == DONE for e in (await table_state(
+            bootstrap, topic_names, DLQ_SCHEDULE_TABLE)).values()) < replays:
+        assert time.monotonic() < deadline, "the replays' done entries never reached the changelog"
+        await asyncio.sleep(0.1)
     worker.kill9()
     print(f"killed with {len(before)} replayed, schedule size {waiting}")
     worker.restart()
