@@ -33,10 +33,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # waiting for it all along: each provider's use of its budget is then measured at saturation.
 # Windows of 5 s and more keep the pacing slack (0.1 s per window) small next to the 0.9 asked.
 # Last.fm makes two calls per record (track.getInfo, track.getTopTags).
-# Records per second along the waterfall: 30, 20, 18, 12 (Last.fm's 24 calls), 10; the last
-# stage takes 24 s of its budget.
-SKEW_LIMITS = {"musicbrainz": (150, 5.0), "spotify": (600, 30.0), "deezer": (90, 5.0),
-               "lastfm": (120, 5.0), "discogs": (600, 60.0)}
+# Records per second along the waterfall: 30, 25, 21, 18 (Last.fm's 36 calls), 15; the last
+# stage takes 16 s of its budget. MusicBrainz keeps 8 s: the worker stalled 1 s to 4 s at the
+# start of some loaded runs (a producer flush), which costs a shorter stage more of its share.
+SKEW_LIMITS = {"musicbrainz": (150, 5.0), "spotify": (750, 30.0), "deezer": (105, 5.0),
+               "lastfm": (180, 5.0), "discogs": (900, 60.0)}
 TRACKS = 240
 PARTITIONS = 8
 
