@@ -33,10 +33,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # waiting for it all along: each provider's use of its budget is then measured at saturation.
 # Windows of 5 s and more keep the pacing slack (0.1 s per window) small next to the 0.9 asked.
 # Last.fm makes two calls per record (track.getInfo, track.getTopTags).
-# Records per second along the waterfall: 30, 20, 18, 12 (Last.fm's 24 calls), 10; the last
-# stage takes 24 s of its budget.
-SKEW_LIMITS = {"musicbrainz": (150, 5.0), "spotify": (600, 30.0), "deezer": (90, 5.0),
-               "lastfm": (120, 5.0), "discogs": (600, 60.0)}
+# Records per second along the waterfall: 30, 25, 21, 18 (Last.fm's 36 calls), 15; the last
+# stage takes 16 s of its budget. MusicBrainz keeps 8 s: the worker stalled 1 s to 4 s at the
+# start of some loaded runs (a producer flush), which costs a shorter stage more of its share.
+SKEW_LIMITS = {"musicbrainz": (150, 5.0), "spotify": (750, 30.0), "deezer": (105, 5.0),
+               "lastfm": (180, 5.0), "discogs": (900, 60.0)}
 TRACKS = 240
 PARTITIONS = 8
 
@@ -128,9 +129,13 @@ async def test_one_busy_partition_of_eight_gets_each_providers_whole_rate_within
 # allowing 500 on a hotter machine.
 BURST_LIMITS = {"musicbrainz": (100, 5.0), "spotify": (3000, 30.0), "deezer": (1000, 5.0),
                 "lastfm": (500, 5.0), "discogs": (1200, 60.0)}
-#: 1,000 tracks are 50 s of MusicBrainz' scaled rate, ten times a stage's max_wait_s (5 s): most
-#: records wait far longer than a stage may, in Kafka, and their deferred stages are refreshed.
-BURST = 1000
+#: 500 tracks are 25 s of MusicBrainz' and of Discogs' scaled rates (20 calls/s each), ten times
+#: a stage's max_wait_s (2.5 s here): most records wait far longer than a stage may, in Kafka,
+#: and their deferred stages are refreshed. Not more tracks at higher limits: at six calls per
+#: track the worker's CPU would set the pace (1,000 tracks at twice these limits went at 140 to
+#: 190 calls/s on two shared cores, 32 to 52 s) instead of the limits.
+BURST = 500
+BURST_MAX_WAIT_S = 2.5
 
 
 async def test_a_burst_waits_in_kafka_instead_of_dead_lettering_and_ends_complete(
@@ -145,7 +150,12 @@ async def test_a_burst_waits_in_kafka_instead_of_dead_lettering_and_ends_complet
     assert len(records) == BURST
     keys = {r["track_id"] for r in records}
     worker = worker_factory(partitions=PARTITIONS, extra_env={
-        **sim, **worker_rates_env(BURST_LIMITS), "TRACKFLOW_REFRESH__DELAY_S": "5"})
+        **sim, **worker_rates_env(BURST_LIMITS),
+        **{f"TRACKFLOW_PROVIDERS__{p.upper()}__MAX_WAIT_S": str(BURST_MAX_WAIT_S)
+           for p in BURST_LIMITS},
+        # Deferred stages are refreshed 2.5 s after publication, then 5 s, 10 s...: the run
+        # ends a few seconds after the burst.
+        "TRACKFLOW_REFRESH__DELAY_S": str(BURST_MAX_WAIT_S)})
     await worker.wait_ready()
     await produce(bootstrap, topic_names.raw, avro_records(records))
 
@@ -166,7 +176,7 @@ async def test_a_burst_waits_in_kafka_instead_of_dead_lettering_and_ends_complet
     deadline = time.monotonic() + 420
     now: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        await asyncio.sleep(2)
+        await asyncio.sleep(1)
         now = latest(await snapshot(bootstrap, topic_names.enriched))
         if settled(now):
             break
@@ -207,6 +217,9 @@ async def test_a_burst_waits_in_kafka_instead_of_dead_lettering_and_ends_complet
 # counts for the window plus its own commit-to-answer time.
 FREEZE_LIMITS = {"musicbrainz": (20, 1.0), "spotify": (3000, 30.0), "deezer": (500, 5.0),
                  "lastfm": (1000, 5.0), "discogs": (6000, 60.0)}
+FREEZE_EVERY_S, FREEZE_MS = 2.0, 400
+#: 10 s of MusicBrainz' rate, 12 s with the freezes: five or six of them while it is saturated.
+FREEZE_TRACKS = 200
 
 
 async def test_a_simulator_that_freezes_never_counts_a_call_over_its_limit(
@@ -215,9 +228,9 @@ async def test_a_simulator_that_freezes_never_counts_a_call_over_its_limit(
 
     toml = sim_limits_toml(FREEZE_LIMITS, latency_ms=(10, 40)).replace(
         "[providers.musicbrainz]\n",
-        "[providers.musicbrainz]\nfreeze_every_s = 2.0\nfreeze_ms = 400\n")
+        f"[providers.musicbrainz]\nfreeze_every_s = {FREEZE_EVERY_S}\nfreeze_ms = {FREEZE_MS}\n")
     sim = sim_factory(toml, size=1000)
-    records = catalog_records(1000, count=400)
+    records = catalog_records(1000, count=FREEZE_TRACKS)
     worker = worker_factory(partitions=PARTITIONS, extra_env={
         **sim, **worker_rates_env(FREEZE_LIMITS),
         # Records wait for MusicBrainz's slots instead of deferring it: it stays saturated.
@@ -232,6 +245,11 @@ async def test_a_simulator_that_freezes_never_counts_a_call_over_its_limit(
           "(requests, max in window, limit, violations, statuses):",
           {p: (r["requests"], r["max_in_window"], r["limit"], r["violations"], r["statuses"])
            for p, r in report.items()})
-    assert report["musicbrainz"]["requests"] >= 300, "expected MusicBrainz to be busy"
+    busy = report["musicbrainz"]
+    assert busy["requests"] >= 0.75 * len(records), "expected MusicBrainz to be busy"
+    # A freeze comes at most every freeze_every_s plus the freeze itself.
+    assert busy["duration_s"] >= 3 * (FREEZE_EVERY_S + FREEZE_MS / 1000), (
+        f"expected MusicBrainz saturated through at least three freezes, it was called for "
+        f"{busy['duration_s']} s")
     for name, r in report.items():
         assert r["violations"] == 0, f"{name} counted calls over its limit: {r}"
