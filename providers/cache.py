@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.context import record_or_none
 from trackflow.providers.metrics import CACHE_ERRORS, CACHE_OPERATION_DURATION, CACHE_REQUESTS
+from trackflow.providers.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +132,7 @@ class ProviderCache:
         timeout_s: float = 0.25,
         outage_skip_s: float = 5.0,
         max_batch: int = 100,
+        max_connections: int = 64,
         client: aioredis.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -140,7 +140,8 @@ class ProviderCache:
 
         ``timeout_s`` bounds connecting and each Redis command; ``lru_ttl_s`` bounds how long a
         process keeps its own copy (so a purge in Redis reaches every worker within it).
-        ``max_batch`` bounds the keys of one MGET.
+        ``max_batch`` bounds the keys of one MGET; ``max_connections`` the connections to Redis,
+        beyond which a command waits (within ``timeout_s``) for one to be free.
         """
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -152,13 +153,8 @@ class ProviderCache:
         self.max_batch = max_batch
         self._clock = clock
         if client is None and redis_url is not None:
-            # No client-side retries: one short timeout per outage window, not ten per call.
-            client = aioredis.Redis.from_url(
-                redis_url,
-                socket_connect_timeout=timeout_s,
-                socket_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
+            client = redis_client(redis_url, max_connections=max_connections,
+                                  timeout_s=timeout_s)
         self._redis = client
         self._skip_until = 0.0
         self._outage = False

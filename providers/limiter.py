@@ -83,11 +83,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from trackflow.providers import metrics
 from trackflow.providers.context import Priority
+from trackflow.providers.redis_client import redis_client
 
 log = logging.getLogger("trackflow.providers.limiter")
 
@@ -204,8 +203,9 @@ class GlobalLimiter:
             # which the plain pool raises past its 50 connections. Commits have connections
             # of their own: a call that woke for its slot must not queue behind reservations
             # (the time to its commit counts against the slack).
-            client = _client(redis_url, max_connections, timeout_s)
-            commit_client = _client(redis_url, max_connections, timeout_s)
+            client = redis_client(redis_url, max_connections=max_connections, timeout_s=timeout_s)
+            commit_client = redis_client(redis_url, max_connections=max_connections,
+                                         timeout_s=timeout_s)
         self._redis = client
         self._commit_redis = commit_client
         self._namespace = namespace
@@ -298,10 +298,3 @@ class GlobalLimiter:
             await self._redis.aclose()
         if self._commit_redis is not None and self._commit_redis is not self._redis:
             await self._commit_redis.aclose()
-
-
-def _client(redis_url: str, max_connections: int, timeout_s: float) -> aioredis.Redis:
-    pool = aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=max_connections, timeout=timeout_s,
-        socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))

@@ -132,6 +132,24 @@ async def test_ten_concurrent_identical_lookups_make_one_fetch(
     assert fetch.calls == 1, "10 identical lookups in flight should share one fetch"
 
 
+async def test_hundreds_of_writes_at_once_wait_for_a_connection_instead_of_failing(
+    make_cache: Callable[..., ProviderCache],
+) -> None:
+    # 300 distinct answers fetched at once are 300 SETs at once: more than the pool holds. A
+    # command waits for a free connection; redis-py's default pool raised MaxConnectionsError
+    # past 100, which the cache counted as a Redis outage and skipped Redis for its window.
+    cache = make_cache(timeout_s=2.0)
+    before = errors_total("set")
+    specs = [CallSpec("deezer", "isrc", f"USRC1760{i:04d}") for i in range(300)]
+    answers = await asyncio.gather(*(cache.get_or_fetch(s, Fetch([{"n": i}]))
+                                     for i, s in enumerate(specs)))
+    assert answers == [[{"n": i}] for i in range(300)]
+    assert errors_total("set") == before, "no write may fail for want of a connection"
+    assert cache.redis_available, "a full pool is not a Redis outage"
+    fresh = make_cache()  # an empty LRU: every answer must have reached Redis
+    assert len(await fresh.get_many(specs)) == 300
+
+
 async def test_get_many_reads_a_batch_with_one_mget(
     make_cache: Callable[..., ProviderCache],
 ) -> None:
