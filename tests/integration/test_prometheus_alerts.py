@@ -108,7 +108,11 @@ async def test_breaker_open_alert_fires_in_an_outage_and_resolves_after(
                 async with steady_traffic(bootstrap, topic_names.raw):
                     await poll("both targets up", lambda: _targets_up(client, base, 2), 20)
                     assert not await breaker_alerts(client, base), "no alert before the outage"
-                    await outage(p.sim_url, "spotify", 12)
+                    # The breaker opens within a second of traffic and stays open 2 s, then
+                    # 4 s after a failed probe: Prometheus, scraping and evaluating every
+                    # second, sees it open for most of the 6 s, and it closes on the first
+                    # probe after them.
+                    await outage(p.sim_url, "spotify", 6)
                     firing = await poll(
                         f"{ALERT} firing for spotify",
                         lambda: _with_state(client, base, "firing"), 30)
