@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import platform
 from importlib import metadata
+from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
 
 from trackflow.agents import metrics
 
@@ -31,22 +33,32 @@ def export_build_info() -> None:
     })
 
 
-def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
-    """Every few seconds: end offset minus this worker's position, per assigned partition."""
-    exported: set[tuple[str, str]] = set()
+class LagExporter:
+    """End offset minus this worker's position, per assigned partition of ``topics``.
 
-    async def consumer_lag() -> None:
-        consumer = app.consumer
-        tps = [tp for tp in consumer.assignment() if tp.topic in topics]
+    A rebalance can revoke a partition between reading the assignment and asking for its
+    position (the consumer then raises ``IllegalStateError``): that partition is skipped for
+    this tick, since an exception here would stop the timer and with it the worker.
+    """
+
+    def __init__(self, topics: set[str]) -> None:
+        self.topics = topics
+        self.exported: set[tuple[str, str]] = set()
+
+    async def tick(self, consumer: Any) -> None:
+        tps = [tp for tp in consumer.assignment() if tp.topic in self.topics]
         current: set[tuple[str, str]] = set()
         if tps:
             try:
                 ends = await consumer.highwaters(*tps)
-            except Exception as exc:  # broker hiccup: try again next tick, but say so once
+            except Exception as exc:  # broker hiccup: try again next tick, but say so
                 log.warning("event=consumer_lag_failed error=%r", exc)
                 return
             for tp in tps:
-                position = await consumer.position(tp)
+                try:
+                    position = await consumer.position(tp)
+                except IllegalStateError:  # revoked since assignment() was read
+                    continue
                 end = ends.get(tp)
                 if end is None or position is None:
                     continue
@@ -54,9 +66,16 @@ def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
                 metrics.CONSUMER_LAG.labels(*labels).set(max(0, end - position))
                 current.add(labels)
         # Partitions that moved to another worker must not keep reporting a stale lag here.
-        for labels in exported - current:
+        for labels in self.exported - current:
             metrics.CONSUMER_LAG.remove(*labels)
-        exported.clear()
-        exported.update(current)
+        self.exported = current
+
+
+def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
+    """Every few seconds: end offset minus this worker's position, per assigned partition."""
+    exporter = LagExporter(topics)
+
+    async def consumer_lag() -> None:
+        await exporter.tick(app.consumer)
 
     app.timer(LAG_INTERVAL_S, name="trackflow.consumer_lag")(consumer_lag)
