@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import TopicNames, WorkerProcess
+from tests.integration.harness import TopicNames, WorkerProcess, delete_topics
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +23,12 @@ def bootstrap() -> str:
 
 
 @pytest.fixture
-def topic_names() -> TopicNames:
-    """Topic names and a consumer group no other test uses."""
-    return TopicNames.unique(f"it{uuid.uuid4().hex[:10]}")
+async def topic_names(bootstrap: str) -> AsyncIterator[TopicNames]:
+    """Topic names and a consumer group no other test uses; the topics are deleted after the
+    test (its workers are stopped first: they are torn down before this fixture)."""
+    names = TopicNames.unique(f"it{uuid.uuid4().hex[:10]}")
+    yield names
+    await delete_topics(bootstrap, names.prefix)
 
 
 @pytest.fixture

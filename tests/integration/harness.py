@@ -201,6 +201,21 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         await admin.close()
 
 
+async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a test's own, and the changelogs
+    its workers created). Left in place, a broker reused run after run holds thousands of
+    partitions, and every start of it loads them all."""
+    admin = AIOKafkaAdminClient(**kafka_kwargs(bootstrap))
+    await admin.start()
+    try:
+        names = [n for n in await admin.list_topics() if n.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
 async def produce(bootstrap: str, topic: str,
                   records: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> int:
     """Send (key, value, headers) triples and wait for every acknowledgement."""
