@@ -52,8 +52,9 @@ from trackflow.agents.refresh_schedule import (
     refresh_due_ms,
     stages_to_refresh,
 )
-from trackflow.agents.runner import REFRESH_TABLE, Topics, declare_table, producer_send, run_agent
+from trackflow.agents.runner import Topics, declare_table, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
+from trackflow.agents.tables import REFRESH_TABLE
 from trackflow.providers.context import enter_record
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, encode
 

@@ -49,14 +49,9 @@ from trackflow.agents.retry_schedule import (
     schedule_key,
     waiting_entry,
 )
-from trackflow.agents.runner import (
-    DLQ_SCHEDULE_TABLE,
-    Topics,
-    declare_table,
-    producer_send,
-    run_agent,
-)
+from trackflow.agents.runner import Topics, declare_table, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings, DlqSettings
+from trackflow.agents.tables import DLQ_SCHEDULE_TABLE
 
 log = logging.getLogger("trackflow.agents.reprocess")
 

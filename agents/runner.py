@@ -4,7 +4,7 @@ An agent here is a handler of one event plus a few lines: :func:`run_agent` read
 ``noack()``, hands each event to :class:`~trackflow.agents.inflight.InFlight` (many records per
 partition at once, acked strictly in offset order, so the committed offset never passes an
 unfinished record), forgets revoked partitions, and cancels what is in flight before the producer
-stops at shutdown. Tables are declared here, by name (:data:`TABLES`).
+stops at shutdown. Tables are declared here, by name (``agents.tables.TABLES``).
 
 A record whose handling failed for a reason that is not the record's own (Kafka gone, a bug) must
 not be acked, and not acking it would stall its partition: the worker stops and a restart
@@ -28,6 +28,7 @@ import faust
 
 from trackflow.agents.inflight import InFlight, Inline
 from trackflow.agents.publish import Headers, Send
+from trackflow.agents.tables import TABLES
 
 log = logging.getLogger("trackflow.agents.runner")
 
@@ -98,15 +99,6 @@ def crash_handler(app: Any, watchdog: CrashWatchdog) -> Callable[[BaseException]
         await app.crash(exc)
 
     return on_fatal
-
-
-#: The worker's changelogged tables: breaker state and rate-limit pacing per provider and
-#: partition, and the DLQ retry schedule.
-RESILIENCE_TABLE = "trackflow-resilience"
-DLQ_SCHEDULE_TABLE = "trackflow-dlq-schedule"
-#: The revision each track's refreshes reached (see agents.refresh).
-REFRESH_TABLE = "trackflow-refresh-revisions"
-TABLES = (RESILIENCE_TABLE, DLQ_SCHEDULE_TABLE, REFRESH_TABLE)
 
 
 def declare_table(app: faust.App, name: str, *, partitions: int) -> Any:

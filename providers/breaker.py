@@ -28,9 +28,10 @@ Each method returns the :class:`Transition` it caused (or ``None``) so the calle
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
+
+from trackflow.providers.policy import BreakerConfig
 
 _STATE_VERSION = 1
 
@@ -45,48 +46,6 @@ class State(StrEnum):
     CLOSED = "closed"
     HALF_OPEN = "half_open"
     OPEN = "open"
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerConfig:
-    """Thresholds of one provider's breaker."""
-
-    window_size: int = 20
-    """Calls in the sliding count window."""
-    minimum_calls: int = 5
-    """Calls the window must hold before the failure or slow-call rate can open the breaker."""
-    failure_rate_threshold: float = 0.5
-    """Failure rate (0..1] in the window that opens the breaker."""
-    consecutive_failures: int = 5
-    """Failures in a row that open the breaker whatever the window says."""
-    slow_call_s: float = 5.0
-    """A call taking this long or longer is slow."""
-    slow_call_rate_threshold: float = 0.8
-    """Slow-call rate (0..1] in the window that opens the breaker."""
-    half_open_max_probes: int = 1
-    """Probe calls allowed in flight while half-open."""
-    half_open_successes: int = 2
-    """Successful probes that close the breaker."""
-    open_base_s: float = 5.0
-    """Open period after the first trip."""
-    open_cap_s: float = 300.0
-    """Longest open period from backoff (a longer Retry-After still wins)."""
-    max_retry_after_s: float = 86_400.0
-    """Retry-After values above this are clamped (a bogus header must not open us for a year)."""
-    probe_timeout_s: float = 120.0
-    """Probe slots not released after this long are presumed lost (a crashed caller)."""
-    probe_wait_s: float = 1.0
-    """Wait suggested to callers refused because every probe slot is taken."""
-
-    def __post_init__(self) -> None:
-        if self.window_size < 1 or not 1 <= self.minimum_calls <= self.window_size:
-            raise ValueError("need window_size >= 1 and 1 <= minimum_calls <= window_size")
-        if not 0 < self.failure_rate_threshold <= 1 or not 0 < self.slow_call_rate_threshold <= 1:
-            raise ValueError("rate thresholds must be in (0, 1]")
-        if self.consecutive_failures < 1 or self.half_open_max_probes < 1:
-            raise ValueError("consecutive_failures and half_open_max_probes must be at least 1")
-        if self.half_open_successes < 1 or self.open_base_s <= 0 or self.open_cap_s < 0:
-            raise ValueError("half_open_successes >= 1, open_base_s > 0, open_cap_s >= 0")
 
 
 class Transition(NamedTuple):

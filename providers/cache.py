@@ -28,8 +28,7 @@ import logging
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -37,38 +36,12 @@ import redis.asyncio as aioredis
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.context import record_or_none
 from trackflow.providers.metrics import CACHE_ERRORS, CACHE_OPERATION_DURATION, CACHE_REQUESTS
+from trackflow.providers.policy import CacheTtls
 from trackflow.providers.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
-_DAY: Final = 86_400.0
 _MISSING: Final = object()
-
-
-@dataclass(frozen=True, slots=True)
-class CacheTtls:
-    """How long answers are kept, in seconds."""
-
-    by_kind: Mapping[str, float] = field(
-        default_factory=lambda: {
-            "isrc": 30 * _DAY,
-            "id": 30 * _DAY,
-            "search": 1 * _DAY,
-            "tags": 7 * _DAY,
-            "features": 7 * _DAY,
-        }
-    )
-    """TTL of a found answer per lookup kind."""
-    default: float = 1 * _DAY
-    """TTL of kinds not listed in ``by_kind``."""
-    not_found: float = 3600.0
-    """TTL of a "not found" answer (``None`` or empty), never longer than the kind's TTL."""
-
-    def ttl_for(self, kind: str, value: JSON) -> float:
-        ttl = self.by_kind.get(kind, self.default)
-        if value is None or value == []:
-            return min(ttl, self.not_found)
-        return ttl
 
 
 class LruCache:

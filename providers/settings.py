@@ -1,68 +1,30 @@
 """The provider layer's configuration sections: how each provider is called, and the cache.
 
-Part of the one settings object (``streams.settings``); defined here so that what they hand out
-(:class:`~trackflow.providers.gate.ProviderPolicy`, :class:`~trackflow.providers.cache.CacheTtls`)
-is built next to the code that uses it.
+Part of the one settings object (``streams.settings``). A provider's section *is* the policy its
+gate takes (``providers.policy``), so a default or bound is written once.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from trackflow.providers.breaker import BreakerConfig
-from trackflow.providers.cache import CacheTtls
 from trackflow.providers.context import Priority
-from trackflow.providers.gate import ProviderPolicy
+from trackflow.providers.policy import BreakerConfig, CacheTtls, ProviderPolicy, Section
 from trackflow.providers.specs import SPECS
 
-
-class Section(BaseModel):
-    """A frozen settings section that rejects keys it does not know."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["BreakerSettings", "CacheSettings", "LimiterSettings", "ProviderSettings", "Section",
+           "default_providers"]
 
 
-class BreakerSettings(Section):
-    """Circuit breaker thresholds: the settable fields of providers.breaker.BreakerConfig."""
-
-    window_size: int = Field(20, ge=1, le=1000)
-    minimum_calls: int = Field(5, ge=1, le=1000)
-    failure_rate_threshold: float = Field(0.5, gt=0, le=1)
-    consecutive_failures: int = Field(5, ge=1, le=1000)
-    slow_call_s: float = Field(5.0, gt=0)
-    slow_call_rate_threshold: float = Field(0.8, gt=0, le=1)
-    half_open_max_probes: int = Field(1, ge=1, le=100)
-    half_open_successes: int = Field(2, ge=1, le=100)
-    open_base_s: float = Field(5.0, gt=0)
-    open_cap_s: float = Field(300.0, ge=0)
+#: ``[providers.<name>.breaker]``: the breaker's own configuration object.
+BreakerSettings = BreakerConfig
 
 
-class ProviderSettings(Section):
-    """How one provider is used and called."""
+class ProviderSettings(ProviderPolicy):
+    """How one provider is used and called: its gate's policy (pacing, retries, the breaker)
+    and what the waterfall does with its answers."""
 
     enabled: bool = True
-    rate: float = Field(1.0, gt=0, le=100_000)
-    """Calls per second the provider allows this application as a whole (all workers)."""
-    window_s: float = Field(1.0, gt=0, le=3600)
-    """The window over which the provider counts calls (it allows ``rate * window_s`` each)."""
-    rate_slack_s: float = Field(0.1, ge=0, le=60)
-    """Pacing counts the provider's window as this much longer: ``rate * window_s`` calls go
-    out per ``window_s + rate_slack_s``. On the global limiter a call counts against the limit
-    for the window plus the time from its commit to its answer, when that is longer
-    (``trackflow_ratelimit_transit_seconds``)."""
-    rate_slack_max_s: float = Field(2.0, ge=0, le=600)
-    """On the global limiter, how long past the window a call counts while it has no answer,
-    and the most a slow answer makes it count."""
-    max_wait_s: float = Field(5.0, ge=0)
-    """How long a stage that may be deferred waits for its rate-limit slot: a stage of
-    optional fields, or of required ones a later stage can also fill. Up to
-    ``limiter.horizon_s`` (5 s) the limiter tells at once whether a slot comes in time;
-    beyond, the stage keeps asking until its deadline."""
-    timeout_s: float = Field(15.0, gt=0)
-    max_attempts: int = Field(3, ge=1, le=10)
-    backoff_base_s: float = Field(0.5, gt=0)
-    backoff_cap_s: float = Field(8.0, gt=0)
-    retry_budget_ratio: float = Field(0.2, ge=0, le=1)
     min_confidence: float = Field(0.82, ge=0, le=1)
     """Matches below this confidence are ignored for this provider."""
     requires: list[str] = []
@@ -70,14 +32,6 @@ class ProviderSettings(Section):
     features: list[str] = []
     """Optional lookups to make: Spotify's ``audio_features`` (BPM and key; off by default,
     apps created after November 2024 get 403 there)."""
-    breaker: BreakerSettings = BreakerSettings()
-
-    def policy(self) -> ProviderPolicy:
-        """How the gate calls this provider. Every call and breaker setting is passed by name:
-        a setting the policy does not know stops start-up instead of being ignored."""
-        calls = self.model_dump(exclude={"enabled", "min_confidence", "requires", "features",
-                                         "breaker"})
-        return ProviderPolicy(**calls, breaker=BreakerConfig(**self.breaker.model_dump()))
 
 
 class LimiterSettings(Section):

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 
-import httpx
+if TYPE_CHECKING:  # the clients are imported by their builders: settings read no HTTP client
+    import httpx
 
-from trackflow.providers import deezer, discogs, lastfm, musicbrainz, spotify
-from trackflow.providers.base import CallGate, Provider
+    from trackflow.providers.base import CallGate, Provider
 
 Env = Mapping[str, str]
-Transport = httpx.AsyncBaseTransport | None
+Transport: TypeAlias = "httpx.AsyncBaseTransport | None"
 
 DEFAULT_CONTACT = "https://github.com/trackflow/trackflow"
 """Used in User-Agent strings when ``TRACKFLOW_MUSICBRAINZ_CONTACT`` is not set."""
@@ -76,6 +77,8 @@ AUDIO_FEATURES = "audio_features"
 
 def _musicbrainz(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
                  ) -> Provider:
+    from trackflow.providers import musicbrainz
+
     return musicbrainz.MusicBrainzClient(
         contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),
         base_url=env_value(env, "TRACKFLOW_MUSICBRAINZ_URL", musicbrainz.DEFAULT_URL),
@@ -84,6 +87,8 @@ def _musicbrainz(env: Env, gate: CallGate, transport: Transport, features: froze
 
 def _spotify(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
              ) -> Provider:
+    from trackflow.providers import spotify
+
     return spotify.SpotifyClient(
         client_id=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_ID"),
         client_secret=env_value(env, "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
@@ -95,6 +100,8 @@ def _spotify(env: Env, gate: CallGate, transport: Transport, features: frozenset
 
 def _deezer(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
             ) -> Provider:
+    from trackflow.providers import deezer
+
     return deezer.DeezerClient(
         base_url=env_value(env, "TRACKFLOW_DEEZER_URL", deezer.DEFAULT_URL),
         gate=gate, transport=transport)
@@ -102,6 +109,8 @@ def _deezer(env: Env, gate: CallGate, transport: Transport, features: frozenset[
 
 def _lastfm(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
             ) -> Provider:
+    from trackflow.providers import lastfm
+
     return lastfm.LastfmClient(
         api_key=env_value(env, "TRACKFLOW_LASTFM_API_KEY"),
         base_url=env_value(env, "TRACKFLOW_LASTFM_URL", lastfm.DEFAULT_URL),
@@ -110,6 +119,8 @@ def _lastfm(env: Env, gate: CallGate, transport: Transport, features: frozenset[
 
 def _discogs(env: Env, gate: CallGate, transport: Transport, features: frozenset[str]
              ) -> Provider:
+    from trackflow.providers import discogs
+
     return discogs.DiscogsClient(
         token=env_value(env, "TRACKFLOW_DISCOGS_TOKEN"),
         contact=env_value(env, ENV_CONTACT, DEFAULT_CONTACT),

@@ -1,10 +1,12 @@
 """One typed, validated settings object, read from a TOML file and ``TRACKFLOW_*`` variables.
 
-Precedence, highest first: environment variables, the TOML file (``--config`` or
+Precedence, highest first: ``TRACKFLOW_*`` variables, ``KAFKA_BOOTSTRAP_SERVERS`` and
+``REDIS_URL`` (what ``trackflow stack up`` prints), the TOML file (``--config`` or
 ``TRACKFLOW_CONFIG``), the defaults below. Nested keys use ``__`` in variable names:
-``TRACKFLOW_KAFKA__PARTITIONS=16`` sets ``[kafka] partitions``. ``KAFKA_BOOTSTRAP_SERVERS`` and
-``REDIS_URL`` (what ``trackflow stack up`` prints) are honoured too. Credentials are never read from
-the file: provider clients take them from the environment only.
+``TRACKFLOW_KAFKA__PARTITIONS=16`` sets ``[kafka] partitions``; lists and tables are JSON. The
+sources are pydantic-settings' (its environment and TOML sources, merged in that order); a file or
+variable that sets one key of a provider keeps that provider's other defaults. Credentials are
+never read from the file: provider clients take them from the environment only.
 
 An invalid value stops start-up with :class:`~providers.errors.ConfigError` naming the key and the
 variable that sets it.
@@ -15,10 +17,22 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from trackflow.agents.settings import DlqSettings, FieldRule, RefreshSettings, WaterfallSettings
 from trackflow.providers.errors import ConfigError
@@ -164,10 +178,15 @@ class WorkerSettings(Section):
     anyway: a crashed worker must never linger without consuming."""
 
 
+class Settings(BaseSettings):
+    """All of trackflow's configuration.
 
+    Built in code (``Settings(waterfall=...)``) it holds the values given and the defaults;
+    :func:`load_settings` adds the file and the environment.
+    """
 
-class Settings(Section):
-    """All of trackflow's configuration."""
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
 
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -205,73 +224,113 @@ class Settings(Section):
                     raise ValueError(f"unknown provider {name!r} in waterfall.fields.{field_name}")
         return self
 
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        given = _LOADING.get()
+        if given is None:
+            return (init_settings,)
+        sources = [init_settings, _Environment(settings_cls, given.env),
+                   _ConventionalVariables(settings_cls, given.env)]
+        if given.file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=given.file))
+        return (*sources, _Defaults(settings_cls))
+
+
+@dataclass(frozen=True)
+class _Given:
+    file: Path | None
+    env: Mapping[str, str]
+
+
+#: What :func:`load_settings` reads, while it builds a Settings.
+_LOADING: ContextVar[_Given | None] = ContextVar("trackflow_settings_loading", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source, reading the mapping given to load_settings."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._given_env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # As the base class reads os.environ: names compared without case.
+        return {(k if self.case_sensitive else k.lower()): v for k, v in self._given_env.items()}
+
+
+class _ConventionalVariables(PydanticBaseSettingsSource):
+    """``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``, below the ``TRACKFLOW_`` variables."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ answers for every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if self.env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            values["kafka"] = {"bootstrap_servers": self.env["KAFKA_BOOTSTRAP_SERVERS"]}
+        if self.env.get("REDIS_URL"):
+            values["redis_url"] = self.env["REDIS_URL"]
+        return values
+
+
+class _Defaults(PydanticBaseSettingsSource):
+    """Every default, as the lowest source: a key set for one provider (or one field rule)
+    is merged into that provider's defaults instead of replacing them."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return Settings.model_construct().model_dump()
+
+
+def _unparsable_variable(env: Mapping[str, str]) -> str | None:
+    """The first ``TRACKFLOW_`` variable whose value looks like JSON and does not parse."""
+    for name, value in env.items():
+        if name.upper().startswith(ENV_PREFIX) and value.lstrip().startswith(("[", "{")):
+            try:
+                json.loads(value)
+            except ValueError:
+                return name
+    return None
+
 
 def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None
+                  ) -> Settings:
     """Read the settings, or raise ConfigError naming the first bad key."""
-    env = dict(os.environ if env is None else env)
+    env = os.environ if env is None else env
     path = path or env.get("TRACKFLOW_CONFIG")
-    file_values: dict[str, Any] = {}
-    if path:
-        try:
-            file_values = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError("TRACKFLOW_CONFIG", f"file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
-    # The conventional variables apply unless the TRACKFLOW_ one is set.
-    overrides: dict[str, Any] = {}
-    if "KAFKA_BOOTSTRAP_SERVERS" in env and f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS" not in env:
-        overrides["kafka"] = {"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]}
-    if "REDIS_URL" in env and f"{ENV_PREFIX}REDIS_URL" not in env:
-        overrides["redis_url"] = env["REDIS_URL"]
-    env_values = _env_tree(env)
-    # Start from the defaults so a file or variable that sets one key of a provider keeps the
-    # provider's other defaults (its rate, say).
-    defaults = Settings().model_dump(mode="json")
-    values = _merge(_merge(_merge(defaults, file_values), overrides), env_values)
+    file = Path(path) if path else None
+    if file is not None and not file.is_file():
+        raise ConfigError("TRACKFLOW_CONFIG", f"file {file} does not exist")
+    token = _LOADING.set(_Given(file, env))
     try:
-        return Settings.model_validate(values)
+        return Settings()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), f"is not valid TOML: {exc}") from None
+    except SettingsError as exc:  # a variable's JSON that does not parse
+        name = _unparsable_variable(env)
+        if name is None:
+            raise ConfigError("environment", str(exc)) from None
+        raise ConfigError(name, f"is not valid JSON: {env[name][:80]!r} (lists and tables "
+                                "are written as JSON in variables)") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"]) or ("settings",)
         key = ".".join(str(p) for p in loc)
         raise ConfigError(key, f"{err['msg']} (set by [{'.'.join(map(str, loc[:-1])) or 'top'}] "
                                f"{loc[-1]} in the config file or {_env_name(loc)})") from None
-
-
-def _env_value(name: str, value: str) -> Any:
-    """Lists and tables are written as JSON in variables: ``TRACKFLOW_WATERFALL__ORDER='[]'``."""
-    if value.lstrip().startswith(("[", "{")):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            raise ConfigError(name, f"is not valid JSON: {value[:80]!r}") from None
-    return value
-
-
-def _env_tree(env: dict[str, str]) -> dict[str, Any]:
-    """``TRACKFLOW_A__B=v`` -> ``{"a": {"b": "v"}}`` for keys Settings knows or rejects."""
-    tree: dict[str, Any] = {}
-    skip = {"TRACKFLOW_CONFIG"}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name in skip:
-            continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
-        if parts[0] not in Settings.model_fields:
-            continue  # provider URLs and credentials are read by the provider registry
-        node = tree
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = _env_value(name, value)
-    return tree
+    finally:
+        _LOADING.reset(token)

@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from trackflow.agents.runner import TABLES
+from trackflow.agents.tables import TABLES
 from trackflow.providers.errors import ConfigError
 from trackflow.streams.kafka_probe import security_problem
 from trackflow.streams.kafka_security import aiokafka_client_kwargs

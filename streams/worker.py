@@ -17,8 +17,9 @@ from trackflow.agents.refresh import (
 )
 from trackflow.agents.reprocess import register_reprocess_agent
 from trackflow.agents.results import ResultCache, result_fingerprint
-from trackflow.agents.runner import RESILIENCE_TABLE, CrashWatchdog, crash_handler, declare_table
+from trackflow.agents.runner import CrashWatchdog, crash_handler, declare_table
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
+from trackflow.agents.tables import RESILIENCE_TABLE
 from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
@@ -83,7 +84,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     cache = build_cache(settings)
     limiter = build_limiter(settings)
     gates = GateSet({
-        name: ResilientGate(name, settings.providers[name].policy(),
+        name: ResilientGate(name, settings.providers[name],
                             partitions=settings.kafka.partitions, state=state, cache=cache,
                             config_variables=SPECS[name].fix_variables, limiter=limiter)
         for name in enabled

@@ -20,8 +20,9 @@ import pytest
 
 from trackflow.providers.base import CallSpec
 from trackflow.providers.context import Priority, call_priority, enter_record
-from trackflow.providers.gate import ProviderPolicy, ResilientGate
+from trackflow.providers.gate import ResilientGate
 from trackflow.providers.limiter import GlobalLimiter
+from trackflow.providers.policy import ProviderPolicy
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ from trackflow.agents.deadletter import (
     dead_letter_headers,
 )
 from trackflow.agents.retry_schedule import DONE
-from trackflow.agents.runner import DLQ_SCHEDULE_TABLE
+from trackflow.agents.tables import DLQ_SCHEDULE_TABLE
 
 pytestmark = pytest.mark.integration
 

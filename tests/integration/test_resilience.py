@@ -26,7 +26,7 @@ from tests.integration.harness import (
     table_state,
     worker_rates_env,
 )
-from trackflow.agents.runner import RESILIENCE_TABLE
+from trackflow.agents.tables import RESILIENCE_TABLE
 from trackflow.schemas.codec import decode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -19,8 +19,9 @@ from prometheus_client import REGISTRY
 from tests.unit.test_waterfall import RAW, CachedFake, Clock, Fake, in_record, song
 from trackflow.agents.results import ResultCache, result_fingerprint
 from trackflow.agents.waterfall import Waterfall
-from trackflow.providers.cache import CacheTtls, ProviderCache
+from trackflow.providers.cache import ProviderCache
 from trackflow.providers.errors import TransientError
+from trackflow.providers.policy import CacheTtls
 from trackflow.streams.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from trackflow.providers.breaker import BreakerConfig, CircuitBreaker, State, Transition
+from trackflow.providers.breaker import CircuitBreaker, State, Transition
+from trackflow.providers.policy import BreakerConfig
 
 T0 = 1_700_000_000.0
 

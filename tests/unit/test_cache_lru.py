@@ -13,13 +13,9 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from trackflow.providers.base import CallSpec
-from trackflow.providers.cache import (
-    CacheTtls,
-    LruCache,
-    ProviderCache,
-    normalise_key,
-)
+from trackflow.providers.cache import LruCache, ProviderCache, normalise_key
 from trackflow.providers.context import current_record, enter_record, leave_record
+from trackflow.providers.policy import CacheTtls
 
 DAY = 86_400.0
 T = TypeVar("T")

@@ -28,8 +28,9 @@ from trackflow.providers.context import AnswersUsed, enter_record
 from trackflow.providers.deezer import DeezerClient
 from trackflow.providers.discogs import DiscogsClient
 from trackflow.providers.errors import CredentialsRejected, ProviderDisabled, TransientError
-from trackflow.providers.gate import GateSet, ProviderPolicy, ResilientGate
+from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.lastfm import LastfmClient
+from trackflow.providers.policy import ProviderPolicy
 from trackflow.providers.specs import SPECS
 from trackflow.providers.spotify import SpotifyClient
 from trackflow.schemas.codec import decode, encode

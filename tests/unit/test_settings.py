@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from trackflow.providers.errors import ConfigError
+from trackflow.providers.policy import BreakerConfig, ProviderPolicy
 from trackflow.streams.settings import load_settings
 
 
@@ -45,22 +46,29 @@ def test_missing_or_broken_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(bad, env={})
 
 
-def test_provider_settings_hand_out_the_gate_policy_with_every_value_passed_through() -> None:
+def test_a_provider_section_is_its_gates_policy_and_every_knob_is_settable() -> None:
     s = load_settings(None, env={
         "TRACKFLOW_PROVIDERS__SPOTIFY__RATE": "7.5",
         "TRACKFLOW_PROVIDERS__SPOTIFY__WINDOW_S": "30",
         "TRACKFLOW_PROVIDERS__SPOTIFY__MAX_ATTEMPTS": "4",
+        "TRACKFLOW_PROVIDERS__SPOTIFY__PAUSE_DEFAULT_S": "2.5",
         "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__CONSECUTIVE_FAILURES": "9",
+        "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__PROBE_WAIT_S": "0.25",
         "TRACKFLOW_PROVIDERS__SPOTIFY__BREAKER__OPEN_CAP_S": "42"})
-    settings = s.providers["spotify"]
-    policy = settings.policy()
-    assert (policy.rate, policy.window_s, policy.max_attempts) == (7.5, 30.0, 4)
-    assert (policy.breaker.consecutive_failures, policy.breaker.open_cap_s) == (9, 42.0)
-    for name, value in settings.model_dump(exclude={"enabled", "min_confidence", "requires",
-                                                     "features", "breaker"}).items():
-        assert getattr(policy, name) == value, f"policy.{name} should be the setting's {value}"
-    for name, value in settings.breaker.model_dump().items():
-        assert getattr(policy.breaker, name) == value, f"breaker.{name} should be {value}"
+    policy = s.providers["spotify"]
+    assert isinstance(policy, ProviderPolicy) and isinstance(policy.breaker, BreakerConfig)
+    assert (policy.rate, policy.window_s, policy.max_attempts, policy.pause_default_s) == (
+        7.5, 30.0, 4, 2.5)
+    assert (policy.breaker.consecutive_failures, policy.breaker.open_cap_s,
+            policy.breaker.probe_wait_s) == (9, 42.0, 0.25)
+    # The rest keep the defaults the gate and the breaker have when built without settings.
+    assert policy.breaker.window_size == BreakerConfig().window_size
+    assert policy.timeout_s == ProviderPolicy().timeout_s
+
+
+def test_a_breaker_whose_window_cannot_hold_its_minimum_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match=r"providers\.deezer\.breaker"):
+        load_settings(None, env={"TRACKFLOW_PROVIDERS__DEEZER__BREAKER__WINDOW_SIZE": "4"})
 
 
 def test_every_lookup_kind_has_its_own_cache_ttl() -> None:
@@ -79,3 +87,36 @@ def test_minimum_shares_must_leave_fresh_records_a_share() -> None:
     with pytest.raises(ConfigError, match="min_share"):
         load_settings(env={"TRACKFLOW_LIMITER__REFRESH_MIN_SHARE": "0.6",
                            "TRACKFLOW_LIMITER__REPLAY_MIN_SHARE": "0.4"})
+
+
+def test_lists_are_json_and_one_key_of_a_provider_keeps_its_other_defaults(tmp_path: Path
+                                                                           ) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[providers.deezer]\nmax_attempts = 2\n")
+    s = load_settings(cfg, env={"TRACKFLOW_WATERFALL__ORDER": '["deezer", "lastfm"]',
+                                "TRACKFLOW_WORKER__AGENTS": '["enrich"]',
+                                "TRACKFLOW_PROVIDERS__SPOTIFY__RATE": "2"})
+    assert s.waterfall.order == ["deezer", "lastfm"] and s.worker.agents == ["enrich"]
+    defaults = load_settings(None, env={}).providers
+    # Spotify counts over 30 s and Deezer needs an ISRC: set one key, the rest stay.
+    assert (s.providers["spotify"].rate, s.providers["spotify"].window_s) == (
+        2.0, defaults["spotify"].window_s)
+    assert (s.providers["deezer"].max_attempts, s.providers["deezer"].requires) == (
+        2, defaults["deezer"].requires)
+    assert set(s.providers) == set(defaults)
+
+
+def test_a_variable_that_is_not_json_stops_start_up_naming_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={"TRACKFLOW_WORKER__AGENTS": '["enrich"'})
+    assert err.value.key == "TRACKFLOW_WORKER__AGENTS" and "JSON" in str(err.value)
+
+
+def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trackflow.streams.settings import Settings
+
+    monkeypatch.setenv("TRACKFLOW_KAFKA__PARTITIONS", "3")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "elsewhere:9092")
+    assert Settings().kafka.partitions == 8
+    assert Settings().kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert load_settings().kafka.partitions == 3
