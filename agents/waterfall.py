@@ -60,14 +60,15 @@ from trackflow.providers.context import (
     current_record,
 )
 from trackflow.providers.errors import (
+    BreakerOpen,
     CredentialsRejected,
     NotFound,
     PermanentError,
     ProviderDisabled,
     ProviderError,
+    RateLimitWait,
     TransientError,
 )
-from trackflow.providers.gate import BreakerOpen, RateLimitWait
 from trackflow.providers.matching import best_match
 from trackflow.providers.specs import SPECS
 

@@ -1,4 +1,5 @@
-"""The record being worked on: which input partition it came from, what it read from the cache.
+"""The record being worked on: which input partition it came from, what it read from the cache,
+and the priority and deadline of the calls made for it.
 
 Rate-limit slots and breaker state are kept per input partition (a table key must always be
 written from the same partition), and provider calls are made deep inside client code that knows
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -34,14 +36,29 @@ class AnswersUsed:
     """The earliest expiry among them."""
 
 
+class Priority(IntEnum):
+    """Whose calls a provider's budget serves first (see :mod:`providers.limiter`)."""
+
+    FRESH = 0
+    """Records read from the raw topic for the first time: they wait in Kafka meanwhile."""
+    REFRESH = 1
+    """Refreshes of published records with deferred fields (``agents.refresh``)."""
+    REPLAY = 2
+    """Replays of dead letters (``agents.reprocess`` sent them back to the raw topic)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecordContext:
-    """The record a task is working on."""
+    """The record a task is working on, and how the calls made for it now are made."""
 
     partition: int
     """The input partition the record was read from."""
     answers: AnswersUsed = field(default_factory=AnswersUsed)
     """What its waterfall has read through the cache so far."""
+    priority: Priority = Priority.FRESH
+    """Whose budget its calls take (see :func:`call_priority`)."""
+    deadline: float | None = None
+    """Until when its calls wait for their rate-limit slot (see :func:`call_deadline`)."""
 
 
 class RecordContextNotSet(LookupError):
@@ -77,54 +94,36 @@ def record_or_none() -> RecordContext | None:
     return _record.get(None)
 
 
-_deadline: ContextVar[float | None] = ContextVar("trackflow_call_deadline", default=None)
-
-
 @contextmanager
-def call_deadline(deadline: float | None) -> Iterator[None]:
-    """Calls made inside wait for their rate-limit slot until ``deadline`` (wall clock) at most,
-    then give up with ``RateLimitWait``; ``None`` (the default outside this block) waits as long
-    as the slot takes: waiting for budget is backpressure, not a failure. The waterfall sets a
-    deadline only for stages whose fields are optional, so that those can be deferred."""
-    token = _deadline.set(deadline)
+def _changed(**changes: Any) -> Iterator[None]:
+    token = _record.set(replace(current_record(), **changes))
     try:
         yield
     finally:
-        _deadline.reset(token)
+        _record.reset(token)
+
+
+def call_deadline(deadline: float | None) -> AbstractContextManager[None]:
+    """Calls made inside wait for their rate-limit slot until ``deadline`` (wall clock) at most,
+    then give up with ``RateLimitWait``; ``None`` (a record's default) waits as long as the
+    slot takes: waiting for budget is backpressure, not a failure. The waterfall sets a
+    deadline only for stages whose fields are optional, so that those can be deferred."""
+    return _changed(deadline=deadline)
 
 
 def current_deadline() -> float | None:
-    """The deadline of the calls being made (see :func:`call_deadline`)."""
-    return _deadline.get()
+    """The deadline of the calls being made for this record (see :func:`call_deadline`)."""
+    return current_record().deadline
 
 
-class Priority(IntEnum):
-    """Whose calls a provider's budget serves first (see :mod:`providers.limiter`)."""
-
-    FRESH = 0
-    """Records read from the raw topic for the first time: they wait in Kafka meanwhile."""
-    REFRESH = 1
-    """Refreshes of published records with deferred fields (``agents.refresh``)."""
-    REPLAY = 2
-    """Replays of dead letters (``agents.reprocess`` sent them back to the raw topic)."""
-
-
-_priority: ContextVar[Priority] = ContextVar("trackflow_call_priority", default=Priority.FRESH)
-
-
-@contextmanager
-def call_priority(priority: Priority) -> Iterator[None]:
+def call_priority(priority: Priority) -> AbstractContextManager[None]:
     """Calls made inside are of ``priority``: fresh records get a provider's budget first,
     refreshes what fresh records leave (and at least their minimum share), replays what both
     leave (and at least theirs). A call below fresh waits for its slot however long it takes:
     its record is published already, or was a dead letter."""
-    token = _priority.set(priority)
-    try:
-        yield
-    finally:
-        _priority.reset(token)
+    return _changed(priority=priority)
 
 
 def current_priority() -> Priority:
-    """The priority of the calls being made (see :func:`call_priority`)."""
-    return _priority.get()
+    """The priority of the calls being made for this record (see :func:`call_priority`)."""
+    return current_record().priority

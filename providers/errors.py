@@ -48,6 +48,15 @@ class TransientError(ProviderError):
         self.rate_limited = rate_limited
 
 
+class BreakerOpen(TransientError):
+    """The provider's breaker refused the call; nothing was sent."""
+
+
+class RateLimitWait(TransientError):
+    """No rate-limit permit before the caller's deadline; nothing was sent, no slot was taken.
+    The provider is busy, not down: the waterfall defers the stage rather than failing it."""
+
+
 class PermanentError(ProviderError):
     """Retrying cannot help: invalid or suspended credentials, a request the API rejects."""
 

@@ -12,10 +12,17 @@ from typing import Any
 import pytest
 
 from trackflow.providers.base import CallSpec
-from trackflow.providers.breaker import BreakerConfig, State
+from trackflow.providers.breaker import State
 from trackflow.providers.context import Priority, call_deadline, call_priority, enter_record
-from trackflow.providers.errors import FeatureUnavailable, NotFound, TransientError
-from trackflow.providers.gate import BreakerOpen, ProviderPolicy, RateLimitWait, ResilientGate
+from trackflow.providers.errors import (
+    BreakerOpen,
+    FeatureUnavailable,
+    NotFound,
+    RateLimitWait,
+    TransientError,
+)
+from trackflow.providers.gate import ResilientGate
+from trackflow.providers.policy import BreakerConfig, ProviderPolicy
 
 
 class FakeTime:
@@ -191,7 +198,7 @@ async def test_the_retry_budget_stops_an_outage_from_multiplying_load() -> None:
 @pytest.mark.parametrize("slack", [0.05, 0.1, 0.5])
 def test_late_calls_stay_within_the_limit_of_any_window(rate: float, window: float,
                                                         slack: float) -> None:
-    from trackflow.providers.gate import late_tolerance, paced_rate
+    from trackflow.providers.pacer import late_tolerance, paced_rate
 
     limit = round(rate * window)
     gap = 1 / paced_rate(rate, window, slack)
@@ -207,7 +214,7 @@ def test_late_calls_stay_within_the_limit_of_any_window(rate: float, window: flo
 
 
 def test_the_slack_costs_short_windows_more_than_long_ones() -> None:
-    from trackflow.providers.gate import paced_rate
+    from trackflow.providers.pacer import paced_rate
 
     assert paced_rate(1.0, 1.0, 0.1) == pytest.approx(1 / 1.1)
     assert paced_rate(50.0, 30.0, 0.1) / 50.0 == pytest.approx(30 / 30.1)
@@ -224,7 +231,7 @@ async def test_a_call_waiting_for_its_slot_is_refused_when_the_breaker_opens_mea
         if blocking:
             await release.wait()
 
-    gate._sleep = sleep  # the waits for rate-limit slots block until released
+    gate.pacer.sleep = sleep  # the waits for rate-limit slots block until released
 
     async def fails_when_told() -> Any:
         await fail_now.wait()

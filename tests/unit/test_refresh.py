@@ -14,6 +14,7 @@ from trackflow.agents.refresh import RefreshAgent, revisions_view
 from trackflow.agents.refresh_schedule import RefreshRequest, input_digest
 from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.base import Candidate, TrackQuery
+from trackflow.providers.context import enter_record
 from trackflow.schemas.codec import decode, encode
 from trackflow.streams.settings import Settings, load_settings
 
@@ -174,6 +175,7 @@ async def test_waterfall_refresh_runs_only_the_given_stages_on_top_of_what_is_kn
     mb = Fake("musicbrainz", [{**song, "musicbrainz_recording_id": "other"}])
     fm = Fake("lastfm", [{**song, "tags": ["house"], "listeners": 10}])
     known = {"musicbrainz_recording_id": FieldValue("mbid", "musicbrainz", 0.97)}
+    enter_record(0)  # as the refresh agent does for each request
     result = await Waterfall({"musicbrainz": mb, "lastfm": fm}, s).refresh(
         dict(TRACK), known, [Outcome("musicbrainz", "matched", confidence=0.97),
                              Outcome("lastfm", "deferred", "RateLimitWait")], ["lastfm"])

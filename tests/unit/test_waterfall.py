@@ -11,9 +11,10 @@ from trackflow.agents.records import FieldValue
 from trackflow.agents.results import ResultCache
 from trackflow.agents.waterfall import Waterfall, convert, plan_stage
 from trackflow.providers.base import CallSpec, Candidate, TrackQuery
-from trackflow.providers.cache import CacheTtls, ProviderCache
+from trackflow.providers.cache import ProviderCache
 from trackflow.providers.context import enter_record, leave_record
 from trackflow.providers.errors import TransientError
+from trackflow.providers.policy import CacheTtls
 from trackflow.streams.settings import load_settings
 
 RAW = {"track_id": "t", "artist": "Daft Punk", "title": "One More Time", "isrc": None,
@@ -66,7 +67,7 @@ async def test_isrc_from_musicbrainz_feeds_deezer_and_fields_record_provenance()
     s = load_settings(env={})
     mb = Fake("musicbrainz", [song(isrc="GBDUW0000059", musicbrainz_recording_id="mbid")])
     dz = Fake("deezer", [song(isrc="GBDUW0000059", bpm=123.0, deezer_id="3135556")])
-    result = await Waterfall({"musicbrainz": mb, "deezer": dz}, s).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb, "deezer": dz}, s).enrich(dict(RAW), 1))
     assert dz.queries[0].isrc == "GBDUW0000059", "Deezer must be asked with MusicBrainz's ISRC"
     assert result.filled["bpm"].value == 123.0 and result.filled["bpm"].provider == "deezer"
     assert result.filled["isrc"].provider == "musicbrainz"
@@ -77,7 +78,7 @@ async def test_isrc_from_musicbrainz_feeds_deezer_and_fields_record_provenance()
 async def test_a_remix_is_not_accepted_for_the_original() -> None:
     s = load_settings(env={})
     mb = Fake("musicbrainz", [song(title="One More Time (Romanthony Remix)", isrc="GBDUW0000060")])
-    result = await Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1))
     assert "isrc" not in result.filled
     assert result.outcomes[0].outcome == "not_found"
     assert result.failure is not None and not result.failure.retryable, (
@@ -87,7 +88,7 @@ async def test_a_remix_is_not_accepted_for_the_original() -> None:
 async def test_transient_failure_that_leaves_a_required_gap_is_retryable() -> None:
     s = load_settings(env={})
     mb = Fake("musicbrainz", TransientError("musicbrainz", "503", retry_after=3.0))
-    result = await Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1))
     assert result.failure is not None and result.failure.retryable
     assert result.failure.stage == "provider:musicbrainz"
     assert result.outcomes[0].outcome == "failed"
@@ -98,7 +99,7 @@ async def test_transient_failure_with_the_minimum_met_publishes_partial() -> Non
     s = load_settings(env={})
     mb = Fake("musicbrainz", [song(isrc="GBDUW0000059")])
     sp = Fake("spotify", TransientError("spotify", "503"))
-    result = await Waterfall({"musicbrainz": mb, "spotify": sp}, s).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb, "spotify": sp}, s).enrich(dict(RAW), 1))
     assert result.failure is None
     assert [o.outcome for o in result.outcomes] == ["matched", "failed"]
 
@@ -242,7 +243,7 @@ class Deadlines(Fake):
 
     async def lookup(self, query: TrackQuery) -> list[Candidate]:
         from trackflow.providers.context import current_deadline
-        from trackflow.providers.gate import RateLimitWait
+        from trackflow.providers.errors import RateLimitWait
 
         deadline = current_deadline()
         self.deadlines.append(deadline)
@@ -256,8 +257,8 @@ async def test_a_busy_provider_of_optional_fields_is_deferred_and_the_record_pub
     mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059", musicbrainz_recording_id="m")])
     fm = Deadlines("lastfm", [song(tags=["house"])], busy_until_deadline=True)
     clock = [1000.0]
-    result = await Waterfall({"musicbrainz": mb, "lastfm": fm}, s,
-                             clock=lambda: clock[0]).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb, "lastfm": fm}, s,
+                                       clock=lambda: clock[0]).enrich(dict(RAW), 1))
     assert mb.deadlines == [None], "MusicBrainz can fill the required isrc: it must wait"
     assert fm.deadlines == [1004.0], "Last.fm fills optional fields: max_wait_s bounds its wait"
     assert [(o.provider, o.outcome, o.reason) for o in result.outcomes] == [
@@ -267,23 +268,23 @@ async def test_a_busy_provider_of_optional_fields_is_deferred_and_the_record_pub
 
 
 async def test_an_open_breaker_defers_optional_fields_but_fails_required_ones() -> None:
-    from trackflow.providers.gate import BreakerOpen
+    from trackflow.providers.errors import BreakerOpen
 
     s = load_settings(env={})
     mb = Fake("musicbrainz", BreakerOpen("musicbrainz", "circuit breaker open"))
-    result = await Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1))
     assert result.outcomes[0].outcome == "failed"
     assert result.failure is not None and result.failure.retryable, \
         "an outage of the provider of a required field is a retryable dead letter"
     mb = Fake("musicbrainz", [song(isrc="GBDUW0000059")])
     dz = Fake("deezer", BreakerOpen("deezer", "circuit breaker open"))
-    result = await Waterfall({"musicbrainz": mb, "deezer": dz}, s).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb, "deezer": dz}, s).enrich(dict(RAW), 1))
     assert [o.outcome for o in result.outcomes] == ["matched", "deferred"]
     assert result.failure is None
 
 
 async def test_a_waiting_stage_asks_again_when_a_shared_lookup_gave_up() -> None:
-    from trackflow.providers.gate import RateLimitWait
+    from trackflow.providers.errors import RateLimitWait
 
     s = load_settings(env={})
     answers: list[Any] = [RateLimitWait("musicbrainz", "shared call gave up"),
@@ -295,7 +296,7 @@ async def test_a_waiting_stage_asks_again_when_a_shared_lookup_gave_up() -> None
             return await super().lookup(query)
 
     mb = Flaky("musicbrainz", None)
-    result = await Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb}, s).enrich(dict(RAW), 1))
     assert len(mb.queries) == 2 and result.failure is None
     assert result.filled["isrc"].value == "GBDUW0000059"
 
@@ -315,8 +316,8 @@ async def test_a_busy_provider_passes_a_required_field_on_to_a_later_stage() -> 
     mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059")], busy_until_deadline=True)
     sp = Deadlines("spotify", [song(isrc="GBDUW0000059", spotify_id="sp1")])
     clock = [1000.0]
-    result = await Waterfall({"musicbrainz": mb, "spotify": sp}, s,
-                             clock=lambda: clock[0]).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb, "spotify": sp}, s,
+                                       clock=lambda: clock[0]).enrich(dict(RAW), 1))
     assert mb.deadlines == [1003.0], \
         "Spotify can fill the ISRC too: MusicBrainz waits max_wait_s at most"
     assert sp.deadlines == [None], "Spotify is the last that can fill the ISRC: it waits"
@@ -332,8 +333,8 @@ async def test_a_required_field_nobody_later_filled_makes_the_busy_stage_wait_af
     mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059")], busy_until_deadline=True)
     sp = Deadlines("spotify", [])
     dz = Deadlines("deezer", [song(isrc="GBDUW0000059", deezer_id="3135556")])
-    result = await Waterfall({"musicbrainz": mb, "spotify": sp, "deezer": dz}, s,
-                             clock=lambda: 1000.0).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb, "spotify": sp, "deezer": dz}, s,
+                                       clock=lambda: 1000.0).enrich(dict(RAW), 1))
     assert len(mb.deadlines) == 2 and mb.deadlines[1] is None, \
         "Spotify had no match: MusicBrainz must be asked again, waiting for its slot"
     assert dz.queries and dz.queries[0].isrc == "GBDUW0000059", \
@@ -347,7 +348,7 @@ async def test_no_later_provider_of_the_field_means_no_passing_on() -> None:
     s = load_settings(env={"TRACKFLOW_WATERFALL__FIELDS__ISRC__PROVIDERS": '["musicbrainz"]'})
     mb = Deadlines("musicbrainz", [song(isrc="GBDUW0000059")], busy_until_deadline=True)
     sp = Deadlines("spotify", [song(isrc="GBDUW0000060", spotify_id="sp1")])
-    result = await Waterfall({"musicbrainz": mb, "spotify": sp}, s,
-                             clock=lambda: 1000.0).enrich(dict(RAW), 1)
+    result = await in_record(Waterfall({"musicbrainz": mb, "spotify": sp}, s,
+                                       clock=lambda: 1000.0).enrich(dict(RAW), 1))
     assert mb.deadlines == [None], "only MusicBrainz may fill the ISRC: it waits"
     assert result.filled["isrc"].provider == "musicbrainz"
