@@ -29,6 +29,14 @@ Breaker state, the pause and the last slot taken live in one entry per provider 
 in tests. The key carries the partition because a Faust table key must always be written from the
 same partition; the worker enters a record context (``providers.context``) for each record it
 processes, and a call outside one raises.
+
+The entry is written when the partition's course changes (the breaker opens, half-opens or
+closes, a trip is counted, a pause starts or grows) and otherwise at most every
+``state_checkpoint_s``: the changelog then grows with the breaker's transitions and a checkpoint
+per partition, not with every call the provider answers. What a crash can lose between
+checkpoints is the breaker's count of recent outcomes (the next calls count again) and the last
+slot taken, which a new owner does not need: slots are points in time, and the calls that held
+later ones were cancelled with their records.
 """
 
 from __future__ import annotations
@@ -84,10 +92,19 @@ class _PartitionState:
     breaker: CircuitBreaker
     paused_until: float = 0.0
     last_slot_at: float | None = None
+    saved_course: tuple[Any, ...] | None = None
+    """:meth:`course` as last written to the table."""
+    saved_at: float = float("-inf")
+    """When the entry was last written."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"breaker": self.breaker.to_dict(), "paused_until": self.paused_until,
                 "last_slot_at": self.last_slot_at}
+
+    def course(self) -> tuple[Any, ...]:
+        """What a restart or a new owner must not miss: a change is written at once."""
+        b = self.breaker
+        return b.state, b.trips, b.open_until, self.paused_until
 
 
 class ResilientGate:
@@ -142,6 +159,8 @@ class ResilientGate:
             st = _PartitionState(breaker, float(saved.get("paused_until", 0.0)) if saved else 0.0,
                                  saved.get("last_slot_at") if saved else None)
             if saved:
+                st.saved_course = st.course()
+            if saved:
                 log.info("event=gate_state_restored provider=%s partition=%d breaker=%s",
                          self.provider, partition, breaker.state)
             self._local[partition] = st
@@ -150,7 +169,12 @@ class ResilientGate:
         return st
 
     def _save(self, partition: int, st: _PartitionState) -> None:
-        self._state[self.key(partition)] = st.to_dict()
+        """Write the partition's entry when its course changed or its checkpoint is due."""
+        now = self._clock()
+        course = st.course()
+        if course != st.saved_course or now - st.saved_at >= self.policy.state_checkpoint_s:
+            self._state[self.key(partition)] = st.to_dict()
+            st.saved_course, st.saved_at = course, now
         self._export_gauges()
 
     def forget(self, partitions: set[int]) -> None:

@@ -92,6 +92,11 @@ class ProviderPolicy(Section):
     """A Retry-After longer than this is not slept on in the stream (the DLQ retries later)."""
     pause_default_s: float = Field(5.0, gt=0)
     """Pause after a limit answer that carried no Retry-After."""
+    state_checkpoint_s: float = Field(5.0, ge=0, le=3600)
+    """How often a partition's breaker and pacing state is written to the changelogged table
+    while nothing changes its course (a breaker opening or closing, a pause, a trip is written
+    at once). A crash loses at most this much of the breaker's window of outcomes; 0 writes
+    after every call."""
     breaker: BreakerConfig = BreakerConfig()
 
 

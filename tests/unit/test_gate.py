@@ -95,6 +95,52 @@ async def test_breaker_state_survives_a_new_gate_on_the_same_table() -> None:
     assert restarted.breaker_state(2) is State.OPEN
 
 
+class CountingTable(dict[str, Any]):
+    """A table that counts its writes (each one a changelog record in the worker)."""
+
+    writes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+async def test_calls_that_change_nothing_are_checkpointed_not_written_each() -> None:
+    t = FakeTime()
+    table = CountingTable()
+    gate = make_gate(t, table, rate=100.0, state_checkpoint_s=5.0)
+    enter_record(1)
+    for _ in range(1000):  # 40 s of calls at the partition's 25/s
+        await gate.run(SPEC, ok)
+    # The first call writes the entry, then one checkpoint per 5 s: 9 of 1000 calls.
+    assert 8 <= table.writes <= 10, table.writes
+
+
+async def test_a_breaker_opening_is_written_at_once_whatever_the_checkpoint() -> None:
+    t = FakeTime()
+    table = CountingTable()
+    gate = make_gate(t, table, state_checkpoint_s=3600.0)
+    enter_record(2)
+    await gate.run(SPEC, ok)
+    written = table.writes
+    for _ in range(5):
+        with pytest.raises(TransientError):
+            await gate.run(SPEC, failing())
+    assert table.writes == written + 1, "the four failures before the trip are not written"
+    assert make_gate(t, table).breaker_state(2) is State.OPEN
+
+
+async def test_a_pause_is_written_at_once() -> None:
+    t = FakeTime()
+    table = CountingTable()
+    gate = make_gate(t, table, state_checkpoint_s=3600.0)
+    enter_record(0)
+    await gate.run(SPEC, ok)
+    with pytest.raises(TransientError):
+        await gate.run(SPEC, failing("429", rate_limited=True, retry_after=30.0))
+    assert table["spotify/0"]["paused_until"] >= t.now + 29
+
+
 async def test_not_found_and_feature_unavailable_do_not_count_as_failures() -> None:
     t = FakeTime()
     gate = make_gate(t)
