@@ -41,6 +41,7 @@ from trackflow.agents.retry_schedule import (
     WAITING,
     Park,
     Retry,
+    Waiting,
     breaker_wait_s,
     decide,
     done_entry,
@@ -89,7 +90,7 @@ class Reprocessor:
         self._clock = clock
         self._rng = rng or random.Random()
         self._parts: dict[int, _Partition] = {}
-        self._waiting: dict[tuple[int, int], float] = {}
+        self._waiting = Waiting()
         self._tasks: dict[Hashable, set[asyncio.Task[Any]]] = {}
         self.inflight: InFlight[Any] | None = None
         k = settings.kafka
@@ -118,8 +119,9 @@ class Reprocessor:
             for task in self._tasks.pop(tp, set()):
                 task.cancel()
             self._parts.pop(tp.partition, None)
-            for key in [k for k in self._waiting if k[0] == tp.partition]:
-                del self._waiting[key]
+            for key in self._waiting.keys():
+                if key[0] == tp.partition:
+                    self._waiting.discard(key)
         self.update_gauges()
 
     # --- the task side (one task per dead letter) ---
@@ -171,13 +173,13 @@ class Reprocessor:
                  decision.provider or "-", decision.attempt, decision.not_before_ms,
                  str(resumed).lower())
         since = _float_ms(facts.get(H_LAST_FAILURE)) or (msg.timestamp or self._clock())
-        self._waiting[(msg.partition, msg.offset)] = since
+        self._waiting.add((msg.partition, msg.offset), since)
         self.update_gauges()
         try:
             await self._sleep_until(decision.not_before_ms / 1000)
             await self._wait_for_breaker(decision)
         finally:
-            self._waiting.pop((msg.partition, msg.offset), None)
+            self._waiting.discard((msg.partition, msg.offset))
             self.update_gauges()
         await self._replay(msg, headers, decision)
         self._table[key] = done_entry(entry)
@@ -258,7 +260,7 @@ class Reprocessor:
     def update_gauges(self) -> None:
         """Records waiting on this worker, and how long the oldest has been failing."""
         metrics.DLQ_SCHEDULE_SIZE.set(len(self._waiting))
-        oldest = min(self._waiting.values(), default=None)
+        oldest = self._waiting.oldest()
         metrics.DLQ_OLDEST_WAITING.set(max(0.0, self._clock() - oldest) if oldest else 0.0)
 
 

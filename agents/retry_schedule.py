@@ -12,8 +12,9 @@ names the partition because a Faust table key must always be written from the sa
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trackflow.agents.deadletter import (
@@ -147,3 +148,42 @@ def prunable(states: Mapping[int, str], *, oldest_unfinished: int | None,
         if offset < oldest_unfinished
         and (state == DONE or (first_delivered is not None and offset < first_delivered))
     )
+
+
+@dataclass
+class Waiting:
+    """The dead letters waiting for their retry and when each started failing, with the
+    earliest of those in O(log n): a DLQ burst leaves tens of thousands waiting, and the gauge of
+    the oldest is read each time one starts or ends waiting."""
+
+    _since: dict[tuple[int, int], float] = field(default_factory=dict)
+    """(dlq partition, offset) -> when it started failing."""
+    _heap: list[tuple[float, int, tuple[int, int]]] = field(default_factory=list)
+    _pushed: int = 0
+    """Ties in the heap are broken by insertion order."""
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def add(self, key: tuple[int, int], since: float) -> None:
+        self._since[key] = since
+        self._pushed += 1
+        heapq.heappush(self._heap, (since, self._pushed, key))
+        if len(self._heap) > 2 * len(self._since) + 64:
+            # Entries of letters gone while an older one kept waiting: rebuilt, amortized O(1).
+            self._heap = [(t, i, k) for i, (k, t) in enumerate(self._since.items())]
+            heapq.heapify(self._heap)
+
+    def discard(self, key: tuple[int, int]) -> None:
+        # The heap entry stays until it reaches the top (see :meth:`oldest`).
+        self._since.pop(key, None)
+
+    def keys(self) -> list[tuple[int, int]]:
+        return list(self._since)
+
+    def oldest(self) -> float | None:
+        """The earliest ``since`` of the letters still waiting."""
+        heap = self._heap
+        while heap and self._since.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # gone, or added again since
+        return heap[0][0] if heap else None

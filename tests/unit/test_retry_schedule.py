@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -30,6 +31,7 @@ from trackflow.agents.retry_schedule import (
     DlqSettings,
     Park,
     Retry,
+    Waiting,
     breaker_wait_s,
     decide,
     done_entry,
@@ -198,3 +200,51 @@ def test_parked_headers_keep_everything_and_say_why() -> None:
     assert out[:len(headers)] == headers
     assert dict(out)[H_PARKED_REASON] == b"not_retryable"
     assert dict(out)[H_PARKED_AT] == b"123"
+
+
+def test_the_oldest_waiting_letter_is_found_as_letters_come_and_go() -> None:
+    rng = random.Random(7)
+    waiting = Waiting()
+    model: dict[tuple[int, int], float] = {}
+    for step in range(20_000):
+        key = (rng.randrange(4), rng.randrange(500))
+        if rng.random() < 0.55:
+            since = rng.uniform(0, 1000)
+            waiting.add(key, since)
+            model[key] = since
+        else:
+            waiting.discard(key)
+            model.pop(key, None)
+        assert len(waiting) == len(model)
+        assert waiting.oldest() == min(model.values(), default=None), step
+    assert len(waiting._heap) <= 2 * len(model) + 65, "stale entries are dropped"
+
+
+class Counted(float):
+    """A time that counts how often it is compared."""
+
+    comparisons = 0
+
+    def __lt__(self, other: object) -> bool:
+        Counted.comparisons += 1
+        return float(self) < float(other)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        Counted.comparisons += 1
+        return float(self) == other
+
+    __hash__ = float.__hash__
+
+
+def test_oldest_does_not_scan_every_waiting_letter() -> None:
+    n = 20_000
+    waiting = Waiting()
+    for offset in range(n):
+        waiting.add((0, offset), Counted(offset))
+    Counted.comparisons = 0
+    for offset in range(n):  # letters leave in order, the gauge read after each
+        waiting.discard((0, offset))
+        waiting.oldest()
+    assert waiting.oldest() is None
+    # A scan per read is n * n / 2 = 2e8 comparisons; the heap's pops are about n * log2(n).
+    assert Counted.comparisons < 4 * n * math.log2(n), Counted.comparisons
