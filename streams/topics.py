@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from trackflow.agents.tables import TABLES
@@ -69,6 +70,36 @@ class TopicSpec:
 
 
 
+_MINUTE_MS = 60_000
+_HOUR_MS = 60 * _MINUTE_MS
+_DAY_MS = 24 * _HOUR_MS
+
+
+def compaction(*, segment_ms: int, max_lag_ms: int) -> dict[str, str]:
+    """Configs of a compacted topic whose bytes stay within a small factor of its live keys.
+
+    A compacted topic is only cleaned in closed segments, and the broker closes one after
+    ``segment.ms`` (7 days by default) or 1 GiB: a table written often would otherwise replay
+    days of superseded records on every restart. ``min.cleanable.dirty.ratio`` 0.1 starts the
+    cleaner once a tenth of the closed log is superseded (the default, half, lets the log reach
+    twice its live data), ``max.compaction.lag.ms`` bounds how long a superseded record waits
+    whatever the ratio, and ``delete.retention.ms`` keeps tombstones a day, long enough for a
+    consumer that fell behind to see a key deleted.
+    """
+    return {"cleanup.policy": "compact", "segment.ms": str(segment_ms),
+            "min.cleanable.dirty.ratio": "0.1", "max.compaction.lag.ms": str(max_lag_ms),
+            "delete.retention.ms": str(_DAY_MS)}
+
+
+#: The tables' changelogs: small live data, written all day; replayed by every worker that
+#: takes a partition without a disk copy of it.
+CHANGELOG_COMPACTION = compaction(segment_ms=10 * _MINUTE_MS, max_lag_ms=_HOUR_MS)
+#: The refresh requests: a request replaced or tombstoned within minutes to hours.
+REFRESH_COMPACTION = compaction(segment_ms=_HOUR_MS, max_lag_ms=6 * _HOUR_MS)
+#: The enriched tracks: the catalog itself, read whole by a new consumer.
+ENRICHED_COMPACTION = compaction(segment_ms=6 * _HOUR_MS, max_lag_ms=_DAY_MS)
+
+
 def changelog_topic(consumer_group: str, table: str) -> str:
     """The changelog topic Faust uses for ``table`` in an app whose id is ``consumer_group``."""
     return f"{consumer_group}-{table}-changelog"
@@ -84,16 +115,17 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     return [
         TopicSpec(kafka.raw_topic, p, size),
         # Compacted: the latest, most complete version of a track wins.
-        TopicSpec(kafka.enriched_topic, p, {"cleanup.policy": "compact", **size}),
+        TopicSpec(kafka.enriched_topic, p, {**ENRICHED_COMPACTION, **size}),
         TopicSpec(kafka.dlq_topic, p, size),
-        # Compacted: a track's latest refresh request replaces its earlier ones.
-        TopicSpec(kafka.refresh_topic, p, {"cleanup.policy": "compact", **size}),
+        # Compacted: a track's latest refresh request replaces its earlier ones, and a track
+        # past its last round is deleted.
+        TopicSpec(kafka.refresh_topic, p, {**REFRESH_COMPACTION, **size}),
         TopicSpec(kafka.parked_topic, p, {"retention.ms": str(30 * 24 * 3600 * 1000), **size}),
         # Faust would create these itself, but a consumer that subscribes before the creation
         # is visible ignores them until its next metadata refresh (minutes), and the first
         # table write then fails with PartitionsMismatch. Creating them first avoids the race.
         *(TopicSpec(changelog_topic(kafka.consumer_group, t), p,
-                    {"cleanup.policy": "compact", "min.insync.replicas": str(kafka.min_isr)})
+                    {**CHANGELOG_COMPACTION, "min.insync.replicas": str(kafka.min_isr)})
           for t in TABLES),
     ]
 
@@ -176,6 +208,7 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
         described = await admin.describe_topics([s.name for s in specs if s.name in existing])
         for topic in described:
             check_layout(topic, kafka)
+        await reconcile_configs(admin, [s for s in specs if s.name in existing])
     finally:
         await admin.close()
     return created
@@ -209,6 +242,59 @@ def check_layout(topic: dict[str, Any], kafka: KafkaSettings) -> None:
             f"topic {name} has replication factor {shown}, not the configured "
             f"{kafka.replication_factor}; change it with kafka-reassign-partitions, or set "
             f"TRACKFLOW_KAFKA__REPLICATION_FACTOR={shown} to accept it")
+
+
+#: DescribeConfigs' source of a value set on the topic itself.
+_DYNAMIC_TOPIC_CONFIG = 1
+
+
+async def topic_configs(admin: AIOKafkaAdminClient, names: list[str]
+                        ) -> dict[str, dict[str, tuple[str | None, bool]]]:
+    """Each topic's configs: name -> (value, set on the topic itself)."""
+    if not names:
+        return {}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    found: dict[str, dict[str, tuple[str | None, bool]]] = {}
+    for response in responses:
+        # Version 0 has "is default" where later versions name the value's source.
+        v0 = response.API_VERSION == 0
+        for error_code, message, _type, name, entries in response.resources:
+            if error_code:
+                raise KafkaToolError(f"cannot read the configs of topic {name}: {message}")
+            found[name] = {entry[0]: (entry[1], not entry[3] if v0
+                                      else entry[3] == _DYNAMIC_TOPIC_CONFIG)
+                           for entry in entries}
+    return found
+
+
+def config_changes(spec: TopicSpec, have: dict[str, tuple[str | None, bool]]) -> dict[str, str]:
+    """The configs of ``spec`` an existing topic does not have."""
+    return {k: v for k, v in spec.config.items() if have.get(k, (None, False))[0] != v}
+
+
+async def reconcile_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Give existing topics the configs trackflow sets (a topic made by an older release has
+    no compaction settings), keeping the other configs set on each topic: the broker's
+    AlterConfigs replaces a topic's whole set, so the set sent is the topic's own plus ours."""
+    current = await topic_configs(admin, [s.name for s in specs])
+    resources = []
+    for spec in specs:
+        have = current.get(spec.name, {})
+        changes = config_changes(spec, have)
+        if not changes:
+            continue
+        own = {k: v for k, (v, dynamic) in have.items() if dynamic and v is not None}
+        resources.append(ConfigResource(ConfigResourceType.TOPIC, spec.name,
+                                        configs={**own, **spec.config}))
+        log.warning("event=topic_configs_updated topic=%s configs=%s", spec.name,
+                    ",".join(f"{k}={v}" for k, v in sorted(changes.items())))
+    if resources:
+        for response in await admin.alter_configs(resources):
+            for error_code, message, _type, name in response.resources:
+                if error_code:
+                    raise KafkaToolError(f"cannot set the configs of topic {name}: {message}; "
+                                         "trackflow needs AlterConfigs on its topics")
 
 
 async def ensure_replay_ledger(kafka: KafkaSettings) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 from trackflow.providers.errors import ConfigError
 from trackflow.streams.settings import KafkaSettings
-from trackflow.streams.topics import check_layout, topic_specs
+from trackflow.streams.topics import check_layout, config_changes, topic_specs
 
 
 def described(name: str, partitions: int, replicas: int) -> dict[str, Any]:
@@ -42,3 +42,25 @@ def test_another_replication_factor_is_refused_naming_topic_and_fix() -> None:
 def test_created_topics_carry_min_insync_replicas() -> None:
     specs = topic_specs(KafkaSettings(replication_factor=3))
     assert {s.config["min.insync.replicas"] for s in specs} == {"2"}
+
+
+def test_every_compacted_topic_is_cleaned_well_before_the_brokers_defaults() -> None:
+    for spec in topic_specs(KafkaSettings()):
+        if spec.config.get("cleanup.policy") != "compact":
+            continue
+        # Broker defaults: a 7-day segment (never cleaned while active), a ratio of 0.5.
+        assert int(spec.config["segment.ms"]) <= 6 * 3600 * 1000, spec.name
+        assert float(spec.config["min.cleanable.dirty.ratio"]) <= 0.1, spec.name
+        assert int(spec.config["max.compaction.lag.ms"]) <= 24 * 3600 * 1000, spec.name
+        assert "delete.retention.ms" in spec.config, spec.name
+    compacted = {s.name for s in topic_specs(KafkaSettings())
+                 if s.config.get("cleanup.policy") == "compact"}
+    assert {"tracks.enriched", "tracks.enriched.refresh"} <= compacted
+
+
+def test_only_configs_that_differ_are_changed() -> None:
+    spec = topic_specs(KafkaSettings())[1]
+    have = {k: (v, True) for k, v in spec.config.items()}
+    assert config_changes(spec, have) == {}
+    have["segment.ms"] = ("604800000", False)
+    assert config_changes(spec, have) == {"segment.ms": spec.config["segment.ms"]}
