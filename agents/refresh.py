@@ -177,4 +177,4 @@ def register_refresh_agent(app: faust.App, topics: Topics, settings: AgentSettin
 
 
 def declare_refresh_table(app: faust.App, settings: AgentSettings) -> Any:
-    return declare_table(app, REFRESH_TABLE, partitions=settings.kafka.partitions)
+    return declare_table(app, REFRESH_TABLE, settings)

@@ -287,7 +287,7 @@ def register_reprocess_agent(app: faust.App, topics: Topics, settings: AgentSett
     ``dlq`` overrides ``settings.dlq`` (tests); without either the defaults apply.
     """
     dlq = dlq or settings.dlq
-    table = declare_table(app, DLQ_SCHEDULE_TABLE, partitions=settings.kafka.partitions)
+    table = declare_table(app, DLQ_SCHEDULE_TABLE, settings)
     reprocessor = Reprocessor(send=producer_send(app), settings=settings, dlq=dlq, table=table,
                               breaker_open_until=breaker_open_until)
     # No key: dead letters of one track need no order, and a key would make a retry due in a

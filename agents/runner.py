@@ -28,6 +28,7 @@ import faust
 
 from trackflow.agents.inflight import InFlight, Inline
 from trackflow.agents.publish import Headers, Send
+from trackflow.agents.settings import AgentSettings
 from trackflow.agents.tables import TABLES
 
 log = logging.getLogger("trackflow.agents.runner")
@@ -101,13 +102,16 @@ def crash_handler(app: Any, watchdog: CrashWatchdog) -> Callable[[BaseException]
     return on_fatal
 
 
-def declare_table(app: faust.App, name: str, *, partitions: int) -> Any:
-    """One of :data:`TABLES`: string keys, JSON values, a changelog with ``partitions``."""
+def declare_table(app: faust.App, name: str, settings: AgentSettings) -> Any:
+    """One of :data:`TABLES`: string keys, JSON values, a changelog partitioned like the
+    sources, stored as ``settings.tables`` says."""
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; trackflow's tables are {', '.join(TABLES)}")
-    return app.Table(name, default=None, partitions=partitions,
+    tables = settings.tables
+    options = tables.rocksdb_options() if tables.store == "rocksdb" else None
+    return app.Table(name, default=None, partitions=settings.kafka.partitions,
                      schema=faust.Schema(key_type=str, key_serializer="json",
-                                         value_serializer="json"))
+                                         value_serializer="json"), options=options)
 
 
 class AckGuard:

@@ -8,7 +8,7 @@ agents only declare what they read, so they never import the layer above them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -78,6 +78,44 @@ class RefreshSettings(Section):
     stops being read)."""
 
 
+class TableSettings(Section):
+    """Where the worker's changelogged tables live (``[tables]``, ``TRACKFLOW_TABLES__*``).
+
+    Each table partition the worker holds (active or standby) is one RocksDB database under
+    ``worker.data_dir``. A worker restarted on the same directory reads only the changelog
+    written since its last commit; without it (a new pod, an empty volume) it replays the
+    changelog from the start. The sizes below are per database, and the memory they take is at
+    most ``(block_cache_mb + write_buffer_mb * write_buffers) * tables * partitions held``:
+    RocksDB's own defaults (a 2 GiB block cache, three 64 MiB write buffers) are sized for one
+    large database, not dozens of small ones in a pod.
+    """
+
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    """``memory`` keeps the tables in the process only: every start replays each changelog from
+    offset 0, and standby replicas buy nothing. For tests and short-lived tools."""
+    block_cache_mb: int = Field(4, ge=1, le=4096)
+    """Cache of read blocks per database."""
+    write_buffer_mb: int = Field(2, ge=1, le=1024)
+    """Size of one in-memory write buffer (memtable) per database."""
+    write_buffers: int = Field(2, ge=2, le=16)
+    """Write buffers per database (one filling while another is flushed)."""
+    max_open_files: int = Field(64, ge=16, le=100_000)
+    """Files one database keeps open."""
+
+    @property
+    def store_url(self) -> str:
+        return f"{self.store}://"
+
+    def rocksdb_options(self) -> dict[str, Any]:
+        """The options Faust passes to each table partition's database."""
+        mib = 1024 * 1024
+        return {"block_cache_size": self.block_cache_mb * mib,
+                "write_buffer_size": self.write_buffer_mb * mib,
+                "max_write_buffer_number": self.write_buffers,
+                "target_file_size_base": 8 * mib, "max_open_files": self.max_open_files,
+                "driver": "rocksdict"}
+
+
 class TopicSettings(Protocol):
     """What the agents read of ``[kafka]``."""
 
@@ -123,4 +161,6 @@ class AgentSettings(Protocol):
     def dlq(self) -> DlqSettings: ...
     @property
     def refresh(self) -> RefreshSettings: ...
+    @property
+    def tables(self) -> TableSettings: ...
 

@@ -34,7 +34,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from trackflow.agents.settings import DlqSettings, FieldRule, RefreshSettings, WaterfallSettings
+from trackflow.agents.settings import (
+    DlqSettings,
+    FieldRule,
+    RefreshSettings,
+    TableSettings,
+    WaterfallSettings,
+)
 from trackflow.providers.errors import ConfigError
 from trackflow.providers.settings import (
     BreakerSettings,
@@ -198,6 +204,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     limiter: LimiterSettings = LimiterSettings()
     dlq: DlqSettings = DlqSettings()
+    tables: TableSettings = TableSettings()
     refresh: RefreshSettings = RefreshSettings()
 
     @model_validator(mode="after")

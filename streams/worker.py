@@ -79,7 +79,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     topics = declare_topics(app, settings)
     # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in a
     # changelogged table: a restarted or rebalanced worker resumes where the last owner was.
-    state = declare_table(app, RESILIENCE_TABLE, partitions=settings.kafka.partitions)
+    state = declare_table(app, RESILIENCE_TABLE, settings)
     enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
     cache = build_cache(settings)
     limiter = build_limiter(settings)

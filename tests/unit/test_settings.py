@@ -28,6 +28,7 @@ def test_environment_beats_file_and_conventional_variables_apply(tmp_path: Path)
         ({"TRACKFLOW_KAFKA__PARTITIONS": "0"}, "kafka.partitions"),
         ({"TRACKFLOW_WORKER__MAX_IN_FLIGHT": "many"}, "worker.max_in_flight"),
         ({"TRACKFLOW_KAFKA__PARTITONS": "3"}, "kafka.partitons"),
+        ({"TRACKFLOW_TABLES__STORE": "disk"}, "tables.store"),
     ],
 )
 def test_bad_values_stop_with_the_key_named(env: dict[str, str], key: str) -> None:
@@ -120,3 +121,15 @@ def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPa
     assert Settings().kafka.partitions == 8
     assert Settings().kafka.bootstrap_servers == "127.0.0.1:9092"
     assert load_settings().kafka.partitions == 3
+
+
+def test_tables_default_to_rocksdb_sized_for_many_small_databases() -> None:
+    tables = load_settings(env={}).tables
+    assert tables.store_url == "rocksdb://"
+    options = tables.rocksdb_options()
+    per_database = options["block_cache_size"] + (
+        options["write_buffer_size"] * options["max_write_buffer_number"])
+    # RocksDB's own defaults through Faust: a 2 GiB cache and 3 x 64 MiB buffers per database.
+    assert per_database <= 16 * 1024 * 1024
+    assert load_settings(env={"TRACKFLOW_TABLES__STORE": "memory"}).tables.store_url == \
+        "memory://"
