@@ -39,8 +39,9 @@ REFRESH_SCHEDULED = Counter(
 )
 REFRESHES = Counter(
     "trackflow_refreshes_total",
-    "Refresh requests handled: published (a newer revision), rescheduled (stages still "
-    "missing), skipped_done (re-delivered after its refresh), invalid.",
+    "Refresh requests handled: published (a newer revision), unchanged (nothing new found, "
+    "nothing published), rescheduled (stages still missing), finished (the last round: the "
+    "track's request deleted), skipped_done (re-delivered after its refresh), invalid.",
     ["outcome"],
 )
 REFRESH_BACKLOG = Gauge(

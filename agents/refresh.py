@@ -85,7 +85,8 @@ class RefreshAgent:
         self._headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
         # Due times of the requests being handled, for the backlog's age.
         self._due: dict[int, float] = {}
-        for outcome in ("published", "rescheduled", "skipped_done", "invalid"):
+        for outcome in ("published", "unchanged", "rescheduled", "finished", "skipped_done",
+                        "invalid"):
             metrics.REFRESHES.labels(outcome=outcome)
 
     def overdue_s(self) -> float:
@@ -95,6 +96,8 @@ class RefreshAgent:
     async def handle(self, event: Any) -> None:
         msg = event.message
         enter_record(msg.partition)
+        if msg.value is None:
+            return  # the tombstone a track's last round left: nothing is scheduled
         try:
             request = RefreshRequest.decode(msg.value)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -117,14 +120,22 @@ class RefreshAgent:
                                                    request.outcomes, request.stages)
         finally:
             del self._due[token]
-        revision = request.revision + 1
         now = self._clock()
+        k = self._settings.kafka
+        key = track_id.encode()
+        left = stages_to_refresh(result.outcomes)
+        again = bool(left) and request.round < self._settings.refresh.max_rounds
+        if self._same_as_published(request, result):
+            # Nothing new to tell a consumer: no publication, the revision stays.
+            revision = request.revision
+            metrics.REFRESHES.labels(outcome="unchanged").inc()
+            await self._next_round(request, result, revision, now, again, key)
+            return
+        revision = request.revision + 1
         record = build_enriched(request.raw, attempt=request.attempt,
                                 enriched_at_ms=int(now * 1000), filled=result.filled,
                                 outcomes=result.outcomes, revision=revision,
                                 targets=self._settings.waterfall.targets)
-        k = self._settings.kafka
-        key = track_id.encode()
         entry = {"revision": revision, "input": input_digest(request.raw)}
         # Before the send: from here on a fresh result of this input is superseded.
         self._publishing[track_id] = entry
@@ -134,21 +145,39 @@ class RefreshAgent:
             metrics.RECORDS_OUT.labels(topic=k.enriched_topic).inc()
             metrics.REFRESHES.labels(outcome="published").inc()
             metrics.ENRICHED.labels(status=record["status"]).inc()
-            left = stages_to_refresh(result.outcomes)
-            if left and request.round < self._settings.refresh.max_rounds:
-                again = RefreshRequest(request.raw, dict(result.filled),
-                                       list(result.outcomes), revision,
-                                       refresh_due_ms(now, self._settings.refresh,
-                                                      request.round + 1),
-                                       request.round + 1, request.attempt, left)
-                await publish(self._send, k.refresh_topic, key, again.encode(), [])
-                metrics.REFRESHES.labels(outcome="rescheduled").inc()
+            await self._next_round(request, result, revision, now, again, key)
             # Written last: a crash before this line re-runs the refresh (same revision,
             # cached answers); after it, a re-delivery is skipped.
             self._table[track_id] = entry
         finally:
             if self._publishing.get(track_id) is entry:
                 del self._publishing[track_id]
+
+    def _same_as_published(self, request: RefreshRequest, result: Enrichment) -> bool:
+        """Whether the refresh found what the published revision already says (the same
+        fields, and each stage where it was: still deferred, still failing)."""
+        return (dict(result.filled) == dict(request.filled)
+                and [(o.provider, o.outcome) for o in result.outcomes]
+                == [(o.provider, o.outcome) for o in request.outcomes])
+
+    async def _next_round(self, request: RefreshRequest, result: Enrichment, revision: int,
+                          now: float, again: bool, key: bytes) -> None:
+        """Schedule the next round, or delete the track's request after its last one: the
+        compacted refresh topic then holds only the refreshes still to come. (The topic's
+        ``min.compaction.lag.ms`` keeps a newer request of the same track, published before
+        this tombstone, until it has long been read.)"""
+        topic = self._settings.kafka.refresh_topic
+        if again:
+            follow = RefreshRequest(request.raw, dict(result.filled), list(result.outcomes),
+                                    revision, refresh_due_ms(now, self._settings.refresh,
+                                                             request.round + 1),
+                                    request.round + 1, request.attempt,
+                                    stages_to_refresh(result.outcomes))
+            await publish(self._send, topic, key, follow.encode(), [])
+            metrics.REFRESHES.labels(outcome="rescheduled").inc()
+        else:
+            await publish(self._send, topic, key, None, [])
+            metrics.REFRESHES.labels(outcome="finished").inc()
 
 
 def revisions_view(table: MutableMapping[str, Any], publishing: MutableMapping[str, Any]

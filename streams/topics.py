@@ -75,7 +75,7 @@ _HOUR_MS = 60 * _MINUTE_MS
 _DAY_MS = 24 * _HOUR_MS
 
 
-def compaction(*, segment_ms: int, max_lag_ms: int) -> dict[str, str]:
+def compaction(*, segment_ms: int, max_lag_ms: int, min_lag_ms: int = 0) -> dict[str, str]:
     """Configs of a compacted topic whose bytes stay within a small factor of its live keys.
 
     A compacted topic is only cleaned in closed segments, and the broker closes one after
@@ -84,18 +84,23 @@ def compaction(*, segment_ms: int, max_lag_ms: int) -> dict[str, str]:
     cleaner once a tenth of the closed log is superseded (the default, half, lets the log reach
     twice its live data), ``max.compaction.lag.ms`` bounds how long a superseded record waits
     whatever the ratio, and ``delete.retention.ms`` keeps tombstones a day, long enough for a
-    consumer that fell behind to see a key deleted.
+    consumer that fell behind to see a key deleted. ``min.compaction.lag.ms`` keeps every
+    record at least that long, superseded or not.
     """
     return {"cleanup.policy": "compact", "segment.ms": str(segment_ms),
             "min.cleanable.dirty.ratio": "0.1", "max.compaction.lag.ms": str(max_lag_ms),
-            "delete.retention.ms": str(_DAY_MS)}
+            "min.compaction.lag.ms": str(min_lag_ms), "delete.retention.ms": str(_DAY_MS)}
 
 
 #: The tables' changelogs: small live data, written all day; replayed by every worker that
 #: takes a partition without a disk copy of it.
 CHANGELOG_COMPACTION = compaction(segment_ms=10 * _MINUTE_MS, max_lag_ms=_HOUR_MS)
-#: The refresh requests: a request replaced or tombstoned within minutes to hours.
-REFRESH_COMPACTION = compaction(segment_ms=_HOUR_MS, max_lag_ms=6 * _HOUR_MS)
+#: The refresh requests: a request replaced or deleted within minutes to hours. A track's last
+#: round publishes its tombstone; a newer request of the same track (its input changed)
+#: published before that tombstone must survive it until it has been read, so every request
+#: stays a day (a refresh backlog a day deep would lose requests).
+REFRESH_COMPACTION = compaction(segment_ms=_HOUR_MS, max_lag_ms=2 * _DAY_MS,
+                                min_lag_ms=_DAY_MS)
 #: The enriched tracks: the catalog itself, read whole by a new consumer.
 ENRICHED_COMPACTION = compaction(segment_ms=6 * _HOUR_MS, max_lag_ms=_DAY_MS)
 

@@ -40,6 +40,20 @@ def latest_by_key(values: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def requests_by_fate(msgs: list[Any]) -> tuple[list[RefreshRequest], list[RefreshRequest]]:
+    """The refresh topic's requests (read whole: nothing is compacted within a test) as
+    (handled, pending). A request is handled once a later record of its track follows it: its
+    refresh's next round, or the tombstone of a track past its last round (only the handler of
+    a request publishes either). Deduplicated: a request handled twice counts once."""
+    last = {m.key: i for i, m in enumerate(msgs)}
+    handled: list[RefreshRequest] = []
+    pending: list[RefreshRequest] = []
+    for i, m in enumerate(msgs):
+        if m.value is not None:
+            (handled if last[m.key] > i else pending).append(RefreshRequest.decode(m.value))
+    return handled, pending
+
+
 def outcome(record: dict[str, Any], provider: str) -> str | None:
     return next((o["outcome"] for o in record["providers"] if o["provider"] == provider), None)
 
@@ -67,32 +81,27 @@ async def test_sigkill_while_refreshes_are_scheduled_loses_none_repeats_none_kee
     assert len(scheduled) >= TRACKS // 3, "a burst must defer Discogs' stages"
     deadline = time.monotonic() + 60
     while True:
-        requests = await snapshot(bootstrap, refresh_topic)
-        published = {(v["track_id"], v["revision"]) for v in (
-            decode("EnrichedTrack", m.value)
-            for m in await snapshot(bootstrap, topic_names.enriched))}
-        done = sum((r.raw["track_id"], r.revision + 1) in published
-                   for r in (RefreshRequest.decode(m.value) for m in requests))
-        if done >= len(requests) // 10:
+        handled, pending = requests_by_fate(await snapshot(bootstrap, refresh_topic))
+        done = len(handled)
+        if done >= (done + len(pending)) // 10:
             break
-        assert time.monotonic() < deadline, f"{done} refreshes published within 60 s"
+        assert time.monotonic() < deadline, f"{done} refreshes handled within 60 s"
         await asyncio.sleep(0.2)
-    assert done < len(requests), "the kill must find refreshes still waiting"
-    print(f"killed with {done} of {len(requests)} refresh requests published")
+    assert pending, "the kill must find refreshes still waiting"
+    print(f"killed with {done} of {done + len(pending)} refresh requests handled")
     worker.kill9()
     worker.restart()
     await worker.wait_ready()
 
     def settled(msgs: list[Any], requests: list[Any]) -> bool:
         # Every Discogs stage answered, and every refresh request so far (of any stage: one
-        # whose breaker opened under load defers its stage too) has its newer revision out.
+        # whose breaker opened under load defers its stage too) handled, down to each track's
+        # last round.
         values = [decode("EnrichedTrack", m.value) for m in msgs]
         latest = latest_by_key(values)
-        published = {(v["track_id"], v["revision"]) for v in values}
         return len(latest) == TRACKS and all(
             outcome(v, "discogs") not in ("deferred", "failed") for v in latest.values()
-        ) and all((r.raw["track_id"], r.revision + 1) in published
-                  for r in (RefreshRequest.decode(m.value) for m in requests))
+        ) and not requests_by_fate(requests)[1]
 
     deadline = time.monotonic() + 240
     enriched: list[Any] = []
@@ -123,16 +132,20 @@ async def test_sigkill_while_refreshes_are_scheduled_loses_none_repeats_none_kee
     repeated = {k: rs for k, rs in by_revision.items() if k[1] > 1 and len(rs) > 1}
     for (tid, rev), rs in repeated.items():
         assert all(r == rs[0] for r in rs), f"{tid} revision {rev} published with two contents"
-    # Lost: every refresh request got its newer revision.
+    # Lost: every refresh request handled, and each track's request deleted after its last
+    # round; a refresh that filled something published its newer revision.
     published = set(by_revision)
-    for m in requests:
-        req = RefreshRequest.decode(m.value)
-        assert (req.raw["track_id"], req.revision + 1) in published, \
-            f"refresh of {req.raw['track_id']} revision {req.revision} was never published"
+    handled, pending = requests_by_fate(requests)
+    assert not pending, f"refreshes never handled: {[r.raw['track_id'] for r in pending]}"
+    assert all(m.value is None for m in {m.key: m for m in requests}.values()), \
+        "every track's last record on the refresh topic is its tombstone"
+    assert all(r.revision == 1 or (r.raw["track_id"], r.revision) in published
+               for r in handled), "a follow-up request names a revision that was published"
     latest = latest_by_key(values)
     filled = sum(outcome(v, "discogs") not in ("deferred", "failed") for v in latest.values())
     revisions = [v["revision"] for v in latest.values()]
-    print(f"refresh requests {len(requests)}, publications {len(values)}, repeated after the "
+    print(f"refresh records {len(requests)} (requests {len(handled)}), publications "
+          f"{len(values)}, repeated after the "
           f"kill {len(repeated)}, max revision {max(revisions)}, discogs answered for "
           f"{filled}/{TRACKS}")
     assert filled == TRACKS, "after the refreshes drain every Discogs stage must be answered"

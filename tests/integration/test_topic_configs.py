@@ -3,6 +3,8 @@ existing topic from an older release brought up to them without losing its own s
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.integration.harness import TopicNames, kafka_kwargs
@@ -53,8 +55,13 @@ async def test_new_and_old_topics_get_the_compaction_configs_and_keep_their_own(
     created = await ensure_topics(kafka)
     assert kafka.enriched_topic not in created and changelog not in created
 
-    after = await configs(bootstrap, [kafka.enriched_topic, changelog, kafka.raw_topic,
-                                      kafka.refresh_topic])
+    # The broker applies a config change through its metadata log: visible a moment later.
+    names = [kafka.enriched_topic, changelog, kafka.raw_topic, kafka.refresh_topic]
+    for _ in range(100):
+        after = await configs(bootstrap, names)
+        if after[kafka.enriched_topic]["segment.ms"] == ENRICHED_COMPACTION["segment.ms"]:
+            break
+        await asyncio.sleep(0.1)
     for key, value in ENRICHED_COMPACTION.items():
         assert after[kafka.enriched_topic][key] == value, key
     assert after[kafka.enriched_topic]["retention.bytes"] == "123456789", \

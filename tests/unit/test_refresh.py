@@ -134,18 +134,22 @@ async def test_a_due_refresh_runs_only_its_stages_and_publishes_the_next_revisio
     await agent.handle(_request())
     assert clock.slept == [30.0], "the refresh waits until it is due"
     assert refresher.calls == [["lastfm"]]
-    assert [s[0] for s in sender.sent] == ["tracks.enriched"], "complete: nothing rescheduled"
+    assert [(s[0], s[2] is None) for s in sender.sent] == [
+        ("tracks.enriched", False), ("tracks.enriched.refresh", True)], \
+        "complete: nothing rescheduled, and the track's request deleted from the refresh topic"
     record = decode("EnrichedTrack", sender.sent[0][2] or b"")
     assert record["revision"] == 2 and record["status"] == "complete"
     assert table["t1"]["revision"] == 2
     await agent.handle(_request())  # re-delivered after a restart
-    assert len(sender.sent) == 1 and refresher.calls == [["lastfm"]], \
+    assert len(sender.sent) == 2 and refresher.calls == [["lastfm"]], \
         "a refresh already published must not be done twice"
 
 
 async def test_stages_still_deferred_are_rescheduled_later_until_the_last_round() -> None:
     sender, clock, table = Sender(), Clock(), {}
-    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(DEFERRED),
+    partly = Enrichment(filled={"isrc": FieldValue("GBDUW0000059", "musicbrainz", 0.97)},
+                        outcomes=list(DEFERRED.outcomes))
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(partly),
                          table=table, clock=clock, sleep=clock.sleep)
     await agent.handle(_request())
     assert [s[0] for s in sender.sent] == ["tracks.enriched", "tracks.enriched.refresh"]
@@ -154,7 +158,34 @@ async def test_stages_still_deferred_are_rescheduled_later_until_the_last_round(
     assert again.due_ms == int((clock.now + 60) * 1000), "the delay doubles every round"
     sender.sent.clear()
     await agent.handle(_request(round=SETTINGS.refresh.max_rounds, revision=2))
-    assert [s[0] for s in sender.sent] == ["tracks.enriched"], "no round after the last"
+    assert [(s[0], s[2] is None) for s in sender.sent] == [
+        ("tracks.enriched", False), ("tracks.enriched.refresh", True)], \
+        "no round after the last: the request is deleted"
+
+
+async def test_a_refresh_that_found_nothing_new_publishes_nothing_and_keeps_its_revision(
+        ) -> None:
+    sender, clock, table = Sender(), Clock(), {}
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(DEFERRED),
+                         table=table, clock=clock, sleep=clock.sleep)
+    await agent.handle(_request())
+    assert [s[0] for s in sender.sent] == ["tracks.enriched.refresh"], \
+        "the same fields, the same stage still deferred: nothing for a consumer"
+    again = RefreshRequest.decode(sender.sent[0][2] or b"")
+    assert (again.revision, again.round) == (1, 2)
+    assert table == {}
+    sender.sent.clear()
+    await agent.handle(_request(round=SETTINGS.refresh.max_rounds))
+    assert [(s[0], s[2]) for s in sender.sent] == [("tracks.enriched.refresh", None)]
+
+
+async def test_the_tombstone_of_a_finished_track_is_read_back_as_nothing_to_do() -> None:
+    sender, clock = Sender(), Clock()
+    refresher = FakeRefresher(DEFERRED)
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=refresher, table={},
+                         clock=clock, sleep=clock.sleep)
+    await agent.handle(Event(Message(None, key=b"t1", topic="tracks.enriched.refresh")))
+    assert sender.sent == [] and refresher.calls == []
 
 
 class Fake:
