@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> faust.App:
         broker_commit_interval=k.commit_interval_s,
         broker_max_poll_records=k.max_poll_records,
         broker_session_timeout=k.session_timeout_s,
+        consumer_group_instance_id=w.instance_id,
         broker_heartbeat_interval=min(3.0, k.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

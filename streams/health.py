@@ -12,6 +12,7 @@ would only make a rolling update stall.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -22,6 +23,8 @@ from faust import web
 
 LIVE_PATH = "/health/live"
 READY_PATH = "/health/ready"
+
+log = logging.getLogger("trackflow.streams.health")
 
 
 @dataclass(slots=True)
@@ -58,6 +61,12 @@ def setup_health(app: faust.App) -> Readiness:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def count_assigned(sender: Any, assigned: Any, **_: Any) -> None:
         readiness.partitions = len(assigned)
+        # One line per assignment: a rolling restart with static membership shows none on
+        # the workers that kept running.
+        log.info("event=partitions_assigned generation=%s partitions=%s topics=%d",
+                 app.consumer_generation_id,
+                 ",".join(str(p) for p in sorted({tp.partition for tp in assigned})) or "-",
+                 len({tp.topic for tp in assigned}))
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def first_assignment(sender: Any, **_: Any) -> None:

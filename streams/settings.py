@@ -168,6 +168,15 @@ class WorkerSettings(Section):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path(os.path.expanduser("~/.cache/trackflow/worker"))
+    """The tables' RocksDB databases (``[tables]``); keep it across restarts (a volume)."""
+    instance_id: str | None = Field(None, min_length=1, max_length=200,
+                                    pattern=r"^[A-Za-z0-9._-]+$")
+    """Static group membership (Kafka's ``group.instance.id``): a name that stays with this
+    worker across restarts, such as its pod's name in a StatefulSet. A worker that comes back
+    under its name within ``kafka.session_timeout_s`` gets its partitions back without a
+    rebalance, so a rolling restart moves nothing; one that does not come back is noticed only
+    after that timeout. Two running workers must never share a name (the broker fences the
+    older one). Unset: dynamic membership, each start is a new member."""
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     agents: list[Literal["enrich", "reprocess", "refresh"]] = ["enrich", "reprocess", "refresh"]
     """Agents this worker runs: enrichment of tracks.raw, reprocessing of tracks.dlq, refresh
