@@ -32,11 +32,12 @@ LABEL org.opencontainers.image.title="trackflow" \
 RUN groupadd --system --gid 10001 trackflow \
     && useradd --system --uid 10001 --gid trackflow --home-dir /var/lib/trackflow \
        --shell /usr/sbin/nologin trackflow \
-    && mkdir -p /var/lib/trackflow \
-    && chown trackflow:trackflow /var/lib/trackflow
+    && mkdir -p /var/lib/trackflow/data \
+    && chown -R trackflow:trackflow /var/lib/trackflow
 COPY --from=build /opt/venv /opt/venv
 # In a container the worker's web server (/metrics, /health/*) must listen beyond loopback, and
-# Faust's data directory is the one writable place (an emptyDir under a read-only root in k8s).
+# the tables' data directory is the one writable place (a volume of the worker's own: a new
+# named volume in Compose copies this directory's owner, a Kubernetes volume gets fsGroup).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -11,7 +11,7 @@ No Docker engine and no Kubernetes cluster are needed:
   of values; every built-in object is validated against the Kubernetes JSON schemas (the
   ``kubernetes-validate`` package, strict: unknown fields are errors). ServiceMonitor and
   ScaledObject are custom resources without a schema there: they are checked structurally
-  here (their references resolve to the Service, the Deployment, the partition count). Values
+  here (their references resolve to the Service, the StatefulSet, the partition count). Values
   that must be refused (more replicas than partitions) must make ``helm template`` fail.
 
 Exit status 1 with one line per problem. ``--only docker|compose|helm`` runs one part.
@@ -125,14 +125,28 @@ def check_compose() -> Problems:
     plain, demo = configs["plain"]["services"], configs["demo"]["services"]
     if "simulator" in plain or "simulator" not in demo:
         problems.append("compose: the simulator must run with --profile demo only")
-    worker = demo["worker"]
-    for key in ("container_name", "ports"):
-        if worker.get(key):
-            problems.append(f"compose: worker has {key}, so `--scale worker=3` cannot work")
-    if "/health/ready" not in " ".join(worker.get("healthcheck", {}).get("test", [])):
-        problems.append("compose: the worker's healthcheck must ask /health/ready")
-    if not worker.get("read_only"):
-        problems.append("compose: the worker should run with a read-only root filesystem")
+    workers = {n: demo[n] for n in demo if n.startswith("worker-")}
+    if len(workers) < 2:
+        problems.append(f"compose: expected several worker services, got {sorted(workers)}")
+    names = [w["environment"].get("TRACKFLOW_WORKER__INSTANCE_ID") for w in workers.values()]
+    if None in names or len(set(names)) != len(names):
+        problems.append(f"compose: each worker needs its own TRACKFLOW_WORKER__INSTANCE_ID "
+                        f"(static membership), got {names}")
+    data_volumes = [next((v.get("source") for v in w.get("volumes", [])
+                          if v.get("target") == "/var/lib/trackflow/data"
+                          and v.get("type") == "volume"), None) for w in workers.values()]
+    if None in data_volumes or len(set(data_volumes)) != len(data_volumes):
+        problems.append(f"compose: each worker needs a named volume of its own for its tables "
+                        f"at /var/lib/trackflow/data, got {data_volumes}")
+    for name, worker in workers.items():
+        if worker.get("ports"):
+            problems.append(f"compose: {name} publishes ports; Prometheus scrapes it inside")
+        if "worker" not in worker.get("networks", {}).get("default", {}).get("aliases", []):
+            problems.append(f"compose: {name} needs the `worker` alias Prometheus looks up")
+        if "/health/ready" not in " ".join(worker.get("healthcheck", {}).get("test", [])):
+            problems.append(f"compose: {name}'s healthcheck must ask /health/ready")
+        if not worker.get("read_only"):
+            problems.append(f"compose: {name} should run with a read-only root filesystem")
     brokers = sorted(n for n in demo if n.startswith("kafka-"))
     cluster_ids = {demo[n]["environment"].get("CLUSTER_ID") for n in brokers}
     if len(cluster_ids) != 1 or not _is_kraft_cluster_id(next(iter(cluster_ids))):
@@ -203,7 +217,8 @@ VALUE_SETS: dict[str, list[str]] = {
         "env[0].value=1000", "--set", "config.providers.spotify.rate=0.5",
     ],
     "one-partition": ["--set", "config.kafka.partitions=1", "--set", "replicaCount=1",
-                      "--set", "podDisruptionBudget.enabled=false"],
+                      "--set", "podDisruptionBudget.enabled=false",
+                      "--set", "persistence.enabled=false"],
 }
 MUST_FAIL: dict[str, tuple[list[str], str]] = {
     "replicas above partitions": (["--set", "replicaCount=9"], "replicaCount 9 is above"),
@@ -260,7 +275,7 @@ def _check_objects(docs: list[dict[str, Any]]) -> Iterator[str]:
 
 
 def _check_workload(by_kind: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
-    (deployment,) = by_kind["Deployment"]
+    (workers,) = by_kind["StatefulSet"]
     (configmap,) = by_kind["ConfigMap"]
     (service,) = by_kind["Service"]
     problems: Problems = []
@@ -270,11 +285,11 @@ def _check_workload(by_kind: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
         return
     tomllib.loads(configmap["data"]["trackflow.toml"])
     partitions = settings.kafka.partitions
-    pod = deployment["spec"]["template"]["spec"]
+    pod = workers["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    replicas = deployment["spec"].get("replicas")
+    replicas = workers["spec"].get("replicas")
     if replicas is not None and replicas > partitions:
-        yield f"Deployment has {replicas} replicas for {partitions} partitions"
+        yield f"StatefulSet has {replicas} replicas for {partitions} partitions"
     security = container.get("securityContext", {})
     if not security.get("readOnlyRootFilesystem") or not pod["securityContext"].get(
             "runAsNonRoot"):
@@ -282,8 +297,15 @@ def _check_workload(by_kind: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     data = mounts.get(str(settings.worker.data_dir))
-    if data is None or "emptyDir" not in volumes.get(data, {}):
-        yield f"Faust's data_dir {settings.worker.data_dir} must be a writable emptyDir"
+    claims = {c["metadata"]["name"] for c in workers["spec"].get("volumeClaimTemplates", [])}
+    if data is None or (data not in claims and "emptyDir" not in volumes.get(data, {})):
+        yield (f"the tables' data_dir {settings.worker.data_dir} must be a volume of the "
+               "worker's own (a volume claim template, or an emptyDir)")
+    instance = next((e for e in container.get("env", [])
+                     if e["name"] == "TRACKFLOW_WORKER__INSTANCE_ID"), None)
+    if instance is None or instance.get("valueFrom", {}).get("fieldRef", {}).get(
+            "fieldPath") != "metadata.name":
+        yield "each worker's group.instance.id must be its pod's name (static membership)"
     for probe, path in (("livenessProbe", "/health/live"), ("readinessProbe", "/health/ready")):
         if container.get(probe, {}).get("httpGet", {}).get("path") != path:
             yield f"the worker's {probe} must ask {path}"
@@ -303,12 +325,13 @@ def _check_workload(by_kind: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
                 yield f"ServiceMonitor names port {endpoint.get('port')}, not in the Service"
     for scaled in by_kind.get("ScaledObject", []):
         spec = scaled["spec"]
-        if spec["scaleTargetRef"]["name"] != deployment["metadata"]["name"]:
-            yield "ScaledObject does not target the Deployment"
+        target = spec["scaleTargetRef"]
+        if target["name"] != workers["metadata"]["name"] or target.get("kind") != "StatefulSet":
+            yield "ScaledObject does not target the StatefulSet"
         if spec["maxReplicaCount"] > partitions:
             yield f"ScaledObject may scale to {spec['maxReplicaCount']} > {partitions} partitions"
         if replicas is not None:
-            yield "with KEDA the Deployment must leave replicas to the autoscaler"
+            yield "with KEDA the StatefulSet must leave replicas to the autoscaler"
         for trigger in spec["triggers"]:
             meta = trigger.get("metadata", {})
             if trigger.get("type") != "kafka" or meta.get("topic") != settings.kafka.raw_topic \
