@@ -139,6 +139,11 @@ def check_compose() -> Problems:
         problems.append(f"compose: each worker needs a named volume of its own for its tables "
                         f"at /var/lib/trackflow/data, got {data_volumes}")
     for name, worker in workers.items():
+        limiter = worker["environment"].get("TRACKFLOW_LIMITER__REDIS_URL") or ""
+        host = limiter.split("//", 1)[-1].split(":", 1)[0].split("@")[-1]
+        if "noeviction" not in " ".join(demo.get(host, {}).get("command") or []):
+            problems.append(f"compose: {name}'s limiter Redis ({limiter or 'none'}) must be a "
+                            "service of its own with maxmemory-policy noeviction")
         if worker.get("ports"):
             problems.append(f"compose: {name} publishes ports; Prometheus scrapes it inside")
         if "worker" not in worker.get("networks", {}).get("default", {}).get("aliases", []):
@@ -213,6 +218,7 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set", "metrics.serviceMonitor.enabled=true",
         "--set", "credentials.existingSecret=trackflow-providers",
         "--set", "redisUrlSecret.name=trackflow-redis",
+        "--set", "limiterRedisUrlSecret.name=trackflow-limiter-redis",
         "--set", "env[0].name=TRACKFLOW_KAFKA__MAX_POLL_RECORDS", "--set-string",
         "env[0].value=1000", "--set", "config.providers.spotify.rate=0.5",
     ],

@@ -148,6 +148,11 @@ class ProviderCache:
         return self._clock
 
     @property
+    def client(self) -> aioredis.Redis | None:
+        """The Redis client (None: an LRU-only cache)."""
+        return self._redis
+
+    @property
     def uses_redis(self) -> bool:
         """Whether this cache has Redis behind its LRU (available now or not)."""
         return self._redis is not None

@@ -227,6 +227,11 @@ class GlobalLimiter:
         return f"{self._namespace}:ratelimit:{provider}"
 
     @property
+    def client(self) -> aioredis.Redis | None:
+        """The Redis client of the reservations."""
+        return self._redis
+
+    @property
     def available(self) -> bool:
         """Whether the next :meth:`reserve` will try Redis."""
         return self._script is not None and self._clock() >= self._skip_until

@@ -74,6 +74,24 @@ CACHE_REQUESTS = Counter(
     "Cache lookups by level (lru, redis, inflight) and result (hit, miss, skipped).",
     ["provider", "level", "result"],
 )
+REDIS_MEMORY_USED = Gauge(
+    "trackflow_redis_memory_used_bytes",
+    "Memory the Redis of each role (cache, limiter) reports in use (INFO memory used_memory), "
+    "read every 30 s.",
+    ["role"],
+)
+REDIS_MEMORY_MAX = Gauge(
+    "trackflow_redis_memory_max_bytes",
+    "The maxmemory of the Redis of each role; 0: no limit set (it grows until the host runs "
+    "out).",
+    ["role"],
+)
+REDIS_EVICTING = Gauge(
+    "trackflow_redis_evicting",
+    "1 when the Redis of the role evicts keys once full (its maxmemory-policy is not "
+    "noeviction), 0 when it refuses writes instead.",
+    ["role"],
+)
 CACHE_ERRORS = Counter(
     "trackflow_cache_errors_total",
     "Redis operations that failed (the call carried on without the cache).",

@@ -40,6 +40,13 @@ class LimiterSettings(Section):
     enabled: bool = True
     """Pace every provider with one queue in Redis for all workers; off: per-partition slots
     only (each partition gets rate / partitions, idle partitions strand their share)."""
+    redis_url: str | None = Field(None, repr=False)
+    """The limiter's own Redis (``TRACKFLOW_LIMITER__REDIS_URL``); unset: ``redis_url``, the
+    cache's. Give it one in production, with ``maxmemory-policy noeviction``: its keys are a few
+    KB per provider, and they must never be evicted (an evicted log of calls sent lets the next
+    calls over the provider's limit) nor be refused because the cache filled the memory (the
+    gate then falls back to per-partition pacing, a share of the rate per partition). May hold
+    a password, like ``redis_url``."""
     horizon_s: float = Field(5.0, gt=0, le=300)
     """How far ahead a slot may be reserved; also how long the fallback waits after an outage
     before it sends."""

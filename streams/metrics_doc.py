@@ -24,6 +24,7 @@ METRIC_MODULES: tuple[ModuleType, ...] = (provider_metrics, stream_metrics)
 #: Unit of a family, from the end of its name (checked in this order).
 _UNIT_SUFFIXES: tuple[tuple[str, str], ...] = (
     ("_seconds", "seconds"),
+    ("_bytes", "bytes"),
     ("_records", "records"),
     ("_ratio", "ratio (0..1)"),
     ("_total", "events"),
@@ -41,11 +42,13 @@ _UNIT_OVERRIDES: dict[str, str] = {
     "trackflow_ratelimit_waiting_calls": "calls",
     "trackflow_ratelimit_rate": "calls per second",
     "trackflow_refresh_backlog": "refresh requests",
+    "trackflow_redis_evicting": "state (0 noeviction, 1 evicts)",
 }
 #: Area of a family, from the start of its name (first match wins); the table is grouped by it.
 _AREAS: tuple[tuple[str, str], ...] = (
     ("trackflow_provider_", "Provider calls (RED per provider)"),
     ("trackflow_cache_", "Cache"),
+    ("trackflow_redis_", "Cache"),
     ("trackflow_ratelimit_", "Rate limits"),
     ("trackflow_breaker_", "Circuit breakers"),
     ("trackflow_retr", "Retries"),

@@ -24,6 +24,7 @@ from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.limiter import GlobalLimiter
+from trackflow.providers.redis_client import RedisMemory
 from trackflow.providers.registry import build_providers
 from trackflow.providers.specs import SPECS
 from trackflow.streams.app import create_app, declare_topics, fence_seeks, rewind_on_assignment
@@ -43,14 +44,34 @@ def build_cache(settings: Settings) -> ProviderCache | None:
 
 
 def build_limiter(settings: Settings) -> GlobalLimiter | None:
-    """One rate-limit queue per provider in Redis for all workers (see providers.limiter); the
-    namespace is the cache's, which already separates pipelines sharing a Redis."""
+    """One rate-limit queue per provider in Redis for all workers (see providers.limiter), on
+    the limiter's own Redis when it has one; the namespace is the cache's, which already
+    separates pipelines sharing a Redis."""
     lim = settings.limiter
     if not lim.enabled:
         return None
-    return GlobalLimiter(settings.redis_url, namespace=settings.cache.namespace,
+    return GlobalLimiter(lim.redis_url or settings.redis_url, namespace=settings.cache.namespace,
                          horizon_s=lim.horizon_s, timeout_s=lim.timeout_s,
                          outage_skip_s=lim.outage_skip_s, min_shares=lim.min_shares())
+
+
+#: How often each Redis's memory is read for ``trackflow_redis_memory_*``.
+REDIS_MEMORY_INTERVAL_S = 30.0
+
+
+def watch_redis_memory(app: faust.App, cache: ProviderCache | None,
+                       limiter: GlobalLimiter | None) -> RedisMemory:
+    """Export the memory of the cache's and the limiter's Redis (the same one, twice, when they
+    share it) on a timer."""
+    clients = {role: c.client for role, c in (("cache", cache), ("limiter", limiter))
+               if c is not None and c.client is not None}
+    exporter = RedisMemory(clients)
+    if clients:
+        async def read_redis_memory() -> None:
+            await exporter.tick()
+
+        app.timer(REDIS_MEMORY_INTERVAL_S, name="trackflow.redis_memory")(read_redis_memory)
+    return exporter
 
 
 def back_off_consumer_retries(app: faust.App, retry_backoff_ms: int) -> None:
@@ -83,6 +104,7 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
     cache = build_cache(settings)
     limiter = build_limiter(settings)
+    watch_redis_memory(app, cache, limiter)
     gates = GateSet({
         name: ResilientGate(name, settings.providers[name],
                             partitions=settings.kafka.partitions, state=state, cache=cache,

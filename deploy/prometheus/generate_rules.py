@@ -339,6 +339,36 @@ GROUPS: tuple[Group, ...] = (
                       'errors mean corrupt or foreign values under our keys: bump the '
                       'cache key version or delete the keys.'),
         ),
+        Alert(
+            name='TrackflowRedisMemoryHigh',
+            expr=('max by (role) (trackflow_redis_memory_used_bytes\n'
+                  '  / (trackflow_redis_memory_max_bytes > 0)) > 0.9'),
+            for_='15m',
+            severity='warning',
+            summary='The {{ $labels.role }} Redis is above 90% of its maxmemory',
+            description=('{{ $value | humanizePercentage }} of the {{ $labels.role }} '
+                          "Redis's maxmemory is in use."),
+            runbook=('A full cache Redis with allkeys-lru evicts old answers (the hit ratio '
+                      'falls and provider calls grow); with noeviction it refuses writes '
+                      "(TrackflowRedisErrors). The limiter's keys are a few KB per provider: "
+                      "if its Redis fills, it is shared with the cache; give it one of its own"
+                      ' (TRACKFLOW_LIMITER__REDIS_URL). Raise maxmemory or shorten the cache '
+                      'TTLs (README "State").'),
+        ),
+        Alert(
+            name='TrackflowLimiterRedisEvicts',
+            expr='max(trackflow_redis_evicting{role="limiter"}) > 0',
+            for_='10m',
+            severity='warning',
+            summary="The rate limiter's Redis may evict its keys",
+            description=('The Redis behind the global rate limiter has a maxmemory-policy '
+                          'that evicts keys once it is full.'),
+            runbook=("Full, it may evict a provider's log of calls sent, and the next calls "
+                      "go over the provider's limit (429s; MusicBrainz blocks clients). Give "
+                      'the limiter a Redis of its own with maxmemory-policy noeviction '
+                      '(TRACKFLOW_LIMITER__REDIS_URL; the Compose file and the Helm value '
+                      'limiterRedisUrlSecret show how).'),
+        ),
     )),
     Group('trackflow.deadletters', (
         Alert(

@@ -268,6 +268,7 @@ async def test_kafka_and_redis_credentials_stay_out_of_logs_errors_and_reprs(
         closed = sock.getsockname()[1]
     redis_url = f"rediss://trackflow:{REDIS_PASSWORD}@127.0.0.1:{closed}/0"
     env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed}", "REDIS_URL": redis_url,
+           "TRACKFLOW_LIMITER__REDIS_URL": redis_url.replace("/0", "/1"),
            "TRACKFLOW_KAFKA__SECURITY__PROTOCOL": "SASL_PLAINTEXT",
            "TRACKFLOW_KAFKA__SECURITY__SASL_MECHANISM": "SCRAM-SHA-256",
            "TRACKFLOW_KAFKA_SASL_USERNAME": "svc", "TRACKFLOW_KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
@@ -276,8 +277,10 @@ async def test_kafka_and_redis_credentials_stay_out_of_logs_errors_and_reprs(
     with caplog.at_level(logging.DEBUG):
         settings = load_settings(env=env)
         sec = client_security(settings.kafka.security, env)
-        shown += [repr(settings), repr(sec), sec.describe(), repr(sec.faust_credentials()),
-                  mask_url(settings.redis_url)]
+        assert settings.limiter.redis_url is not None
+        shown += [repr(settings), repr(settings.limiter), repr(sec), sec.describe(),
+                  repr(sec.faust_credentials()), mask_url(settings.redis_url),
+                  mask_url(settings.limiter.redis_url)]
         import os
         saved = dict(os.environ)
         os.environ.update(env)

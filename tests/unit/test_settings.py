@@ -133,3 +133,18 @@ def test_tables_default_to_rocksdb_sized_for_many_small_databases() -> None:
     assert per_database <= 16 * 1024 * 1024
     assert load_settings(env={"TRACKFLOW_TABLES__STORE": "memory"}).tables.store_url == \
         "memory://"
+
+
+def test_the_limiter_takes_its_own_redis_when_given_one() -> None:
+    from trackflow.streams.worker import build_limiter
+
+    shared = load_settings(env={"REDIS_URL": "redis://cache:6379/0"})
+    assert shared.limiter.redis_url is None
+    apart = load_settings(env={"REDIS_URL": "redis://cache:6379/0",
+                               "TRACKFLOW_LIMITER__REDIS_URL": "redis://limits:6379/0"})
+    assert apart.limiter.redis_url == "redis://limits:6379/0"
+    for settings, host in ((shared, "cache"), (apart, "limits")):
+        limiter = build_limiter(settings)
+        assert limiter is not None
+        kwargs = limiter._redis.connection_pool.connection_kwargs
+        assert kwargs["host"] == host
