@@ -149,15 +149,18 @@ class Pacer:
                 self._give_up(spec, deadline, now, st.paused_until - now)
             await self.sleep(st.paused_until - now)
             return False
-        ahead = math.inf if deadline is None else deadline - now
-        if ahead < 0 and deadline is not None:
+        if deadline is not None and deadline < now:
             self._give_up(spec, deadline, now, 0.0)
         priority = current_priority()
         if priority is Priority.FRESH:
-            r = await self._reserve(spec, deadline, now, ahead, priority)
+            r = await self._reserve(spec, deadline, priority)
         else:
             async with self._asking[priority]:
-                r = await self._reserve(spec, deadline, now, ahead, priority)
+                # Timed from here, not from before the wait for the lock: the slot's time is
+                # the middle of the round trip, and a caller that waited its turn here would
+                # otherwise wake that long before its slot, find the calls before it still
+                # counting, and lose the slot (a quarter of the refreshes' minimum share).
+                r = await self._reserve(spec, deadline, priority)
         if r is None:
             return None
         if not r.granted:
@@ -194,11 +197,13 @@ class Pacer:
             return False
         return committed
 
-    async def _reserve(self, spec: CallSpec, deadline: float | None, now: float,
-                       ahead: float, priority: Priority) -> _Reserved | None:
+    async def _reserve(self, spec: CallSpec, deadline: float | None, priority: Priority
+                       ) -> _Reserved | None:
         """One request to the limiter; refused, it sleeps until asking again may succeed.
         None: Redis did not answer."""
         assert self.limiter is not None
+        now = self._clock()
+        ahead = math.inf if deadline is None else max(0.0, deadline - now)
         r = await self.limiter.reserve(self.provider, interval_s=1.0 / self.rate,
                                         ahead_s=ahead, floor=self._global_floor,
                                         priority=priority)

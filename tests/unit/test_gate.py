@@ -529,6 +529,52 @@ async def test_calls_below_fresh_take_only_slots_nobody_queued_for() -> None:
     assert t.now >= 1_700_000_003.0 - 0.1, "it went only once the fresh calls' queue was gone"
 
 
+async def test_a_caller_that_waited_its_turn_to_ask_is_not_woken_before_its_slot() -> None:
+    from trackflow.providers.limiter import Reservation
+
+    t = VirtualTime()
+
+    class Turns(FakeLimiter):
+        """Refuses the first ask for a second (its caller keeps the turn meanwhile), then
+        grants slots half a second ahead; records when each call commits."""
+
+        def __init__(self, t: FakeTime) -> None:
+            super().__init__(t)
+            self.asks = 0
+            self.slots: list[float] = []
+            self.commits: list[float] = []
+
+        async def reserve(self, provider: str, **kw: Any) -> Any:
+            self.asks += 1
+            if self.asks == 1:
+                return Reservation(False, 1.0, 1.0)
+            self.slots.append(self.t.now + 0.5)
+            return Reservation(True, 0.5)
+
+        async def commit(self, provider: str, **kw: Any) -> Any:
+            self.commits.append(self.t.now)
+            return await super().commit(provider, **kw)
+
+    limiter = Turns(t)
+    gate = ResilientGate("spotify", ProviderPolicy(rate=10.0, rate_slack_s=0.0, max_attempts=1),
+                         partitions=8, state={}, clock=t.clock, sleep=t.sleep,
+                         rng=random.Random(1), limiter=limiter)  # type: ignore[arg-type]
+
+    async def call() -> None:
+        enter_record(0)
+        with call_priority(Priority.REFRESH):
+            await gate.run(SPEC, ok)
+
+    await t.run(call(), call())
+    # The second caller asked once the first gave its turn up, a second after it began to
+    # wait: timed from its wait, it woke half a second early, found the calls before its slot
+    # still counting on the provider's window and lost the slot (a quarter of the refreshes'
+    # minimum share on a busy provider).
+    assert len(limiter.commits) == 2
+    assert all(c >= s - 1e-9 for c, s in zip(sorted(limiter.commits), sorted(limiter.slots),
+                                               strict=True)), (limiter.commits, limiter.slots)
+
+
 async def test_below_fresh_one_caller_at_a_time_asks_the_limiter() -> None:
     from trackflow.providers.limiter import Reservation
 
