@@ -70,6 +70,8 @@ def watch_redis_memory(app: faust.App, cache: ProviderCache | None,
         async def read_redis_memory() -> None:
             await exporter.tick()
 
+        # Once at start (a timer's first run is an interval later), then on the timer.
+        app.task(read_redis_memory)
         app.timer(REDIS_MEMORY_INTERVAL_S, name="trackflow.redis_memory")(read_redis_memory)
     return exporter
 

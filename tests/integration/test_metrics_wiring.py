@@ -66,6 +66,9 @@ MAY_STAY_ZERO = {
     "trackflow_refresh_oldest_due_seconds": "read after the pipeline settled",
     "trackflow_breaker_state": "0 is closed: the outage is over when it is read",
     "trackflow_breaker_failure_rate": "the failure window may have rolled past the outage",
+    # The local stack's one Redis: no maxmemory, and noeviction (Redis's defaults).
+    "trackflow_redis_memory_max_bytes": "the local stack's Redis has no maxmemory",
+    "trackflow_redis_evicting": "the local stack's Redis does not evict",
 }
 #: A catalog nobody cached before: answers must come from the providers, not from Redis.
 SEED = random.randrange(1_000_000)
