@@ -183,10 +183,15 @@ def tally(letters: Iterable[DeadLetter], *, now_ms: int) -> dict[str, Counter[st
     """Counts per stage, provider, error class, reason, retryable and age bucket."""
     counts: dict[str, Counter[str]] = {name: Counter() for name in [*DIMENSIONS, "age"]}
     for letter in letters:
-        for name, read in DIMENSIONS.items():
-            counts[name][read(letter)] += 1
-        counts["age"][age_bucket(letter.last_failure_ms, now_ms=now_ms)] += 1
+        count_into(counts, letter, now_ms=now_ms)
     return counts
+
+
+def count_into(counts: dict[str, Counter[str]], letter: DeadLetter, *, now_ms: int) -> None:
+    """Add one dead letter to the counts of :func:`tally`."""
+    for name, read in DIMENSIONS.items():
+        counts[name][read(letter)] += 1
+    counts["age"][age_bucket(letter.last_failure_ms, now_ms=now_ms)] += 1
 
 
 def ordered(name: str, counter: Counter[str]) -> list[tuple[str, int]]:

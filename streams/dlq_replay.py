@@ -11,13 +11,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from trackflow.streams.consume import assigned_consumer, decode_message
-from trackflow.streams.dlq_letters import DeadLetter, ledger_value, operator_replay_headers
+from trackflow.streams.dlq_letters import (
+    DeadLetter,
+    LetterFilter,
+    count_into,
+    ledger_value,
+    matches,
+    operator_replay_headers,
+    tally,
+)
 from trackflow.streams.kafka_io import start_consumer, start_producer
 from trackflow.streams.settings import KafkaSettings, Settings
 from trackflow.streams.topics import (
@@ -54,11 +63,46 @@ async def read_to_end(consumer: AIOKafkaConsumer) -> AsyncIterator[Any]:
 async def read_topic(kafka: KafkaSettings, topic: str, *, enriched_topic: str | None = None
                      ) -> list[DeadLetter]:
     """All dead letters of ``topic``; TopicMissing when it does not exist."""
+    return [letter async for letter in letters_of(kafka, topic, enriched_topic=enriched_topic)]
+
+
+async def letters_of(kafka: KafkaSettings, topic: str, *, enriched_topic: str | None = None
+                     ) -> AsyncIterator[DeadLetter]:
+    """The dead letters of ``topic`` one at a time, to its end (a DLQ burst of millions is
+    counted or searched without holding it); TopicMissing when it does not exist."""
     consumer = await assigned_consumer(kafka, topic, from_beginning=True)
     try:
-        return [letter_of(m, enriched_topic=enriched_topic) async for m in read_to_end(consumer)]
+        async for msg in read_to_end(consumer):
+            yield letter_of(msg, enriched_topic=enriched_topic)
     finally:
         await consumer.stop()
+
+
+async def count_topic(kafka: KafkaSettings, topic: str, *, now_ms: int
+                      ) -> tuple[int, dict[str, Counter[str]]]:
+    """How many dead letters ``topic`` holds and their :func:`~dlq_letters.tally`, read once."""
+    counts = tally((), now_ms=now_ms)
+    total = 0
+    async for letter in letters_of(kafka, topic):
+        count_into(counts, letter, now_ms=now_ms)
+        total += 1
+    return total, counts
+
+
+async def find_letters(kafka: KafkaSettings, topic: str, flt: LetterFilter, *, limit: int,
+                       enriched_topic: str | None = None
+                       ) -> tuple[list[DeadLetter], int, int]:
+    """The first ``limit`` (0: all) dead letters of ``topic`` matching ``flt``, how many match
+    and how many were read: only those shown are kept."""
+    shown: list[DeadLetter] = []
+    found = read = 0
+    async for letter in letters_of(kafka, topic, enriched_topic=enriched_topic):
+        read += 1
+        if matches(letter, flt):
+            found += 1
+            if limit <= 0 or len(shown) < limit:
+                shown.append(letter)
+    return shown, found, read
 
 
 async def read_ledger(kafka: KafkaSettings, ledger_topic: str) -> dict[str, dict[str, Any]]:

@@ -41,9 +41,10 @@ from trackflow.streams.dlq_letters import (
     ordered,
     parse_since,
     split_replayed,
-    tally,
 )
 from trackflow.streams.dlq_replay import (
+    count_topic,
+    find_letters,
     prepare_replay,
     publish_replays,
     read_ledger,
@@ -139,20 +140,19 @@ def stats(topic: str | None, fmt: str, config_path: str | None) -> None:
     """Count dead letters by stage, provider, error class, reason, retryable and age."""
     settings = _settings(config_path)
     name = topic or settings.kafka.dlq_topic
-    letters = _run(read_topic(settings.kafka, name))
-    counts = tally(letters, now_ms=_now_ms())
+    total, counts = _run(count_topic(settings.kafka, name, now_ms=_now_ms()))
     if fmt == "json":
-        click.echo(json.dumps({"topic": name, "total": len(letters),
+        click.echo(json.dumps({"topic": name, "total": total,
                                **{k: dict(ordered(k, v)) for k, v in counts.items()}}))
         return
     console = Console()
-    console.print(f"[bold]{len(letters)}[/bold] dead letters in {name}")
-    if not letters:
+    console.print(f"[bold]{total}[/bold] dead letters in {name}")
+    if not total:
         return
     for dim, counter in counts.items():
         table = Table(dim, "count", "share", title=f"by {dim}", title_justify="left")
         for label, n in ordered(dim, counter):
-            table.add_row(label, str(n), f"{100 * n / len(letters):.0f}%")
+            table.add_row(label, str(n), f"{100 * n / total:.0f}%")
         console.print(table)
 
 
@@ -195,13 +195,11 @@ def show(topic: str | None, flt: LetterFilter, limit: int, fmt: str,
     """Print dead letters with their headers, decoded where decodable."""
     settings = _settings(config_path)
     name = topic or settings.kafka.dlq_topic
-    letters = _run(read_topic(settings.kafka, name,
-                              enriched_topic=settings.kafka.enriched_topic))
-    found = [d for d in letters if matches(d, flt)]
+    shown, found, read = _run(find_letters(settings.kafka, name, flt, limit=limit,
+                                           enriched_topic=settings.kafka.enriched_topic))
     if not found:
-        _no_match(flt, name, len(letters))
+        _no_match(flt, name, read)
         return
-    shown = found[:limit] if limit > 0 else found
     now_ms = _now_ms()
     if fmt == "jsonl":
         for letter in shown:
@@ -211,8 +209,7 @@ def show(topic: str | None, flt: LetterFilter, limit: int, fmt: str,
             click.echo(json.dumps(item, default=jsonable, ensure_ascii=False))
     else:
         Console().print(_show_table(shown, now_ms=now_ms))
-    click.echo(f"{len(shown)} of {len(found)} matching dead letters ({len(letters)} in {name})",
-               err=True)
+    click.echo(f"{len(shown)} of {found} matching dead letters ({read} in {name})", err=True)
 
 
 @dlq.command()
