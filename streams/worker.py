@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import faust
 
@@ -22,6 +24,7 @@ from trackflow.agents.stream_metrics import export_build_info, register_lag_metr
 from trackflow.agents.tables import RESILIENCE_TABLE
 from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.cache import ProviderCache
+from trackflow.providers.errors import ConfigError
 from trackflow.providers.gate import GateSet, ResilientGate
 from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.redis_client import RedisMemory
@@ -74,6 +77,31 @@ def watch_redis_memory(app: faust.App, cache: ProviderCache | None,
         app.task(read_redis_memory)
         app.timer(REDIS_MEMORY_INTERVAL_S, name="trackflow.redis_memory")(read_redis_memory)
     return exporter
+
+
+DATA_DIR_LOCK = "trackflow.lock"
+
+
+def lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold ``data_dir`` for this process (until it exits; the handle must be kept).
+
+    RocksDB lets one process open a database; a second worker started on the same directory
+    would retry Faust's open for 30 s and then stop with a RocksDB lock error. This says at once
+    which setting to change."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = (data_dir / DATA_DIR_LOCK).open("a+b")
+    except OSError as exc:
+        raise ConfigError("worker.data_dir", f"{data_dir} is not a writable directory "
+                          f"({exc.strerror}); set TRACKFLOW_WORKER__DATA_DIR") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError("worker.data_dir", f"{data_dir} is in use by another worker; give "
+                          "each worker a directory of its own (TRACKFLOW_WORKER__DATA_DIR)"
+                          ) from None
+    return handle
 
 
 def back_off_consumer_retries(app: faust.App, retry_backoff_ms: int) -> None:

@@ -11,7 +11,7 @@ from trackflow.streams.faust_worker import TrackflowWorker
 from trackflow.streams.kafka_logs import OutageLogFilter
 from trackflow.streams.settings import load_settings
 from trackflow.streams.topics import KafkaUnavailable, ensure_topics
-from trackflow.streams.worker import build_worker_app
+from trackflow.streams.worker import build_worker_app, lock_data_dir
 
 
 @click.command()
@@ -36,6 +36,9 @@ def worker(config_path: str | None, web_port: int | None, loglevel: str | None) 
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)
     try:
+        # Held until the process exits: one worker per data directory (RocksDB's rule).
+        data_dir_lock = (lock_data_dir(settings.worker.data_dir)
+                         if settings.tables.store == "rocksdb" else None)
         app = build_worker_app(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -46,5 +49,9 @@ def worker(config_path: str | None, web_port: int | None, loglevel: str | None) 
     async def summarise_kafka_logs() -> None:
         log_filter.flush()
 
-    TrackflowWorker(app, loglevel=level, log_filter=log_filter,
-                    stop_grace_s=settings.worker.stop_grace_s).execute_from_commandline()
+    try:
+        TrackflowWorker(app, loglevel=level, log_filter=log_filter,
+                        stop_grace_s=settings.worker.stop_grace_s).execute_from_commandline()
+    finally:
+        if data_dir_lock is not None:
+            data_dir_lock.close()

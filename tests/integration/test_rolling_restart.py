@@ -85,3 +85,17 @@ async def test_a_rolling_restart_of_three_static_members_moves_no_partition(
         # a rebalance, it would have logged one more.
         assert [p for _, p in lines] == [had], (
             f"worker {i}: assignments {lines} during the rolling restart, had {had}")
+
+
+async def test_a_second_worker_on_a_running_workers_data_directory_stops_naming_the_setting(
+        topic_names: TopicNames, worker_factory: Any) -> None:
+    quiet = {"TRACKFLOW_WATERFALL__ORDER": "[]", "TRACKFLOW_WORKER__AGENTS": '["enrich"]'}
+    first = worker_factory(partitions=2, name="owner", extra_env=quiet)
+    await first.wait_ready()
+    second = worker_factory(partitions=2, name="intruder", extra_env={
+        **quiet, "TRACKFLOW_WORKER__DATA_DIR": first.env_vars()["TRACKFLOW_WORKER__DATA_DIR"]})
+    code = await asyncio.to_thread(second.proc.wait, 60)
+    text = second.log_text()
+    assert code != 0, text[-2000:]
+    assert "worker.data_dir" in text and "in use by another worker" in text, text[-2000:]
+    assert first.alive(), "the running worker is not disturbed"

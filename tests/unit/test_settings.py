@@ -148,3 +148,21 @@ def test_the_limiter_takes_its_own_redis_when_given_one() -> None:
         assert limiter is not None
         kwargs = limiter._redis.connection_pool.connection_kwargs
         assert kwargs["host"] == host
+
+
+def test_a_second_worker_on_the_same_data_directory_is_told_which_setting_to_change(
+        tmp_path: Path) -> None:
+    from trackflow.streams.worker import lock_data_dir
+
+    first = lock_data_dir(tmp_path / "data")
+    try:
+        with pytest.raises(ConfigError) as err:
+            lock_data_dir(tmp_path / "data")
+        assert err.value.key == "worker.data_dir"
+        assert "TRACKFLOW_WORKER__DATA_DIR" in str(err.value)
+    finally:
+        first.close()
+    lock_data_dir(tmp_path / "data").close()  # free again once the first one is gone
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="not a writable directory"):
+        lock_data_dir(tmp_path / "file" / "data")
