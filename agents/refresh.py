@@ -7,7 +7,9 @@ input, the fields known so far, the stages to run again, the revision published 
 refresh is due. This agent reads that topic, waits until a request is due, runs only those
 stages (answers already cached cost no call: the provider cache answers them), and publishes
 the result to the enriched topic under the same key with the revision raised; stages still
-deferred or failed get a new request, later, until ``refresh.max_rounds``.
+deferred or failed get a new request, later, until ``refresh.max_rounds``; after a track's
+last round its request is deleted from the refresh topic (a tombstone), and a refresh that found
+nothing new publishes nothing (the next round keeps the revision).
 
 Durability and order, without exactly-once:
 
