@@ -69,3 +69,31 @@ def test_only_configs_that_differ_are_changed() -> None:
     assert config_changes(spec, have) == {}
     have["segment.ms"] = ("604800000", False)
     assert config_changes(spec, have) == {"segment.ms": spec.config["segment.ms"]}
+
+
+async def test_a_worker_without_the_right_to_alter_configs_starts_anyway(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import trackflow.streams.topics as topics
+
+    kafka = KafkaSettings()
+    names = [s.name for s in topic_specs(kafka)]
+
+    class Admin:
+        async def list_topics(self) -> list[str]:
+            return names
+
+        async def describe_topics(self, wanted: list[str]) -> list[dict[str, Any]]:
+            return [described(n, kafka.partitions, 1) for n in wanted]
+
+        async def describe_configs(self, resources: Any) -> Any:
+            raise topics.KafkaToolError("TopicAuthorizationFailed")
+
+        async def close(self) -> None:
+            pass
+
+    async def admin(_: Any) -> Admin:
+        return Admin()
+
+    monkeypatch.setattr(topics, "admin_client", admin)
+    assert await topics.ensure_topics(kafka) == []
+    assert "event=topic_configs_not_set" in caplog.text
