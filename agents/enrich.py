@@ -37,6 +37,8 @@ from trackflow.agents.records import (
 )
 from trackflow.agents.refresh_schedule import (
     already_refreshed,
+    known_revision,
+    next_revision,
     schedule_refresh,
     stages_to_refresh,
     supersedes,
@@ -171,7 +173,7 @@ class EnrichmentPipeline:
         try:
             value, status = self._encoder.encode(
                 raw, attempt=attempt, enriched_at_ms=int(now * 1000), filled=result.filled,
-                outcomes=result.outcomes, revision=entry["revision"] + 1 if entry else 1)
+                outcomes=result.outcomes, revision=next_revision(now, known_revision(entry)))
             ack = asyncio.ensure_future(await self._send(
                 self._settings.kafka.enriched_topic, raw["track_id"].encode(), value,
                 self._avro_headers))
@@ -214,8 +216,7 @@ class EnrichmentPipeline:
             # input: publishing this one would put an older version after a newer one.
             metrics.REFRESHES.labels(outcome="superseded").inc()
             return
-        entry = self._refreshed.get(raw["track_id"])
-        revision = entry["revision"] + 1 if entry else 1
+        revision = next_revision(now, known_revision(self._refreshed.get(raw["track_id"])))
         try:
             value, status = self._encoder.encode(
                 raw, attempt=attempt, enriched_at_ms=int(now * 1000), filled=result.filled,
@@ -233,7 +234,8 @@ class EnrichmentPipeline:
         self._enriched_out.inc()
         self._status[status].inc()
         await schedule_refresh(self._send, self._settings, raw, result.filled, result.outcomes,
-                               attempt=attempt, now=now, revision=revision)
+                               attempt=attempt, now=now, revision=revision,
+                               source=(msg.partition, msg.offset))
         if msg.timestamp:  # Faust gives the Kafka timestamp in seconds
             metrics.END_TO_END_LATENCY.observe(max(0.0, now - msg.timestamp))
 

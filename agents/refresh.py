@@ -6,7 +6,7 @@ request* for it to ``<enriched topic>.refresh`` (compacted, keyed by track_id), 
 input, the fields known so far, the stages to run again, the revision published and when the
 refresh is due. This agent reads that topic, waits until a request is due, runs only those
 stages (answers already cached cost no call: the provider cache answers them), and publishes
-the result to the enriched topic under the same key with the revision raised; stages still
+the result to the enriched topic under the same key with a higher revision; stages still
 deferred or failed get a new request, later, until ``refresh.max_rounds``; after a track's
 last round its request is deleted from the refresh topic (a tombstone), and a refresh that found
 nothing new publishes nothing (the next round keeps the revision).
@@ -17,14 +17,20 @@ Durability and order, without exactly-once:
   found done), so after a crash everything unfinished is read again; the request for the next
   round is published before the one it replaces is acked, so none is lost.
 - A changelogged table (:data:`~agents.runner.REFRESH_TABLE`, keyed by track_id, written only
-  from the refresh topic's partition of the key) keeps the revision each track reached and its
-  input. A request whose refresh was already published is skipped, so a re-delivered request
-  is not done twice; and the enrichment agent, reading the same table, does not publish a
-  re-delivered fresh result (revision 1) over a refreshed one with the same input, so a
-  consumer never sees an older version after a newer one.
+  from the refresh topic's partition of the key) keeps the revision a refresh published for a
+  track and its input, while the track has refreshes to come. A request whose refresh was
+  already published is skipped, so a re-delivered request is not done twice; and the
+  enrichment agent, reading the same table, does not publish a re-delivered fresh result over
+  a refreshed one with the same input, so a consumer never sees an older version after a
+  newer one. After the last round the entry is deleted, once the raw record the input came
+  from is committed (no restart can read it again then): the table holds the tracks being
+  refreshed, not every track ever refreshed.
+- Revisions are derived from the publication time (:func:`~agents.refresh_schedule.
+  next_revision`), raised past the last one the table or the request knows; so a track
+  published again after its entry is gone still gets a higher revision, with no counter kept.
 - The table is written only once the refresh is published, so for that while a fresh result of
-  the same input read again (a restart, a rebalance) would not see it and would publish
-  revision 1 after revision 2. ``publishing`` (in memory, shared with the enrichment agent
+  the same input read again (a restart, a rebalance) would not see it and would publish the
+  fresh result after the refresh. ``publishing`` (in memory, shared with the enrichment agent
   through :func:`revisions_view`) holds the revision a refresh is about to publish from just
   before it is sent until the table has it.
 - The table and the topic are co-partitioned with ``tracks.raw`` by track_id (same partition
@@ -51,6 +57,7 @@ from trackflow.agents.records import FieldValue, Outcome, build_enriched
 from trackflow.agents.refresh_schedule import (
     RefreshRequest,
     input_digest,
+    next_revision,
     refresh_due_ms,
     stages_to_refresh,
 )
@@ -61,6 +68,10 @@ from trackflow.providers.context import enter_record
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, encode
 
 log = logging.getLogger("trackflow.agents.refresh")
+
+#: How often a finished track's entry checks whether its raw record is committed yet.
+COMMIT_POLL_S = 1.0
+
 
 class Refresher(Protocol):
     """Runs some stages again for a record that knows ``filled``."""
@@ -75,9 +86,13 @@ class RefreshAgent:
     def __init__(self, *, send: Send, settings: AgentSettings, refresher: Refresher,
                  table: MutableMapping[str, Any],
                  publishing: MutableMapping[str, Any] | None = None,
+                 committed: Callable[[int], int | None] | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._send = send
+        # The committed offset of a raw partition this worker consumes (None: not consumed
+        # here); without it, a finished track's entry is deleted at once.
+        self._committed = committed or (lambda partition: None)
         self._settings = settings
         self._refresher = refresher
         self._table = table
@@ -111,6 +126,8 @@ class RefreshAgent:
         done = self._table.get(track_id)
         if done and done["revision"] > request.revision:
             metrics.REFRESHES.labels(outcome="skipped_done").inc()
+            if done.get("final"):
+                await self._forget(request, done)  # its last round, cut short by a restart
             return  # re-delivered after its refresh was published
         token = id(request)
         self._due[token] = request.due_ms / 1000
@@ -129,11 +146,12 @@ class RefreshAgent:
         again = bool(left) and request.round < self._settings.refresh.max_rounds
         if self._same_as_published(request, result):
             # Nothing new to tell a consumer: no publication, the revision stays.
-            revision = request.revision
             metrics.REFRESHES.labels(outcome="unchanged").inc()
-            await self._next_round(request, result, revision, now, again, key)
+            await self._next_round(request, result, request.revision, now, again, key)
+            if not again:
+                await self._forget(request, self._table.get(track_id))
             return
-        revision = request.revision + 1
+        revision = next_revision(now, request.revision)
         record = build_enriched(request.raw, attempt=request.attempt,
                                 enriched_at_ms=int(now * 1000), filled=result.filled,
                                 outcomes=result.outcomes, revision=revision,
@@ -148,12 +166,40 @@ class RefreshAgent:
             metrics.REFRESHES.labels(outcome="published").inc()
             metrics.ENRICHED.labels(status=record["status"]).inc()
             await self._next_round(request, result, revision, now, again, key)
-            # Written last: a crash before this line re-runs the refresh (same revision,
-            # cached answers); after it, a re-delivery is skipped.
-            self._table[track_id] = entry
+            # Written last: a crash before this line re-runs the refresh (cached answers);
+            # after it, a re-delivery is skipped.
+            if again:
+                self._table[track_id] = entry
+            else:
+                await self._forget(request, entry)
         finally:
             if self._publishing.get(track_id) is entry:
                 del self._publishing[track_id]
+
+    async def _forget(self, request: RefreshRequest, entry: Mapping[str, Any] | None) -> None:
+        """After a track's last round, delete its entry: the table keeps only tracks with
+        refreshes to come. Not before the raw record the input was read from is committed,
+        though: until then a restart reads that record again, and the entry is what keeps its
+        fresh result from being published over the refresh. Meanwhile the entry says the last
+        round is done (``final``), so that a re-delivery of this request finishes the job."""
+        if entry is None:
+            return  # no refresh of this track was published: nothing kept
+        track_id = request.raw["track_id"]
+        if request.source is not None and self._committed(request.source[0]) is not None:
+            partition, offset = request.source
+            if not self._passed(partition, offset):
+                self._table[track_id] = {**entry, "final": True}
+                while not self._passed(partition, offset):
+                    await self._sleep(COMMIT_POLL_S)
+                if self._committed(partition) is None:
+                    return  # moved to another worker: it reads this request again
+        if track_id in self._table:
+            del self._table[track_id]
+
+    def _passed(self, partition: int, offset: int) -> bool:
+        """Whether ``offset`` of the raw partition is committed (or no longer read here)."""
+        committed = self._committed(partition)
+        return committed is None or committed > offset
 
     def _same_as_published(self, request: RefreshRequest, result: Enrichment) -> bool:
         """Whether the refresh found what the published revision already says (the same
@@ -192,12 +238,14 @@ def revisions_view(table: MutableMapping[str, Any], publishing: MutableMapping[s
 def register_refresh_agent(app: faust.App, topics: Topics, settings: AgentSettings,
                            refresher: Refresher, table: MutableMapping[str, Any], *,
                            on_fatal: Callable[[BaseException], Awaitable[None]],
-                           publishing: MutableMapping[str, Any] | None = None
+                           publishing: MutableMapping[str, Any] | None = None,
+                           committed: Callable[[int], int | None] | None = None
                            ) -> InFlight[Any]:
     """Attach the refresh agent to ``app``; ``table`` is :data:`REFRESH_TABLE`, ``publishing``
-    the in-memory part of :func:`revisions_view`."""
+    the in-memory part of :func:`revisions_view`, ``committed`` the committed offset of a raw
+    partition the worker consumes (None if it does not)."""
     agent = RefreshAgent(send=producer_send(app), settings=settings, refresher=refresher,
-                         table=table, publishing=publishing)
+                         table=table, publishing=publishing, committed=committed)
     inflight = run_agent(app, topics.refresh, name="trackflow.refresh", handler=agent.handle,
                          max_in_flight=settings.refresh.max_waiting_per_partition,
                          max_queued=settings.worker.max_queued, on_fatal=on_fatal,

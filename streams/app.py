@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from trackflow.agents.runner import Topics
 from trackflow.streams.faust_metrics import setup_faust_metrics
@@ -231,3 +233,19 @@ class SeekFence:
 def fence_seeks(app: faust.App) -> SeekFence:
     """Install a :class:`SeekFence` on the app's consumer (before the worker starts)."""
     return SeekFence(app.consumer)
+
+
+def committed_offsets(app: faust.App, topic: str) -> Callable[[int], int | None]:
+    """For the refresh agent: the offset the worker committed of a partition of ``topic`` (the
+    offset after the last record done, 0 before any commit), or None if the worker does not
+    consume that partition now."""
+
+    def committed(partition: int) -> int | None:
+        consumer: Any = app.consumer
+        tp = TP(topic, partition)
+        if tp not in consumer.assignment():
+            return None
+        # Faust's own record of what it committed, updated on every commit.
+        return int(consumer._committed_offset.get(tp) or 0)
+
+    return committed

@@ -30,7 +30,13 @@ from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.redis_client import RedisMemory
 from trackflow.providers.registry import build_providers
 from trackflow.providers.specs import SPECS
-from trackflow.streams.app import create_app, declare_topics, fence_seeks, rewind_on_assignment
+from trackflow.streams.app import (
+    committed_offsets,
+    create_app,
+    declare_topics,
+    fence_seeks,
+    rewind_on_assignment,
+)
 from trackflow.streams.health import setup_health
 from trackflow.streams.series import create_series
 from trackflow.streams.settings import Settings
@@ -155,7 +161,8 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
     log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
     on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))
     trackers: list[InFlight[Any]] = []
-    # Revisions the refreshes reached: written by the refresh agent, read by both.
+    # Revisions refreshes published, per track being refreshed: written by the refresh agent,
+    # read by both.
     refreshed = declare_refresh_table(app, settings)
     # The revisions the refresh agent is publishing and the table does not have yet.
     publishing: dict[str, Any] = {}
@@ -165,8 +172,10 @@ def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> f
                                               refreshed=revisions_view(refreshed, publishing),
                                               kept_encodings=settings.cache.result_cache_size))
     if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
-        trackers.append(register_refresh_agent(app, topics, settings, enricher, refreshed,
-                                               on_fatal=on_fatal, publishing=publishing))
+        trackers.append(register_refresh_agent(
+            app, topics, settings, enricher, refreshed, on_fatal=on_fatal,
+            publishing=publishing,
+            committed=committed_offsets(app, settings.kafka.raw_topic)))
     if "reprocess" in settings.worker.agents:
         # Retries wait while the failing provider's breaker (as this worker knows it) is open.
         trackers.append(register_reprocess_agent(app, topics, settings,

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -193,10 +194,10 @@ async def main(args: argparse.Namespace) -> None:
         retryable = sum(1 for m in dlq if dict(m.headers).get("trackflow.errors.retryable")
                         == b"true")
         deferred = sum(1 for v in values for o in v["providers"] if o["outcome"] == "deferred")
-        revisions = [v["revision"] for v in latest(values).values()]
+        per_track = Counter(v["track_id"] for v in values)
         print(f"dead letters: {len(dlq)} ({retryable} retryable); deferred stages in all "
-              f"publications: {deferred}; publications: {len(values)}; max revision: "
-              f"{max(revisions, default=0)}")
+              f"publications: {deferred}; publications: {len(values)}; most publications of "
+              f"one track: {max(per_track.values(), default=0)}")
         print("complete share series (s, published, share):",
               [(round(t), n, round(s, 3)) for t, n, s in series])
         try:

@@ -1,8 +1,9 @@
 """State as the catalog grows: a worker's start, restart and partition move at N tracks.
 
-The state that grows with the catalog is the refresh table (``trackflow-refresh-revisions``,
-one entry per track a refresh published). For each N the script preloads it as if N distinct
-tracks had gone through a refresh: N entries produced to the table's changelog topic on the
+The largest table is the refresh table (``trackflow-refresh-revisions``, one entry per track
+with refreshes to come: a track leaves it after its last round). For each N the script preloads
+it as if N distinct tracks were being refreshed at once, the worst case a burst that defers
+every track leaves behind: N entries produced to the table's changelog topic on the
 broker, in the layout the refresh agent writes (JSON key, JSON ``{"revision", "input"}``),
 each key written twice (revisions 2 and 3, as two rounds write it) so that half the changelog is
 superseded. Then, for each table store (``--stores``, RocksDB and the in-process memory store):

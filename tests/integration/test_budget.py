@@ -191,7 +191,7 @@ async def test_a_burst_waits_in_kafka_instead_of_dead_lettering_and_ends_complet
           "slots lost:", metric_value(scraped, "trackflow_ratelimit_slots_lost_total"))
     print(f"published {len(now)}, complete {complete} (status), dead letters {len(dlq)} "
           f"({len(retryable)} retryable), parked {len(parked)}, fields deferred "
-          f"{deferred_ever}, max revision {max((v['revision'] for v in now.values()), default=0)}")
+          f"{deferred_ever}")
     print("provider: (requests, max in window, limit, violations, mean commit-to-answer s):",
           {p: (r["requests"], r["max_in_window"], r["limit"], r["violations"],
                mean_transit(scraped, p)) for p, r in report.items()})

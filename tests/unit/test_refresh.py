@@ -11,7 +11,12 @@ from trackflow.agents.deadletter import H_RAW_ATTEMPT
 from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
 from trackflow.agents.records import DISABLED, FieldValue, Outcome, validate_raw
 from trackflow.agents.refresh import RefreshAgent, revisions_view
-from trackflow.agents.refresh_schedule import RefreshRequest, input_digest
+from trackflow.agents.refresh_schedule import (
+    REVISION_EPOCH_S,
+    RefreshRequest,
+    input_digest,
+    next_revision,
+)
 from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.base import Candidate, TrackQuery
 from trackflow.providers.context import enter_record
@@ -72,10 +77,11 @@ async def test_a_record_published_with_a_deferred_stage_gets_a_refresh_request()
         "the refresh is scheduled after the partial record is published"
     record = decode("EnrichedTrack", sender.sent[0][2] or b"")
     assert record["status"] == "partial" and record["missing"] == ["tags"]
-    assert record["revision"] == 1
+    assert record["revision"] == int(NOW) - REVISION_EPOCH_S, "seconds since the epoch of 2020"
     request = RefreshRequest.decode(sender.sent[1][2] or b"")
-    assert request.stages == ["lastfm"] and request.revision == 1
+    assert request.stages == ["lastfm"] and request.revision == record["revision"]
     assert request.due_ms == int((NOW + 30) * 1000)
+    assert request.source == (2, 7), "the raw record's partition and offset"
 
 
 async def test_a_stage_skipped_for_a_disabled_provider_is_refreshed_a_planned_skip_is_not(
@@ -101,18 +107,29 @@ async def test_a_complete_record_schedules_nothing() -> None:
     assert [s[0] for s in sender.sent] == ["tracks.enriched"]
 
 
+def test_revisions_follow_the_clock_and_always_pass_the_last_one_known() -> None:
+    assert next_revision(NOW, None) == int(NOW) - REVISION_EPOCH_S
+    assert next_revision(NOW + 0.9, next_revision(NOW, None)) == next_revision(NOW, None) + 1, \
+        "two publications within a second: still a higher revision"
+    assert next_revision(NOW, 3) == next_revision(NOW, None), \
+        "a counted revision of earlier versions (1, 2, 3, ...) is below any of these"
+    assert next_revision(2**31 - 1 + REVISION_EPOCH_S - 1, None) < 2**31, \
+        "an Avro int until 2088"
+
+
 async def test_a_fresh_result_read_again_after_its_refresh_is_not_published_over_it() -> None:
     sender = Sender()
-    table = {"t1": {"revision": 2, "input": input_digest(TRACK)}}
+    refreshed = int(NOW) - REVISION_EPOCH_S + 5  # a refresh published ahead of this clock
+    table = {"t1": {"revision": refreshed, "input": input_digest(TRACK)}}
     pipeline = EnrichmentPipeline(send=sender, settings=SETTINGS,
                                   enricher=FixedEnricher(DEFERRED), refreshed=table,
                                   clock=lambda: NOW)
     await pipeline.handle(raw_event())
-    assert sender.sent == [], "revision 1 must never follow revision 2 for the same input"
-    # A new input for the same track is published as the next revision.
+    assert sender.sent == [], "the fresh result must never follow its refresh"
+    # A new input for the same track is published above the revision the table knows.
     table["t1"]["input"] = "another input"
     await pipeline.handle(raw_event())
-    assert decode("EnrichedTrack", sender.sent[0][2] or b"")["revision"] == 3
+    assert decode("EnrichedTrack", sender.sent[0][2] or b"")["revision"] == refreshed + 1
 
 
 def _request(**kw: Any) -> Event:
@@ -138,11 +155,8 @@ async def test_a_due_refresh_runs_only_its_stages_and_publishes_the_next_revisio
         ("tracks.enriched", False), ("tracks.enriched.refresh", True)], \
         "complete: nothing rescheduled, and the track's request deleted from the refresh topic"
     record = decode("EnrichedTrack", sender.sent[0][2] or b"")
-    assert record["revision"] == 2 and record["status"] == "complete"
-    assert table["t1"]["revision"] == 2
-    await agent.handle(_request())  # re-delivered after a restart
-    assert len(sender.sent) == 2 and refresher.calls == [["lastfm"]], \
-        "a refresh already published must not be done twice"
+    assert record["revision"] == next_revision(NOW + 30, 1) and record["status"] == "complete"
+    assert table == {}, "nothing left to refresh: the track leaves the table"
 
 
 async def test_stages_still_deferred_are_rescheduled_later_until_the_last_round() -> None:
@@ -154,10 +168,14 @@ async def test_stages_still_deferred_are_rescheduled_later_until_the_last_round(
     await agent.handle(_request())
     assert [s[0] for s in sender.sent] == ["tracks.enriched", "tracks.enriched.refresh"]
     again = RefreshRequest.decode(sender.sent[1][2] or b"")
-    assert (again.revision, again.round, again.stages) == (2, 2, ["lastfm"])
+    revision = next_revision(NOW + 30, 1)
+    assert (again.revision, again.round, again.stages) == (revision, 2, ["lastfm"])
     assert again.due_ms == int((clock.now + 60) * 1000), "the delay doubles every round"
+    assert table["t1"]["revision"] == revision, "kept while refreshes are to come"
+    await agent.handle(_request())  # re-delivered after a restart
+    assert len(sender.sent) == 2, "a refresh already published must not be done twice"
     sender.sent.clear()
-    await agent.handle(_request(round=SETTINGS.refresh.max_rounds, revision=2))
+    await agent.handle(_request(round=SETTINGS.refresh.max_rounds, revision=revision))
     assert [(s[0], s[2] is None) for s in sender.sent] == [
         ("tracks.enriched", False), ("tracks.enriched.refresh", True)], \
         "no round after the last: the request is deleted"
@@ -285,5 +303,86 @@ async def test_a_fresh_result_read_again_while_its_refresh_is_being_published_is
     await asyncio.gather(refreshing, enriching)
     revisions = [decode("EnrichedTrack", s[2] or b"")["revision"] for s in sender.sent
                  if s[0] == "tracks.enriched"]
-    assert revisions == [2], f"revision 1 must never follow revision 2, published {revisions}"
-    assert table["t1"]["revision"] == 2 and not publishing
+    assert revisions == [next_revision(NOW + 30, 1)], \
+        f"the fresh result must never follow its refresh, published {revisions}"
+    assert not publishing
+
+
+class Commits:
+    """The committed offsets of raw partitions (``committed`` of the refresh agent): partition
+    2 is committed up to ``offset``, moved forward by ``commit()``; ``moved`` unassigns it."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.moved = False
+
+    def __call__(self, partition: int) -> int | None:
+        return None if self.moved or partition != 2 else self.offset
+
+
+FINISHED = Enrichment(filled={"tags": FieldValue(["house"], "lastfm", 0.9)},
+                      outcomes=[Outcome("lastfm", "matched", confidence=0.9)])
+
+
+def _last_round(**kw: Any) -> Event:
+    return _request(round=SETTINGS.refresh.max_rounds, source=(2, 7), **kw)
+
+
+async def test_a_finished_track_stays_in_the_table_until_its_raw_record_is_committed() -> None:
+    sender, clock, table = Sender(), Clock(), {}
+    commits = Commits(offset=5)  # the raw record at offset 7 is not committed yet
+    seen: list[dict[str, Any]] = []
+
+    async def sleep(s: float) -> None:
+        await clock.sleep(s)
+        seen.append(dict(table.get("t1") or {}))
+        if len(seen) == 3:
+            commits.offset = 8  # the worker commits past it
+
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(FINISHED),
+                         table=table, committed=commits, clock=clock, sleep=sleep)
+    await agent.handle(_last_round())
+    assert [(s[0], s[2] is None) for s in sender.sent] == [
+        ("tracks.enriched", False), ("tracks.enriched.refresh", True)]
+    waits = seen[1:]  # the first sleep is the request's due time
+    assert len(waits) == 2 and all(e.get("final") for e in waits), \
+        "until the commit a restart reads the raw record again: the entry guards it"
+    assert table == {}, "committed: nothing left to guard, the track leaves the table"
+
+
+async def test_a_last_round_read_again_after_a_restart_finishes_deleting_its_entry() -> None:
+    sender, clock = Sender(), Clock()
+    refresher = FakeRefresher(FINISHED)
+    table = {"t1": {"revision": next_revision(NOW, 1), "input": input_digest(TRACK),
+                    "final": True}}
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=refresher, table=table,
+                         committed=Commits(offset=8), clock=clock, sleep=clock.sleep)
+    await agent.handle(_last_round())
+    assert sender.sent == [] and refresher.calls == [], "its refresh was published"
+    assert table == {}
+
+
+async def test_a_finished_track_whose_raw_partition_moves_away_keeps_its_entry() -> None:
+    sender, clock, table = Sender(), Clock(), {}
+    commits = Commits(offset=5)
+
+    async def sleep(s: float) -> None:
+        await clock.sleep(s)
+        if "t1" in table:
+            commits.moved = True  # a rebalance: the new owner reads the request again
+
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(FINISHED),
+                         table=table, committed=commits, clock=clock, sleep=sleep)
+    await agent.handle(_last_round())
+    assert table["t1"]["final"], "left for the worker that reads the raw partition now"
+
+
+async def test_a_finished_track_whose_raw_partition_is_read_elsewhere_leaves_at_once() -> None:
+    # Producers that pick partitions by hand: the raw record's partition is not this worker's,
+    # and no commit of it will ever be seen here.
+    sender, clock, table = Sender(), Clock(), {}
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(FINISHED),
+                         table=table, committed=lambda partition: None, clock=clock,
+                         sleep=clock.sleep)
+    await agent.handle(_last_round())
+    assert table == {} and clock.slept == [30.0]
