@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError
 
 from trackflow.providers.base import JSON, CallSpec
 from trackflow.providers.context import record_or_none
@@ -131,6 +132,7 @@ class ProviderCache:
         self._redis = client
         self._skip_until = 0.0
         self._outage = False
+        self._full = False  # the last write was refused for want of memory
         self._inflight: dict[str, asyncio.Task[str]] = {}
         # Keys waiting for the next MGET, each with the future its readers wait on.
         self._batch: dict[str, asyncio.Future[Any]] = {}
@@ -358,6 +360,15 @@ class ProviderCache:
             result = await call(self._redis)
         except (aioredis.RedisError, OSError) as exc:
             CACHE_ERRORS.labels(operation).inc()
+            if isinstance(exc, OutOfMemoryError):
+                # Full, and refusing writes (maxmemory with noeviction): reads still work, so
+                # Redis is not skipped; the answer stays in the LRU only.
+                if not self._full:
+                    self._full = True
+                    log.warning("event=cache_redis_full operation=%s: Redis refuses writes at "
+                                "its maxmemory; give the cache's Redis maxmemory-policy "
+                                "allkeys-lru", operation)
+                return _MISSING
             self._skip_until = self._clock() + self.outage_skip_s
             if not self._outage:
                 self._outage = True
@@ -374,6 +385,9 @@ class ProviderCache:
         if self._outage:
             self._outage = False
             log.info("cache redis available again operation=%s", operation)
+        if self._full and operation == "set":
+            self._full = False
+            log.info("event=cache_redis_writable operation=set")
         return result
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from redis.exceptions import OutOfMemoryError
 
 from trackflow.providers.base import CallSpec
 from trackflow.providers.cache import LruCache, ProviderCache, normalise_key
@@ -306,6 +307,36 @@ async def test_redis_errors_fall_back_to_fetch_skip_redis_and_log_once(
     await cache.get_or_fetch(CallSpec("spotify", "id", "recovered"), fetch)
     assert fake.commands[-2:] == ["mget", "set"]
     assert any("available again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_full_redis_refusing_writes_is_still_read_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache, fake, _ = make_cache(outage_skip_s=5.0)
+    fake.data[cache.key_for(CallSpec("spotify", "id", "kept"))] = b'"from redis"'
+    refused = 0
+
+    async def full(key: str, value: str, ex: int) -> bool:
+        nonlocal refused
+        fake.commands.append("set")
+        refused += 1
+        raise OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+
+    fake.set = full  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="trackflow.providers.cache")
+    errors_before = sample("trackflow_cache_errors_total", {"operation": "set"})
+    for i in range(3):
+        _, fetch = fetcher(i)
+        assert await within(cache.get_or_fetch(CallSpec("spotify", "id", str(i)), fetch),
+                            "a lookup with Redis full") == i
+    assert refused == 3, "every write is tried: a full Redis is not a Redis down"
+    assert cache.redis_available
+    _, fetch = fetcher("fetched")
+    assert await cache.get_or_fetch(CallSpec("spotify", "id", "kept"), fetch) == "from redis", \
+        "what Redis holds is still read"
+    assert sample("trackflow_cache_errors_total", {"operation": "set"}) == errors_before + 3
+    full_logs = [r for r in caplog.records if "cache_redis_full" in r.getMessage()]
+    assert len(full_logs) == 1 and "allkeys-lru" in full_logs[0].getMessage()
 
 
 async def test_undecodable_redis_value_is_a_miss_and_gets_overwritten() -> None:
