@@ -8,9 +8,11 @@ Two ways to read:
 - without one: every partition, from the beginning or from the end, nothing committed.
 
 ``latest_only=True`` reads the topic as the compacted table it is: records already in the topic
-when reading starts are collapsed to the last version of each track before any is handed out,
+when ``start()`` returns are collapsed to the last version of each track before any is handed out,
 and after that each new version is handed out as it arrives (it is always the newest: the
-worker never publishes an older version after a newer one under the same key).
+worker never publishes an older version after a newer one under the same key). The backlog is
+read twice for that (first where each track's last version is, then those versions), so what
+it holds in memory is a key and an offset per track, not the records.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class TrackConsumer:
         self._idle = idle_timeout_s
         self._on_undecodable = on_undecodable
         self._consumer: AIOKafkaConsumer | None = None
+        self._ends: dict[TopicPartition, int] = {}
+        """With ``latest_only``: per partition, where the backlog ends (fetched by start())."""
         self._handed: dict[TopicPartition, int] = {}
         """Per partition, the offset after the last record handed out and not yet committed."""
         self.skipped = 0
@@ -65,19 +69,27 @@ class TrackConsumer:
         if self._consumer is not None:
             return
         if self._group is None:
-            self._consumer = await _assigned(self._kafka, self.topic,
-                                             from_beginning=self._from_beginning)
-            return
-        consumer = await start_consumer(
-            self._kafka, group_id=self._group,
-            auto_offset_reset="earliest" if self._from_beginning else "latest")
-        try:
-            if not await _partitions(consumer, self._kafka, self.topic):
-                raise TopicMissing(self.topic)
-            consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
-        except BaseException:
-            await consumer.stop()
-            raise
+            consumer = await _assigned(self._kafka, self.topic,
+                                       from_beginning=self._from_beginning)
+        else:
+            consumer = await start_consumer(
+                self._kafka, group_id=self._group,
+                auto_offset_reset="earliest" if self._from_beginning else "latest")
+            try:
+                if not await _partitions(consumer, self._kafka, self.topic):
+                    raise TopicMissing(self.topic)
+                consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
+            except BaseException:
+                await consumer.stop()
+                raise
+        if self._latest_only:
+            # The backlog is what the topic holds when start() returns.
+            try:
+                self._ends = await _end_offsets(
+                    consumer, self.topic, await _partitions(consumer, self._kafka, self.topic))
+            except BaseException:
+                await consumer.stop()
+                raise
         self._consumer = consumer
 
     async def stop(self) -> None:
@@ -143,31 +155,54 @@ class TrackConsumer:
             await self._commit(consumer)
 
     async def _latest_first(self, consumer: AIOKafkaConsumer) -> AsyncIterator[list[Any]]:
-        """The backlog collapsed to the last message per key, then new messages as they come."""
-        ends = await _end_offsets(consumer, self.topic)
-        latest: dict[bytes | None, Any] = {}
-        unkeyed: list[Any] = []
-        fresh: list[Any] = []
+        """The backlog collapsed to the last message per key, then new messages as they come.
+
+        Two passes over the backlog: the first keeps only where each key's last message is
+        (the key and an offset, about a tenth of the message itself), the second reads the
+        backlog again and hands out those messages, in offset order per partition. So the
+        memory this takes grows with the distinct keys, not with the records kept.
+        """
+        ends = self._ends
+        last: dict[TopicPartition, dict[bytes, int]] = {}
+        starts: dict[TopicPartition, int] = {}
         fetch = _fetch(consumer)
         async for batch in fetch:
             for msg in batch:
-                if msg.offset < ends.get(TopicPartition(msg.topic, msg.partition), 0):
-                    if msg.key is None:
-                        unkeyed.append(msg)
-                    else:
-                        latest.pop(msg.key, None)  # re-inserted: kept in order of last version
-                        latest[msg.key] = msg
-                else:
-                    fresh.append(msg)
-            # Every partition, not just one: a partition already past its end while another is
-            # still in its backlog would let that backlog's older versions through uncollapsed.
+                tp = TopicPartition(msg.topic, msg.partition)
+                if msg.offset >= ends.get(tp, 0):
+                    continue  # newer than the backlog: read again after it
+                starts.setdefault(tp, msg.offset)
+                if msg.key is not None:
+                    last.setdefault(tp, {})[msg.key] = msg.offset
+            # Every partition, not just one: a partition past its end while another is still
+            # in its backlog goes on with the second pass only once all are indexed.
             if await _reached(consumer, ends):
                 break
-            if not batch and not latest and not unkeyed:
-                yield []  # nothing collected yet: the idle timeout may count
-        # In offset order per partition, so that a commit after any prefix skips nothing.
-        backlog = sorted([*unkeyed, *latest.values()], key=lambda m: (m.partition, m.offset))
-        yield backlog + fresh
+            if not batch and not starts:
+                yield []  # nothing read yet: the idle timeout may count
+        # Back to where the backlog began; a partition without one, to where it ended (what
+        # came after it in the first pass is read again).
+        assigned = consumer.assignment()
+        for tp in assigned:
+            if tp in starts or tp in ends:
+                consumer.seek(tp, starts.get(tp, ends.get(tp, 0)))
+        left = {tp for tp in starts if tp in assigned}
+        while left:
+            batch = await anext(fetch)
+            out = []
+            for msg in batch:
+                tp = TopicPartition(msg.topic, msg.partition)
+                if msg.offset >= ends.get(tp, 0):
+                    out.append(msg)  # a new version: always the newest
+                elif msg.key is None:
+                    out.append(msg)
+                elif last.get(tp, {}).get(msg.key) == msg.offset:
+                    del last[tp][msg.key]  # its last message: nothing later to skip for
+                    out.append(msg)
+            if out or not batch:  # a batch of superseded versions is no idle time
+                yield out
+            left = {tp for tp in left if tp in consumer.assignment()
+                    and await consumer.position(tp) < ends.get(tp, 0)}
         async for batch in fetch:
             yield batch
 
@@ -219,8 +254,8 @@ async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) 
     return True
 
 
-async def _end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPartition, int]:
-    partitions = consumer.partitions_for_topic(topic) or set()
+async def _end_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: set[int]
+                       ) -> dict[TopicPartition, int]:
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     return dict(await consumer.end_offsets(tps)) if tps else {}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests.integration.harness import (
     REPO,
@@ -19,6 +20,7 @@ from tests.integration.harness import (
     TopicNames,
     collect,
     create_topics,
+    kafka_kwargs,
     snapshot,
 )
 from trackflow.schemas.codec import decode_raw_track
@@ -95,6 +97,46 @@ async def test_producer_validates_like_the_worker_and_consumer_yields_typed_trac
     async with TrackConsumer(kafka, from_beginning=True, idle_timeout_s=3) as consumer:
         every = [t async for t in consumer]
     assert len(every) == 3, "expected every version without latest_only"
+
+
+async def test_latest_only_gives_each_key_of_the_backlog_once_then_every_later_record(
+        bootstrap: str, topic_names: TopicNames) -> None:
+    # Partitions 0 and 1 hold a backlog (50 keys each, 4 versions, interleaved, and unkeyed
+    # records), partition 2 none. Records sent after the consumer started (its backlog's end is
+    # fixed then) and before it reads anything land in the middle of its first pass over the
+    # backlog, on every partition: they must all come, after the backlog's latest versions.
+    topic = topic_names.enriched + ".latest"
+    await create_topics(bootstrap, [topic], partitions=3)
+    producer = AIOKafkaProducer(**kafka_kwargs(bootstrap), acks="all", linger_ms=5)
+    await producer.start()
+
+    async def send(records: list[tuple[int, bytes | None, bytes]]) -> None:
+        acks = [await producer.send(topic, value=v, key=k, partition=p) for p, k, v in records]
+        await asyncio.gather(*acks)
+
+    backlog = [(p, f"k{p}-{i}".encode(), f"v{version}".encode())
+               for version in range(4) for p in (0, 1) for i in range(50)]
+    backlog += [(p, None, f"unkeyed-{p}-{n}".encode()) for p in (0, 1) for n in range(3)]
+    later = [(p, key, b"later") for p in (0, 1, 2) for key in (f"k{p}-0".encode(), b"new")]
+    try:
+        await send(backlog)
+        async with TrackConsumer(kafka_settings(topic_names), topic=topic, from_beginning=True,
+                                 latest_only=True, idle_timeout_s=3) as consumer:
+            await send(later)
+            got = [m async for m in consumer.messages()]
+    finally:
+        await producer.stop()
+    last = {(p, k): v for p, k, v in backlog if k is not None}
+    expected = sorted([(p, k, v) for (p, k), v in last.items()]
+                      + [r for r in backlog if r[1] is None] + later, key=repr)
+    assert sorted([(m.partition, m.key, m.value) for m in got], key=repr) == expected, \
+        "each backlog key once, at its last version; unkeyed and later records all"
+    for p in (0, 1, 2):
+        offsets = [m.offset for m in got if m.partition == p]
+        assert offsets == sorted(offsets), f"partition {p} out of offset order"
+        values = [m.value for m in got if m.partition == p]
+        assert b"later" not in values or values.index(b"later") >= len(values) - 2, \
+            f"partition {p}: a record newer than the backlog came before the backlog's end"
 
 
 async def test_group_consumer_resumes_after_what_it_committed(
