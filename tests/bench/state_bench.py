@@ -5,8 +5,9 @@ with refreshes to come: a track leaves it after its last round). For each N the 
 it as if N distinct tracks were being refreshed at once, the worst case a burst that defers
 every track leaves behind: N entries produced to the table's changelog topic on the
 broker, in the layout the refresh agent writes (JSON key, JSON ``{"revision", "input"}``),
-each key written twice (revisions 2 and 3, as two rounds write it) so that half the changelog is
-superseded. Then, for each table store (``--stores``, RocksDB and the in-process memory store):
+each key written twice (two revisions an hour apart, derived from the time as the agent derives
+them) so that half the changelog is superseded. Then, for each table store (``--stores``,
+RocksDB and the in-process memory store):
 
 - cold start: a worker with an empty data directory, from process start to ready;
 - warm restart: SIGTERM, and the same worker started again on its data directory;
@@ -37,7 +38,7 @@ from typing import Any
 from common import REPO, Bench, add_common_options, log, table  # type: ignore[import-not-found]
 
 from tests.integration.harness import WorkerProcess, kafka_kwargs
-from trackflow.agents.refresh_schedule import input_digest
+from trackflow.agents.refresh_schedule import input_digest, next_revision
 from trackflow.agents.tables import REFRESH_TABLE
 from trackflow.streams.partitioner import KeyHashPartitioner
 from trackflow.streams.settings import KafkaSettings
@@ -77,8 +78,9 @@ async def preload(bootstrap: str, topic: str, n: int, partitions: int) -> int:
     await producer.start()
     partitioner = KeyHashPartitioner()
     live = 0
+    first = next_revision(time.time(), None)
     try:
-        for revision in (2, 3):
+        for revision in (first, first + 3600):
             pending = []
             for i in range(n):
                 track_id = f"bench-track-{i:08d}"
@@ -89,7 +91,7 @@ async def preload(bootstrap: str, topic: str, n: int, partitions: int) -> int:
                 # The table is co-partitioned with tracks.raw by track_id.
                 p = partitioner(track_id.encode(), list(range(partitions)), [])
                 pending.append(await producer.send(topic, value, key=key, partition=p))
-                if revision == 3:
+                if revision != first:
                     live += len(key) + len(value)
                 if len(pending) >= 20_000:
                     await asyncio.gather(*pending)
