@@ -27,7 +27,7 @@ from trackflow.agents.deadletter import (
     fit_record,
 )
 from trackflow.agents.encoded import EnrichedEncoder
-from trackflow.agents.inflight import InFlight, Inline
+from trackflow.agents.inflight import Inline
 from trackflow.agents.publish import Send, is_record_error, publish, record_skipped
 from trackflow.agents.records import (
     FieldValue,
@@ -43,7 +43,7 @@ from trackflow.agents.refresh_schedule import (
     stages_to_refresh,
     supersedes,
 )
-from trackflow.agents.runner import Topics, producer_send, run_agent
+from trackflow.agents.runner import RunningAgent, Topics, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
 from trackflow.providers.context import Priority, call_priority, enter_record
 from trackflow.schemas.codec import (
@@ -268,27 +268,19 @@ class EnrichmentPipeline:
 def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSettings,
                           enricher: Enricher, *,
                           on_fatal: Callable[[BaseException], Awaitable[None]],
-                          on_revoke: Callable[[set[int]], None] | None = None,
                           refreshed: Mapping[str, Any] | None = None,
-                          kept_encodings: int = 0) -> InFlight[Any]:
-    """Attach the enrichment agent to ``app``; returns its in-flight tracker.
+                          kept_encodings: int = 0) -> RunningAgent:
+    """Attach the enrichment agent to ``app``.
 
     ``on_fatal`` stops the worker (:func:`agents.runner.crash_handler`): acking an unhandled
-    record would lose it, and not acking it would stall its partition. ``on_revoke`` gets the
-    revoked partitions of the raw topic.
+    record would lose it, and not acking it would stall its partition.
     """
     pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher,
                                   refreshed=refreshed, kept_encodings=kept_encodings)
-    raw_topic = settings.kafka.raw_topic
-
-    def revoked(tps: set[Any]) -> None:
-        if on_revoke is not None:
-            on_revoke({tp.partition for tp in tps if tp.topic == raw_topic})
-
-    inflight = run_agent(app, topics.raw, name="trackflow.enrich", handler=pipeline.handle,
+    agent = run_agent(app, topics.raw, name="trackflow.enrich", handler=pipeline.handle,
                          inline=pipeline.handle_inline, recover=pipeline.recover_inline,
                          max_in_flight=settings.worker.max_in_flight,
                          max_queued=settings.worker.max_queued, on_fatal=on_fatal,
-                         key_of=lambda msg: msg.key, on_revoke=revoked)
-    metrics.IN_FLIGHT.set_function(inflight.in_flight)
-    return inflight
+                         key_of=lambda msg: msg.key)
+    metrics.IN_FLIGHT.set_function(agent.inflight.in_flight)
+    return agent

@@ -51,7 +51,6 @@ import faust
 
 from trackflow.agents import metrics
 from trackflow.agents.enrich import Enrichment
-from trackflow.agents.inflight import InFlight
 from trackflow.agents.publish import Send, publish
 from trackflow.agents.records import FieldValue, Outcome, build_enriched
 from trackflow.agents.refresh_schedule import (
@@ -61,7 +60,7 @@ from trackflow.agents.refresh_schedule import (
     refresh_due_ms,
     stages_to_refresh,
 )
-from trackflow.agents.runner import Topics, declare_table, producer_send, run_agent
+from trackflow.agents.runner import RunningAgent, Topics, declare_table, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
 from trackflow.agents.tables import REFRESH_TABLE
 from trackflow.providers.context import enter_record
@@ -240,19 +239,19 @@ def register_refresh_agent(app: faust.App, topics: Topics, settings: AgentSettin
                            on_fatal: Callable[[BaseException], Awaitable[None]],
                            publishing: MutableMapping[str, Any] | None = None,
                            committed: Callable[[int], int | None] | None = None
-                           ) -> InFlight[Any]:
+                           ) -> RunningAgent:
     """Attach the refresh agent to ``app``; ``table`` is :data:`REFRESH_TABLE`, ``publishing``
     the in-memory part of :func:`revisions_view`, ``committed`` the committed offset of a raw
     partition the worker consumes (None if it does not)."""
     agent = RefreshAgent(send=producer_send(app), settings=settings, refresher=refresher,
                          table=table, publishing=publishing, committed=committed)
-    inflight = run_agent(app, topics.refresh, name="trackflow.refresh", handler=agent.handle,
-                         max_in_flight=settings.refresh.max_waiting_per_partition,
-                         max_queued=settings.worker.max_queued, on_fatal=on_fatal,
-                         key_of=lambda msg: msg.key)
-    metrics.REFRESH_BACKLOG.set_function(inflight.in_flight)
+    running = run_agent(app, topics.refresh, name="trackflow.refresh", handler=agent.handle,
+                        max_in_flight=settings.refresh.max_waiting_per_partition,
+                        max_queued=settings.worker.max_queued, on_fatal=on_fatal,
+                        key_of=lambda msg: msg.key)
+    metrics.REFRESH_BACKLOG.set_function(running.inflight.in_flight)
     metrics.REFRESH_OLDEST_SECONDS.set_function(agent.overdue_s)
-    return inflight
+    return running
 
 
 def declare_refresh_table(app: faust.App, settings: AgentSettings) -> Any:

@@ -50,7 +50,7 @@ from trackflow.agents.retry_schedule import (
     schedule_key,
     waiting_entry,
 )
-from trackflow.agents.runner import Topics, declare_table, producer_send, run_agent
+from trackflow.agents.runner import RunningAgent, Topics, declare_table, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings, DlqSettings
 from trackflow.agents.tables import DLQ_SCHEDULE_TABLE
 
@@ -281,7 +281,7 @@ def _float_ms(value: str | None) -> float | None:
 def register_reprocess_agent(app: faust.App, topics: Topics, settings: AgentSettings, *,
                              breaker_open_until: BreakerOpenUntil,
                              on_fatal: Callable[[BaseException], Awaitable[None]],
-                             dlq: DlqSettings | None = None) -> InFlight[Any]:
+                             dlq: DlqSettings | None = None) -> RunningAgent:
     """Attach the DLQ reprocessing agent (and its schedule table) to ``app``.
 
     ``dlq`` overrides ``settings.dlq`` (tests); without either the defaults apply.
@@ -292,17 +292,17 @@ def register_reprocess_agent(app: faust.App, topics: Topics, settings: AgentSett
                               breaker_open_until=breaker_open_until)
     # No key: dead letters of one track need no order, and a key would make a retry due in a
     # minute wait for one due in an hour.
-    inflight = run_agent(app, topics.dlq, name="trackflow.reprocess", handler=reprocessor.handle,
-                         max_in_flight=dlq.max_waiting_per_partition,
-                         max_queued=settings.worker.max_queued, on_fatal=on_fatal,
-                         on_delivered=lambda msg: reprocessor.on_delivered(msg.partition,
-                                                                           msg.offset),
-                         on_revoke=reprocessor.revoke)
-    reprocessor.inflight = inflight
+    agent = run_agent(app, topics.dlq, name="trackflow.reprocess", handler=reprocessor.handle,
+                      max_in_flight=dlq.max_waiting_per_partition,
+                      max_queued=settings.worker.max_queued, on_fatal=on_fatal,
+                      on_delivered=lambda msg: reprocessor.on_delivered(msg.partition,
+                                                                        msg.offset),
+                      on_revoke=reprocessor.revoke)
+    reprocessor.inflight = agent.inflight
 
     async def refresh_gauges() -> None:
         reprocessor.update_gauges()
 
     app.timer(GAUGE_INTERVAL_S, name="trackflow.reprocess.gauges")(refresh_gauges)
 
-    return inflight
+    return agent

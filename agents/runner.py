@@ -1,10 +1,11 @@
 """The one module that talks to Faust's agent machinery: tables, agents, acks, revoke, crash.
 
 An agent here is a handler of one event plus a few lines: :func:`run_agent` reads the topic with
-``noack()``, hands each event to :class:`~trackflow.agents.inflight.InFlight` (many records per
-partition at once, acked strictly in offset order, so the committed offset never passes an
-unfinished record), forgets revoked partitions, and cancels what is in flight before the producer
-stops at shutdown. Tables are declared here, by name (``agents.tables.TABLES``).
+``noack()`` and hands each event to :class:`~trackflow.agents.inflight.InFlight` (many records
+per partition at once, acked strictly in offset order, so the committed offset never passes an
+unfinished record); the :class:`RunningAgent` it returns forgets revoked partitions and cancels
+what is in flight, when the worker's application object says so. Tables are declared here, by
+name (``agents.tables.TABLES``).
 
 A record whose handling failed for a reason that is not the record's own (Kafka gone, a bug) must
 not be acked, and not acking it would stall its partition: the worker stops and a restart
@@ -164,6 +165,29 @@ def ack_guard(app: faust.App) -> AckGuard:
     return guard
 
 
+@dataclass(slots=True)
+class RunningAgent:
+    """An agent attached to an app: its in-flight tracker and what a revoke of its partitions
+    must also forget. The worker's application object (``streams.worker.TrackflowApp``) calls
+    :meth:`revoke` on every rebalance and :meth:`close` at shutdown, for all agents in one
+    place."""
+
+    name: str
+    inflight: InFlight[Any]
+    on_revoke: Callable[[set[Any]], None] | None = None
+
+    def revoke(self, revoked: set[Any]) -> None:
+        """Forget ``revoked`` (topic partitions): the agent's own state first, then the
+        records in flight (their new owner handles them again)."""
+        if self.on_revoke is not None:
+            self.on_revoke(revoked)
+        self.inflight.revoke(revoked)
+
+    async def close(self) -> None:
+        """Cancel what is in flight (nothing of it was acked: it is read again)."""
+        await self.inflight.close()
+
+
 def run_agent(app: faust.App, topic: Any, *, name: str,
               handler: Callable[[Any], Awaitable[None]], max_in_flight: int, max_queued: int,
               on_fatal: Callable[[BaseException], Awaitable[None]],
@@ -172,15 +196,15 @@ def run_agent(app: faust.App, topic: Any, *, name: str,
               on_revoke: Callable[[set[Any]], None] | None = None,
               inline: Callable[[Any], Awaitable[Inline]] | None = None,
               recover: Callable[[Any, BaseException], Awaitable[None]] | None = None,
-              ) -> InFlight[Any]:
-    """Attach an agent running ``handler`` on every event of ``topic``; returns its tracker.
+              ) -> RunningAgent:
+    """Attach an agent running ``handler`` on every event of ``topic``.
 
     ``key_of(message)`` orders records: those with the same key (not None) finish in offset
     order. ``on_delivered(message)`` sees every message before it is submitted;
     ``on_revoke(partitions)`` runs before the tracker forgets revoked partitions.
     ``inline`` and ``recover`` finish records without a task where they can (see
     :class:`~trackflow.agents.inflight.InFlight`). Only the tracker acks the topic's records
-    (see :class:`AckGuard`).
+    (see :class:`AckGuard`). The returned agent's revoke and close are the caller's to call.
     """
     acks = ack_guard(app)
     acks.guard(topic.topics)
@@ -196,22 +220,7 @@ def run_agent(app: faust.App, topic: Any, *, name: str,
             await inflight.submit(msg.tp, msg.offset, key_of(msg), event)
 
     app.agent(topic, name=name)(agent)
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def stop_in_flight(sender: Any, **_: Any) -> None:
-        # Faust sends this after the consumer stopped and before the producer does: nothing in
-        # flight may publish through a stopped producer. None of it was acked, so the next
-        # owner of those partitions processes it again (at-least-once).
-        await inflight.close()
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        revoked = set(revoked)
-        if on_revoke is not None:
-            on_revoke(revoked)
-        inflight.revoke(revoked)
-
-    return inflight
+    return RunningAgent(name, inflight, on_revoke)
 
 
 @dataclass(frozen=True, slots=True)

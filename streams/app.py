@@ -72,8 +72,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     return Topics(topic(k.raw_topic), topic(k.dlq_topic), topic(k.refresh_topic))
 
 
-def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
-                         kafka: KafkaSettings) -> None:
+class Rewind:
     """After every rebalance, re-read what is not committed on ``topics``.
 
     Our agents forget in-flight records on a rebalance (their new owner processes them again).
@@ -90,47 +89,53 @@ def rewind_on_assignment(app: faust.App, topics: set[str], consumer_group: str,
     sends it before resuming the stream partitions, and its own seek leaves a partition without a
     commit where it is, so a dead letter at the head of such a partition was never re-read, and
     once the records behind it were acked Faust committed past it.
+
+    :meth:`assigned` is called on every assignment (by the worker's application object), and
+    the constructor installs the seek on ``consumer``.
     """
-    from aiokafka import TopicPartition
 
-    from trackflow.streams.topics import admin_client
+    def __init__(self, consumer: Any, topics: set[str], consumer_group: str,
+                 kafka: KafkaSettings) -> None:
+        self._consumer = consumer
+        self._topics = topics
+        self._group = consumer_group
+        self._kafka = kafka
+        self._lookup: asyncio.Task[list[Any]] | None = None
+        """The latest assignment's partitions of ``topics`` without a committed offset."""
+        self._seek_committed = consumer.perform_seek
+        consumer.perform_seek = self.perform_seek
 
-    lookup: asyncio.Task[list[Any]] | None = None
-    """The latest assignment's partitions of ``topics`` without a committed offset."""
+    def assigned(self, assigned: Any) -> None:
+        """Look up the commits of the partitions just assigned."""
+        tps = [tp for tp in assigned if tp.topic in self._topics]
+        # Started now, awaited before the resume: the broker round trip overlaps the recovery.
+        self._lookup = asyncio.ensure_future(self._uncommitted(tps)) if tps else None
 
-    async def uncommitted(tps: list[Any]) -> list[Any]:
-        admin = await admin_client(kafka)
+    async def _uncommitted(self, tps: list[Any]) -> list[Any]:
+        from aiokafka import TopicPartition
+
+        from trackflow.streams.topics import admin_client
+
+        admin = await admin_client(self._kafka)
         try:
             committed = await admin.list_consumer_group_offsets(
-                consumer_group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps])
+                self._group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps])
         finally:
             await admin.close()
         return [tp for tp in tps
                 if (meta := committed.get(TopicPartition(tp.topic, tp.partition))) is None
                 or meta.offset < 0]
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def look_up_commits(sender: Any, assigned: Any, **_: Any) -> None:
-        nonlocal lookup
-        tps = [tp for tp in assigned if tp.topic in topics]
-        # Started now, awaited before the resume: the broker round trip overlaps the recovery.
-        lookup = asyncio.ensure_future(uncommitted(tps)) if tps else None
-
-    consumer = app.consumer
-    seek_committed = consumer.perform_seek
-
-    async def perform_seek() -> None:
-        await seek_committed()
+    async def perform_seek(self) -> None:
+        await self._seek_committed()
         # Not consumed: Faust seeks again when a fetch finds the flow stopped, and the lookup
         # is replaced on the next assignment.
-        if lookup is None:
+        if self._lookup is None:
             return
-        assigned = consumer.assignment()
-        for tp in await lookup:
+        assigned = self._consumer.assignment()
+        for tp in await self._lookup:
             if tp in assigned:
-                await consumer.seek(tp, 0)
-
-    consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+                await self._consumer.seek(tp, 0)
 
 
 class SeekFence:

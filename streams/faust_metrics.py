@@ -17,6 +17,7 @@ when a send completed; the Monitor counts it when the send is handed to the prod
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol, cast
@@ -48,10 +49,16 @@ def setup_faust_metrics(app: faust.App, *, pattern: str = "/metrics",
     """Export ``app.monitor`` through ``registry`` and serve ``registry`` on ``pattern``.
 
     The page is the one ``setup_prometheus_sensors`` registers, so it also serves every
-    ``trackflow_*`` family of the default registry.
+    ``trackflow_*`` family of the default registry. A registry exports one app: the collector
+    of an app set up before on the same registry (a test building a second worker in one
+    process) is replaced.
     """
     collector = FaustCollector(app)
+    previous = _collectors.get(registry)
+    if previous is not None:
+        registry.unregister(previous)
     registry.register(collector)
+    _collectors[registry] = collector
 
     @app.page(pattern)
     async def metrics_handler(self: web.View, request: web.Request) -> web.Response:
@@ -60,6 +67,11 @@ def setup_faust_metrics(app: faust.App, *, pattern: str = "/metrics",
         return cast(web.Response, Response(body=body, headers=headers, status=200))
 
     return collector
+
+
+_collectors: weakref.WeakKeyDictionary[CollectorRegistry, FaustCollector] = \
+    weakref.WeakKeyDictionary()
+"""The collector registered on each registry by :func:`setup_faust_metrics`."""
 
 
 def exported_families() -> list[Metric]:

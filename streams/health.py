@@ -12,7 +12,6 @@ would only make a rolling update stall.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,9 +23,6 @@ from faust import web
 LIVE_PATH = "/health/live"
 READY_PATH = "/health/ready"
 
-log = logging.getLogger("trackflow.streams.health")
-
-
 @dataclass(slots=True)
 class Readiness:
     """What the worker has reached since it started."""
@@ -36,6 +32,15 @@ class Readiness:
     partitions: int = 0
     """Partitions in the latest assignment."""
     started_at: float = field(default_factory=time.monotonic)
+
+    def assigned(self, partitions: int) -> None:
+        """An assignment of ``partitions`` topic partitions arrived."""
+        self.partitions = partitions
+
+    def rebalance_complete(self) -> None:
+        """An assignment completed, its tables recovered."""
+        if self.assigned_at is None:
+            self.assigned_at = time.monotonic()
 
     def report(self, app: faust.App) -> tuple[bool, dict[str, Any]]:
         """(ready, the facts behind it)."""
@@ -54,24 +59,9 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
                                        content_type="application/json"))
 
 
-def setup_health(app: faust.App) -> Readiness:
-    """Register the two health pages on ``app``'s web server; returns the readiness tracker."""
-    readiness = Readiness()
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def count_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        readiness.partitions = len(assigned)
-        # One line per assignment: a rolling restart with static membership shows none on
-        # the workers that kept running.
-        log.info("event=partitions_assigned generation=%s partitions=%s topics=%d",
-                 app.consumer_generation_id,
-                 ",".join(str(p) for p in sorted({tp.partition for tp in assigned})) or "-",
-                 len({tp.topic for tp in assigned}))
-
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def first_assignment(sender: Any, **_: Any) -> None:
-        if readiness.assigned_at is None:
-            readiness.assigned_at = time.monotonic()
+def setup_health(app: faust.App, readiness: Readiness) -> None:
+    """Register the two health pages on ``app``'s web server; ``readiness`` is kept by the
+    worker's application object, which tells it of assignments."""
 
     @app.page(LIVE_PATH)
     async def live(self: web.View, request: web.Request) -> web.Response:
@@ -82,5 +72,3 @@ def setup_health(app: faust.App) -> Readiness:
     async def ready(self: web.View, request: web.Request) -> web.Response:
         ok, facts = readiness.report(app)
         return _json(200 if ok else 503, {"status": "ready" if ok else "not_ready", **facts})
-
-    return readiness

@@ -1,17 +1,18 @@
-"""The worker's composition root: the Faust app with the agents, providers and cache it owns."""
+"""The worker's composition root: :class:`TrackflowApp`, the Faust app with the agents, providers
+and cache it owns."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import faust
 
 from trackflow.agents.enrich import NoProviders, register_enrich_agent
-from trackflow.agents.inflight import InFlight
 from trackflow.agents.refresh import (
     declare_refresh_table,
     register_refresh_agent,
@@ -19,7 +20,14 @@ from trackflow.agents.refresh import (
 )
 from trackflow.agents.reprocess import register_reprocess_agent
 from trackflow.agents.results import ResultCache, result_fingerprint
-from trackflow.agents.runner import CrashWatchdog, crash_handler, declare_table
+from trackflow.agents.runner import (
+    CrashWatchdog,
+    RunningAgent,
+    Topics,
+    ack_guard,
+    crash_handler,
+    declare_table,
+)
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
 from trackflow.agents.tables import RESILIENCE_TABLE
 from trackflow.agents.waterfall import Waterfall
@@ -31,13 +39,15 @@ from trackflow.providers.redis_client import RedisMemory
 from trackflow.providers.registry import build_providers
 from trackflow.providers.specs import SPECS
 from trackflow.streams.app import (
+    Rewind,
     committed_offsets,
     create_app,
     declare_topics,
     fence_seeks,
-    rewind_on_assignment,
 )
-from trackflow.streams.health import setup_health
+from trackflow.streams.faust_worker import TrackflowWorker
+from trackflow.streams.health import Readiness, setup_health
+from trackflow.streams.kafka_logs import OutageLogFilter
 from trackflow.streams.series import create_series
 from trackflow.streams.settings import Settings
 
@@ -127,78 +137,162 @@ def back_off_consumer_retries(app: faust.App, retry_backoff_ms: int) -> None:
     thread._create_consumer = create_with_backoff
 
 
-def build_worker_app(settings: Settings, env: dict[str, str] | None = None) -> faust.App:
-    """The Faust app with every trackflow agent attached."""
-    app = create_app(settings)
-    setup_health(app)  # /health/live and /health/ready beside /metrics
-    # Every series alerts and dashboards query exists from the first scrape, at 0.
-    create_series(settings)
-    topics = declare_topics(app, settings)
-    # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in a
-    # changelogged table: a restarted or rebalanced worker resumes where the last owner was.
-    state = declare_table(app, RESILIENCE_TABLE, settings)
-    enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
-    cache = build_cache(settings)
-    limiter = build_limiter(settings)
-    watch_redis_memory(app, cache, limiter)
-    gates = GateSet({
-        name: ResilientGate(name, settings.providers[name],
-                            partitions=settings.kafka.partitions, state=state, cache=cache,
-                            config_variables=SPECS[name].fix_variables, limiter=limiter)
-        for name in enabled
-    })
-    providers = build_providers(os.environ if env is None else env, gate=gates, enabled=enabled,
-                                features={n: settings.providers[n].features for n in enabled})
-    # Reusing results is only sound when they come from cached answers (see ResultCache).
-    results = None
-    if cache is not None:
-        shared = cache if settings.cache.shared_results else None  # LRU-only: not shared
-        order = [n for n in settings.waterfall.order if n in providers]
-        results = ResultCache(settings.cache.result_cache_size, clock=cache.clock,
-                              shared=shared, fingerprint=result_fingerprint(settings, order))
-    enricher = (Waterfall(providers, settings, results=results)
-                if providers else NoProviders())
-    log.info("event=waterfall_ready providers=%s", ",".join(providers) or "none")
-    on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))
-    trackers: list[InFlight[Any]] = []
-    # Revisions refreshes published, per track being refreshed: written by the refresh agent,
-    # read by both.
-    refreshed = declare_refresh_table(app, settings)
-    # The revisions the refresh agent is publishing and the table does not have yet.
-    publishing: dict[str, Any] = {}
-    if "enrich" in settings.worker.agents:
-        trackers.append(register_enrich_agent(app, topics, settings, enricher,
-                                              on_fatal=on_fatal, on_revoke=gates.forget,
-                                              refreshed=revisions_view(refreshed, publishing),
-                                              kept_encodings=settings.cache.result_cache_size))
-    if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
-        trackers.append(register_refresh_agent(
-            app, topics, settings, enricher, refreshed, on_fatal=on_fatal,
-            publishing=publishing,
-            committed=committed_offsets(app, settings.kafka.raw_topic)))
-    if "reprocess" in settings.worker.agents:
-        # Retries wait while the failing provider's breaker (as this worker knows it) is open.
-        trackers.append(register_reprocess_agent(app, topics, settings,
-                                                 breaker_open_until=gates.open_until,
-                                                 on_fatal=on_fatal))
+class TrackflowApp:
+    """One worker: the Faust app, the agents, the provider clients, the cache and the limiter it
+    owns, and the one place where its partitions' lifecycle is handled.
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def close_clients(sender: Any, **_: Any) -> None:
-        # Whoever opens a resource closes it: the provider clients' HTTP pools and Redis. The
-        # records in flight stop first (closing twice is harmless), so that none of them meets
-        # a closed client and turns that into a dead letter.
-        for tracker in trackers:
-            await tracker.close()
-        for provider in providers.values():
-            await provider.aclose()
+    - Assigned (:meth:`on_assigned`): one log line, the readiness count, the lookup of the
+      partitions without a committed offset (:class:`~streams.app.Rewind` seeks those to their
+      beginning as part of Faust's seek).
+    - Revoked (:meth:`on_revoked`), which is also how a lost assignment arrives (aiokafka
+      revokes everything before it rejoins after a session timeout): the gates forget the
+      partitions' pacing and breaker state (the table has it for the next owner), then each
+      agent its own state and its records in flight, which the next owner reads again.
+    - Recovered (:meth:`on_rebalance_complete`): the worker is ready after the first one.
+    - Stopping (:meth:`on_stop`, after the consumer stopped, before the producer does): the
+      agents cancel what is in flight, then the clients close, so no record meets a closed
+      client and turns that into a dead letter.
+
+    The consumer is changed before it starts, here and nowhere else: the ack guard
+    (``agents.runner.AckGuard``: only the agents' trackers ack their topics' records), aiokafka's
+    retry backoff (:func:`back_off_consumer_retries`), the rewind's seek and the
+    :class:`~streams.app.SeekFence`.
+    """
+
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        k = settings.kafka
+        app = self.faust = create_app(settings)
+        self.readiness = Readiness()
+        setup_health(app, self.readiness)  # /health/live and /health/ready beside /metrics
+        # Every series alerts and dashboards query exists from the first scrape, at 0.
+        create_series(settings)
+        topics = declare_topics(app, settings)
+        # Breaker state, rate-limit pauses and slots, one entry per provider and partition, in
+        # a changelogged table: a restarted or rebalanced worker resumes where the last owner
+        # was.
+        state = declare_table(app, RESILIENCE_TABLE, settings)
+        enabled = [n for n in settings.waterfall.order if settings.providers[n].enabled]
+        self.cache = build_cache(settings)
+        self.limiter = build_limiter(settings)
+        watch_redis_memory(app, self.cache, self.limiter)
+        self.gates = GateSet({
+            name: ResilientGate(name, settings.providers[name], partitions=k.partitions,
+                                state=state, cache=self.cache,
+                                config_variables=SPECS[name].fix_variables,
+                                limiter=self.limiter)
+            for name in enabled
+        })
+        self.providers = build_providers(os.environ if env is None else env, gate=self.gates,
+                                         enabled=enabled,
+                                         features={n: settings.providers[n].features
+                                                   for n in enabled})
+        enricher = self._enricher()
+        log.info("event=waterfall_ready providers=%s", ",".join(self.providers) or "none")
+        ack_guard(app)
+        self.agents = self._register_agents(topics, enricher)
+        back_off_consumer_retries(app, k.retry_backoff_ms)
+        sources = {k.raw_topic, k.dlq_topic, k.refresh_topic}
+        self.rewind = Rewind(app.consumer, sources, k.consumer_group, k)
+        fence_seeks(app)
+        register_lag_metrics(app, sources)
+        export_build_info()
+        self.log_filter = OutageLogFilter(settings.worker.kafka_log_interval_s)
+
+        async def summarise_kafka_logs() -> None:
+            self.log_filter.flush()
+
+        app.timer(min(10.0, settings.worker.kafka_log_interval_s),
+                  name="trackflow.kafka_logs")(summarise_kafka_logs)
+        app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
+        app.on_rebalance_complete.connect(self.on_rebalance_complete)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self.on_stop)  # type: ignore[arg-type]
+
+    def _enricher(self) -> Waterfall | NoProviders:
+        settings, cache = self.settings, self.cache
+        if not self.providers:
+            return NoProviders()
+        # Reusing results is only sound when they come from cached answers (see ResultCache).
+        results = None
         if cache is not None:
-            await cache.aclose()
-        if limiter is not None:
-            await limiter.aclose()
-    back_off_consumer_retries(app, settings.kafka.retry_backoff_ms)
-    sources = {settings.kafka.raw_topic, settings.kafka.dlq_topic, settings.kafka.refresh_topic}
-    rewind_on_assignment(app, sources, settings.kafka.consumer_group, settings.kafka)
-    fence_seeks(app)
-    register_lag_metrics(app, sources)
-    export_build_info()
-    return app
+            shared = cache if settings.cache.shared_results else None  # LRU-only: not shared
+            order = [n for n in settings.waterfall.order if n in self.providers]
+            results = ResultCache(settings.cache.result_cache_size, clock=cache.clock,
+                                  shared=shared, fingerprint=result_fingerprint(settings, order))
+        return Waterfall(self.providers, settings, results=results)
+
+    def _register_agents(self, topics: Topics, enricher: Waterfall | NoProviders
+                         ) -> list[RunningAgent]:
+        app, settings = self.faust, self.settings
+        on_fatal = crash_handler(app, CrashWatchdog(settings.worker.crash_grace_s))
+        agents: list[RunningAgent] = []
+        # Revisions refreshes published, per track being refreshed: written by the refresh
+        # agent, read by both.
+        refreshed = declare_refresh_table(app, settings)
+        # The revisions the refresh agent is publishing and the table does not have yet.
+        publishing: dict[str, Any] = {}
+        if "enrich" in settings.worker.agents:
+            agents.append(register_enrich_agent(
+                app, topics, settings, enricher, on_fatal=on_fatal,
+                refreshed=revisions_view(refreshed, publishing),
+                kept_encodings=settings.cache.result_cache_size))
+        if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
+            agents.append(register_refresh_agent(
+                app, topics, settings, enricher, refreshed, on_fatal=on_fatal,
+                publishing=publishing,
+                committed=committed_offsets(app, settings.kafka.raw_topic)))
+        if "reprocess" in settings.worker.agents:
+            # Retries wait while the failing provider's breaker (as this worker knows it) is
+            # open.
+            agents.append(register_reprocess_agent(app, topics, settings,
+                                                   breaker_open_until=self.gates.open_until,
+                                                   on_fatal=on_fatal))
+        return agents
+
+    async def on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        self.readiness.assigned(len(assigned))
+        # One line per assignment: a rolling restart with static membership shows none on
+        # the workers that kept running.
+        log.info("event=partitions_assigned generation=%s partitions=%s topics=%d",
+                 self.faust.consumer_generation_id,
+                 ",".join(str(p) for p in sorted({tp.partition for tp in assigned})) or "-",
+                 len({tp.topic for tp in assigned}))
+        self.rewind.assigned(assigned)
+
+    async def on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        revoked = set(revoked)
+        raw = self.settings.kafka.raw_topic
+        self.gates.forget({tp.partition for tp in revoked if tp.topic == raw})
+        for agent in self.agents:
+            agent.revoke(revoked)
+
+    async def on_rebalance_complete(self, sender: Any, **_: Any) -> None:
+        self.readiness.rebalance_complete()
+
+    async def on_stop(self, sender: Any, **_: Any) -> None:
+        # Whoever opens a resource closes it: the provider clients' HTTP pools and Redis. The
+        # records in flight stop first, so that none of them meets a closed client.
+        for agent in self.agents:
+            await agent.close()
+        for provider in self.providers.values():
+            await provider.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
+
+    def run(self, loglevel: str | None = None) -> None:
+        """Run the worker until it is stopped (SIGTERM, SIGINT, a crash); holds
+        ``worker.data_dir`` meanwhile when the tables are on disk (RocksDB's rule: one process
+        per database)."""
+        w = self.settings.worker
+        data_dir_lock = lock_data_dir(w.data_dir) if self.settings.tables.store == "rocksdb" \
+            else None
+        try:
+            TrackflowWorker(self.faust, loglevel=loglevel or w.log_level,
+                            log_filter=self.log_filter,
+                            stop_grace_s=w.stop_grace_s).execute_from_commandline()
+        finally:
+            if data_dir_lock is not None:
+                data_dir_lock.close()

@@ -38,7 +38,7 @@ async def test_an_event_faust_skips_after_a_rebalance_is_not_committed_past_its_
         raise AssertionError(f"no record may fail here: {exc!r}")
 
     inflight = run_agent(app, topic, name="t", handler=handler, max_in_flight=10,
-                         max_queued=100, on_fatal=on_fatal, key_of=lambda msg: msg.key)
+                         max_queued=100, on_fatal=on_fatal, key_of=lambda msg: msg.key).inflight
     consumer: Any = app.consumer  # its offset bookkeeping is what the commit reads
     app.topics.acking_topics.add(TOPIC)  # Faust does it when the agent's stream subscribes
     # After a rebalance Faust seeks to the committed offset, 10. Offset 11, fetched in the
