@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 
-from trackflow.providers import http
-from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers import http, parse
+from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, TrackQuery
+from trackflow.providers.client import ProviderClient, clamp_limit
 from trackflow.providers.errors import NotFound, PermanentError, TransientError
 from trackflow.providers.normalize import normalize_isrc
 
@@ -37,20 +38,20 @@ def build_search_q(query: TrackQuery) -> str:
     """``artist:"x" track:"y"``; user values are quoted phrases that cannot end early."""
     parts = []
     if query.artist.strip():
-        parts.append(f"artist:{http.quote_field(query.artist)}")
-    parts.append(f"track:{http.quote_field(query.title)}")
+        parts.append(f"artist:{parse.quote_field(query.artist)}")
+    parts.append(f"track:{parse.quote_field(query.title)}")
     return " ".join(parts)
 
 
 def body_error(body: Any) -> TransientError | PermanentError | NotFound | None:
     """The error a Deezer body reports (whatever the HTTP status), or None."""
-    err = http.as_dict(body).get("error") if isinstance(body, dict) else None
+    err = parse.as_dict(body).get("error") if isinstance(body, dict) else None
     if not err:
         return None
-    err = http.as_dict(err)
-    code = http.as_int(err.get("code"))
-    message = http.as_str(err.get("message")) or "error"
-    text = f"error code={code} type={http.as_str(err.get('type'))} message={message}"
+    err = parse.as_dict(err)
+    code = parse.as_int(err.get("code"))
+    message = parse.as_str(err.get("message")) or "error"
+    text = f"error code={code} type={parse.as_str(err.get('type'))} message={message}"
     if code == _QUOTA:
         return TransientError(NAME, text, rate_limited=True)
     if code in _NOT_FOUND:
@@ -64,13 +65,13 @@ def main_artists(track: dict[str, Any]) -> str | None:
     """Every main artist of a track, joined like Spotify's credits ("A, B"); the ``artist``
     object alone (search items have no contributors)."""
     names: list[str] = []
-    for contributor in http.as_list(track.get("contributors")):
-        c = http.as_dict(contributor)
-        name = http.as_str(c.get("name"))
+    for contributor in parse.as_list(track.get("contributors")):
+        c = parse.as_dict(contributor)
+        name = parse.as_str(c.get("name"))
         # No role at all in some older answers: every contributor listed is then credited.
-        if name and (http.as_str(c.get("role")) or "Main") == "Main" and name not in names:
+        if name and (parse.as_str(c.get("role")) or "Main") == "Main" and name not in names:
             names.append(name)
-    first = http.as_str(http.as_dict(track.get("artist")).get("name"))
+    first = parse.as_str(parse.as_dict(track.get("artist")).get("name"))
     if first and first not in names:
         names.insert(0, first)
     return ", ".join(names) or None
@@ -78,31 +79,31 @@ def main_artists(track: dict[str, Any]) -> str | None:
 
 def parse_track(track: Any, *, via: str) -> Candidate | None:
     """A candidate from a Deezer track or search item; None when it has no id."""
-    track = http.as_dict(track)
-    tid = http.as_int(track.get("id"))
+    track = parse.as_dict(track)
+    tid = parse.as_int(track.get("id"))
     if tid is None:
         return None
-    duration_s = http.as_int(track.get("duration"))
-    bpm = http.as_float(track.get("bpm"))
-    album = http.as_dict(track.get("album"))
-    fields = http.compact(
+    duration_s = parse.as_int(track.get("duration"))
+    bpm = parse.as_float(track.get("bpm"))
+    album = parse.as_dict(track.get("album"))
+    fields = parse.compact(
         {
             "deezer_id": str(tid),
-            "title": http.as_str(track.get("title")),
+            "title": parse.as_str(track.get("title")),
             "artist": main_artists(track),
-            "album": http.as_str(album.get("title")),
-            "release_date": http.as_str(track.get("release_date"))
-            or http.as_str(album.get("release_date")),
+            "album": parse.as_str(album.get("title")),
+            "release_date": parse.as_str(track.get("release_date"))
+            or parse.as_str(album.get("release_date")),
             "duration_ms": duration_s * 1000 if duration_s else None,
-            "isrc": normalize_isrc(http.as_str(track.get("isrc"))),
+            "isrc": normalize_isrc(parse.as_str(track.get("isrc"))),
             "bpm": bpm if bpm and bpm > 0 else None,  # 0 means "unknown"
-            "deezer_rank": http.as_int(track.get("rank")),
+            "deezer_rank": parse.as_int(track.get("rank")),
         }
     )
     return Candidate(provider=NAME, fields=fields, via=via)
 
 
-class DeezerClient:
+class DeezerClient(ProviderClient):
     """Deezer tracks by ISRC or by search (top items fetched in full for isrc and bpm)."""
 
     name = NAME
@@ -117,34 +118,19 @@ class DeezerClient:
         search_limit: int = 5,
         detail_limit: int = 3,
     ) -> None:
-        self._base_url = base_url
-        self._gate: CallGate = gate or DirectGate()
-        self._limit = max(1, min(100, search_limit))
+        super().__init__(base_url=base_url, timeout=timeout, gate=gate, transport=transport)
+        self._limit = clamp_limit(search_limit)
         self._detail_limit = max(0, detail_limit)
-        self._client = http.make_client(
-            base_url, timeout=timeout, headers={"Accept": "application/json"}, transport=transport
-        )
-
-    def __repr__(self) -> str:
-        return f"DeezerClient(base_url={self._base_url!r})"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def lookup(self, query: TrackQuery) -> list[Candidate]:
-        isrc = normalize_isrc(query.isrc)
-        if isrc:
-            spec = CallSpec(NAME, "isrc", http.cache_key(isrc))
-            found = await self._gate.run(spec, lambda: self._fetch_track(f"isrc:{isrc}", "isrc"))
-            if found:
-                return [Candidate.from_json(c) for c in found]
+        found = await self._by_isrc(query, lambda isrc: self._fetch_track(f"isrc:{isrc}", "isrc"))
+        if found:
+            return found
         if not query.title.strip():
             return []
         q = build_search_q(query)
-        spec = CallSpec(NAME, "search", http.cache_key(q, self._limit))
-        items = [
-            Candidate.from_json(c) for c in await self._gate.run(spec, lambda: self._search(q))
-        ]
+        items = await self._candidates("search", parse.cache_key(q, self._limit),
+                                       lambda: self._search(q))
         out = []
         for i, item in enumerate(items):
             if i < self._detail_limit:
@@ -196,7 +182,7 @@ class DeezerClient:
         except NotFound:
             return []
         out = []
-        for item in http.as_list(http.as_dict(body).get("data")):
+        for item in parse.as_list(parse.as_dict(body).get("data")):
             cand = parse_track(item, via="search")
             if cand is not None:
                 out.append(cand.to_json())

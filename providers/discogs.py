@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from trackflow.providers import http
-from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers import http, parse
+from trackflow.providers.base import JSON, CallGate, Candidate, TrackQuery
+from trackflow.providers.client import ProviderClient, clamp_limit
 from trackflow.providers.errors import NotFound
 
 NAME = "discogs"
@@ -73,10 +74,10 @@ def clean_name(text: str) -> str:
 
 def _names(values: Any) -> list[str]:
     """Cleaned, unique names from a list or a lone string."""
-    items = [values] if isinstance(values, str) else http.as_list(values)
+    items = [values] if isinstance(values, str) else parse.as_list(values)
     out: list[str] = []
     for v in items:
-        s = http.as_str(v)
+        s = parse.as_str(v)
         s = clean_name(s) if s else None
         if s and s not in out:
             out.append(s)
@@ -88,13 +89,13 @@ def _labels(values: Any) -> list[str]:
 
 
 def _plain(values: Any) -> list[Any]:
-    return [values] if isinstance(values, str) else http.as_list(values)
+    return [values] if isinstance(values, str) else parse.as_list(values)
 
 
 def _unique(values: list[Any]) -> list[str]:
     out: list[str] = []
     for v in values:
-        s = http.as_str(v)
+        s = parse.as_str(v)
         if s and s not in out:
             out.append(s)
     return out
@@ -102,20 +103,20 @@ def _unique(values: list[Any]) -> list[str]:
 
 def parse_result(result: Any) -> Candidate | None:
     """A candidate from one ``/database/search`` result; None when it has no id."""
-    result = http.as_dict(result)
-    rid = http.as_int(result.get("id"))
+    result = parse.as_dict(result)
+    rid = parse.as_int(result.get("id"))
     if rid is None:
         return None
-    kind = http.as_str(result.get("type"))
+    kind = parse.as_str(result.get("type"))
     if kind is not None and kind != "release":
         return None  # a master or an artist: no release id to record
-    artist, album = None, http.as_str(result.get("title"))
+    artist, album = None, parse.as_str(result.get("title"))
     if album and " - " in album:
         left, right = album.split(" - ", 1)
         artist, album = clean_name(left) or None, right.strip() or None
-    year = http.as_int(result.get("year"))
+    year = parse.as_int(result.get("year"))
     labels = _labels(result.get("label"))
-    fields = http.compact(
+    fields = parse.compact(
         {
             "discogs_release_id": str(rid),
             "artist": artist,
@@ -129,7 +130,7 @@ def parse_result(result: Any) -> Candidate | None:
     return Candidate(provider=NAME, fields=fields, via="search")
 
 
-class DiscogsClient:
+class DiscogsClient(ProviderClient):
     """Discogs releases containing a track: release id, year, label, genres and styles."""
 
     name = NAME
@@ -147,24 +148,12 @@ class DiscogsClient:
     ) -> None:
         if not token:
             raise ValueError("Discogs needs a personal access token")
+        super().__init__(base_url=base_url, timeout=timeout, gate=gate, transport=transport,
+                         contact=contact)
         self._token = token
-        self._base_url = base_url
-        self._gate: CallGate = gate or DirectGate()
-        self._limit = max(1, min(100, search_limit))
+        self._limit = clamp_limit(search_limit)
         #: Requests left in Discogs' moving minute, from the last answer (None until known).
         self.ratelimit_remaining: int | None = None
-        self._client = http.make_client(
-            base_url,
-            timeout=timeout,
-            headers={"User-Agent": http.user_agent(contact), "Accept": "application/json"},
-            transport=transport,
-        )
-
-    def __repr__(self) -> str:
-        return f"DiscogsClient(base_url={self._base_url!r})"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def lookup(self, query: TrackQuery) -> list[Candidate]:
         if not query.title.strip():
@@ -172,10 +161,11 @@ class DiscogsClient:
         params = {"type": "release", "track": query.title.strip(), "per_page": str(self._limit)}
         if query.artist.strip():
             params["artist"] = query.artist.strip()
-        spec = CallSpec(NAME, "search", http.cache_key(query.artist, query.title, self._limit))
-        found = await self._gate.run(spec, lambda: self._fetch_search(params))
+        found = await self._candidates("search",
+                                       parse.cache_key(query.artist, query.title, self._limit),
+                                       lambda: self._fetch_search(params))
         log.debug("event=lookup provider=%s via=search candidates=%d", NAME, len(found))
-        return [Candidate.from_json(c) for c in found]
+        return found
 
     async def _fetch_search(self, params: dict[str, str]) -> JSON:
         response = await http.send(
@@ -193,7 +183,7 @@ class DiscogsClient:
             http.raise_for_status(NAME, response)
         except NotFound:
             return []
-        results = http.as_list(http.as_dict(http.json_body(NAME, response)).get("results"))
+        results = parse.as_list(parse.as_dict(http.json_body(NAME, response)).get("results"))
         out = []
         for result in results:
             cand = parse_result(result)
@@ -202,7 +192,7 @@ class DiscogsClient:
         return out
 
     def _note_rate_limit(self, response: httpx.Response) -> None:
-        remaining = http.as_int(response.headers.get("X-Discogs-Ratelimit-Remaining"))
+        remaining = parse.as_int(response.headers.get("X-Discogs-Ratelimit-Remaining"))
         if remaining is None:
             return
         self.ratelimit_remaining = remaining

@@ -1,8 +1,9 @@
-"""HTTP plumbing every provider client shares.
+"""HTTP transport every provider client shares.
 
 One place decides what an HTTP outcome means (:func:`classify`), one builds the per-provider
 ``httpx.AsyncClient`` (:func:`make_client`), and a few helpers keep secrets out of messages and
-logs (:func:`safe_url`, the filter installed on httpx's own logger).
+logs (:func:`safe_url`, the filter installed on httpx's own logger). Reading the fields of an
+answer and writing query text is pure, and lives in :mod:`providers.parse`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ SECRET_PARAMS = frozenset(
 _SECRET_PARAM_RE = re.compile(
     r"(?i)\b(" + "|".join(sorted(SECRET_PARAMS)) + r")=([^&\s\"']*)",
 )
-_WS_RE = re.compile(r"\s+")
 
 
 def version() -> str:
@@ -56,15 +56,6 @@ def version() -> str:
 def user_agent(contact: str) -> str:
     """``trackflow/<version> ( contact )`` as MusicBrainz and Discogs ask for."""
     return f"trackflow/{version()} ( {contact} )"
-
-
-def cache_key(*parts: object) -> str:
-    """A normalised gate key from query parts: case-folded, whitespace collapsed, ``|``-joined."""
-    out = []
-    for part in parts:
-        text = "" if part is None else str(part)
-        out.append(_WS_RE.sub(" ", text).strip().casefold())
-    return "|".join(out)
 
 
 def safe_url(url: httpx.URL | str) -> str:
@@ -275,67 +266,3 @@ def try_json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-
-
-# Small tolerant converters used by every parser.
-
-
-def as_int(value: Any) -> int | None:
-    """An int from an int, float or numeric string; None otherwise."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return int(float(str(value).strip()))
-    except ValueError:
-        return None
-
-
-def as_float(value: Any) -> float | None:
-    """A float from a number or numeric string; None otherwise."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(str(value).strip())
-    except ValueError:
-        return None
-
-
-def as_str(value: Any) -> str | None:
-    """A non-empty stripped string, or None."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """``value`` when it is a dict, else an empty one."""
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    """``value`` when it is a list, a one-item list for a lone dict, else empty."""
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        return [value]
-    return []
-
-
-def compact(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``fields`` without None values and empty lists."""
-    return {k: v for k, v in fields.items() if v is not None and v != []}
-
-
-# Query text helpers: user text must never change a query's meaning.
-
-def quote_field(value: str) -> str:
-    """``value`` as one double-quoted phrase for Spotify/Deezer ``field:"..."`` filters.
-
-    Neither API documents an escape for ``"`` inside a phrase, so quotes and backslashes become
-    spaces: the phrase can never end early and let the rest act as query syntax.
-    """
-    cleaned = re.sub(r'["\\]', " ", value)
-    return '"' + _WS_RE.sub(" ", cleaned).strip() + '"'

@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 
-from trackflow.providers import http
-from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers import http, parse
+from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, TrackQuery
+from trackflow.providers.client import ProviderClient
 from trackflow.providers.errors import (
     CredentialsRejected,
     NotFound,
@@ -46,9 +47,9 @@ def body_error(body: Any) -> ProviderError | None:
     """The error a Last.fm body reports (whatever the HTTP status), or None."""
     if not isinstance(body, dict) or "error" not in body:
         return None
-    code = http.as_int(body.get("error"))
+    code = parse.as_int(body.get("error"))
     # The message is for people: its wording changes between deployments, the code does not.
-    text = f"error code={code} message={(http.as_str(body.get('message')) or 'error')[:200]}"
+    text = f"error code={code} message={(parse.as_str(body.get('message')) or 'error')[:200]}"
     if code in _NOT_FOUND:
         return NotFound(NAME, text)
     if code in _TRANSIENT:
@@ -62,8 +63,8 @@ def body_error(body: Any) -> ProviderError | None:
 
 def _tag_names(tags: Any) -> list[str]:
     out: list[str] = []
-    for tag in http.as_list(http.as_dict(tags).get("tag")):
-        name = http.as_str(http.as_dict(tag).get("name"))
+    for tag in parse.as_list(parse.as_dict(tags).get("tag")):
+        name = parse.as_str(parse.as_dict(tag).get("name"))
         if name and name.casefold() not in (t.casefold() for t in out):
             out.append(name)
     return out[:MAX_TAGS]
@@ -71,32 +72,32 @@ def _tag_names(tags: Any) -> list[str]:
 
 def parse_track_info(body: Any) -> Candidate | None:
     """A candidate from a ``track.getInfo`` answer; None when it has no track."""
-    track = http.as_dict(http.as_dict(body).get("track"))
+    track = parse.as_dict(parse.as_dict(body).get("track"))
     if not track:
         return None
-    duration = http.as_int(track.get("duration"))
+    duration = parse.as_int(track.get("duration"))
     artist = track.get("artist")
     artist_name = (
-        http.as_str(http.as_dict(artist).get("name"))
+        parse.as_str(parse.as_dict(artist).get("name"))
         if isinstance(artist, dict)
-        else http.as_str(artist)
+        else parse.as_str(artist)
     )
-    fields = http.compact(
+    fields = parse.compact(
         {
-            "title": http.as_str(track.get("name")),
+            "title": parse.as_str(track.get("name")),
             "artist": artist_name,
-            "album": http.as_str(http.as_dict(track.get("album")).get("title")),
+            "album": parse.as_str(parse.as_dict(track.get("album")).get("title")),
             "duration_ms": duration if duration and duration > 0 else None,
-            "musicbrainz_recording_id": http.as_str(track.get("mbid")),
-            "listeners": http.as_int(track.get("listeners")),
-            "playcount": http.as_int(track.get("playcount")),
+            "musicbrainz_recording_id": parse.as_str(track.get("mbid")),
+            "listeners": parse.as_int(track.get("listeners")),
+            "playcount": parse.as_int(track.get("playcount")),
             "tags": _tag_names(track.get("toptags")),
         }
     )
     return Candidate(provider=NAME, fields=fields, via="search")
 
 
-class LastfmClient:
+class LastfmClient(ProviderClient):
     """Last.fm track info (listeners, playcount, mbid) and top tags."""
 
     name = NAME
@@ -113,28 +114,21 @@ class LastfmClient:
     ) -> None:
         if not api_key:
             raise ValueError("Last.fm needs an api_key")
+        super().__init__(base_url=base_url, timeout=timeout, gate=gate, transport=transport)
         self._api_key = api_key
-        self._base_url = base_url
-        self._gate: CallGate = gate or DirectGate()
         self._top_tags = top_tags
-        self._client = http.make_client(
-            base_url, timeout=timeout, headers={"Accept": "application/json"}, transport=transport
-        )
 
-    def __repr__(self) -> str:
-        return f"LastfmClient(base_url={self._base_url!r}, top_tags={self._top_tags})"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    def _described(self) -> dict[str, Any]:
+        return {"top_tags": self._top_tags}
 
     async def lookup(self, query: TrackQuery) -> list[Candidate]:
         cand: Candidate | None = None
         if query.musicbrainz_recording_id:
             mbid = query.musicbrainz_recording_id.strip().lower()
-            cand = await self._info({"mbid": mbid}, "id", http.cache_key("mbid", mbid))
+            cand = await self._info({"mbid": mbid}, "id", parse.cache_key("mbid", mbid))
         if cand is None and query.title.strip() and query.artist.strip():
             ident = {"artist": query.artist.strip(), "track": query.title.strip()}
-            cand = await self._info(ident, "search", http.cache_key(query.artist, query.title))
+            cand = await self._info(ident, "search", parse.cache_key(query.artist, query.title))
         if cand is None:
             return []
         if self._top_tags and cand.get("artist") and cand.get("title"):
@@ -145,14 +139,13 @@ class LastfmClient:
         return [cand]
 
     async def _info(self, ident: dict[str, str], via: str, key: str) -> Candidate | None:
-        spec = CallSpec(NAME, via, key)
-        found = await self._gate.run(spec, lambda: self._fetch_info(ident, via))
-        return Candidate.from_json(found[0]) if found else None
+        found = await self._candidates(via, key, lambda: self._fetch_info(ident, via))
+        return found[0] if found else None
 
     async def _tags(self, artist: str, title: str) -> list[str]:
-        spec = CallSpec(NAME, "tags", http.cache_key(artist, title))
+        spec = CallSpec(NAME, "tags", parse.cache_key(artist, title))
         found = await self._gate.run(spec, lambda: self._fetch_tags(artist, title))
-        return [str(t) for t in http.as_list(found)]
+        return [str(t) for t in parse.as_list(found)]
 
     async def _call(self, method: str, kind: str, params: dict[str, str]) -> Any:
         query = {
@@ -189,4 +182,4 @@ class LastfmClient:
             body = await self._call("track.getTopTags", "tags", {"artist": artist, "track": title})
         except NotFound:
             return []
-        return _tag_names(http.as_dict(body).get("toptags"))
+        return _tag_names(parse.as_dict(body).get("toptags"))

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from trackflow.providers import http
-from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers import http, parse
+from trackflow.providers.base import JSON, CallGate, Candidate, TrackQuery
+from trackflow.providers.client import ProviderClient, clamp_limit
 from trackflow.providers.errors import NotFound
-from trackflow.providers.normalize import normalize_isrc
 
 NAME = "musicbrainz"
 DEFAULT_URL = "https://musicbrainz.org/ws/2"
@@ -48,19 +48,19 @@ def build_search_query(query: TrackQuery) -> str:
 
 def _artist_credit(credits: Any) -> str | None:
     names = []
-    for credit in http.as_list(credits):
+    for credit in parse.as_list(credits):
         if isinstance(credit, dict):
-            name = credit.get("name") or http.as_dict(credit.get("artist")).get("name") or ""
+            name = credit.get("name") or parse.as_dict(credit.get("artist")).get("name") or ""
             names.append(f"{name}{credit.get('joinphrase') or ''}")
         elif isinstance(credit, str):  # very old answers mix joinphrase strings in
             names.append(credit)
-    return http.as_str("".join(names))
+    return parse.as_str("".join(names))
 
 
 def _names(items: Any) -> list[str]:
     out = []
-    for item in http.as_list(items):
-        name = http.as_str(http.as_dict(item).get("name"))
+    for item in parse.as_list(items):
+        name = parse.as_str(parse.as_dict(item).get("name"))
         if name and name not in out:
             out.append(name)
     return out
@@ -68,23 +68,23 @@ def _names(items: Any) -> list[str]:
 
 def parse_recording(rec: Any, *, via: str, isrc: str | None = None) -> Candidate | None:
     """A candidate from one recording object; None when it has no id."""
-    rec = http.as_dict(rec)
-    mbid = http.as_str(rec.get("id"))
+    rec = parse.as_dict(rec)
+    mbid = parse.as_str(rec.get("id"))
     if not mbid:
         return None
-    releases = [http.as_dict(r) for r in http.as_list(rec.get("releases"))]
+    releases = [parse.as_dict(r) for r in parse.as_list(rec.get("releases"))]
     first_release = releases[0] if releases else {}
-    isrcs = [i for i in http.as_list(rec.get("isrcs")) if isinstance(i, str)]
-    score = http.as_float(rec.get("score"))
-    fields = http.compact(
+    isrcs = [i for i in parse.as_list(rec.get("isrcs")) if isinstance(i, str)]
+    score = parse.as_float(rec.get("score"))
+    fields = parse.compact(
         {
             "musicbrainz_recording_id": mbid,
-            "title": http.as_str(rec.get("title")),
+            "title": parse.as_str(rec.get("title")),
             "artist": _artist_credit(rec.get("artist-credit")),
-            "duration_ms": http.as_int(rec.get("length")),
-            "release_date": http.as_str(rec.get("first-release-date"))
-            or http.as_str(first_release.get("date")),
-            "album": http.as_str(first_release.get("title")),
+            "duration_ms": parse.as_int(rec.get("length")),
+            "release_date": parse.as_str(rec.get("first-release-date"))
+            or parse.as_str(first_release.get("date")),
+            "album": parse.as_str(first_release.get("title")),
             "isrc": isrc or (isrcs[0] if isrcs else None),
             "tags": _names(rec.get("tags")),
             "genres": _names(rec.get("genres")),
@@ -98,7 +98,7 @@ def parse_recording(rec: Any, *, via: str, isrc: str | None = None) -> Candidate
     )
 
 
-class MusicBrainzClient:
+class MusicBrainzClient(ProviderClient):
     """MusicBrainz recordings by ISRC or by search; needs no key but a real User-Agent."""
 
     name = NAME
@@ -115,37 +115,22 @@ class MusicBrainzClient:
     ) -> None:
         if not contact.strip():
             raise ValueError("MusicBrainz needs a contact (URL or e-mail) for its User-Agent")
-        self._base_url = base_url
-        self._gate: CallGate = gate or DirectGate()
-        self._limit = max(1, min(100, search_limit))
-        self._client = http.make_client(
-            base_url,
-            timeout=timeout,
-            headers={"User-Agent": http.user_agent(contact), "Accept": "application/json"},
-            transport=transport,
-        )
-
-    def __repr__(self) -> str:
-        return f"MusicBrainzClient(base_url={self._base_url!r})"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        super().__init__(base_url=base_url, timeout=timeout, gate=gate, transport=transport,
+                         contact=contact)
+        self._limit = clamp_limit(search_limit)
 
     async def lookup(self, query: TrackQuery) -> list[Candidate]:
-        isrc = normalize_isrc(query.isrc)
-        if isrc:
-            spec = CallSpec(NAME, "isrc", http.cache_key(isrc))
-            found = await self._gate.run(spec, lambda: self._fetch_isrc(isrc))
-            if found:
-                return [Candidate.from_json(c) for c in found]
-            # An ISRC MusicBrainz does not know yet: the recording may still be there by name.
+        found = await self._by_isrc(query, self._fetch_isrc)
+        if found:
+            return found
+        # An ISRC MusicBrainz does not know yet: the recording may still be there by name.
         if not query.title.strip():
             return []
         lucene = build_search_query(query)
-        spec = CallSpec(NAME, "search", http.cache_key(lucene))
-        found = await self._gate.run(spec, lambda: self._fetch_search(lucene))
+        found = await self._candidates("search", parse.cache_key(lucene),
+                                       lambda: self._fetch_search(lucene))
         log.debug("event=lookup provider=%s via=search candidates=%d", NAME, len(found))
-        return [Candidate.from_json(c) for c in found]
+        return found
 
     async def _get(self, url: str, kind: str, **kwargs: Any) -> Any:
         response = await http.send(self._client, NAME, "GET", url, logger=log, kind=kind, **kwargs)
@@ -160,7 +145,7 @@ class MusicBrainzClient:
         except NotFound:
             return []
         out = []
-        for rec in http.as_list(http.as_dict(body).get("recordings")):
+        for rec in parse.as_list(parse.as_dict(body).get("recordings")):
             cand = parse_recording(rec, via="isrc", isrc=isrc)
             if cand is not None:
                 out.append(cand.to_json())
@@ -176,7 +161,7 @@ class MusicBrainzClient:
         except NotFound:
             return []
         out = []
-        for rec in http.as_list(http.as_dict(body).get("recordings")):
+        for rec in parse.as_list(parse.as_dict(body).get("recordings")):
             cand = parse_recording(rec, via="search")
             if cand is not None:
                 out.append(cand.to_json())

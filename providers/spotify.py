@@ -22,8 +22,9 @@ from typing import Any
 
 import httpx
 
-from trackflow.providers import http
-from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, DirectGate, TrackQuery
+from trackflow.providers import http, parse
+from trackflow.providers.base import JSON, CallGate, CallSpec, Candidate, TrackQuery
+from trackflow.providers.client import ProviderClient, clamp_limit
 from trackflow.providers.errors import (
     CredentialsRejected,
     FeatureUnavailable,
@@ -53,48 +54,49 @@ def build_search_q(query: TrackQuery) -> tuple[str, str]:
         return f"isrc:{isrc}", "isrc"
     parts = []
     if query.artist.strip():
-        parts.append(f"artist:{http.quote_field(query.artist)}")
-    parts.append(f"track:{http.quote_field(query.title)}")
+        parts.append(f"artist:{parse.quote_field(query.artist)}")
+    parts.append(f"track:{parse.quote_field(query.title)}")
     return " ".join(parts), "search"
 
 
 def key_name(key: Any, mode: Any) -> str | None:
     """``C# major`` from Spotify's pitch class and mode; None when unknown (-1)."""
-    k = http.as_int(key)
+    k = parse.as_int(key)
     if k is None or not 0 <= k < len(_PITCHES):
         return None
-    m = http.as_int(mode)
+    m = parse.as_int(mode)
     return f"{_PITCHES[k]} {'minor' if m == 0 else 'major'}" if m in (0, 1) else _PITCHES[k]
 
 
 def parse_track(track: Any, *, via: str) -> Candidate | None:
     """A candidate from a track object; None when it has no id."""
-    track = http.as_dict(track)
-    sid = http.as_str(track.get("id"))
+    track = parse.as_dict(track)
+    sid = parse.as_str(track.get("id"))
     if not sid:
         return None
-    album = http.as_dict(track.get("album"))
-    artists = [http.as_str(http.as_dict(a).get("name")) for a in http.as_list(track.get("artists"))]
-    fields = http.compact(
+    album = parse.as_dict(track.get("album"))
+    artists = [parse.as_str(parse.as_dict(a).get("name"))
+               for a in parse.as_list(track.get("artists"))]
+    fields = parse.compact(
         {
             "spotify_id": sid,
-            "title": http.as_str(track.get("name")),
+            "title": parse.as_str(track.get("name")),
             "artist": ", ".join(a for a in artists if a) or None,
-            "album": http.as_str(album.get("name")),
-            "release_date": http.as_str(album.get("release_date")),
-            "label": http.as_str(album.get("label")),
-            "duration_ms": http.as_int(track.get("duration_ms")),
+            "album": parse.as_str(album.get("name")),
+            "release_date": parse.as_str(album.get("release_date")),
+            "label": parse.as_str(album.get("label")),
+            "duration_ms": parse.as_int(track.get("duration_ms")),
             "isrc": normalize_isrc(
-                http.as_str(http.as_dict(track.get("external_ids")).get("isrc"))
+                parse.as_str(parse.as_dict(track.get("external_ids")).get("isrc"))
             ),
-            "popularity": http.as_int(track.get("popularity")),
+            "popularity": parse.as_int(track.get("popularity")),
         }
     )
     # Spotify ranks but gives no score: provider_score stays None (order carries the rank).
     return Candidate(provider=NAME, fields=fields, via=via)
 
 
-class SpotifyClient:
+class SpotifyClient(ProviderClient):
     """Spotify tracks by id or search, with optional audio features (bpm, key)."""
 
     name = NAME
@@ -115,34 +117,25 @@ class SpotifyClient:
     ) -> None:
         if not client_id or not client_secret:
             raise ValueError("Spotify needs a client id and a client secret")
-        self._base_url = base_url
+        super().__init__(base_url=base_url, timeout=timeout, gate=gate, transport=transport)
         self._token_url = accounts_url.rstrip("/") + "/api/token"
         self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode("ascii")
-        self._gate: CallGate = gate or DirectGate()
         self._audio_features = audio_features
         self._features_unavailable = False
-        self._limit = max(1, min(MAX_SEARCH_LIMIT, search_limit))
+        self._limit = clamp_limit(search_limit, MAX_SEARCH_LIMIT)
         self._clock = clock
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
-        self._client = http.make_client(
-            base_url, timeout=timeout, headers={"Accept": "application/json"}, transport=transport
-        )
 
-    def __repr__(self) -> str:
-        return (
-            f"SpotifyClient(base_url={self._base_url!r}, audio_features={self._audio_features}, "
-            f"features_unavailable={self._features_unavailable})"
-        )
+    def _described(self) -> dict[str, Any]:
+        return {"audio_features": self._audio_features,
+                "features_unavailable": self._features_unavailable}
 
     @property
     def features_unavailable(self) -> bool:
         """True once Spotify refused audio features for this app."""
         return self._features_unavailable
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     # -- token ---------------------------------------------------------------------------
 
@@ -154,10 +147,10 @@ class SpotifyClient:
                 return self._token
             spec = CallSpec(NAME, "token", "client_credentials", cacheable=False)
             body = await self._gate.run(spec, self._fetch_token)
-            token = http.as_str(http.as_dict(body).get("access_token"))
+            token = parse.as_str(parse.as_dict(body).get("access_token"))
             if not token:
                 raise PermanentError(NAME, "token answer without access_token")
-            expires_in = http.as_float(http.as_dict(body).get("expires_in")) or 3600.0
+            expires_in = parse.as_float(parse.as_dict(body).get("expires_in")) or 3600.0
             self._token = token
             # 60 s early, but never more than half the lifetime (short-lived tokens stay usable).
             lifetime = max(expires_in - REFRESH_MARGIN_S, expires_in / 2)
@@ -178,7 +171,7 @@ class SpotifyClient:
         )
         if response.status_code in (400, 401):
             # {"error":"invalid_client"}: wrong id/secret; retrying cannot help.
-            error = http.as_str(http.as_dict(http.try_json(response)).get("error")) or "unknown"
+            error = parse.as_str(parse.as_dict(http.try_json(response)).get("error")) or "unknown"
             raise CredentialsRejected(
                 NAME, f"token request rejected (HTTP {response.status_code}, error={error})"
             )
@@ -186,8 +179,8 @@ class SpotifyClient:
         body = http.json_body(NAME, response)
         # Only what we need: the gate never sees more than it must.
         return {
-            "access_token": http.as_dict(body).get("access_token"),
-            "expires_in": http.as_dict(body).get("expires_in"),
+            "access_token": parse.as_dict(body).get("access_token"),
+            "expires_in": parse.as_dict(body).get("expires_in"),
         }
 
     async def _api_get(self, url: str, kind: str, **kwargs: Any) -> Any:
@@ -224,14 +217,11 @@ class SpotifyClient:
         candidates: list[Candidate] = []
         if query.spotify_id and _ID_RE.match(query.spotify_id):
             sid = query.spotify_id
-            spec = CallSpec(NAME, "id", sid)
-            found = await self._gate.run(spec, lambda: self._fetch_track(sid))
-            candidates = [Candidate.from_json(c) for c in found]
+            candidates = await self._candidates("id", sid, lambda: self._fetch_track(sid))
         if not candidates and (query.title.strip() or normalize_isrc(query.isrc)):
             q, via = build_search_q(query)
-            spec = CallSpec(NAME, "search", http.cache_key(q, self._limit))
-            found = await self._gate.run(spec, lambda: self._fetch_search(q, via))
-            candidates = [Candidate.from_json(c) for c in found]
+            candidates = await self._candidates("search", parse.cache_key(q, self._limit),
+                                                lambda: self._fetch_search(q, via))
         if candidates and self._audio_features and not self._features_unavailable:
             candidates[0] = await self._with_features(candidates[0])
         log.debug("event=lookup provider=%s candidates=%d", NAME, len(candidates))
@@ -252,7 +242,7 @@ class SpotifyClient:
             )
         except NotFound:
             return []
-        items = http.as_list(http.as_dict(http.as_dict(body).get("tracks")).get("items"))
+        items = parse.as_list(parse.as_dict(parse.as_dict(body).get("tracks")).get("items"))
         out = []
         for item in items:
             cand = parse_track(item, via=via)
@@ -266,14 +256,14 @@ class SpotifyClient:
             return cand
         spec = CallSpec(NAME, "features", str(sid))
         try:
-            feats = http.as_dict(await self._gate.run(spec, lambda: self._fetch_features(sid)))
+            feats = parse.as_dict(await self._gate.run(spec, lambda: self._fetch_features(sid)))
         except FeatureUnavailable:
             self._features_unavailable = True
             log.warning("event=feature_unavailable provider=%s feature=audio_features", NAME)
             return cand
-        extra = http.compact(
+        extra = parse.compact(
             {
-                "bpm": http.as_float(feats.get("tempo")) or None,
+                "bpm": parse.as_float(feats.get("tempo")) or None,
                 "key": key_name(feats.get("key"), feats.get("mode")),
             }
         )
@@ -284,5 +274,5 @@ class SpotifyClient:
             body = await self._api_get(f"/audio-features/{sid}", "features")
         except NotFound:
             return {}
-        b = http.as_dict(body)
+        b = parse.as_dict(body)
         return {"tempo": b.get("tempo"), "key": b.get("key"), "mode": b.get("mode")}

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from trackflow.providers import http
+from trackflow.providers import http, parse
 from trackflow.providers.errors import NotFound, PermanentError, TransientError
 
 REQ = httpx.Request("GET", "https://example.test/2.0/?method=x&api_key=SECRETKEY")
@@ -102,14 +102,14 @@ def test_make_client_uses_explicit_timeout_and_base_url() -> None:
 
 
 def test_quote_field_cannot_be_broken_out_of() -> None:
-    assert http.quote_field('AND (Remix) "Edit" OR artist:x') == '"AND (Remix) Edit OR artist:x"'
-    assert http.quote_field('a\\" b') == '"a b"'
+    assert parse.quote_field('AND (Remix) "Edit" OR artist:x') == '"AND (Remix) Edit OR artist:x"'
+    assert parse.quote_field('a\\" b') == '"a b"'
 
 
 def test_tolerant_converters() -> None:
-    assert http.as_int("231000") == 231000
-    assert http.as_int("") is None and http.as_int(None) is None and http.as_int("n/a") is None
-    assert http.as_float("123.4") == 123.4
-    assert http.as_str("  ") is None
-    assert http.as_list({"name": "x"}) == [{"name": "x"}]
-    assert http.compact({"a": None, "b": [], "c": 0}) == {"c": 0}
+    assert parse.as_int("231000") == 231000
+    assert parse.as_int("") is None and parse.as_int(None) is None and parse.as_int("n/a") is None
+    assert parse.as_float("123.4") == 123.4
+    assert parse.as_str("  ") is None
+    assert parse.as_list({"name": "x"}) == [{"name": "x"}]
+    assert parse.compact({"a": None, "b": [], "c": 0}) == {"c": 0}
