@@ -24,19 +24,10 @@ Every provider client sends each HTTP exchange through ``gate.run(spec, fetch)``
 5. retries transient failures with capped exponential backoff and full jitter, honouring
    Retry-After, within a per-provider retry budget (:mod:`providers.backoff`).
 
-Breaker state, the pause and the last slot taken live in one entry per provider and partition
-(``spotify/3``) of a mapping the caller provides: a changelogged Faust table in the worker, a dict
-in tests. The key carries the partition because a Faust table key must always be written from the
-same partition; the worker enters a record context (``providers.context``) for each record it
+Breaker state, the pause and the last slot taken are kept per provider and partition
+(:mod:`providers.partition_state`), in memory and in a changelogged table; the partition is the
+record's: the worker enters a record context (``providers.context``) for each record it
 processes, and a call outside one raises.
-
-The entry is written when the partition's course changes (the breaker opens, half-opens or
-closes, a trip is counted, a pause starts or grows) and otherwise at most every
-``state_checkpoint_s``: the changelog then grows with the breaker's transitions and a checkpoint
-per partition, not with every call the provider answers. What a crash can lose between
-checkpoints is the breaker's count of recent outcomes (the next calls count again) and the last
-slot taken, which a new owner does not need: slots are points in time, and the calls that held
-later ones were cancelled with their records.
 """
 
 from __future__ import annotations
@@ -52,7 +43,7 @@ from typing import Any
 from trackflow.providers import metrics
 from trackflow.providers.backoff import RetryBudget, retry_call
 from trackflow.providers.base import JSON, CallSpec
-from trackflow.providers.breaker import CircuitBreaker, Decision, State, Transition
+from trackflow.providers.breaker import Decision, State, Transition
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.context import (
     current_record,
@@ -69,6 +60,7 @@ from trackflow.providers.errors import (
 )
 from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.pacer import Pacer
+from trackflow.providers.partition_state import PartitionState, PartitionStates
 from trackflow.providers.policy import ProviderPolicy
 from trackflow.providers.ratelimit import next_slot, slot_time
 
@@ -85,26 +77,6 @@ class Disabled:
     """The rejection that disabled it (message only: never a credential)."""
     variables: tuple[str, ...]
     """The environment variables an operator fixes (names only)."""
-
-
-@dataclass(slots=True)
-class _PartitionState:
-    breaker: CircuitBreaker
-    paused_until: float = 0.0
-    last_slot_at: float | None = None
-    saved_course: tuple[Any, ...] | None = None
-    """:meth:`course` as last written to the table."""
-    saved_at: float = float("-inf")
-    """When the entry was last written."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"breaker": self.breaker.to_dict(), "paused_until": self.paused_until,
-                "last_slot_at": self.last_slot_at}
-
-    def course(self) -> tuple[Any, ...]:
-        """What a restart or a new owner must not miss: a change is written at once."""
-        b = self.breaker
-        return b.state, b.trips, b.open_until, self.paused_until
 
 
 class ResilientGate:
@@ -131,7 +103,6 @@ class ResilientGate:
         """Set once the provider rejected our credentials; None while it is enabled."""
         self.policy = policy
         self.partitions = partitions
-        self._state: MutableMapping[str, Any] = {} if state is None else state
         self._cache = cache
         self._clock = clock
         self._sleep = sleep
@@ -139,7 +110,10 @@ class ResilientGate:
         self.pacer = Pacer(provider, policy, partitions=partitions, limiter=limiter, clock=clock,
                            sleep=sleep, rng=self._rng)
         """When each call may go (``providers.pacer``)."""
-        self._local: dict[int, _PartitionState] = {}
+        self.states = PartitionStates(
+            provider, policy.breaker, {} if state is None else state,
+            policy.state_checkpoint_s, clock, self._export_gauges)
+        """The breaker, pause and last slot of each partition (``providers.partition_state``)."""
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         metrics.RATELIMIT_CAPACITY.labels(provider=provider).set(0)
         self._disabled_gauge = metrics.PROVIDER_DISABLED.labels(provider=provider)
@@ -148,66 +122,28 @@ class ResilientGate:
     # --- state per partition ---
 
     def key(self, partition: int) -> str:
-        return f"{self.provider}/{partition}"
-
-    def _partition_state(self, partition: int) -> _PartitionState:
-        st = self._local.get(partition)
-        if st is None:
-            saved = self._state.get(self.key(partition))
-            breaker = (CircuitBreaker.from_dict(saved["breaker"], self.policy.breaker)
-                       if saved else CircuitBreaker(self.policy.breaker))
-            st = _PartitionState(breaker, float(saved.get("paused_until", 0.0)) if saved else 0.0,
-                                 saved.get("last_slot_at") if saved else None)
-            if saved:
-                st.saved_course = st.course()
-            if saved:
-                log.info("event=gate_state_restored provider=%s partition=%d breaker=%s",
-                         self.provider, partition, breaker.state)
-            self._local[partition] = st
-            metrics.RATELIMIT_CAPACITY.labels(provider=self.provider).set(len(self._local))
-            self._export_gauges()
-        return st
-
-    def _save(self, partition: int, st: _PartitionState) -> None:
-        """Write the partition's entry when its course changed or its checkpoint is due."""
-        now = self._clock()
-        course = st.course()
-        if course != st.saved_course or now - st.saved_at >= self.policy.state_checkpoint_s:
-            self._state[self.key(partition)] = st.to_dict()
-            st.saved_course, st.saved_at = course, now
-        self._export_gauges()
+        return self.states.key(partition)
 
     def forget(self, partitions: set[int]) -> None:
         """Drop in-memory state of partitions this worker no longer owns."""
-        for p in partitions:
-            self._local.pop(p, None)
-        metrics.RATELIMIT_CAPACITY.labels(provider=self.provider).set(len(self._local))
-        self._export_gauges()
+        self.states.forget(partitions)
 
     def breaker_state(self, partition: int) -> State:
         """The breaker state for ``partition`` (read-only; restores from the table if needed)."""
-        saved = self._local.get(partition)
-        if saved is not None:
-            return saved.breaker.state
-        raw = self._state.get(self.key(partition))
-        return CircuitBreaker.from_dict(raw["breaker"], self.policy.breaker).state if raw \
-            else State.CLOSED
+        return self.states.breaker_state(partition)
 
     def open_until(self, partition: int) -> float:
         """When the breaker of ``partition`` may let a probe through (0 when not open)."""
-        st = self._local.get(partition)
-        breaker = st.breaker if st else (
-            CircuitBreaker.from_dict(self._state[self.key(partition)]["breaker"],
-                                     self.policy.breaker)
-            if self.key(partition) in self._state else None)
-        return breaker.open_until if breaker and breaker.state is State.OPEN else 0.0
+        return self.states.open_until(partition)
 
     def _export_gauges(self) -> None:
-        if not self._local:
+        held = self.states.items()
+        metrics.RATELIMIT_CAPACITY.labels(provider=self.provider).set(len(held))
+        if not held:
             metrics.BREAKER_STATE.labels(provider=self.provider).set(0)
             metrics.RATELIMIT_TOKENS.labels(provider=self.provider).set(0)
             return
-        states = [s.breaker for s in self._local.values()]
+        states = [s.breaker for _, s in held]
         metrics.BREAKER_STATE.labels(provider=self.provider).set(
             max(metrics.BREAKER_STATE_VALUES[b.state] for b in states))
         metrics.BREAKER_FAILURE_RATE.labels(provider=self.provider).set(
@@ -218,7 +154,7 @@ class ResilientGate:
         # A partition holds one permit when its next slot is due now; the sum is what this
         # worker could send at once.
         ready = 0.0
-        for p, s in self._local.items():
+        for p, s in held:
             k = next_slot(max(now, s.paused_until), rate=rate, partition=p,
                           partitions=self.partitions, after=s.last_slot_at)
             ready += max(0.0, 1.0 - (slot_time(k, rate) - now) / period)
@@ -296,7 +232,7 @@ class ResilientGate:
         if self.disabled is not None:
             raise self._refuse_disabled()  # disabled while this call waited in the cache
         partition = current_record().partition
-        st = self._partition_state(partition)
+        st = self.states.get(partition)
         decision = self._permit(spec, partition, st)
         try:
             committed = await self.pacer.wait_for_slot(partition, st, spec)
@@ -311,7 +247,7 @@ class ResilientGate:
                 await self.pacer.settle(committed)
 
     async def _send(self, spec: CallSpec, fetch: Callable[[], Awaitable[JSON]], partition: int,
-                    st: _PartitionState, decision: Decision) -> JSON:
+                    st: PartitionState, decision: Decision) -> JSON:
         if st.breaker.state is not decision.state:
             # The breaker moved while this call waited for its slot (the calls ahead of it
             # failed and opened it): ask again, or every call queued behind those failures
@@ -336,7 +272,7 @@ class ResilientGate:
                 st.paused_until = max(st.paused_until, self._clock() + pause)
                 log.warning("event=provider_limited provider=%s pause_s=%.1f", self.provider,
                             pause)
-            self._save(partition, st)
+            self.states.save(partition, st)
             raise err from None
         except (NotFound, FeatureUnavailable, PermanentError) as exc:
             outcome = {NotFound: "not_found", FeatureUnavailable: "unavailable"}.get(
@@ -345,7 +281,7 @@ class ResilientGate:
             st.breaker.record_neutral()
             if decision.probe:
                 st.breaker.release_probe()
-            self._save(partition, st)
+            self.states.save(partition, st)
             if isinstance(exc, CredentialsRejected):
                 self._disable(exc)
                 raise self._refuse_disabled() from None
@@ -358,10 +294,10 @@ class ResilientGate:
         empty = result in (None, [], {})
         self._observe(spec, "not_found" if empty else "found", duration)
         self._transition(st.breaker.record_success(started + duration, duration))
-        self._save(partition, st)
+        self.states.save(partition, st)
         return result
 
-    def _permit(self, spec: CallSpec, partition: int, st: _PartitionState) -> Decision:
+    def _permit(self, spec: CallSpec, partition: int, st: PartitionState) -> Decision:
         """The breaker's permit for one call, or BreakerOpen."""
         decision = st.breaker.allow(self._clock())
         self._transition(decision.transition)
@@ -370,7 +306,7 @@ class ResilientGate:
             metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
                                           outcome="rejected").inc()
             if decision.transition is not None:
-                self._save(partition, st)
+                self.states.save(partition, st)
             raise BreakerOpen(self.provider, f"circuit breaker {decision.state}",
                               retry_after=decision.wait_s)
         return decision
