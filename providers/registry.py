@@ -1,13 +1,13 @@
-"""Build the provider clients from environment variables.
+"""Build the provider clients from their environment variables (``specs.PROVIDER_VARIABLES``).
 
-Credentials come only from the environment. A provider whose credentials are missing is
-disabled with one log line naming the missing variable; it never stops the worker.
+Credentials come only from the environment, as the settings loader read it (the worker passes
+``Settings.secrets``). A provider whose credentials are missing is disabled with one log line
+naming the missing variable; it never stops the worker.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Collection, Mapping, Sequence
 
 from trackflow.providers.base import CallGate, DirectGate, Provider
@@ -18,7 +18,7 @@ __all__ = ["PROVIDER_NAMES", "build_providers"]
 
 
 def build_providers(
-    env: Mapping[str, str] = os.environ,
+    env: Mapping[str, str],
     *,
     gate: CallGate | None = None,
     enabled: Sequence[str] | None = None,

@@ -167,3 +167,10 @@ SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
 
 PROVIDER_NAMES: tuple[str, ...] = tuple(SPECS)
 """Every provider we have a client for, in the default waterfall order."""
+
+
+PROVIDER_VARIABLES: tuple[str, ...] = tuple(dict.fromkeys(
+    [ENV_CONTACT, *(var for spec in SPECS.values()
+                    for var in (*spec.credentials, *spec.url_variables.values()))]))
+"""Every environment variable a provider client is built from: credentials, base URLs, the
+contact in User-Agent strings. Read once, by the settings loader (``Settings.secrets``)."""

@@ -1,4 +1,4 @@
-"""Kafka client security in one place: ``[kafka.security]`` plus the environment's SASL login.
+"""Kafka client security in one place: ``[kafka.security]``, the SASL login included.
 
 Every Kafka client trackflow builds — the Faust worker, the CLI's aiokafka producers, consumers
 and admin clients, confluent-kafka in tests and benchmarks, the Python client API — gets its
@@ -9,23 +9,27 @@ security from :func:`client_security`, so a cluster that needs TLS and SASL is c
     faust.App(..., broker_credentials=security.faust_credentials())
     confluent_kafka.Producer({"bootstrap.servers": ..., **security.confluent_config()})
 
-The username and password come from the environment only, never from a file, and never show
-in a repr, a log line or an exception message (``tests/unit/test_no_secrets_in_logs.py``).
+The username and password are read by the settings loader from the environment only, never
+from a file (``streams.settings``), and never show in a repr, a log line or an exception message
+(``tests/unit/test_no_secrets_in_logs.py``).
 """
 
 from __future__ import annotations
 
-import os
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from trackflow.providers.errors import ConfigError
-from trackflow.streams.settings import KafkaSecurity, KafkaSettings
+from trackflow.streams.settings import (
+    SASL_PASSWORD_VAR,
+    SASL_USERNAME_VAR,
+    KafkaSecurity,
+    KafkaSettings,
+)
 
-USERNAME_VAR = "TRACKFLOW_KAFKA_SASL_USERNAME"
-PASSWORD_VAR = "TRACKFLOW_KAFKA_SASL_PASSWORD"
+USERNAME_VAR = SASL_USERNAME_VAR
+PASSWORD_VAR = SASL_PASSWORD_VAR
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +105,10 @@ class ClientSecurity:
         return " ".join(parts)
 
 
-def sasl_login(env: Mapping[str, str]) -> SaslLogin:
-    """The SASL login from the environment, or ConfigError naming the missing variable."""
-    username, password = env.get(USERNAME_VAR, ""), env.get(PASSWORD_VAR, "")
+def sasl_login(settings: KafkaSecurity) -> SaslLogin:
+    """The SASL login of ``settings``, or ConfigError naming the missing variable."""
+    username = settings.sasl_username or ""
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
     missing = [name for name, value in ((USERNAME_VAR, username), (PASSWORD_VAR, password))
                if not value]
     if missing:
@@ -129,23 +134,20 @@ def ssl_context(settings: KafkaSecurity) -> ssl.SSLContext:
     return context
 
 
-def client_security(settings: KafkaSecurity,
-                    env: Mapping[str, str] | None = None) -> ClientSecurity:
-    """Resolve ``[kafka.security]`` and the environment's login for a Kafka client."""
-    env = os.environ if env is None else env
+def client_security(settings: KafkaSecurity) -> ClientSecurity:
+    """Resolve ``[kafka.security]`` for a Kafka client."""
     return ClientSecurity(
         protocol=settings.protocol,
         sasl_mechanism=settings.sasl_mechanism,
-        login=sasl_login(env) if settings.uses_sasl else None,
+        login=sasl_login(settings) if settings.uses_sasl else None,
         ssl_context=ssl_context(settings) if settings.uses_tls else None,
         settings=settings,
     )
 
 
-def aiokafka_client_kwargs(kafka: KafkaSettings,
-                           env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def aiokafka_client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
     """``bootstrap_servers``, the retry backoff and the security kwargs of an aiokafka client
     (producer, consumer or admin) for ``kafka``."""
     return {"bootstrap_servers": kafka.bootstrap_servers,
             "retry_backoff_ms": kafka.retry_backoff_ms,
-            **client_security(kafka.security, env).aiokafka_kwargs()}
+            **client_security(kafka.security).aiokafka_kwargs()}

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -50,7 +50,7 @@ from trackflow.providers.settings import (
     Section,
     default_providers,
 )
-from trackflow.providers.specs import PROVIDER_NAMES, SPECS
+from trackflow.providers.specs import PROVIDER_NAMES, PROVIDER_VARIABLES, SPECS
 
 # The sections defined in the layers that read them, importable from here with the rest.
 __all__ = ["BreakerSettings", "CacheSettings", "DlqSettings", "FieldRule", "KafkaSecurity",
@@ -60,12 +60,16 @@ __all__ = ["BreakerSettings", "CacheSettings", "DlqSettings", "FieldRule", "Kafk
 ENV_PREFIX = "TRACKFLOW_"
 
 
+SASL_USERNAME_VAR = "TRACKFLOW_KAFKA_SASL_USERNAME"
+SASL_PASSWORD_VAR = "TRACKFLOW_KAFKA_SASL_PASSWORD"
+
+
 class KafkaSecurity(Section):
     """How every Kafka client authenticates and encrypts (``[kafka.security]``).
 
-    The SASL username and password are not settings: they come from the environment only
-    (``TRACKFLOW_KAFKA_SASL_USERNAME`` / ``TRACKFLOW_KAFKA_SASL_PASSWORD``, read by
-    ``streams.kafka_security``), like the provider credentials.
+    The SASL login is read from the environment only (``TRACKFLOW_KAFKA_SASL_USERNAME`` /
+    ``TRACKFLOW_KAFKA_SASL_PASSWORD``, by :func:`load_settings`), like the provider credentials;
+    a config file that sets it stops start-up. Code that builds the section passes it.
     """
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -80,6 +84,10 @@ class KafkaSecurity(Section):
     """PEM private key of ``cert_file``."""
     check_hostname: bool = True
     """Verify that a broker's certificate names the host connected to."""
+    sasl_username: str | None = None
+    """The SASL username (``TRACKFLOW_KAFKA_SASL_USERNAME``), used by the SASL_ protocols."""
+    sasl_password: SecretStr | None = None
+    """The SASL password (``TRACKFLOW_KAFKA_SASL_PASSWORD``); never shown."""
 
     @property
     def uses_tls(self) -> bool:
@@ -193,6 +201,35 @@ class WorkerSettings(Section):
     anyway: a crashed worker must never linger without consuming."""
 
 
+class Secrets(Mapping[str, str]):
+    """The environment variables the provider clients take their credentials, base URLs and
+    contact from (:data:`~providers.specs.PROVIDER_VARIABLES`), as :func:`load_settings` read
+    them, blank ones left out. Its repr names the variables set, never a value."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._values = {name: env[name].strip() for name in PROVIDER_VARIABLES
+                        if (env.get(name) or "").strip()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Secrets({', '.join(self._values) or 'none set'})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            lambda value: value if isinstance(value, Secrets) else Secrets(value))
+
+
 class Settings(BaseSettings):
     """All of trackflow's configuration.
 
@@ -209,6 +246,9 @@ class Settings(BaseSettings):
     """May hold an ACL password (``rediss://user:password@host:port/0?ssl_ca_certs=ca.pem``):
     kept out of reprs, and shown through ``providers.urls.mask_url``."""
     providers: dict[str, ProviderSettings] = Field(default_factory=default_providers)
+    secrets: Secrets = Field(default_factory=lambda: Secrets({}), repr=False, exclude=True)
+    """The provider clients' credentials and endpoints (``providers.specs``' variables), read
+    from the environment only: empty in Settings built in code unless given."""
     waterfall: WaterfallSettings = WaterfallSettings()
     cache: CacheSettings = CacheSettings()
     limiter: LimiterSettings = LimiterSettings()
@@ -252,7 +292,7 @@ class Settings(BaseSettings):
         sources = [init_settings, _Environment(settings_cls, given.env),
                    _ConventionalVariables(settings_cls, given.env)]
         if given.file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=given.file))
+            sources.append(_File(settings_cls, toml_file=given.file))
         return (*sources, _Defaults(settings_cls))
 
 
@@ -289,11 +329,37 @@ class _ConventionalVariables(PydanticBaseSettingsSource):
         return None, field_name, False  # __call__ answers for every field at once
 
     def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"secrets": Secrets(self.env)}
+        kafka: dict[str, Any] = {}
         if self.env.get("KAFKA_BOOTSTRAP_SERVERS"):
-            values["kafka"] = {"bootstrap_servers": self.env["KAFKA_BOOTSTRAP_SERVERS"]}
+            kafka["bootstrap_servers"] = self.env["KAFKA_BOOTSTRAP_SERVERS"]
+        login = {key: self.env[var] for key, var in (("sasl_username", SASL_USERNAME_VAR),
+                                                     ("sasl_password", SASL_PASSWORD_VAR))
+                 if self.env.get(var)}
+        if login:
+            kafka["security"] = login
+        if kafka:
+            values["kafka"] = kafka
         if self.env.get("REDIS_URL"):
             values["redis_url"] = self.env["REDIS_URL"]
+        return values
+
+
+class _File(TomlConfigSettingsSource):
+    """The TOML file, which may hold no credential."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        security = values.get("kafka", {}).get("security", {})
+        for key, var in (("sasl_username", SASL_USERNAME_VAR),
+                         ("sasl_password", SASL_PASSWORD_VAR)):
+            if isinstance(security, dict) and key in security:
+                raise ConfigError(f"kafka.security.{key}", f"is a credential: set {var} in the "
+                                  "environment (credentials are never read from the config "
+                                  "file)")
+        if "secrets" in values:
+            raise ConfigError("secrets", "credentials are never read from the config file: "
+                              "set the provider variables in the environment")
         return values
 
 

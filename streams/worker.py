@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -159,7 +157,7 @@ class TrackflowApp:
     :class:`~streams.app.SeekFence`.
     """
 
-    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         k = settings.kafka
         app = self.faust = create_app(settings)
@@ -183,7 +181,8 @@ class TrackflowApp:
                                 limiter=self.limiter)
             for name in enabled
         })
-        self.providers = build_providers(os.environ if env is None else env, gate=self.gates,
+        # Credentials and endpoints as the settings loader read them (``Settings.secrets``).
+        self.providers = build_providers(settings.secrets, gate=self.gates,
                                          enabled=enabled,
                                          features={n: settings.providers[n].features
                                                    for n in enabled})

@@ -21,8 +21,9 @@ CREDENTIALS = {"TRACKFLOW_SPOTIFY_CLIENT_ID": "id", "TRACKFLOW_SPOTIFY_CLIENT_SE
 def worker(tmp_path: Path) -> TrackflowApp:
     settings = load_settings(env={
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0",
-        "TRACKFLOW_WORKER__DATA_DIR": str(tmp_path), "TRACKFLOW_TABLES__STORE": "memory"})
-    return TrackflowApp(settings, env=CREDENTIALS)
+        "TRACKFLOW_WORKER__DATA_DIR": str(tmp_path), "TRACKFLOW_TABLES__STORE": "memory",
+        **CREDENTIALS})
+    return TrackflowApp(settings)
 
 
 def test_each_lifecycle_signal_has_one_receiver_the_application_object(

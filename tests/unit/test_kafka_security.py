@@ -19,6 +19,8 @@ from trackflow.streams.kafka_security import (
 from trackflow.streams.settings import KafkaSecurity, KafkaSettings, load_settings
 
 LOGIN = {USERNAME_VAR: "svc-trackflow", PASSWORD_VAR: "pw-Zq81-secret"}
+#: The same login given in code.
+IN_CODE = {"sasl_username": "svc-trackflow", "sasl_password": "pw-Zq81-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_plaintext_is_the_default_and_needs_nothing() -> None:
-    sec = client_security(KafkaSecurity(), env={})
+    sec = client_security(KafkaSecurity())
     assert sec.aiokafka_kwargs() == {"security_protocol": "PLAINTEXT"}
     assert sec.faust_credentials() is None
     assert sec.confluent_config() == {"security.protocol": "PLAINTEXT"}
@@ -40,8 +42,8 @@ def test_plaintext_is_the_default_and_needs_nothing() -> None:
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_ssl_maps_to_every_client_library(ca_file: Path, mechanism: str) -> None:
     settings = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism=mechanism,  # type: ignore[arg-type]
-                             ca_file=ca_file)
-    sec = client_security(settings, env=LOGIN)
+                             ca_file=ca_file, **IN_CODE)
+    sec = client_security(settings)
 
     kwargs = sec.aiokafka_kwargs()
     assert kwargs["security_protocol"] == "SASL_SSL"
@@ -61,9 +63,9 @@ def test_sasl_ssl_maps_to_every_client_library(ca_file: Path, mechanism: str) ->
 
 
 def test_sasl_plaintext_has_no_tls_and_ssl_has_no_login() -> None:
-    sasl = client_security(KafkaSecurity(protocol="SASL_PLAINTEXT"), env=LOGIN).aiokafka_kwargs()
+    sasl = client_security(KafkaSecurity(protocol="SASL_PLAINTEXT", **IN_CODE)).aiokafka_kwargs()
     assert "ssl_context" not in sasl and sasl["sasl_mechanism"] == "PLAIN"
-    tls = client_security(KafkaSecurity(protocol="SSL"), env=LOGIN).aiokafka_kwargs()
+    tls = client_security(KafkaSecurity(protocol="SSL", **IN_CODE)).aiokafka_kwargs()
     assert "sasl_plain_password" not in tls and isinstance(tls["ssl_context"], ssl.SSLContext)
 
 
@@ -78,7 +80,7 @@ def test_hostname_verification_can_be_turned_off_but_the_chain_is_still_verified
 
 def test_a_sasl_protocol_without_the_login_names_the_missing_variables() -> None:
     with pytest.raises(ConfigError) as err:
-        client_security(KafkaSecurity(protocol="SASL_SSL"), env={USERNAME_VAR: "u"})
+        client_security(KafkaSecurity(protocol="SASL_SSL", sasl_username="u"))
     assert PASSWORD_VAR in str(err.value) and USERNAME_VAR not in str(err.value).split("needs")[1]
 
 
@@ -99,13 +101,29 @@ def test_settings_come_from_variables_and_the_login_never_from_the_file(
            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", **LOGIN}
     kafka = load_settings(env=env).kafka
     assert kafka.security.protocol == "SASL_SSL" and kafka.security.ca_file == ca_file
-    kwargs = aiokafka_client_kwargs(kafka, env)
+    kwargs = aiokafka_client_kwargs(kafka)
     assert kwargs["bootstrap_servers"] == "127.0.0.1:9"
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == \
+        ("svc-trackflow", "pw-Zq81-secret")
+    assert "pw-Zq81-secret" not in repr(kafka), "the password never shows in a repr"
     config = tmp_path / "c.toml"
     config.write_text('[kafka.security]\nprotocol = "SASL_SSL"\npassword = "x"\n')
     with pytest.raises(ConfigError, match="password"):
         load_settings(config, env={})
+    # The login's own keys are refused in the file, naming the variable to use instead.
+    for key, var in (("sasl_password", PASSWORD_VAR), ("sasl_username", USERNAME_VAR)):
+        config.write_text(f'[kafka.security]\nprotocol = "SASL_SSL"\n{key} = "x"\n')
+        with pytest.raises(ConfigError, match=f"kafka.security.{key}.*{var}"):
+            load_settings(config, env=LOGIN)
+
+
+def test_nothing_is_read_from_the_environment_when_the_section_is_built_in_code(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for var, value in LOGIN.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=USERNAME_VAR):
+        client_security(KafkaSecurity(protocol="SASL_PLAINTEXT"))
 
 
 def test_three_replicas_get_min_insync_two() -> None:

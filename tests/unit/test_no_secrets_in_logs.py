@@ -276,7 +276,7 @@ async def test_kafka_and_redis_credentials_stay_out_of_logs_errors_and_reprs(
     shown: list[str] = []
     with caplog.at_level(logging.DEBUG):
         settings = load_settings(env=env)
-        sec = client_security(settings.kafka.security, env)
+        sec = client_security(settings.kafka.security)
         assert settings.limiter.redis_url is not None
         shown += [repr(settings), repr(settings.limiter), repr(sec), sec.describe(),
                   repr(sec.faust_credentials()), mask_url(settings.redis_url),

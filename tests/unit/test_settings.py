@@ -166,3 +166,25 @@ def test_a_second_worker_on_the_same_data_directory_is_told_which_setting_to_cha
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="not a writable directory"):
         lock_data_dir(tmp_path / "file" / "data")
+
+
+def test_provider_credentials_are_read_with_the_settings_from_the_environment_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trackflow.streams.settings import Settings
+
+    env = {"TRACKFLOW_SPOTIFY_CLIENT_SECRET": "s3cr3t-Vq7", "TRACKFLOW_DEEZER_URL": " http://x ",
+           "TRACKFLOW_LASTFM_API_KEY": "  ", "UNRELATED": "1"}
+    settings = load_settings(env=env)
+    assert dict(settings.secrets) == {"TRACKFLOW_SPOTIFY_CLIENT_SECRET": "s3cr3t-Vq7",
+                                      "TRACKFLOW_DEEZER_URL": "http://x"}
+    assert "s3cr3t-Vq7" not in repr(settings) and "s3cr3t-Vq7" not in repr(settings.secrets)
+    assert "TRACKFLOW_SPOTIFY_CLIENT_SECRET" in repr(settings.secrets)
+    copied = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    assert copied.secrets == settings.secrets
+    # Built in code, nothing comes from the process environment.
+    monkeypatch.setenv("TRACKFLOW_SPOTIFY_CLIENT_SECRET", "from-the-process")
+    assert dict(Settings().secrets) == {}
+    config = tmp_path / "c.toml"
+    config.write_text('[secrets]\nTRACKFLOW_DISCOGS_TOKEN = "t"\n')
+    with pytest.raises(ConfigError, match="never read from the config file"):
+        load_settings(config, env={})
