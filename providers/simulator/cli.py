@@ -12,7 +12,6 @@ import logging
 import shlex
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -26,12 +25,8 @@ log = logging.getLogger("trackflow.simulator")
 
 
 async def _serve(
-    catalog_path: str | None, size: int, seed: int, host: str, port: int, config_path: str | None,
-    quirks: bool = True,
+    catalog_path: str | None, size: int, seed: int, host: str, port: int, config: SimConfig,
 ) -> None:
-    config = SimConfig.from_toml(config_path) if config_path else SimConfig()
-    if not quirks:
-        config = replace(config, quirks=False)
     catalog = load_csv(Path(catalog_path)) if catalog_path else generate_catalog(size, seed=seed)
     sim = await start_simulator(catalog=catalog, config=config, host=host, port=port)
     for name, value in sim.env.items():
@@ -97,4 +92,10 @@ def simulate(
         level=logging.INFO,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    asyncio.run(_serve(catalog_path, size, seed, host, port, config_path, quirks))
+    try:
+        config = SimConfig.from_toml(config_path) if config_path else SimConfig()
+    except ValueError as exc:
+        raise click.ClickException(f"--config {config_path}: {exc}") from None
+    if not quirks:
+        config = config.model_copy(update={"quirks": False})
+    asyncio.run(_serve(catalog_path, size, seed, host, port, config))

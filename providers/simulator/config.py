@@ -1,7 +1,8 @@
 """Behaviour configuration: latency, faults, outages and rate limits per provider.
 
 Read from TOML (``trackflow simulate --config sim.toml``) or built in code with
-:meth:`SimConfig.from_dict`, which takes the same structure::
+:meth:`SimConfig.from_dict`, which takes the same structure (pydantic models: an unknown key or
+a value of the wrong type is refused, naming its place in the structure)::
 
     token_ttl_s = 3600          # Spotify access-token lifetime
     audio_features = false      # true: serve /v1/audio-features instead of the real 403
@@ -27,9 +28,10 @@ from __future__ import annotations
 import math
 import random
 import tomllib
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trackflow.providers.specs import PROVIDER_NAMES
 
@@ -41,19 +43,22 @@ LASTFM_API_KEY = "0123456789abcdef0123456789abcdef"
 DISCOGS_TOKEN = "trackflow-sim-discogs-token"  # dummy, loopback only
 
 
-@dataclass(frozen=True, slots=True)
-class Latency:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Latency(_Section):
     """A response-time distribution."""
 
-    dist: str = "none"
+    dist: Literal["none", "uniform", "lognormal"] = "none"
     """``none``, ``uniform`` (min_ms..max_ms) or ``lognormal`` (median_ms, sigma)."""
-    min_ms: float = 0.0
+    min_ms: float = Field(0.0, ge=0)
     """Uniform lower bound; also a floor for lognormal."""
-    max_ms: float = 0.0
+    max_ms: float = Field(0.0, ge=0)
     """Uniform upper bound; also a cap for lognormal when > 0."""
-    median_ms: float = 0.0
+    median_ms: float = Field(0.0, ge=0)
     """Lognormal median."""
-    sigma: float = 0.5
+    sigma: float = Field(0.5, ge=0)
     """Lognormal shape."""
 
     def sample_s(self, rng: random.Random) -> float:
@@ -64,52 +69,52 @@ class Latency:
             ms = rng.lognormvariate(math.log(max(self.median_ms, 0.001)), self.sigma)
             ms = max(ms, self.min_ms)
             return (min(ms, self.max_ms) if self.max_ms > 0 else ms) / 1000
-        if self.dist == "none":
-            return 0.0
-        raise ValueError(f"unknown latency distribution {self.dist!r}")
+        return 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Outage:
+class Outage(_Section):
     """A window during which every request to a provider gets ``status``."""
 
     start_s: float
     """Seconds since the simulator started."""
     end_s: float
     """Seconds since the simulator started (exclusive)."""
-    status: int = 503
+    status: int = Field(503, ge=100, le=599)
     """HTTP status answered during the outage."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
+class ProviderConfig(_Section):
     """How one provider behaves."""
 
-    rate_limit: int
+    rate_limit: int = Field(ge=1)
     """Requests allowed per window."""
-    rate_window_s: float
+    rate_window_s: float = Field(gt=0)
     """Window length in seconds (rolling/moving, as the provider does it)."""
     count_rejected: bool = False
     """Whether rejected requests fill the window too (MusicBrainz: "until the rate drops")."""
-    latency: Latency = field(default_factory=Latency)
+    latency: Latency = Latency()
     """Response time added to every answer."""
-    error_rate: float = 0.0
+    error_rate: float = Field(0.0, ge=0, le=1)
     """Share of requests answered with one of ``error_statuses``."""
     error_statuses: tuple[int, ...] = (500, 502, 503)
     """Statuses used for injected errors."""
-    timeout_rate: float = 0.0
+    timeout_rate: float = Field(0.0, ge=0, le=1)
     """Share of requests that hang for ``timeout_s`` before a 504."""
-    timeout_s: float = 30.0
+    timeout_s: float = Field(30.0, ge=0)
     """How long a "timeout" hangs: longer than any client waits."""
-    malformed_rate: float = 0.0
+    malformed_rate: float = Field(0.0, ge=0, le=1)
     """Share of successful answers whose JSON body is truncated."""
     outages: tuple[Outage, ...] = ()
     """Scheduled outage windows."""
-    freeze_every_s: float = 0.0
+    freeze_every_s: float = Field(0.0, ge=0)
     """How often a request of this provider freezes the whole simulator (0: never)."""
-    freeze_ms: float = 0.0
+    freeze_ms: float = Field(0.0, ge=0)
     """How long a freeze blocks the simulator's event loop: what arrives meanwhile is read,
     stamped and counted when it ends, as a provider stalled by its host would."""
+
+    def changed(self, changes: dict[str, Any]) -> ProviderConfig:
+        """A copy with ``changes`` (the TOML structure) validated over these values."""
+        return ProviderConfig.model_validate({**self.model_dump(), **changes})
 
 
 DEFAULT_PROVIDERS: dict[str, ProviderConfig] = {
@@ -122,38 +127,21 @@ DEFAULT_PROVIDERS: dict[str, ProviderConfig] = {
 }
 
 
-def _provider_from_dict(base: ProviderConfig, data: dict[str, Any]) -> ProviderConfig:
-    known = {f.name for f in fields(ProviderConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown provider settings: {sorted(unknown)}")
-    changes: dict[str, Any] = dict(data)
-    if "latency" in changes and isinstance(changes["latency"], dict):
-        changes["latency"] = Latency(**changes["latency"])
-    if "outages" in changes:
-        changes["outages"] = tuple(
-            o if isinstance(o, Outage) else Outage(**o) for o in changes["outages"]
-        )
-    if "error_statuses" in changes:
-        changes["error_statuses"] = tuple(changes["error_statuses"])
-    return replace(base, **changes)
-
-
-@dataclass(frozen=True, slots=True)
-class SimConfig:
+class SimConfig(_Section):
     """The whole simulator's behaviour."""
 
-    providers: dict[str, ProviderConfig] = field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
-    """Per-provider behaviour, keyed by provider name."""
-    token_ttl_s: float = 3600.0
+    providers: dict[str, ProviderConfig] = Field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
+    """Per-provider behaviour, keyed by provider name; a provider given in part keeps its other
+    defaults, one not given keeps all of them."""
+    token_ttl_s: float = Field(3600.0, gt=0)
     """Lifetime of Spotify access tokens."""
     audio_features: bool = False
     """Serve Spotify audio features instead of the 403 new apps get."""
     quirks: bool = True
     """Answer with the real services' quirks (:mod:`providers.simulator.quirks`)."""
-    search_default_limit: int = 5
+    search_default_limit: int = Field(5, ge=1)
     """Spotify search ``limit`` when the client sends none."""
-    search_max_limit: int = 10
+    search_max_limit: int = Field(10, ge=1)
     """Largest Spotify search ``limit`` accepted (development-mode apps since Feb 2026)."""
     seed: int | None = None
     """Seed of the fault dice; None for a random seed."""
@@ -166,26 +154,39 @@ class SimConfig:
     discogs_token: str = DISCOGS_TOKEN
     """Accepted Discogs personal token."""
 
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, given: Any) -> Any:
+        if not isinstance(given, dict):
+            return given
+        merged: dict[str, Any] = dict(DEFAULT_PROVIDERS)
+        for name, settings in given.items():
+            if name not in DEFAULT_PROVIDERS:
+                raise ValueError(f"unknown provider {name!r}; expected one of {PROVIDERS}")
+            merged[name] = settings if isinstance(settings, ProviderConfig) else \
+                {**DEFAULT_PROVIDERS[name].model_dump(), **settings}
+        return merged
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:
-        """A config from the TOML structure; unspecified settings keep their defaults."""
-        data = dict(data)
-        providers = dict(DEFAULT_PROVIDERS)
-        for name, settings in (data.pop("providers", None) or {}).items():
-            if name not in providers:
-                raise ValueError(f"unknown provider {name!r}; expected one of {PROVIDERS}")
-            providers[name] = _provider_from_dict(providers[name], settings)
-        known = {f.name for f in fields(cls)} - {"providers"}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown simulator settings: {sorted(unknown)}")
-        return cls(providers=providers, **data)
+        """A config from the TOML structure; unspecified settings keep their defaults. A bad
+        one raises ValueError naming the key (``providers.spotify.error_rate: ...``)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "simulator settings"
+            raise ValueError(f"{key}: {err['msg']}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SimConfig:
         """A config read from a TOML file."""
         with open(path, "rb") as fh:
-            return cls.from_dict(tomllib.load(fh))
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{path} is not valid TOML: {exc}") from None
+        return cls.from_dict(data)
 
     def provider(self, name: str) -> ProviderConfig:
         """Behaviour of provider ``name``."""
@@ -193,6 +194,5 @@ class SimConfig:
 
     def with_provider(self, name: str, **changes: Any) -> SimConfig:
         """A copy with some settings of one provider changed."""
-        providers = dict(self.providers)
-        providers[name] = _provider_from_dict(providers[name], changes)
-        return replace(self, providers=providers)
+        return self.model_copy(update={
+            "providers": {**self.providers, name: self.providers[name].changed(changes)}})

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -446,5 +445,5 @@ async def test_quirks_are_served_by_default_and_the_switch_turns_them_off(
                 "discogs plain label", "discogs not on label", "discogs no year",
                 "discogs no style"}
     assert expected <= quirky, f"quirks not met by default: {sorted(expected - quirky)}"
-    plain = await observe(replace(RELAXED, quirks=False))
+    plain = await observe(RELAXED.model_copy(update={"quirks": False}))
     assert plain <= {"deezer integer bpm"}, f"quirks served with quirks = false: {plain}"
