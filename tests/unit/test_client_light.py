@@ -26,3 +26,18 @@ def test_importing_it_loads_nothing_of_the_worker(module: str) -> None:
     assert not heavy, f"importing {module} loads {heavy[:8]}"
     ours = sorted(m for m in loaded if m.endswith(".metrics") and m.startswith("trackflow."))
     assert not ours, f"importing {module} registers metric families: {ours}"
+
+
+@pytest.mark.parametrize("module", ["trackflow.streams.worker", "trackflow.streams.cli.worker",
+                                    "trackflow.streams.client"])
+def test_the_runtime_loads_none_of_the_developer_tools(module: str) -> None:
+    """The local stack (which runs apt-get and Maven) and the API simulator ship in the package
+    for ``trackflow stack`` and ``trackflow simulate``; a worker or a client never imports
+    them."""
+    code = (f"import json, sys, {module}\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    tools = sorted(m for m in json.loads(done.stdout)
+                   if m.startswith(("trackflow.streams.stack", "trackflow.providers.simulator")))
+    assert not tools, f"importing {module} loads {tools}"
