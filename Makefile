@@ -47,6 +47,7 @@ lint: $(STAMP)
 	@for d in streams agents providers schemas; do ln -sfn ../../$$d .lint/trackflow/$$d; done
 	MYPYPATH=.lint $(VENV)/bin/mypy --strict -p trackflow
 	MYPYPATH=.lint $(VENV)/bin/mypy --strict deploy/*.py deploy/local/*.py deploy/prometheus/*.py deploy/grafana/*.py
+	$(PY) -m trackflow.schemas.evolution
 	$(PY) deploy/local/prerequisites.py --lint
 	$(PY) deploy/lint.py
 

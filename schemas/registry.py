@@ -90,6 +90,14 @@ class SchemaRegistry:
     def get(self, name: str, version: int) -> SchemaVersion:
         return self._by_name[name][version]
 
+    def names(self) -> list[str]:
+        """The record names, sorted."""
+        return sorted(self._by_name)
+
+    def versions(self, name: str) -> list[SchemaVersion]:
+        """Every version of ``name``, oldest first."""
+        return [v for _, v in sorted(self._by_name[name].items())]
+
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fp.get(fp)
 
