@@ -101,6 +101,24 @@ class SchemaRegistry:
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fp.get(fp)
 
+    def adopt(self, schema: dict[str, Any]) -> SchemaVersion:
+        """A writer schema from elsewhere (a schema registry): the version of ours with the same
+        Parsing Canonical Form if there is one, else a version of its own (numbered 0) that
+        readers resolve to ours by the record's short name. Raises ValueError if it is not a
+        valid Avro record schema."""
+        if not isinstance(schema, dict) or schema.get("type") != "record":
+            raise ValueError("not an Avro record schema")
+        try:
+            canonical = to_parsing_canonical_form(fastavro.parse_schema(schema, _write_hint=False))
+            parsed = fastavro.parse_schema(schema)
+        except Exception as exc:  # fastavro raises several kinds for a bad schema
+            raise ValueError(f"not a valid Avro schema: {exc}") from None
+        fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+        ours = self._by_fp.get(fp)
+        if ours is not None:
+            return ours
+        return SchemaVersion(str(schema["name"]).rsplit(".", 1)[-1], 0, schema, parsed, fp)
+
 
 def _expand(node: Any, named: dict[str, dict[str, Any]], seen: set[str]) -> Any:
     """Replace references to records defined in other files with their definitions (once each)."""

@@ -71,7 +71,8 @@ def test_a_reader_on_version_2_reads_version_1_messages_with_the_new_field_defau
     ("data", "reason"),
     [
         (b"", "truncated"),
-        (b"\x00" * 20, "not_avro"),
+        (b"\x01" * 20, "not_avro"),
+        (b"\x00" * 20, "unknown_schema_id"),  # a Confluent header: id 0, never looked up
         (b"\xc3\x01" + b"\x00" * 8 + b"xx", "unknown_schema"),
     ],
 )
