@@ -54,8 +54,8 @@ from trackflow.providers.specs import PROVIDER_NAMES, PROVIDER_VARIABLES, SPECS
 
 # The sections defined in the layers that read them, importable from here with the rest.
 __all__ = ["BreakerSettings", "CacheSettings", "DlqSettings", "FieldRule", "KafkaSecurity",
-           "KafkaSettings",
-           "ProviderSettings", "Settings", "WaterfallSettings", "WorkerSettings", "load_settings"]
+           "KafkaSettings", "ProviderSettings", "SchemaRegistrySettings", "Settings",
+           "WaterfallSettings", "WorkerSettings", "load_settings"]
 
 ENV_PREFIX = "TRACKFLOW_"
 
@@ -112,11 +112,47 @@ class KafkaSecurity(Section):
         return self
 
 
+REGISTRY_USERNAME_VAR = "TRACKFLOW_SCHEMA_REGISTRY_USERNAME"
+REGISTRY_PASSWORD_VAR = "TRACKFLOW_SCHEMA_REGISTRY_PASSWORD"
+
+
+class SchemaRegistrySettings(Section):
+    """The schema registry (``[kafka.schema_registry]``): with ``url`` set, every record
+    trackflow writes is in the Confluent wire format with its schema registered there, as Kafka
+    Connect, ksqlDB, Flink and the Confluent serializers expect; unset, single-object Avro.
+    Readers take both either way. The basic-auth login comes from the environment only
+    (``TRACKFLOW_SCHEMA_REGISTRY_USERNAME`` / ``_PASSWORD``), like Kafka's."""
+
+    url: str | None = Field(None, repr=False)
+    """The registry's Confluent-compatible API (Apicurio: ``http://host:8080/apis/ccompat/v7``;
+    ``SCHEMA_REGISTRY_URL``, what ``trackflow stack up`` prints, sets it too)."""
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    """PEM file of the CA(s) that signed an ``https`` registry's certificate; unset: the
+    system's CAs."""
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    compatibility: Literal["BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE",
+                           "NONE"] = "BACKWARD"
+    """Set on each subject trackflow registers (``<topic>-value``, the topic-name strategy)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchemaRegistrySettings:
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// (got {self.url[:40]!r})")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {self.ca_file} is not a readable file")
+        if (self.username is None) != (self.password is None):
+            raise ValueError(f"{REGISTRY_USERNAME_VAR} and {REGISTRY_PASSWORD_VAR} go together")
+        return self
+
+
 class KafkaSettings(Section):
     """Where Kafka is and how our topics look."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     security: KafkaSecurity = KafkaSecurity()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     partitions: int = Field(8, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=7)
     """Replicas of every topic trackflow creates; ``trackflow stack up --brokers 3`` sets 3."""
@@ -338,6 +374,12 @@ class _ConventionalVariables(PydanticBaseSettingsSource):
                  if self.env.get(var)}
         if login:
             kafka["security"] = login
+        registry = {key: self.env[var] for key, var in (("url", "SCHEMA_REGISTRY_URL"),
+                                                        ("username", REGISTRY_USERNAME_VAR),
+                                                        ("password", REGISTRY_PASSWORD_VAR))
+                    if self.env.get(var)}
+        if registry:
+            kafka["schema_registry"] = registry
         if kafka:
             values["kafka"] = kafka
         if self.env.get("REDIS_URL"):
@@ -350,12 +392,15 @@ class _File(TomlConfigSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = super().__call__()
-        security = values.get("kafka", {}).get("security", {})
-        for key, var in (("sasl_username", SASL_USERNAME_VAR),
-                         ("sasl_password", SASL_PASSWORD_VAR)):
-            if isinstance(security, dict) and key in security:
-                raise ConfigError(f"kafka.security.{key}", f"is a credential: set {var} in the "
-                                  "environment (credentials are never read from the config "
+        kafka = values.get("kafka", {})
+        for section, key, var in (("security", "sasl_username", SASL_USERNAME_VAR),
+                                  ("security", "sasl_password", SASL_PASSWORD_VAR),
+                                  ("schema_registry", "username", REGISTRY_USERNAME_VAR),
+                                  ("schema_registry", "password", REGISTRY_PASSWORD_VAR)):
+            given = kafka.get(section, {}) if isinstance(kafka, dict) else {}
+            if isinstance(given, dict) and key in given:
+                raise ConfigError(f"kafka.{section}.{key}", f"is a credential: set {var} in "
+                                  "the environment (credentials are never read from the config "
                                   "file)")
         if "secrets" in values:
             raise ConfigError("secrets", "credentials are never read from the config file: "

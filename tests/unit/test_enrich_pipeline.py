@@ -146,8 +146,9 @@ async def test_a_retryable_enricher_failure_is_dead_lettered_retryable_with_its_
     (_json_track(isrc="not-an-isrc"), [JSON_CT, TRACE], "validate", "invalid_isrc"),
     (_json_track(artist=""), [JSON_CT, TRACE], "validate", "empty_artist"),
     (b"{not json", [JSON_CT, TRACE], "decode", "invalid_json"),
-    (b"\x00garbage that is not avro", [TRACE], "decode", "not_avro"),
-], ids=["invalid-isrc", "empty-artist", "broken-json", "broken-avro"])
+    (b"\x01garbage that is not avro", [TRACE], "decode", "not_avro"),
+    (b"\x00\x00\x00\x00\x07garbage", [TRACE], "decode", "unknown_schema_id"),
+], ids=["invalid-isrc", "empty-artist", "broken-json", "broken-avro", "unknown-registry-id"])
 async def test_invalid_input_is_dead_lettered_not_retryable_with_original_bytes_and_headers(
         value: bytes, headers: list[tuple[str, bytes]], stage: str, reason: str) -> None:
     sender, enricher = Sender(), FixedEnricher()
