@@ -23,7 +23,7 @@ from itertools import pairwise
 from typing import Any
 
 from trackflow.agents.records import FieldValue, InputKey, Outcome, build_enriched, input_key
-from trackflow.schemas.codec import SegmentedWriter
+from trackflow.schemas.codec import SINGLE_OBJECT, SegmentedWriter, WireFormat
 from trackflow.schemas.registry import default_registry
 
 #: EnrichedTrack fields that are the record's own: everything else follows from the waterfall
@@ -44,14 +44,15 @@ class EnrichedEncoder:
     """Encodes EnrichedTrack values, keeping the result-decided bytes of ``max_entries`` inputs
     (least recently used out)."""
 
-    def __init__(self, targets: Sequence[str], *, max_entries: int) -> None:
+    def __init__(self, targets: Sequence[str], *, max_entries: int,
+                 wire: WireFormat = SINGLE_OBJECT) -> None:
         self._targets = tuple(targets)
         self.max_entries = max_entries
         fields = [f["name"] for f in default_registry().latest("EnrichedTrack").schema["fields"]]
         # A new segment wherever a field changes from per-record to result-decided or back.
         starts = [f for prev, f in pairwise(fields)
                   if (prev in PER_RECORD_FIELDS) != (f in PER_RECORD_FIELDS)]
-        self._writer = SegmentedWriter("EnrichedTrack", starts)
+        self._writer = SegmentedWriter("EnrichedTrack", starts, wire=wire)
         self._per_record = tuple(seg[0] in PER_RECORD_FIELDS for seg in self._writer.segments)
         self._kept: OrderedDict[InputKey, _Kept] = OrderedDict()
 

@@ -45,7 +45,9 @@ from trackflow.agents.refresh_schedule import (
 )
 from trackflow.agents.runner import RunningAgent, Topics, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
+from trackflow.agents.wire import NO_REGISTRY, Schemas
 from trackflow.providers.context import Priority, call_priority, enter_record
+from trackflow.providers.errors import ConfigError
 from trackflow.schemas.codec import (
     AVRO_CONTENT_TYPE,
     CONTENT_TYPE,
@@ -91,8 +93,10 @@ class EnrichmentPipeline:
 
     def __init__(self, *, send: Send, settings: AgentSettings, enricher: Enricher,
                  refreshed: Mapping[str, Any] | None = None, kept_encodings: int = 0,
+                 schemas: Schemas = NO_REGISTRY,
                  clock: Callable[[], float] = time.time) -> None:
         self._send = send
+        self._schemas = schemas
         # The refresh agent's table (read only here): revisions refreshes reached per track.
         self._refreshed: Mapping[str, Any] = refreshed if refreshed is not None else {}
         self._settings = settings
@@ -103,7 +107,8 @@ class EnrichmentPipeline:
             enricher, "cached", None)
         self._clock = clock
         # The encoded part of the results of ``kept_encodings`` recent inputs (agents.encoded).
-        self._encoder = EnrichedEncoder(settings.waterfall.targets, max_entries=kept_encodings)
+        self._encoder = EnrichedEncoder(settings.waterfall.targets, max_entries=kept_encodings,
+                                        wire=schemas.wire)
         k = settings.kafka
         # Metric children resolved once: ``labels()`` takes a lock and a dict lookup per call.
         self._records_in = metrics.RECORDS_IN.labels(topic=k.raw_topic)
@@ -123,10 +128,15 @@ class EnrichmentPipeline:
         attempt = attempt_of(headers)
         self._records_in.inc()
         try:
-            raw = decode_raw_track(msg.value, headers)
+            raw = await self._schemas.decode_raw(msg.value, headers)
         except DecodeError as exc:
             await self._dead_letter(msg, headers, attempt, Failure(
                 "decode", type(exc).__name__, str(exc), exc.reason, retryable=False))
+            return
+        except ConfigError as exc:  # the registry could not be asked for the record's schema
+            await self._dead_letter(msg, headers, attempt, Failure(
+                "decode", type(exc).__name__, str(exc)[:300], "schema_registry_unavailable",
+                retryable=True))
             return
         try:
             raw = validate_raw(raw)
@@ -157,7 +167,8 @@ class EnrichmentPipeline:
         if attempt > 1:
             return None  # a replay waits for the budget fresh records leave: handle's way
         try:
-            raw = validate_raw(decode_raw_track(msg.value, headers))
+            raw = validate_raw(decode_raw_track(msg.value, headers,
+                                                writers=self._schemas.writers))
         except (DecodeError, InvalidRecord):
             return None  # handle dead-letters it
         entry = self._refreshed.get(raw["track_id"])
@@ -269,14 +280,16 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
                           enricher: Enricher, *,
                           on_fatal: Callable[[BaseException], Awaitable[None]],
                           refreshed: Mapping[str, Any] | None = None,
-                          kept_encodings: int = 0) -> RunningAgent:
+                          kept_encodings: int = 0,
+                          schemas: Schemas = NO_REGISTRY) -> RunningAgent:
     """Attach the enrichment agent to ``app``.
 
     ``on_fatal`` stops the worker (:func:`agents.runner.crash_handler`): acking an unhandled
     record would lose it, and not acking it would stall its partition.
     """
     pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher,
-                                  refreshed=refreshed, kept_encodings=kept_encodings)
+                                  refreshed=refreshed, kept_encodings=kept_encodings,
+                                  schemas=schemas)
     agent = run_agent(app, topics.raw, name="trackflow.enrich", handler=pipeline.handle,
                          inline=pipeline.handle_inline, recover=pipeline.recover_inline,
                          max_in_flight=settings.worker.max_in_flight,

@@ -64,7 +64,13 @@ from trackflow.agents.runner import RunningAgent, Topics, declare_table, produce
 from trackflow.agents.settings import AgentSettings
 from trackflow.agents.tables import REFRESH_TABLE
 from trackflow.providers.context import enter_record
-from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, encode
+from trackflow.schemas.codec import (
+    AVRO_CONTENT_TYPE,
+    CONTENT_TYPE,
+    SINGLE_OBJECT,
+    WireFormat,
+    encode,
+)
 
 log = logging.getLogger("trackflow.agents.refresh")
 
@@ -86,9 +92,11 @@ class RefreshAgent:
                  table: MutableMapping[str, Any],
                  publishing: MutableMapping[str, Any] | None = None,
                  committed: Callable[[int], int | None] | None = None,
+                 wire: WireFormat = SINGLE_OBJECT,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._send = send
+        self._wire = wire
         # The committed offset of a raw partition this worker consumes (None: not consumed
         # here); without it, a finished track's entry is deleted at once.
         self._committed = committed or (lambda partition: None)
@@ -159,8 +167,8 @@ class RefreshAgent:
         # Before the send: from here on a fresh result of this input is superseded.
         self._publishing[track_id] = entry
         try:
-            await publish(self._send, k.enriched_topic, key, encode("EnrichedTrack", record),
-                          self._headers)
+            await publish(self._send, k.enriched_topic, key,
+                          encode("EnrichedTrack", record, wire=self._wire), self._headers)
             metrics.RECORDS_OUT.labels(topic=k.enriched_topic).inc()
             metrics.REFRESHES.labels(outcome="published").inc()
             metrics.ENRICHED.labels(status=record["status"]).inc()
@@ -238,13 +246,13 @@ def register_refresh_agent(app: faust.App, topics: Topics, settings: AgentSettin
                            refresher: Refresher, table: MutableMapping[str, Any], *,
                            on_fatal: Callable[[BaseException], Awaitable[None]],
                            publishing: MutableMapping[str, Any] | None = None,
-                           committed: Callable[[int], int | None] | None = None
-                           ) -> RunningAgent:
+                           committed: Callable[[int], int | None] | None = None,
+                           wire: WireFormat = SINGLE_OBJECT) -> RunningAgent:
     """Attach the refresh agent to ``app``; ``table`` is :data:`REFRESH_TABLE`, ``publishing``
     the in-memory part of :func:`revisions_view`, ``committed`` the committed offset of a raw
     partition the worker consumes (None if it does not)."""
     agent = RefreshAgent(send=producer_send(app), settings=settings, refresher=refresher,
-                         table=table, publishing=publishing, committed=committed)
+                         table=table, publishing=publishing, committed=committed, wire=wire)
     running = run_agent(app, topics.refresh, name="trackflow.refresh", handler=agent.handle,
                         max_in_flight=settings.refresh.max_waiting_per_partition,
                         max_queued=settings.worker.max_queued, on_fatal=on_fatal,

@@ -166,16 +166,27 @@ class SchemaRegistryClient:
         raise AssertionError("unreachable: the second try has the id")
 
 
-async def wire_format(kafka: KafkaSettings, topics: Mapping[str, str]
-                      ) -> tuple[WireFormat, SchemaRegistryClient | None]:
-    """The wire format for writing ``topics`` (topic -> record name) and the client that
-    registered it; single-object Avro and no client without a registry."""
+    def know(self, wire: WireFormat) -> None:
+        """Take the ids of ``wire`` (registered by this process) as looked up."""
+        for fp, schema_id in wire.ids.items():
+            sv = self._schemas.by_fingerprint(fp)
+            if sv is not None:
+                self.writers[schema_id] = sv
+
+
+def pipeline_subjects(kafka: KafkaSettings) -> dict[str, str]:
+    """The subjects of the records the pipeline's topics carry (subject -> record name)."""
+    return {subject(kafka.raw_topic): "RawTrack", subject(kafka.enriched_topic): "EnrichedTrack"}
+
+
+async def register_schemas(kafka: KafkaSettings, subjects: Mapping[str, str] | None = None
+                           ) -> WireFormat:
+    """Register ``subjects`` (by default the pipeline's) in ``kafka``'s registry; the wire
+    format to write with (single-object Avro without a registry)."""
     if kafka.schema_registry.url is None:
-        return SINGLE_OBJECT, None
+        return SINGLE_OBJECT
     client = SchemaRegistryClient(kafka.schema_registry)
     try:
-        wire = await client.register({subject(t): record for t, record in topics.items()})
-    except BaseException:
+        return await client.register(pipeline_subjects(kafka) if subjects is None else subjects)
+    finally:
         await client.aclose()
-        raise
-    return wire, client

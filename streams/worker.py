@@ -29,6 +29,7 @@ from trackflow.agents.runner import (
 from trackflow.agents.stream_metrics import export_build_info, register_lag_metrics
 from trackflow.agents.tables import RESILIENCE_TABLE
 from trackflow.agents.waterfall import Waterfall
+from trackflow.agents.wire import Schemas
 from trackflow.providers.cache import ProviderCache
 from trackflow.providers.errors import ConfigError
 from trackflow.providers.gate import GateSet, ResilientGate
@@ -36,6 +37,7 @@ from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.redis_client import RedisMemory
 from trackflow.providers.registry import build_providers
 from trackflow.providers.specs import SPECS
+from trackflow.schemas.codec import SINGLE_OBJECT, WireFormat
 from trackflow.streams.app import (
     Rewind,
     committed_offsets,
@@ -46,6 +48,7 @@ from trackflow.streams.app import (
 from trackflow.streams.faust_worker import TrackflowWorker
 from trackflow.streams.health import Readiness, setup_health
 from trackflow.streams.kafka_logs import OutageLogFilter
+from trackflow.streams.schema_registry import SchemaRegistryClient
 from trackflow.streams.series import create_series
 from trackflow.streams.settings import Settings
 
@@ -157,9 +160,17 @@ class TrackflowApp:
     :class:`~streams.app.SeekFence`.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, wire: WireFormat = SINGLE_OBJECT) -> None:
+        """``wire`` is what ``streams.schema_registry.register_schemas`` gave (single-object
+        Avro without a registry)."""
         self.settings = settings
         k = settings.kafka
+        self.schema_registry: SchemaRegistryClient | None = None
+        """Looks up the writer schemas of Confluent-framed inputs (None: no registry)."""
+        if k.schema_registry.url is not None:
+            self.schema_registry = SchemaRegistryClient(k.schema_registry)
+            self.schema_registry.know(wire)
+        self.schemas = Schemas(wire, self.schema_registry)
         app = self.faust = create_app(settings)
         self.readiness = Readiness()
         setup_health(app, self.readiness)  # /health/live and /health/ready beside /metrics
@@ -235,12 +246,13 @@ class TrackflowApp:
             agents.append(register_enrich_agent(
                 app, topics, settings, enricher, on_fatal=on_fatal,
                 refreshed=revisions_view(refreshed, publishing),
-                kept_encodings=settings.cache.result_cache_size))
+                kept_encodings=settings.cache.result_cache_size, schemas=self.schemas))
         if "refresh" in settings.worker.agents and isinstance(enricher, Waterfall):
             agents.append(register_refresh_agent(
                 app, topics, settings, enricher, refreshed, on_fatal=on_fatal,
                 publishing=publishing,
-                committed=committed_offsets(app, settings.kafka.raw_topic)))
+                committed=committed_offsets(app, settings.kafka.raw_topic),
+                wire=self.schemas.wire))
         if "reprocess" in settings.worker.agents:
             # Retries wait while the failing provider's breaker (as this worker knows it) is
             # open.
@@ -280,6 +292,8 @@ class TrackflowApp:
             await self.cache.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
+        if self.schema_registry is not None:
+            await self.schema_registry.aclose()
 
     def run(self, loglevel: str | None = None) -> None:
         """Run the worker until it is stopped (SIGTERM, SIGINT, a crash); holds

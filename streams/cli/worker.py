@@ -7,6 +7,7 @@ import asyncio
 import click
 
 from trackflow.providers.errors import ConfigError
+from trackflow.streams.schema_registry import register_schemas
 from trackflow.streams.settings import load_settings
 from trackflow.streams.topics import KafkaUnavailable, ensure_topics
 from trackflow.streams.worker import TrackflowApp
@@ -34,7 +35,11 @@ def worker(config_path: str | None, web_port: int | None, loglevel: str | None) 
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)
     try:
-        app = TrackflowApp(settings)
+        # The schema registry's ids of what the worker writes (single-object Avro without one).
+        wire = asyncio.run(register_schemas(settings.kafka))
+        if wire.confluent:
+            click.echo("schemas registered: writing the Confluent wire format", err=True)
+        app = TrackflowApp(settings, wire=wire)
         app.run(loglevel)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

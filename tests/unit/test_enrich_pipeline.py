@@ -292,3 +292,67 @@ async def test_a_failed_inline_acknowledgement_is_dead_lettered_or_fatal() -> No
     assert dict(headers)[H_REASON] == b"unpublishable"
     with pytest.raises(KafkaTimeoutError):
         await pipeline.recover_inline(event, KafkaTimeoutError())
+
+
+class FakeLookup:
+    """A registry that knows RawTrack under id 31, or that cannot be reached."""
+
+    def __init__(self, *, reachable: bool = True) -> None:
+        self.writers: dict[int, Any] = {}
+        self.asked: list[int] = []
+        self.reachable = reachable
+
+    async def writer(self, schema_id: int) -> Any:
+        from trackflow.providers.errors import ConfigError
+        from trackflow.schemas.registry import default_registry
+
+        self.asked.append(schema_id)
+        if not self.reachable:
+            raise ConfigError("kafka.schema_registry.url", "the schema registry does not answer")
+        self.writers[schema_id] = default_registry().latest("RawTrack") if schema_id == 31 \
+            else None
+        return self.writers[schema_id]
+
+
+def _registry_pipeline(sender: Sender, enricher: FixedEnricher, lookup: FakeLookup
+                       ) -> EnrichmentPipeline:
+    from trackflow.agents.wire import Schemas
+    from trackflow.schemas.codec import WireFormat
+    from trackflow.schemas.registry import default_registry
+
+    wire = WireFormat({default_registry().latest("EnrichedTrack").fingerprint: 32})
+    return EnrichmentPipeline(send=sender, settings=SETTINGS, enricher=enricher,
+                              schemas=Schemas(wire, lookup), clock=lambda: NOW)
+
+
+async def test_a_confluent_framed_track_is_read_after_one_lookup_and_published_framed_so(
+        ) -> None:
+    from trackflow.schemas.codec import WireFormat
+    from trackflow.schemas.registry import default_registry
+
+    raw_wire = WireFormat({default_registry().latest("RawTrack").fingerprint: 31})
+    value = encode("RawTrack", validate_raw(dict(TRACK)), wire=raw_wire)
+    sender, enricher, lookup = Sender(), FixedEnricher(), FakeLookup()
+    pipeline = _registry_pipeline(sender, enricher, lookup)
+    for _ in range(3):
+        await pipeline.handle(Event(Message(value, b"t1", [])))
+    assert lookup.asked == [31], "the id is looked up once"
+    assert [raw["title"] for raw, _ in enricher.calls] == [TRACK["title"]] * 3
+    out = [v for topic, _, v, _ in sender.sent if topic == "tracks.enriched"]
+    assert len(out) == 3 and all(v is not None and v[:5] == b"\x00\x00\x00\x00\x20" for v in out)
+    assert decode("EnrichedTrack", out[0], writers={
+        32: default_registry().latest("EnrichedTrack")})["title"] == TRACK["title"]
+
+
+async def test_an_unreachable_registry_makes_a_retryable_dead_letter_an_unknown_id_not() -> None:
+    value = b"\x00" + (31).to_bytes(4, "big") + b"\x02"
+    sender = Sender()
+    await _registry_pipeline(sender, FixedEnricher(), FakeLookup(reachable=False)).handle(
+        Event(Message(value, b"t1", [])))
+    facts = error_facts(_only_record(sender)[3])
+    assert (facts[H_REASON], facts[H_RETRYABLE]) == ("schema_registry_unavailable", "true")
+    sender = Sender()
+    await _registry_pipeline(sender, FixedEnricher(), FakeLookup()).handle(
+        Event(Message(b"\x00" + (77).to_bytes(4, "big") + b"\x02", b"t1", [])))
+    facts = error_facts(_only_record(sender)[3])
+    assert (facts[H_REASON], facts[H_RETRYABLE]) == ("unknown_schema_id", "false")
