@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from trackflow.agents.deadletter import error_facts
 from trackflow.schemas.codec import DecodeError, decode, decode_raw_track
+from trackflow.schemas.registry import SchemaVersion
 from trackflow.streams.client import consumer as client_consumer
 from trackflow.streams.kafka_io import Kafka
 
@@ -22,8 +24,10 @@ def jsonable(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def decode_message(msg: Any, *, enriched_topic: str) -> dict[str, Any]:
-    """A displayable dict for one message: its decoded value, or error headers and raw value."""
+def decode_message(msg: Any, *, enriched_topic: str,
+                   writers: Mapping[int, SchemaVersion | None] | None = None) -> dict[str, Any]:
+    """A displayable dict for one message: its decoded value, or error headers and raw value
+    (``writers``: the schema registry's ids looked up, for Confluent-framed values)."""
     headers = list(msg.headers or ())
     out: dict[str, Any] = {
         "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
@@ -32,9 +36,9 @@ def decode_message(msg: Any, *, enriched_topic: str) -> dict[str, Any]:
     }
     try:
         if msg.topic == enriched_topic:
-            out["value"] = decode("EnrichedTrack", msg.value)
+            out["value"] = decode("EnrichedTrack", msg.value, writers=writers)
         else:
-            out["value"] = decode_raw_track(msg.value, headers)
+            out["value"] = decode_raw_track(msg.value, headers, writers=writers)
     except DecodeError as exc:
         out["value"] = None
         out["undecodable"] = f"{exc.reason}: {exc}"

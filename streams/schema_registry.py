@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from trackflow.providers.errors import ConfigError
 from trackflow.providers.urls import mask_url
-from trackflow.schemas.codec import SINGLE_OBJECT, DecodeError, WireFormat, decode_raw_track
+from trackflow.schemas.codec import (
+    SINGLE_OBJECT,
+    DecodeError,
+    WireFormat,
+    confluent_schema_id,
+    decode_raw_track,
+)
 from trackflow.schemas.codec import decode as decode_value
 from trackflow.schemas.registry import SchemaRegistry, SchemaVersion, default_registry
 from trackflow.streams.settings import KafkaSettings, SchemaRegistrySettings
@@ -165,6 +171,13 @@ class SchemaRegistryClient:
                 await self.writer(exc.schema_id)
         raise AssertionError("unreachable: the second try has the id")
 
+
+    async def prepare(self, data: bytes | None) -> None:
+        """Look up the writer of a Confluent-framed ``data`` if its id is new (no-op for any
+        other value); :meth:`writers` then has it for a synchronous decode."""
+        schema_id = confluent_schema_id(data)
+        if schema_id is not None and schema_id not in self.writers:
+            await self.writer(schema_id)
 
     def know(self, wire: WireFormat) -> None:
         """Take the ids of ``wire`` (registered by this process) as looked up."""

@@ -65,7 +65,8 @@ def consume(topic: str | None, from_beginning: bool, group_id: str | None, lates
                                  max_records=max_messages,
                                  idle_timeout_s=None if follow else timeout) as consumer:
             async for msg in consumer.messages():
-                item = decode_message(msg, enriched_topic=settings.kafka.enriched_topic)
+                item = decode_message(msg, enriched_topic=settings.kafka.enriched_topic,
+                                      writers=consumer.writers)
                 rows += 1
                 if fmt == "jsonl":
                     click.echo(json.dumps(item, default=jsonable, ensure_ascii=False))

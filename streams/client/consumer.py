@@ -19,17 +19,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from trackflow.schemas.codec import DecodeError
+from trackflow.schemas.registry import SchemaVersion
 from trackflow.streams.client.records import EnrichedTrack
 from trackflow.streams.kafka_io import Kafka, kafka_settings, seek_to, start_consumer
 from trackflow.streams.topics import TopicMissing, topic_partitions
+
+if TYPE_CHECKING:  # made on start when a registry is configured: httpx stays out otherwise
+    from trackflow.streams.schema_registry import SchemaRegistryClient
 
 log = logging.getLogger("trackflow.streams.client")
 
@@ -64,6 +68,7 @@ class TrackConsumer:
         """Per partition, the offset after the last record handed out and not yet committed."""
         self.skipped = 0
         """Records that were not EnrichedTracks (with ``on_undecodable="skip"``)."""
+        self._registry: SchemaRegistryClient | None = None
 
     async def start(self) -> None:
         if self._consumer is not None:
@@ -90,7 +95,17 @@ class TrackConsumer:
             except BaseException:
                 await consumer.stop()
                 raise
+        if not isinstance(self._kafka, str) and self._kafka.schema_registry.url is not None:
+            from trackflow.streams.schema_registry import SchemaRegistryClient
+
+            self._registry = SchemaRegistryClient(self._kafka.schema_registry)
         self._consumer = consumer
+
+    @property
+    def writers(self) -> Mapping[int, SchemaVersion | None] | None:
+        """The schema registry's ids looked up so far (None without a registry): what
+        :func:`~schemas.codec.decode` needs for Confluent-framed values."""
+        return None if self._registry is None else self._registry.writers
 
     async def stop(self) -> None:
         """Commit what was handed out (with a group) and close the connection."""
@@ -101,6 +116,9 @@ class TrackConsumer:
             await self._commit(consumer)
         finally:
             await consumer.stop()
+            if self._registry is not None:
+                registry, self._registry = self._registry, None
+                await registry.aclose()
 
     async def __aenter__(self) -> TrackConsumer:
         await self.start()
@@ -122,7 +140,7 @@ class TrackConsumer:
         """Decoded EnrichedTrack records (see the class docstring for when it stops)."""
         async for msg in self.messages():
             try:
-                yield EnrichedTrack.from_message(msg)
+                yield EnrichedTrack.from_message(msg, writers=self.writers)
             except DecodeError as exc:
                 if self._on_undecodable == "raise":
                     raise
@@ -146,6 +164,8 @@ class TrackConsumer:
             # Committed before the next fetch: the records of this batch were processed by the
             # caller by the time it asks for more (at-least-once).
             for msg in batch:
+                if self._registry is not None:
+                    await self._registry.prepare(msg.value)  # its writer's id, once
                 yield msg
                 seen += 1
                 self._handed[TopicPartition(msg.topic, msg.partition)] = msg.offset + 1

@@ -24,7 +24,14 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 
 from trackflow.agents.records import InvalidRecord, validate_raw
-from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, JSON_CONTENT_TYPE, encode
+from trackflow.schemas.codec import (
+    AVRO_CONTENT_TYPE,
+    CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    SINGLE_OBJECT,
+    WireFormat,
+    encode,
+)
 from trackflow.streams.ingest import RowRejected, row_to_raw
 from trackflow.streams.kafka_io import Kafka, start_producer
 
@@ -102,20 +109,21 @@ class TrackRejected(ValueError):
         self.rejected = rejected
 
 
-def encode_track(record: Mapping[str, Any], value_format: ValueFormat = "avro"
-                 ) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """(value, headers) of a RawTrack on the wire."""
+def encode_track(record: Mapping[str, Any], value_format: ValueFormat = "avro",
+                 wire: WireFormat = SINGLE_OBJECT) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """(value, headers) of a RawTrack on the wire (Avro framed as ``wire`` says, or JSON)."""
     if value_format == "json":
         return json.dumps(record).encode(), [(CONTENT_TYPE, JSON_CONTENT_TYPE.encode())]
-    return encode("RawTrack", record), [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
+    return encode("RawTrack", record, wire=wire), [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
 
 
 class TrackProducer:
     """Async producer of raw tracks. Use as ``async with TrackProducer(settings.kafka) as p``.
 
     ``kafka`` is the ``[kafka]`` settings section (what the CLI uses, so the same connection
-    settings apply) or a bootstrap string. ``validate=False`` sends what the worker will
-    dead-letter, for testing the dead-letter path.
+    settings apply) or a bootstrap string. With ``kafka.schema_registry.url`` set, Avro values
+    are in the Confluent wire format, the schema registered on start under ``<topic>-value``.
+    ``validate=False`` sends what the worker will dead-letter, for testing the dead-letter path.
     """
 
     EXAMPLES = 5
@@ -133,11 +141,18 @@ class TrackProducer:
         self._validate = validate
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
+        self._wire = SINGLE_OBJECT
         self._pending: list[asyncio.Future[Any]] = []
         self.report = ProduceReport()
 
     async def start(self) -> None:
         if self._producer is None:
+            if not isinstance(self._kafka, str) and self._format == "avro" \
+                    and self._kafka.schema_registry.url is not None:
+                from trackflow.streams.schema_registry import register_schemas, subject
+
+                self._wire = await register_schemas(self._kafka,
+                                                    {subject(self.topic): "RawTrack"})
             self._producer = await start_producer(self._kafka, linger_ms=self._linger_ms)
 
     async def stop(self) -> None:
@@ -179,7 +194,7 @@ class TrackProducer:
         """Queue a RawTrack dict as it is (no parsing, no validation)."""
         if self._producer is None:
             raise RuntimeError("TrackProducer is not started: use `async with` or start()")
-        value, headers = encode_track(record, self._format)
+        value, headers = encode_track(record, self._format, self._wire)
         future = await self._producer.send(self.topic, value=value,
                                            key=str(record["track_id"]).encode(),
                                            headers=headers)

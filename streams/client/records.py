@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from trackflow.schemas.codec import decode
+from trackflow.schemas.registry import SchemaVersion
 
 Status = Literal["complete", "partial"]
 OutcomeName = Literal["matched", "not_found", "skipped", "failed", "deferred"]
@@ -165,10 +166,12 @@ class EnrichedTrack:
         )
 
     @classmethod
-    def from_message(cls, msg: Any) -> EnrichedTrack:
-        """Decode a Kafka message of tracks.enriched; ``DecodeError`` when it is not one."""
+    def from_message(cls, msg: Any, *,
+                     writers: Mapping[int, SchemaVersion | None] | None = None) -> EnrichedTrack:
+        """Decode a Kafka message of tracks.enriched (``writers``: the registry ids looked up,
+        for Confluent-framed values); ``DecodeError`` when it is not one."""
         position = Position(msg.topic, msg.partition, msg.offset, msg.timestamp)
-        return cls.from_record(decode("EnrichedTrack", msg.value), position)
+        return cls.from_record(decode("EnrichedTrack", msg.value, writers=writers), position)
 
 
 _ENRICHED_SCALARS = ("album", "release_date", "duration_ms", "label", "isrc", "spotify_id",
