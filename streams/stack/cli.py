@@ -13,6 +13,7 @@ import click
 from trackflow.providers.urls import mask_url
 from trackflow.streams.stack.config import AUTH_CHOICES, MAX_BROKERS, StackError
 from trackflow.streams.stack.lifecycle import down, status, up
+from trackflow.streams.stack.processes import pid_alive, registry_answers, registry_marker
 
 _state_dir_option = click.option(
     "--state-dir",
@@ -45,15 +46,18 @@ def stack() -> None:
               help="How the exported client settings log in to a secure stack: a SASL mechanism "
               "on the SASL_SSL listener, or mtls (protocol SSL with the stack's client "
               "certificate on the listener that requires one) [default: scram-sha-512].")
+@click.option("--registry/--no-registry", default=True, show_default=True,
+              help="Start a schema registry (Apicurio Registry, in memory) with a new stack and "
+              "export SCHEMA_REGISTRY_URL: every client then writes the Confluent wire format.")
 @_state_dir_option
 def up_command(kafka_port: int | None, redis_port: int | None, brokers: int | None,
-               secure: bool | None, auth: str | None,
+               secure: bool | None, auth: str | None, registry: bool,
                state_dir: Path | None) -> None:
     """Start the stack (or find it running); print `export` lines for `eval`."""
     started = time.monotonic()
     try:
         info = up(kafka_port=kafka_port, redis_port=redis_port, state_dir=state_dir,
-                  brokers=brokers, secure=secure)
+                  brokers=brokers, secure=secure, registry=registry)
         env = info.env(auth.lower() if auth else None)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -81,6 +85,11 @@ def status_command(state_dir: Path | None) -> None:
     ):
         state = "answering" if answering else "not answering" if alive else "stopped"
         click.echo(f"{name}: {state} at {where} (pid {pid})")
+    if info.registry_url is not None:
+        alive = pid_alive(info.registry_pid, registry_marker(info.ports.registry))
+        state = "answering" if alive and registry_answers(info.registry_url) else \
+            "not answering" if alive else "stopped"
+        click.echo(f"schema registry: {state} at {info.registry_url} (pid {info.registry_pid})")
     if info.secure is not None:
         click.echo(f"secure: SASL_SSL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) user "
                    f"{info.secure.username} at {info.bootstrap_servers}, CA {info.secure.ca_file}")
@@ -97,7 +106,7 @@ def status_command(state_dir: Path | None) -> None:
 @click.option("--purge", is_flag=True, help="Also delete the stack's data, logs and config.")
 @_state_dir_option
 def down_command(purge: bool, state_dir: Path | None) -> None:
-    """Stop Kafka and Redis; keep their data unless --purge."""
+    """Stop Kafka, Redis and the schema registry; keep their data unless --purge."""
     try:
         down(state_dir=state_dir, purge=purge)
     except StackError as exc:

@@ -17,6 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
+#: Apicurio Registry, the stack's schema registry: 3.0.x is the newest line that runs on the
+#: Java 17 the brokers use (3.3 needs 21); a Quarkus app from Maven Central (classifier ``all``,
+#: a tar.gz: the runner jar and its lib/), with its default in-memory H2 storage
+REGISTRY_VERSION = "3.0.9"
+REGISTRY_ARTIFACT = f"io.apicurio:apicurio-registry-app:{REGISTRY_VERSION}:tar.gz:all"
+REGISTRY_RUNNER = f"apicurio-registry-app-{REGISTRY_VERSION}-runner.jar"
+#: the registry's Confluent-compatible API, what SCHEMA_REGISTRY_URL points at
+REGISTRY_API = "/apis/ccompat/v7"
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -24,7 +32,7 @@ STATE_FILE = "stack.json"
 JARS_MARKER = ".fetched.json"
 MAX_BROKERS = 5
 #: what a state dir may hold: node 1 in kafka/, node n in kafka-<n>/, the stack's CA in tls/
-OWNED = frozenset({STATE_FILE, ".lock", "kafka", "redis", "tls",
+OWNED = frozenset({STATE_FILE, ".lock", "kafka", "redis", "tls", "registry",
                    *(f"kafka-{n}" for n in range(2, MAX_BROKERS + 1))})
 SASL_MECHANISM = "SCRAM-SHA-512"  #: what `stack up --secure` exports unless --auth says otherwise
 #: every SASL mechanism a secure stack's SASL_SSL listener enables (the SCRAM ones get the
@@ -70,6 +78,7 @@ class Ports:
     more: tuple[tuple[int, ...], ...] = ()
     """(kafka, controller, secure, mtls) of nodes 2, 3, …"""
     mtls: int = 0  #: node 1's SSL listener that requires a client certificate; 0 when plain
+    registry: int = 0  #: the schema registry's HTTP port; 0 in a stack without one
 
     def nodes(self) -> list[NodePorts]:
         first = NodePorts(1, self.kafka, self.controller, self.secure, self.mtls)
@@ -105,6 +114,13 @@ class StackInfo:
     redis_pid: int
     more_kafka_pids: tuple[int, ...] = ()  #: nodes 2, 3, …
     secure: SecureInfo | None = None  #: set when the stack was started with --secure
+    registry_pid: int = 0  #: the schema registry; 0 in a stack without one
+
+    @property
+    def registry_url(self) -> str | None:
+        """The schema registry's Confluent-compatible API, or None."""
+        return f"http://{LOOPBACK}:{self.ports.registry}{REGISTRY_API}" \
+            if self.ports.registry else None
 
     @property
     def kafka_pids(self) -> list[tuple[int, int]]:
@@ -129,6 +145,8 @@ class StackInfo:
         if auth is not None and self.secure is None:
             raise StackError("the stack is not secure: --auth needs `trackflow stack up --secure`")
         env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "REDIS_URL": self.redis_url}
+        if self.registry_url is not None:
+            env["SCHEMA_REGISTRY_URL"] = self.registry_url
         if self.ports.brokers >= 3:
             env["TRACKFLOW_KAFKA__REPLICATION_FACTOR"] = "3"
         if self.secure is None:
@@ -179,6 +197,7 @@ class StackInfo:
                 kafka_pid=int(data["kafka_pid"]),
                 redis_pid=int(data["redis_pid"]),
                 more_kafka_pids=tuple(int(p) for p in data.get("more_kafka_pids", ())),
+                registry_pid=int(data.get("registry_pid", 0)),
                 secure=None if secure is None else SecureInfo(
                     Path(secure["ca_file"]), str(secure["username"]), str(secure["password"]),
                     str(secure.get("mechanism", SASL_MECHANISM)),
@@ -208,6 +227,11 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("TRACKFLOW_STACK_DIR") or Path.home() / ".cache/trackflow/stack")
 
 
+def registry_home() -> Path:
+    """Where the schema registry's app is unpacked (once per machine, like the Kafka jars)."""
+    return kafka_home().parent / f"apicurio-registry-{REGISTRY_VERSION}"
+
+
 def kafka_home() -> Path:
     default = Path.home() / f".cache/trackflow/kafka-{KAFKA_VERSION}"
     return Path(os.environ.get("TRACKFLOW_KAFKA_HOME") or default)
@@ -225,7 +249,7 @@ def port_is_free(port: int) -> bool:
 
 
 def choose_ports(kafka_port: int | None = None, redis_port: int | None = None, *,
-                 brokers: int = 1, secure: bool = False) -> Ports:
+                 brokers: int = 1, secure: bool = False, registry: bool = False) -> Ports:
     """Use the given ports (which must be free) and pick free loopback ports for the rest.
 
     ``kafka_port`` is the port clients connect to: node 1's SASL_SSL listener in a secure stack,
@@ -263,6 +287,7 @@ def choose_ports(kafka_port: int | None = None, redis_port: int | None = None, *
             more=tuple((free(), free(), *((free(), free()) if secure else (0, 0)))
                        for _ in range(brokers - 1)),
             mtls=free() if secure else 0,
+            registry=free() if registry else 0,
         )
 
 

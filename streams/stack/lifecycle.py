@@ -11,6 +11,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from trackflow.streams.stack.config import (
@@ -30,10 +31,16 @@ from trackflow.streams.stack.config import (
     new_cluster_id,
     port_is_free,
     read_state,
+    registry_home,
     resolve_dir,
     tail,
 )
-from trackflow.streams.stack.prerequisites import ensure_jars, find_java, find_redis_server
+from trackflow.streams.stack.prerequisites import (
+    ensure_jars,
+    ensure_registry,
+    find_java,
+    find_redis_server,
+)
 from trackflow.streams.stack.processes import (
     kafka_answers,
     kafka_marker,
@@ -42,8 +49,11 @@ from trackflow.streams.stack.processes import (
     pid_alive,
     redis_answers,
     redis_marker,
+    registry_answers,
+    registry_marker,
     start_kafka,
     start_redis,
+    start_registry,
     stop_process,
     wait_ready,
 )
@@ -54,20 +64,22 @@ STOPPING = "stopping"  #: marker file: a down began; whatever runs from this dir
 
 def up(
     *, kafka_port: int | None = None, redis_port: int | None = None, state_dir: Path | None = None,
-    brokers: int | None = None, secure: bool | None = None,
+    brokers: int | None = None, secure: bool | None = None, registry: bool = False,
 ) -> StackInfo:
     """Start the local stack, or return the one already running from state_dir.
 
     ``brokers`` and ``secure`` left as None accept whatever runs, and start one plain broker
-    when nothing does; given, a running stack of another shape is an error.
+    when nothing does; given, a running stack of another shape is an error. ``registry`` starts
+    a schema registry with a new stack (``trackflow stack up`` does, unless --no-registry); a
+    running stack is taken as it is.
     """
     return ensure_running(kafka_port=kafka_port, redis_port=redis_port, state_dir=state_dir,
-                          brokers=brokers, secure=secure)[0]
+                          brokers=brokers, secure=secure, registry=registry)[0]
 
 
 def ensure_running(
     *, kafka_port: int | None = None, redis_port: int | None = None, state_dir: Path | None = None,
-    brokers: int | None = None, secure: bool | None = None,
+    brokers: int | None = None, secure: bool | None = None, registry: bool = False,
 ) -> tuple[StackInfo, bool]:
     """As up(), and whether this call started the stack (False when it was already running).
 
@@ -94,14 +106,17 @@ def ensure_running(
                      current.redis_alive)
             _stop_all(current.info)
         (state_dir / STOPPING).unlink(missing_ok=True)
-        return _start(state_dir, kafka_port, redis_port, brokers or 1, bool(secure)), True
+        return _start(state_dir, kafka_port, redis_port, brokers or 1, bool(secure),
+                      registry), True
 
 
 def _start(state_dir: Path, kafka_port: int | None, redis_port: int | None, brokers: int,
-           secure: bool) -> StackInfo:
+           secure: bool, registry: bool) -> StackInfo:
     java, redis_server = find_java(), find_redis_server()
     libs = ensure_jars(kafka_home())
-    ports = choose_ports(kafka_port, redis_port, brokers=brokers, secure=secure)
+    runner = ensure_registry(registry_home()) if registry else None
+    ports = choose_ports(kafka_port, redis_port, brokers=brokers, secure=secure,
+                         registry=registry)
     login: SecureInfo | None = None
     if secure:
         from trackflow.streams.stack.tls import ensure_tls
@@ -122,12 +137,14 @@ def _start(state_dir: Path, kafka_port: int | None, redis_port: int | None, brok
         shape_file.write_text(shape)
     cluster_id = new_cluster_id()
     pids: list[int] = []
-    redis_pid = 0
+    redis_pid = registry_pid = 0
     try:
         for n in ports.nodes():
             pids.append(start_kafka(state_dir, ports, java, libs, node_id=n.node_id,
                                     cluster_id=cluster_id, secure=login))
         redis_pid = start_redis(state_dir, ports.redis, redis_server, login)
+        if runner is not None:  # starts beside the brokers, ready a few seconds after them
+            registry_pid = start_registry(state_dir, ports.registry, java, runner)
         if login is None:
             bootstrap = f"{LOOPBACK}:{ports.kafka}"
             redis_url = f"redis://{LOOPBACK}:{ports.redis}/0"
@@ -138,7 +155,7 @@ def _start(state_dir: Path, kafka_port: int | None, redis_port: int | None, brok
         if brokers > 1 and login is None:
             bootstrap = ",".join(f"{LOOPBACK}:{n.kafka}" for n in ports.nodes())
         info = StackInfo(bootstrap, redis_url, state_dir, ports, pids[0], redis_pid,
-                         tuple(pids[1:]), login)
+                         tuple(pids[1:]), login, registry_pid)
         wait_ready("Redis", lambda: redis_answers(info.redis_url), redis_pid,
                    redis_marker(ports.redis), [state_dir / "redis" / "redis.log"], 10.0)
         for n, pid in zip(ports.nodes(), pids, strict=True):
@@ -146,6 +163,10 @@ def _start(state_dir: Path, kafka_port: int | None, redis_port: int | None, brok
             wait_ready(f"Kafka node {n.node_id}", _answers(f"{LOOPBACK}:{n.kafka}", brokers),
                        pid, kafka_marker(state_dir, n.node_id),
                        [where / "kafka.out", where / "logs" / "server.log"], READY_TIMEOUT_S)
+        if info.registry_url is not None:
+            wait_ready("the schema registry", partial(registry_answers, info.registry_url),
+                       registry_pid, registry_marker(ports.registry),
+                       [state_dir / "registry" / "registry.out"], READY_TIMEOUT_S)
     except BaseException:
         # A failed start leaves nothing running behind (Ctrl-C included). No command-line
         # check here: we spawned these pids a moment ago, and a marker that misjudges a
@@ -154,6 +175,8 @@ def _start(state_dir: Path, kafka_port: int | None, redis_port: int | None, brok
             stop_process(pid, (), "kafka", 5.0)
         if redis_pid:
             stop_process(redis_pid, (), "redis", 5.0)
+        if registry_pid:
+            stop_process(registry_pid, (), "schema registry", 5.0)
         raise
     (state_dir / STATE_FILE).write_text(info.to_json())
     (state_dir / STATE_FILE).chmod(0o600)  # a secure stack's state holds its password
@@ -207,8 +230,12 @@ def _stop_all(info: StackInfo) -> None:
     for n, pid in info.kafka_pids:
         stop_process(pid, kafka_marker(info.state_dir, n), f"kafka node {n}", STOP_TIMEOUT_S)
     stop_process(info.redis_pid, redis_marker(info.ports.redis), "redis", 5.0)
+    if info.registry_pid:
+        stop_process(info.registry_pid, registry_marker(info.ports.registry), "schema registry",
+                     10.0)
     ports = [info.ports.redis, *(p for n in info.ports.nodes()
-                                 for p in (n.kafka, n.controller, n.secure, n.mtls) if p)]
+                                 for p in (n.kafka, n.controller, n.secure, n.mtls) if p),
+             *((info.ports.registry,) if info.ports.registry else ())]
     deadline = time.monotonic() + 10.0
     while not all(port_is_free(p) for p in ports) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,4 +1,5 @@
-"""What the local stack needs on the machine: Java 17+, the Kafka jars (via Maven), redis-server.
+"""What the local stack needs on the machine: Java 17+, the Kafka jars and the schema registry
+(via Maven), redis-server.
 
 Missing commands are installed with apt-get when we are root on Debian, else the error says how.
 """
@@ -10,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tarfile
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from trackflow.streams.stack.config import (
     JARS_MARKER,
     KAFKA_VERSION,
     POM_RESOURCE,
+    REGISTRY_ARTIFACT,
+    REGISTRY_RUNNER,
     StackError,
     jars_complete,
     java_major,
@@ -56,12 +60,7 @@ def ensure_jars(home: Path) -> Path:
     with locked(home / ".lock"):
         if jars_complete(libs):  # another process fetched them while we waited for the lock
             return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise StackError(
-                "Maven (`mvn`) is needed once to fetch the Kafka jars and is not on PATH. Install "
-                "it (Debian/Ubuntu: `sudo apt-get install -y maven`; macOS: `brew install maven`)."
-            )
+        mvn = _maven()
         pom = resources.files("trackflow.streams.stack") / POM_RESOURCE
         if not pom.is_file():
             raise StackError(f"{pom} is missing: this trackflow installation is incomplete, "
@@ -90,6 +89,49 @@ def ensure_jars(home: Path) -> Path:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return libs
+
+
+def _maven() -> str:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            "Maven (`mvn`) is needed once to fetch the Kafka jars and the schema registry and is "
+            "not on PATH. Install it (Debian/Ubuntu: `sudo apt-get install -y maven`; macOS: "
+            "`brew install maven`).")
+    return mvn
+
+
+def ensure_registry(home: Path) -> Path:
+    """The schema registry's runner jar (Apicurio Registry), fetched from Maven Central and
+    unpacked into ``home`` when missing."""
+    runner = home / REGISTRY_RUNNER
+    if runner.is_file():
+        return runner
+    with locked(home.parent / f".{home.name}.lock"):
+        if runner.is_file():
+            return runner
+        # Unpacked into a fresh folder, renamed into place at once: never half an app.
+        partial = home.parent / f"{home.name}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        log.info("stack.registry.fetch artifact=%s into=%s (first run only)",
+                 REGISTRY_ARTIFACT, home)
+        try:
+            run_quietly([_maven(), "-q", "-B", "dependency:copy", f"-Dartifact={REGISTRY_ARTIFACT}",
+                         f"-DoutputDirectory={partial}"], "fetching the schema registry with Maven")
+            archives = list(partial.glob("*.tar.gz"))
+            if len(archives) != 1:
+                raise StackError(f"Maven finished without the {REGISTRY_ARTIFACT} archive")
+            with tarfile.open(archives[0]) as archive:
+                archive.extractall(partial, filter="data")
+            archives[0].unlink()
+            if not (partial / REGISTRY_RUNNER).is_file():
+                raise StackError(f"the {REGISTRY_ARTIFACT} archive has no {REGISTRY_RUNNER}")
+            shutil.rmtree(home, ignore_errors=True)
+            os.replace(partial, home)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return runner
 
 
 def ensure_command(command: str, package: str, how_to_install: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from trackflow.streams.stack.config import (
     LOOPBACK,
+    REGISTRY_RUNNER,
     SCRAM_MECHANISMS,
     Ports,
     SecureInfo,
@@ -39,6 +40,11 @@ def node_dir(state_dir: Path, node_id: int = 1) -> Path:
 def kafka_marker(state_dir: Path, node_id: int = 1) -> tuple[str, ...]:
     """What the command line of this state dir's broker ``node_id`` holds."""
     return ("kafka.Kafka", str(node_dir(state_dir, node_id) / "server.properties"))
+
+
+def registry_marker(port: int) -> tuple[str, ...]:
+    """What the command line of the schema registry on this port holds."""
+    return (REGISTRY_RUNNER, f"-Dquarkus.http.port={port}")
 
 
 def redis_marker(port: int) -> tuple[str, ...]:
@@ -190,6 +196,18 @@ def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
         client.close()
 
 
+def registry_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether the schema registry's Confluent-compatible API lists its subjects."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/subjects", timeout=timeout_s) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def wait_ready(
     name: str,
     answers: Callable[[], bool],
@@ -260,6 +278,21 @@ def start_kafka(state_dir: Path, ports: Ports, java: str, libs: Path, *, node_id
     (kafka_dir / "kafka.pid").write_text(f"{pid}\n")
     node = ports.nodes()[node_id - 1]
     log.info("stack.kafka.start node=%d pid=%d port=%d", node_id, pid, node.secure or node.kafka)
+    return pid
+
+
+def start_registry(state_dir: Path, port: int, java: str, runner: Path) -> int:
+    """Start the schema registry (Apicurio, in-memory storage) on loopback; return its pid.
+    Its schemas live as long as the process, as the stack's topics are meant for development:
+    a registry that outlives its topics' data would hand out ids nothing reads."""
+    registry_dir = state_dir / "registry"
+    registry_dir.mkdir(parents=True, exist_ok=True)
+    argv = [java, "-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            f"-Dquarkus.http.port={port}", f"-Dquarkus.http.host={LOOPBACK}",
+            "-Dquarkus.log.level=WARN", "-jar", str(runner)]
+    pid = spawn_detached(argv, registry_dir / "registry.out", runner.parent)
+    (registry_dir / "registry.pid").write_text(f"{pid}\n")
+    log.info("stack.registry.start pid=%d port=%d", pid, port)
     return pid
 
 

@@ -146,6 +146,25 @@ def test_env_names_the_variables_the_app_reads(tmp_path: Path) -> None:
     }
 
 
+def test_a_stack_with_a_schema_registry_exports_its_url_and_records_it(tmp_path: Path) -> None:
+    import dataclasses
+
+    plain = info(tmp_path)
+    with_registry = dataclasses.replace(
+        plain, ports=dataclasses.replace(plain.ports, registry=18081), registry_pid=4242)
+    assert with_registry.env()["SCHEMA_REGISTRY_URL"] == \
+        "http://127.0.0.1:18081/apis/ccompat/v7"
+    assert StackInfo.from_json(with_registry.to_json()) == with_registry
+    # A state file written before the registry existed reads as a stack without one.
+    data = json.loads(plain.to_json())
+    data.pop("registry_pid")
+    data["ports"].pop("registry")
+    assert StackInfo.from_json(json.dumps(data)).registry_url is None
+    ports = config.choose_ports(registry=True)
+    assert ports.registry and ports.registry not in (ports.kafka, ports.redis, ports.controller)
+    assert config.choose_ports().registry == 0
+
+
 @pytest.mark.parametrize(
     ("output", "major"),
     [
