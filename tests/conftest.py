@@ -18,6 +18,13 @@ KEPT_LOGS = Path(__file__).resolve().parents[1] / "test-logs"
 TESTS = Path(__file__).resolve().parent
 
 
+# The suite chooses the wire format per test (tests/integration/test_schema_registry.py runs a
+# registry of its own): a registry exported by `eval "$(trackflow stack up)"` in the shell would
+# switch every worker and client to the Confluent format under tests that read single-object.
+for _variable in ("SCHEMA_REGISTRY_URL", "TRACKFLOW_KAFKA__SCHEMA_REGISTRY__URL"):
+    os.environ.pop(_variable, None)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark by folder, so that ``-m`` selects what a folder's tests need: every test under
     integration/ and chaos/ is ``integration`` (it needs the real stack), those under chaos/
