@@ -33,8 +33,17 @@ from trackflow.agents.inflight import InFlight
 from trackflow.agents.records import FieldValue, Outcome, input_key, validate_raw
 from trackflow.agents.results import ResultCache
 from trackflow.agents.waterfall import Waterfall
+from trackflow.agents.wire import Schemas
 from trackflow.providers.context import AnswersUsed
-from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, decode, encode
+from trackflow.schemas.codec import (
+    AVRO_CONTENT_TYPE,
+    CONTENT_TYPE,
+    SINGLE_OBJECT,
+    WireFormat,
+    decode,
+    encode,
+)
+from trackflow.schemas.registry import SchemaVersion, default_registry
 from trackflow.streams.settings import Settings
 
 PROVIDERS = ("musicbrainz", "spotify", "deezer", "lastfm", "discogs")
@@ -63,6 +72,16 @@ def result_for(raw: dict[str, Any], i: int) -> Enrichment:
         "discogs_release_id": FieldValue(7_000 + i, "discogs", 0.9),
     }
     return Enrichment(filled, [Outcome(p, "matched", confidence=c) for p in PROVIDERS])
+
+
+class KnownIds:
+    """A schema registry whose ids were all looked up already."""
+
+    def __init__(self, writers: dict[int, SchemaVersion | None]) -> None:
+        self.writers = writers
+
+    async def writer(self, schema_id: int) -> SchemaVersion | None:
+        return self.writers.get(schema_id)
 
 
 class Message:
@@ -119,7 +138,14 @@ async def run(args: argparse.Namespace) -> None:
     tracks = catalog_tracks(args.tracks)
     records = bench_records(tracks, args.records)
     headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
-    values = [encode("RawTrack", r) for r in records]
+    registry = default_registry()
+    # --wire confluent: the raw records and the outputs in the Confluent wire format, the ids
+    # already looked up (as a running worker has them after its first record of each).
+    raw_wire = WireFormat({registry.latest("RawTrack").fingerprint: 1}) \
+        if args.wire == "confluent" else SINGLE_OBJECT
+    out_wire = WireFormat({registry.latest("EnrichedTrack").fingerprint: 2}) \
+        if args.wire == "confluent" else SINGLE_OBJECT
+    values = [encode("RawTrack", r, wire=raw_wire) for r in records]
     results = ResultCache(args.tracks * 2)
     for i in range(len(tracks)):
         raw = validate_raw(records[i])
@@ -127,8 +153,11 @@ async def run(args: argparse.Namespace) -> None:
     waterfall = Waterfall(dict.fromkeys(PROVIDERS), settings,  # type: ignore[arg-type]
                           results=results)
     producer = Producer()
+    lookup = KnownIds({1: registry.latest("RawTrack"), 2: registry.latest("EnrichedTrack")})
+    schemas = Schemas(out_wire, lookup) if args.wire == "confluent" else Schemas()
     pipeline = EnrichmentPipeline(send=producer.send, settings=settings, enricher=waterfall,
-                                  kept_encodings=settings.cache.result_cache_size)
+                                  kept_encodings=settings.cache.result_cache_size,
+                                  schemas=schemas)
     fatal: list[BaseException] = []
 
     async def on_fatal(exc: BaseException) -> None:
@@ -157,8 +186,9 @@ async def run(args: argparse.Namespace) -> None:
         raise fatal[0]
     acked = sum(e.acked for e in events)
     assert producer.last is not None
-    sample = decode("EnrichedTrack", producer.last)
-    print(f"{args.records:,} records, {args.partitions} partitions, {args.tracks:,} tracks: "
+    sample = decode("EnrichedTrack", producer.last, writers=lookup.writers)
+    print(f"{args.records:,} records, {args.partitions} partitions, {args.tracks:,} tracks, "
+          f"{args.wire} wire format: "
           f"acked {acked:,}, published {producer.sent:,} (mean {producer.bytes / producer.sent:.0f}"
           f" bytes, status {sample['status']})")
     print(f"CPU {cpu:.2f} s = {cpu / args.records * 1e6:.1f} us per record "
@@ -170,6 +200,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--tracks", type=int, default=2000)
+    parser.add_argument("--wire", choices=("single-object", "confluent"),
+                        default="single-object", help="the wire format in and out")
     parser.add_argument("--tasks", action="store_true",
                         help="one task per record, as before records were finished inline")
     return parser.parse_args()
