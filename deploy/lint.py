@@ -152,6 +152,11 @@ def check_compose() -> Problems:
             problems.append(f"compose: {name}'s healthcheck must ask /health/ready")
         if not worker.get("read_only"):
             problems.append(f"compose: {name} should run with a read-only root filesystem")
+        registry = worker["environment"].get("SCHEMA_REGISTRY_URL") or ""
+        registry_host = registry.split("//", 1)[-1].split(":", 1)[0].split("/", 1)[0]
+        if registry_host not in demo or "schema-registry" not in worker.get("depends_on", {}):
+            problems.append(f"compose: {name} must point SCHEMA_REGISTRY_URL at the "
+                            f"schema-registry service and wait for it, got {registry or 'none'}")
     brokers = sorted(n for n in demo if n.startswith("kafka-"))
     cluster_ids = {demo[n]["environment"].get("CLUSTER_ID") for n in brokers}
     if len(cluster_ids) != 1 or not _is_kraft_cluster_id(next(iter(cluster_ids))):
