@@ -227,6 +227,8 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set", "env[0].name=TRACKFLOW_KAFKA__MAX_POLL_RECORDS", "--set-string",
         "env[0].value=1000", "--set", "config.providers.spotify.rate=0.5",
     ],
+    "bundled-registry": ["--set", "schemaRegistry.bundled.enabled=true",
+                         "--set", "schemaRegistryLoginSecret.name=trackflow-registry"],
     "one-partition": ["--set", "config.kafka.partitions=1", "--set", "replicaCount=1",
                       "--set", "podDisruptionBudget.enabled=false",
                       "--set", "persistence.enabled=false"],
@@ -288,7 +290,11 @@ def _check_objects(docs: list[dict[str, Any]]) -> Iterator[str]:
 def _check_workload(by_kind: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
     (workers,) = by_kind["StatefulSet"]
     (configmap,) = by_kind["ConfigMap"]
-    (service,) = by_kind["Service"]
+    (service,) = [s for s in by_kind["Service"]
+                  if s["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"]
+    registries = [s["metadata"]["name"] for s in by_kind["Service"]
+                  if s["metadata"]["labels"].get("app.kubernetes.io/component")
+                  == "schema-registry"]
     problems: Problems = []
     settings = load_worker_settings(configmap["data"]["trackflow.toml"], "ConfigMap", problems)
     yield from problems
@@ -322,6 +328,11 @@ def _check_workload(by_kind: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
             yield f"the worker's {probe} must ask {path}"
     if "requests" not in container.get("resources", {}):
         yield "the worker needs resource requests"
+    registry_env = next((e.get("value", "") for e in container.get("env", [])
+                         if e["name"] == "TRACKFLOW_KAFKA__SCHEMA_REGISTRY__URL"), None)
+    if registries and (registry_env is None or f"//{registries[0]}:" not in registry_env):
+        yield (f"the workers must use the bundled schema registry {registries[0]}, "
+               f"got {registry_env}")
     for env in container.get("env", []):
         if "value" in env and any(w in env["name"] for w in SECRET_WORDS):
             yield f"{env['name']} is a credential: it must come from a Secret (valueFrom)"

@@ -12,11 +12,12 @@ import asyncio
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from trackflow.schemas.registry import SchemaVersion
 from trackflow.streams.consume import assigned_consumer, decode_message
 from trackflow.streams.dlq_letters import (
     DeadLetter,
@@ -37,9 +38,12 @@ from trackflow.streams.topics import (
 )
 
 
-def letter_of(msg: Any, *, enriched_topic: str | None = None) -> DeadLetter:
-    """A DeadLetter from a consumer record; decoded (via decode_message) when a topic is given."""
-    decoded = decode_message(msg, enriched_topic=enriched_topic) if enriched_topic else None
+def letter_of(msg: Any, *, enriched_topic: str | None = None,
+              writers: Mapping[int, SchemaVersion | None] | None = None) -> DeadLetter:
+    """A DeadLetter from a consumer record; decoded (via decode_message) when a topic is given
+    (``writers``: the schema registry's ids looked up, for Confluent-framed values)."""
+    decoded = decode_message(msg, enriched_topic=enriched_topic, writers=writers) \
+        if enriched_topic else None
     return DeadLetter(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
                       tuple((k, bytes(v)) for k, v in (msg.headers or ()) if v is not None),
                       decoded)
@@ -71,11 +75,21 @@ async def letters_of(kafka: KafkaSettings, topic: str, *, enriched_topic: str | 
     """The dead letters of ``topic`` one at a time, to its end (a DLQ burst of millions is
     counted or searched without holding it); TopicMissing when it does not exist."""
     consumer = await assigned_consumer(kafka, topic, from_beginning=True)
+    registry = None
+    if enriched_topic is not None and kafka.schema_registry.url is not None:
+        from trackflow.streams.schema_registry import SchemaRegistryClient
+
+        registry = SchemaRegistryClient(kafka.schema_registry)
     try:
         async for msg in read_to_end(consumer):
-            yield letter_of(msg, enriched_topic=enriched_topic)
+            if registry is not None:
+                await registry.prepare(msg.value)  # a Confluent-framed letter's writer, once
+            yield letter_of(msg, enriched_topic=enriched_topic,
+                            writers=None if registry is None else registry.writers)
     finally:
         await consumer.stop()
+        if registry is not None:
+            await registry.aclose()
 
 
 async def count_topic(kafka: KafkaSettings, topic: str, *, now_ms: int

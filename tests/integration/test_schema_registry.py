@@ -22,6 +22,7 @@ from tests.integration.harness import TopicNames, collect, free_port, http_json,
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, CONTENT_TYPE, confluent_schema_id, encode
 from trackflow.schemas.registry import default_registry
 from trackflow.streams.client import TrackConsumer, TrackProducer
+from trackflow.streams.dlq_replay import letters_of
 from trackflow.streams.ingest import stable_track_id
 from trackflow.streams.kafka_security import client_security
 from trackflow.streams.settings import load_settings
@@ -101,8 +102,9 @@ async def test_confluent_clients_and_trackflow_read_and_write_the_same_records(
     assert config["compatibilityLevel"] == "BACKWARD"
 
     from_java = [raw(i) for i in range(TRACKS)]
+    invalid = {**raw(2000), "artist": ""}  # framed right, refused by validation
     await asyncio.to_thread(confluent_produce, bootstrap, topic_names.raw, registry_url,
-                            from_java)
+                            [*from_java, invalid])
     # trackflow's own producer, with the registry: Confluent framing too.
     async with TrackProducer(kafka_settings(bootstrap, topic_names, registry_url),
                              source="client-api") as producer:
@@ -118,7 +120,7 @@ async def test_confluent_clients_and_trackflow_read_and_write_the_same_records(
 
     expected = {r["track_id"] for r in from_java} | {sent.track_id, legacy["track_id"]}
     enriched = await collect(bootstrap, topic_names.enriched, until=len(expected), timeout=90)
-    dlq = await collect(bootstrap, topic_names.dlq, until=1, timeout=30)
+    dlq = await collect(bootstrap, topic_names.dlq, until=2, timeout=30)
     assert {m.key.decode() for m in enriched} == expected
     enriched_id = (await http_json(
         f"{registry_url}/subjects/{topic_names.enriched}-value/versions/latest"))["id"]
@@ -140,9 +142,16 @@ async def test_confluent_clients_and_trackflow_read_and_write_the_same_records(
             (ours[track_id].title, ours[track_id].status, ours[track_id].input.source)
     assert {theirs[r["track_id"]]["input"]["attributes"]["crawl"] for r in from_java} == {"it"}
 
-    assert [m.key for m in dlq] == [b"stranger"]
-    headers = dict(dlq[0].headers)
-    assert headers["trackflow.errors.reason"] == b"unknown_schema_id"
-    assert headers["trackflow.errors.retryable"] == b"false"
-    assert dlq[0].value == unknown, "the dead letter keeps the original bytes"
+    reasons = {m.key: dict(m.headers)["trackflow.errors.reason"] for m in dlq}
+    assert reasons == {b"stranger": b"unknown_schema_id",
+                       invalid["track_id"].encode(): b"empty_artist"}
+    stranger = next(m for m in dlq if m.key == b"stranger")
+    assert dict(stranger.headers)["trackflow.errors.retryable"] == b"false"
+    assert stranger.value == unknown, "the dead letter keeps the original bytes"
+    # The dead-letter tools read a Confluent-framed letter through the registry.
+    letters = {letter.key: letter async for letter in letters_of(
+        kafka_settings(bootstrap, topic_names, registry_url), topic_names.dlq,
+        enriched_topic=topic_names.enriched)}
+    shown = letters[invalid["track_id"].encode()].decoded
+    assert shown is not None and shown["value"]["title"] == invalid["title"], shown
     assert worker.alive()
