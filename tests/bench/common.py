@@ -291,6 +291,7 @@ class Bench:
         self._stop_services: Any = None
         self._workers: list[WorkerProcess] = []
         self._sims: list[SimulatorProcess] = []
+        self._closers: list[Any] = []
         self._topic_sets = 0
 
     async def __aenter__(self) -> Bench:
@@ -312,6 +313,9 @@ class Bench:
         for sim in self._sims:
             with contextlib.suppress(Exception):
                 sim.stop()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                close()
         if self._stop_services is not None:
             log("stopping the local stack this run started")
             await asyncio.to_thread(self._stop_services)
@@ -319,6 +323,10 @@ class Bench:
             log(f"logs kept in {self.workdir}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def on_close(self, close: Any) -> None:
+        """Call ``close()`` when the bench ends (before the stack stops)."""
+        self._closers.append(close)
 
     def describe(self) -> str:
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())

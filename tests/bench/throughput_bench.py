@@ -77,6 +77,18 @@ from tests.integration.harness import (
     produce,
     scrape,
 )
+from trackflow.schemas.codec import encode
+from trackflow.streams.schema_registry import register_schemas, subject
+from trackflow.streams.settings import KafkaSettings
+from trackflow.streams.stack.config import READY_TIMEOUT_S, REGISTRY_API, registry_home
+from trackflow.streams.stack.prerequisites import ensure_registry, find_java
+from trackflow.streams.stack.processes import (
+    registry_answers,
+    registry_marker,
+    start_registry,
+    stop_process,
+    wait_ready,
+)
 
 TARGET_WARM_RATIO = 0.6
 """The warm worker's records/s against Faust's pass-through in the same run."""
@@ -226,6 +238,19 @@ async def worker_run(bench: Bench, raw: str, n: int, partitions: int, env: dict[
     return span, dlq, metrics, cpu
 
 
+def bench_registry(bench: Bench) -> str:
+    """A schema registry of this run's own, started as the local stack starts one; stopped
+    with the bench."""
+    state = bench.workdir / "registry-stack"
+    port = free_port()
+    pid = start_registry(state, port, find_java(), ensure_registry(registry_home()))
+    url = f"http://127.0.0.1:{port}{REGISTRY_API}"
+    bench.on_close(lambda: stop_process(pid, registry_marker(port), "schema registry", 10.0))
+    wait_ready("the schema registry", lambda: registry_answers(url), pid, registry_marker(port),
+               [state / "registry" / "registry.out"], READY_TIMEOUT_S)
+    return url
+
+
 def start_passthrough(bench: Bench, raw: str, sink: str, group: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BENCH_SOURCE": raw, "BENCH_SINK": sink, "BENCH_GROUP": group,
            "BENCH_WEB_PORT": str(free_port())}
@@ -271,8 +296,9 @@ def cache_line(metrics: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    modes = {"both": ["skeleton", "warm"], "all": ["faust", "skeleton", "warm", "peer"]}.get(
-        args.mode, [args.mode])
+    modes = {"both": ["skeleton", "warm"], "all": ["faust", "skeleton", "warm", "peer"],
+             "warm+registry": ["warm", "registry", "warm", "registry"]}.get(args.mode,
+                                                                            [args.mode])
     n, p = args.records, args.partitions
     async with Bench("throughput", keep_logs=args.keep_logs,
                      stack_dir=args.stack_dir) as bench:
@@ -281,7 +307,7 @@ async def main(args: argparse.Namespace) -> None:
               f"{bench.describe()}")
         tracks = catalog_tracks(args.tracks, args.seed)
         cache = sim = None
-        if "warm" in modes or "peer" in modes:
+        if {"warm", "registry", "peer"} & set(modes):
             sim = bench.simulator(WARMUP_LIMITS, latency_ms=(5, 20),
                                   size=catalog_size(args.tracks), seed=args.seed)
             log(f"warming the cache with {len(tracks):,} tracks")
@@ -292,7 +318,8 @@ async def main(args: argparse.Namespace) -> None:
                   f"stage left out), "
                   f"provider calls {cache.calls}")
             tracks = cache.tracks
-        records = encoded(bench_records(tracks, n))
+        raw_records = bench_records(tracks, n)
+        records = encoded(raw_records)
         base = TopicNames.unique(f"{bench.run_id}-plain")
         await create_topics(bench.bootstrap, [base.raw, base.enriched], p)
         log(f"producing {n:,} records to {base.raw}")
@@ -300,6 +327,19 @@ async def main(args: argparse.Namespace) -> None:
         await produce(bench.bootstrap, base.raw, records)
         print(f"records: {n:,} from {len(tracks):,} distinct tracks, mean value "
               f"{mean_size(records):.0f} bytes, produced in {time.monotonic() - started:.1f} s")
+
+        registry_url = confluent_raw = None
+        if "registry" in modes:
+            registry_url = bench_registry(bench)
+            confluent_raw = f"{base.raw}-confluent"
+            await create_topics(bench.bootstrap, [confluent_raw], p)
+            kafka = KafkaSettings(bootstrap_servers=bench.bootstrap,
+                                  schema_registry={"url": registry_url})
+            wire = await register_schemas(kafka, {subject(confluent_raw): "RawTrack"})
+            framed = [(k, encode("RawTrack", r, wire=wire), h)
+                      for (k, _, h), r in zip(records, raw_records, strict=True)]
+            log(f"producing the same {n:,} records in the Confluent wire format")
+            await produce(bench.bootstrap, confluent_raw, framed)
 
         rows = []
         cpu: dict[str, Cpu] = {}
@@ -326,20 +366,27 @@ async def main(args: argparse.Namespace) -> None:
                 rows.append(("quixstreams peer (warm)", span.count, span.seconds, span.rate,
                              span.rate / plain.rate if plain.rate else 0.0))
                 continue
+            source = base.raw
             if mode == "skeleton":
                 env = dict(NO_PROVIDERS)
             else:
                 assert sim is not None and cache is not None
                 await sim.reset()
                 env = warm_env(sim, cache)
-            log(f"worker, {mode}")
-            span, dlq, metrics, cpu[f"worker {mode}"] = await worker_run(bench, base.raw, n, p,
-                                                                         env, mode)
-            rows.append((f"worker {mode}", span.count, span.seconds, span.rate,
+            if mode == "registry":
+                assert registry_url is not None and confluent_raw is not None
+                env["SCHEMA_REGISTRY_URL"] = registry_url
+                source = confluent_raw
+            name = "worker warm, Confluent wire format" if mode == "registry" else f"worker {mode}"
+            if name in cpu:  # warm+registry runs each twice, alternating
+                name += " (2)"
+            log(name)
+            span, dlq, metrics, cpu[name] = await worker_run(bench, source, n, p, env, mode)
+            rows.append((name, span.count, span.seconds, span.rate,
                          span.rate / plain.rate if plain.rate else 0.0))
             if dlq:
                 print(f"worker {mode}: {dlq} records dead-lettered (not counted above)")
-            if mode == "warm":
+            if mode in ("warm", "registry"):
                 assert sim is not None
                 report = await sim.report()
                 tokens = report.get("spotify", {}).get("token_requests", 0)
@@ -364,6 +411,13 @@ async def main(args: argparse.Namespace) -> None:
                 for r in rows]
         print(table(tuple(header), full))
         warm_rate = by_name.get("worker warm")
+        framed_rates = [r for name, r in by_name.items() if "Confluent" in name]
+        if warm_rate and framed_rates:
+            warm_rates = [r for name, r in by_name.items()
+                          if name.startswith("worker warm") and "Confluent" not in name]
+            ratio = (sum(framed_rates) / len(framed_rates)) / (sum(warm_rates) / len(warm_rates))
+            print(f"\nConfluent wire format / single-object, warm worker (mean of the runs): "
+                  f"{ratio:.3f} (target >= 0.97)")
         if warm_rate and faust_rate:
             ratio = warm_rate / faust_rate
             verdict = "meets" if ratio >= TARGET_WARM_RATIO else "misses"
@@ -376,7 +430,8 @@ def parse_args() -> argparse.Namespace:
         description="Records/s of the trackflow worker vs a plain aiokafka loop, same broker.")
     parser.add_argument("--records", type=int, default=100_000, help="records per run")
     parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
-    parser.add_argument("--mode", choices=("skeleton", "warm", "both", "faust", "peer", "all"),
+    parser.add_argument("--mode", choices=("skeleton", "warm", "both", "faust", "peer", "all",
+                                           "registry", "warm+registry"),
                         default="both",
                         help="worker without providers, with a warm cache, both, Faust's "
                              "pass-through ceiling, the quixstreams peer, or all of them")
