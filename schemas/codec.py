@@ -141,10 +141,10 @@ def decode(name: str, data: bytes, *, registry: SchemaRegistry | None = None,
     not among them raises ``unknown_schema_id`` (with the id: look it up, then decode again)."""
     reg = registry or default_registry()
     if data is not None and data[:1] == CONFLUENT_MAGIC:
-        schema_id = confluent_schema_id(data)
-        if schema_id is None:
+        if len(data) < CONFLUENT_HEADER_LEN:
             raise DecodeError("truncated", "message shorter than the Confluent wire format header")
-        writer = (writers or {}).get(schema_id)
+        schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_LEN], "big")
+        writer = writers.get(schema_id) if writers is not None else None
         if writer is None:
             raise DecodeError("unknown_schema_id",
                               f"schema id {schema_id} is not in the schema registry"
