@@ -386,3 +386,21 @@ async def test_a_finished_track_whose_raw_partition_is_read_elsewhere_leaves_at_
                          sleep=clock.sleep)
     await agent.handle(_last_round())
     assert table == {} and clock.slept == [30.0]
+
+
+async def test_with_a_registry_the_refresh_publishes_in_the_confluent_wire_format() -> None:
+    from trackflow.schemas.codec import WireFormat, confluent_schema_id
+    from trackflow.schemas.registry import default_registry
+
+    enriched = default_registry().latest("EnrichedTrack")
+    sender, clock = Sender(), Clock()
+    filled = Enrichment(filled={"tags": FieldValue(["house"], "lastfm", 0.9)},
+                        outcomes=[Outcome("musicbrainz", "matched", confidence=0.97),
+                                  Outcome("lastfm", "matched", confidence=0.9)])
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(filled),
+                         table={}, wire=WireFormat({enriched.fingerprint: 41}), clock=clock,
+                         sleep=clock.sleep)
+    await agent.handle(_request())
+    value = sender.sent[0][2] or b""
+    assert confluent_schema_id(value) == 41
+    assert decode("EnrichedTrack", value, writers={41: enriched})["status"] == "complete"
