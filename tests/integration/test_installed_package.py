@@ -173,9 +173,12 @@ def test_installed_package_runs_the_whole_sequence_from_an_empty_directory(
 
     try:
         stack_up = _exports(_run([str(trackflow), "stack", "up"], env=env, cwd=work, timeout=300))
-        assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"} <= set(stack_up), stack_up
+        assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "SCHEMA_REGISTRY_URL"} <= set(stack_up), \
+            stack_up
         fetched = Path(env["TRACKFLOW_KAFKA_HOME"]) / "libs" / ".fetched.json"
         assert fetched.is_file(), "expected `stack up` to fetch Kafka's jars with the packaged pom"
+        # The rest of the sequence runs with the stack's schema registry: the worker writes,
+        # and consume and dlq stats read, the Confluent wire format.
         _sequence(trackflow, {**env, **stack_up}, work, tmp_path, background)
         background.stop()
         _run([str(trackflow), "stack", "down"], env=env, cwd=work)
