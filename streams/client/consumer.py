@@ -80,21 +80,18 @@ class TrackConsumer:
             consumer = await start_consumer(
                 self._kafka, group_id=self._group,
                 auto_offset_reset="earliest" if self._from_beginning else "latest")
-            try:
-                if not await _partitions(consumer, self._kafka, self.topic):
+        try:
+            partitions = await _partitions(consumer, self._kafka, self.topic)
+            if self._group is not None:
+                if not partitions:
                     raise TopicMissing(self.topic)
                 consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
-            except BaseException:
-                await consumer.stop()
-                raise
-        if self._latest_only:
-            # The backlog is what the topic holds when start() returns.
-            try:
-                self._ends = await _end_offsets(
-                    consumer, self.topic, await _partitions(consumer, self._kafka, self.topic))
-            except BaseException:
-                await consumer.stop()
-                raise
+            if self._latest_only:
+                # The backlog is what the topic holds when start() returns.
+                self._ends = await _end_offsets(consumer, self.topic, partitions)
+        except BaseException:
+            await consumer.stop()
+            raise
         if not isinstance(self._kafka, str) and self._kafka.schema_registry.url is not None:
             from trackflow.streams.schema_registry import SchemaRegistryClient
 
