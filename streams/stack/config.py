@@ -228,8 +228,10 @@ def default_state_dir() -> Path:
 
 
 def registry_home() -> Path:
-    """Where the schema registry's app is unpacked (once per machine, like the Kafka jars)."""
-    return kafka_home().parent / f"apicurio-registry-{REGISTRY_VERSION}"
+    """Where the schema registry's app is unpacked, once per machine like the Kafka jars
+    (``TRACKFLOW_REGISTRY_HOME`` moves it)."""
+    default = Path.home() / f".cache/trackflow/apicurio-registry-{REGISTRY_VERSION}"
+    return Path(os.environ.get("TRACKFLOW_REGISTRY_HOME") or default)
 
 
 def kafka_home() -> Path:
