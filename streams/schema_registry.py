@@ -17,19 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trackflow.providers.errors import ConfigError
 from trackflow.providers.urls import mask_url
 from trackflow.schemas.codec import (
     SINGLE_OBJECT,
-    DecodeError,
     WireFormat,
     confluent_schema_id,
-    decode_raw_track,
 )
-from trackflow.schemas.codec import decode as decode_value
 from trackflow.schemas.registry import SchemaRegistry, SchemaVersion, default_registry
 from trackflow.streams.settings import KafkaSettings, SchemaRegistrySettings
 
@@ -154,23 +151,6 @@ class SchemaRegistryClient:
                 found = None
         self.writers[schema_id] = found
         return found
-
-    async def decode(self, name: str, data: bytes,
-                     headers: Iterable[tuple[str, bytes]] | None = None) -> dict[str, Any]:
-        """Decode a value of record ``name`` in either wire format, looking up its writer's id
-        first if it has not been seen (RawTrack values may also be JSON, by their headers)."""
-        for _ in range(2):
-            try:
-                if name == "RawTrack":
-                    return decode_raw_track(data, headers, writers=self.writers)
-                return decode_value(name, data, writers=self.writers)
-            except DecodeError as exc:
-                if exc.reason != "unknown_schema_id" or exc.schema_id is None \
-                        or exc.schema_id in self.writers:
-                    raise
-                await self.writer(exc.schema_id)
-        raise AssertionError("unreachable: the second try has the id")
-
 
     async def prepare(self, data: bytes | None) -> None:
         """Look up the writer of a Confluent-framed ``data`` if its id is new (no-op for any

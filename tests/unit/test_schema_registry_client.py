@@ -88,13 +88,15 @@ async def test_an_id_is_looked_up_once_however_many_records_ask() -> None:
               "observed_at": None, "attributes": {}}
     data = codec.encode("RawTrack", record, wire=wire)
     reader = client(fake)
-    decoded = await asyncio.gather(*(reader.decode("RawTrack", data) for _ in range(20)))
+    await asyncio.gather(*(reader.prepare(data) for _ in range(20)))
+    decoded = [codec.decode_raw_track(data, writers=reader.writers) for _ in range(20)]
     assert all(d == record for d in decoded)
     assert fake.calls.count("GET schemas/ids/1") == 1
     unknown = b"\x00" + (99).to_bytes(4, "big") + b"\x00"
     for _ in range(3):
+        await reader.prepare(unknown)
         with pytest.raises(codec.DecodeError) as err:
-            await reader.decode("RawTrack", unknown)
+            codec.decode_raw_track(unknown, writers=reader.writers)
         assert err.value.reason == "unknown_schema_id"
     assert fake.calls.count("GET schemas/ids/99") == 1, "an unknown id is asked once, too"
 
