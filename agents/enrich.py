@@ -276,6 +276,13 @@ class EnrichmentPipeline:
                                     retryable=str(failure.retryable).lower()).inc()
 
 
+def is_replay(msg: Any) -> bool:
+    """Whether a raw record is a dead letter's replay: it runs beside the fresh records, in a
+    place of its own (``worker.max_replays_in_flight``), for it waits for the budget they
+    leave."""
+    return bool(msg.headers) and attempt_of(msg.headers) > 1
+
+
 def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSettings,
                           enricher: Enricher, *,
                           on_fatal: Callable[[BaseException], Awaitable[None]],
@@ -294,6 +301,7 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
                          inline=pipeline.handle_inline, recover=pipeline.recover_inline,
                          max_in_flight=settings.worker.max_in_flight,
                          max_queued=settings.worker.max_queued, on_fatal=on_fatal,
-                         key_of=lambda msg: msg.key)
+                         key_of=lambda msg: msg.key, background_of=is_replay,
+                         max_background=settings.worker.max_replays_in_flight)
     metrics.IN_FLIGHT.set_function(agent.inflight.in_flight)
     return agent

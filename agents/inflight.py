@@ -17,6 +17,11 @@ and handed to the producer at once, and is finished when the broker acknowledges
 does that part in the agent's own loop and returns the acknowledgement to wait for; the record
 is then tracked like any other (offset order, the in-flight bound, revocation), without an
 asyncio task, its context copy and its scheduling (see :class:`InFlight`).
+
+Some records wait long for little: a dead letter's replay waits for the provider budget fresh
+records and refreshes leave. Submitted as ``background``, such a record does not take one of its
+partition's ``max_in_flight`` places: at most ``max_background`` of them run per partition, and the
+others wait their turn without holding anything back (see :class:`InFlight`).
 """
 
 from __future__ import annotations
@@ -105,6 +110,10 @@ class _Partition(Generic[E]):
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
     """Acknowledgements of records finished inline, not yet done."""
+    background: asyncio.Semaphore | None = None
+    """The background records' places (``max_background``)."""
+    background_waiting: int = 0
+    """Background records waiting for a place (counted as queued)."""
 
 
 class InFlight(Generic[E]):
@@ -127,6 +136,12 @@ class InFlight(Generic[E]):
     running, so outputs keep their order per key: the producer sends what it was handed in
     order. A failed acknowledgement goes to ``recover(item, error)`` in a task, which must deal
     with it like ``handler`` (or raise, which is fatal).
+
+    A record submitted with ``background=True`` runs beside the ``max_in_flight`` records, at
+    most ``max_background`` of them per partition: the others wait for a place, counted as queued
+    (``max_queued``), while the partition's other records go on. It is acked in offset order like
+    any other, so while it waits the committed offset stays behind it; a later record with its
+    key waits for it, in its own place. Revoked while waiting, it never runs.
     """
 
     def __init__(
@@ -139,9 +154,13 @@ class InFlight(Generic[E]):
         max_queued: int = 10_000,
         inline: Callable[[E], Awaitable[Inline]] | None = None,
         recover: Callable[[E, BaseException], Awaitable[None]] | None = None,
+        max_background: int = 1,
     ) -> None:
         if (inline is None) != (recover is None):
             raise ValueError("inline and recover go together")
+        if max_background < 1:
+            raise ValueError("max_background must be at least 1")
+        self._max_background = max_background
         self._handler = handler
         self._inline = inline
         self._recover = recover
@@ -166,8 +185,10 @@ class InFlight(Generic[E]):
         part = self._partitions.get(tp)
         return part.tracker.oldest_unfinished if part is not None else None
 
-    async def submit(self, tp: Hashable, offset: int, key: Hashable, item: E) -> None:
-        """Start processing ``item``, or queue it while its partition is at the maximum."""
+    async def submit(self, tp: Hashable, offset: int, key: Hashable, item: E, *,
+                     background: bool = False) -> None:
+        """Start processing ``item``, or queue it while its partition is at the maximum;
+        ``background``: beside the others, in a place of its own (see the class)."""
         if self.fatal is not None:
             raise self.fatal
         if self._closed:
@@ -181,12 +202,16 @@ class InFlight(Generic[E]):
             # is still in flight: that one acks it.
             log.warning("event=redelivered_in_flight offset=%s newest=%s", offset, newest)
             return
-        while part.running >= self._max and self._queued >= self._max_queued:
+        while ((background or part.running >= self._max)
+               and self._queued >= self._max_queued):
             self._room.clear()
             await self._room.wait()
             if self._partitions.get(tp) is not part:
                 return  # revoked (or shutting down) while we waited: its new owner reads it
         part.tracker.start(offset, item)
+        if background:
+            self._start_background(tp, part, offset, key, item)
+            return
         if part.running < self._max:
             if self._inline is not None and (key is None or (tp, key) not in self._last_for_key):
                 await self._try_inline(tp, part, offset, key, item)
@@ -243,6 +268,27 @@ class InFlight(Generic[E]):
     async def _handled(self, item: E) -> None:
         await self._handler(item)
 
+    def _start_background(self, tp: Hashable, part: _Partition[E], offset: int, key: Hashable,
+                          item: E) -> None:
+        # A task from the start, so that a later record with its key can wait for it; it
+        # counts as queued until it has a place.
+        if part.background is None:
+            part.background = asyncio.Semaphore(self._max_background)
+        part.background_waiting += 1
+        self._queued += 1
+        previous = self._last_for_key.get((tp, key)) if key is not None else None
+        self._spawn(tp, part, offset, key, self._run(
+            tp, part, offset, self._in_background(tp, part, item), previous, counted=False))
+
+    async def _in_background(self, tp: Hashable, part: _Partition[E], item: E) -> None:
+        assert part.background is not None
+        async with part.background:
+            if self._partitions.get(tp) is not part:
+                return  # revoked while waiting (its count went with it): its new owner runs it
+            part.background_waiting -= 1
+            self._dequeued(1)
+            await self._handler(item)
+
     def _spawn(self, tp: Hashable, part: _Partition[E], offset: int, key: Hashable,
                work: Coroutine[Any, Any, None], context: contextvars.Context | None = None
                ) -> None:
@@ -260,7 +306,8 @@ class InFlight(Generic[E]):
             del self._last_for_key[(tp, key)]
 
     async def _run(self, tp: Hashable, part: _Partition[E], offset: int,
-                   work: Awaitable[None], previous: asyncio.Task[None] | None) -> None:
+                   work: Awaitable[None], previous: asyncio.Task[None] | None, *,
+                   counted: bool = True) -> None:
         try:
             if previous is not None and not previous.done():
                 # Same key, earlier offset: its output must be published first.
@@ -274,7 +321,8 @@ class InFlight(Generic[E]):
             await self._fail(offset, exc)
             return
         finally:
-            part.running -= 1
+            if counted:
+                part.running -= 1
         self._finished(tp, part, offset)
 
     async def _fail(self, offset: int, exc: BaseException) -> None:
@@ -305,8 +353,9 @@ class InFlight(Generic[E]):
         queued records are dropped (their new owner reads them again)."""
         for tp in tps:
             part = self._partitions.pop(tp, None)
-            if part is not None and part.queued:
-                self._dequeued(len(part.queued))
+            if part is not None and (part.queued or part.background_waiting):
+                self._dequeued(len(part.queued) + part.background_waiting)
+                part.background_waiting = 0
 
     async def close(self) -> None:
         """Cancel every record in flight and wait until they have stopped.

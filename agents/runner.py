@@ -196,28 +196,33 @@ def run_agent(app: faust.App, topic: Any, *, name: str,
               on_revoke: Callable[[set[Any]], None] | None = None,
               inline: Callable[[Any], Awaitable[Inline]] | None = None,
               recover: Callable[[Any, BaseException], Awaitable[None]] | None = None,
+              background_of: Callable[[Any], bool] | None = None,
+              max_background: int = 1,
               ) -> RunningAgent:
     """Attach an agent running ``handler`` on every event of ``topic``.
 
     ``key_of(message)`` orders records: those with the same key (not None) finish in offset
     order. ``on_delivered(message)`` sees every message before it is submitted;
     ``on_revoke(partitions)`` runs before the tracker forgets revoked partitions.
-    ``inline`` and ``recover`` finish records without a task where they can (see
-    :class:`~trackflow.agents.inflight.InFlight`). Only the tracker acks the topic's records
+    ``inline`` and ``recover`` finish records without a task where they can, and records
+    ``background_of(message)`` picks run beside the others, ``max_background`` per partition
+    (see :class:`~trackflow.agents.inflight.InFlight`). Only the tracker acks the topic's records
     (see :class:`AckGuard`). The returned agent's revoke and close are the caller's to call.
     """
     acks = ack_guard(app)
     acks.guard(topic.topics)
     inflight: InFlight[Any] = InFlight(handler, acks.release,
                                        max_in_flight=max_in_flight, max_queued=max_queued,
-                                       on_fatal=on_fatal, inline=inline, recover=recover)
+                                       on_fatal=on_fatal, inline=inline, recover=recover,
+                                       max_background=max_background)
 
     async def agent(stream: Any) -> None:
         async for event in stream.noack().events():
             msg = event.message
             if on_delivered is not None:
                 on_delivered(msg)
-            await inflight.submit(msg.tp, msg.offset, key_of(msg), event)
+            await inflight.submit(msg.tp, msg.offset, key_of(msg), event,
+                                  background=background_of is not None and background_of(msg))
 
     app.agent(topic, name=name)(agent)
     return RunningAgent(name, inflight, on_revoke)

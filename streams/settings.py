@@ -214,6 +214,11 @@ class WorkerSettings(Section):
     max_queued: int = Field(10_000, ge=1, le=1_000_000)
     """Records received and waiting for a free in-flight place, all partitions together; a
     partition at its maximum queues instead of holding the others up. Bounds memory."""
+    max_replays_in_flight: int = Field(4, ge=1, le=10_000)
+    """Dead-letter replays processed at once per partition, beside the ``max_in_flight`` fresh
+    records: a replay waits for the budget fresh records and refreshes leave, so in a fresh
+    record's place it would hold fresh records back. Further replays wait their turn, counted
+    in ``max_queued``."""
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path(os.path.expanduser("~/.cache/trackflow/worker"))

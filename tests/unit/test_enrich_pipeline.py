@@ -356,3 +356,65 @@ async def test_an_unreachable_registry_makes_a_retryable_dead_letter_an_unknown_
         Event(Message(b"\x00" + (77).to_bytes(4, "big") + b"\x02", b"t1", [])))
     facts = error_facts(_only_record(sender)[3])
     assert (facts[H_REASON], facts[H_RETRYABLE]) == ("unknown_schema_id", "false")
+
+
+class StarvedReplays(FixedEnricher):
+    """Fresh records are enriched at once; replays wait for budget until ``budget`` is set,
+    as replays do while fresh records and refreshes take a provider's every slot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.budget = asyncio.Event()
+        self.waiting = 0
+
+    async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+        if attempt > 1:
+            self.waiting += 1
+            await self.budget.wait()
+            self.waiting -= 1
+        return await super().enrich(raw, attempt)
+
+
+async def test_a_burst_of_replays_does_not_hold_fresh_records_back() -> None:
+    from trackflow.agents.enrich import is_replay
+    from trackflow.agents.inflight import InFlight
+
+    sender, enricher = Sender(), StarvedReplays()
+    settings = Settings(waterfall={"targets": ["isrc", "album"]},
+                        worker={"max_in_flight": 8, "max_replays_in_flight": 2})
+    pipeline = EnrichmentPipeline(send=sender, settings=settings, enricher=enricher,
+                                  clock=lambda: NOW)
+    acked: list[int] = []
+
+    async def fatal(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    # Wired as agents.runner.run_agent wires the enrichment agent.
+    flight: InFlight[Event] = InFlight(pipeline.handle, lambda e: acked.append(e.message.offset),
+                                       max_in_flight=settings.worker.max_in_flight,
+                                       max_background=settings.worker.max_replays_in_flight,
+                                       on_fatal=fatal)
+
+    def record(offset: int, attempt: int) -> Message:
+        headers = [(H_RAW_ATTEMPT, str(attempt).encode())] if attempt > 1 else []
+        return Message(_avro_track(track_id=f"t{offset}"), f"t{offset}".encode(), headers,
+                       offset=offset)
+
+    # 100 replays (a reprocessor releasing a backlog), then 50 fresh records, on one partition.
+    messages = [record(off, 2) for off in range(100)] + [record(off, 1)
+                                                         for off in range(100, 150)]
+    for msg in messages:
+        await asyncio.wait_for(flight.submit(msg.tp, msg.offset, msg.key, Event(msg),
+                                             background=is_replay(msg)), 0.5)
+    await asyncio.sleep(0.05)
+    published = {decode("EnrichedTrack", v)["track_id"] for _, _, v, _ in sender.sent
+                 if v is not None}
+    assert published == {f"t{off}" for off in range(100, 150)}, (
+        "every fresh record must be published while the replays wait for budget")
+    assert enricher.waiting == 2, (
+        f"expected 2 replays waiting for budget in their own places, saw {enricher.waiting}")
+    assert acked == [], "the committed offset stays behind the oldest waiting replay"
+    enricher.budget.set()
+    await flight.drain()
+    assert acked == list(range(150)), "every record acked once, in offset order"
+    assert len(sender.sent) == 150

@@ -368,3 +368,100 @@ def test_inline_needs_a_recovery() -> None:
     with pytest.raises(ValueError):
         InFlight(Inliner().handler, lambda _: None, max_in_flight=1, on_fatal=_no_fatal,
                  inline=Inliner().inline)
+
+
+async def test_background_records_take_no_place_of_the_others_and_are_bounded() -> None:
+    release = asyncio.Event()
+    running = {"background": 0, "fresh": 0}
+    peak = 0
+    handled: list[int] = []
+    acked: list[int] = []
+
+    async def handler(off: int) -> None:
+        nonlocal peak
+        kind = "background" if off < 20 else "fresh"
+        running[kind] += 1
+        peak = max(peak, running["background"])
+        if kind == "background":
+            await release.wait()
+        handled.append(off)
+        running[kind] -= 1
+
+    flight: InFlight[int] = InFlight(handler, acked.append, max_in_flight=2, max_background=3,
+                                     on_fatal=_no_fatal)
+    for off in range(20):
+        await asyncio.wait_for(flight.submit("p0", off, f"b{off}", off, background=True), 0.1)
+    for off in range(20, 30):
+        await asyncio.wait_for(flight.submit("p0", off, f"f{off}", off), 0.1)
+    await asyncio.sleep(0.02)
+    assert handled == list(range(20, 30)), "fresh records must run while background ones wait"
+    assert peak == 3, f"expected 3 background records at most at once, saw {peak}"
+    assert acked == [], "nothing passes the oldest unfinished record"
+    release.set()
+    await flight.drain()
+    assert acked == list(range(30)), "every record acked once, in offset order"
+    assert flight.in_flight() == 0
+
+
+async def test_a_later_record_with_a_waiting_background_records_key_waits_for_it() -> None:
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def handler(item: str) -> None:
+        if item.startswith("replay"):
+            await release.wait()
+        order.append(item)
+
+    flight: InFlight[str] = InFlight(handler, lambda _: None, max_in_flight=4, max_background=1,
+                                     on_fatal=_no_fatal)
+    await flight.submit("p0", 0, "other", "replay-other", background=True)
+    await flight.submit("p0", 1, "k", "replay-k", background=True)  # waits for a place
+    await flight.submit("p0", 2, "k", "fresh-k")
+    await asyncio.sleep(0.01)
+    assert order == [], "the fresh record of key k must wait for the replay of k"
+    release.set()
+    await flight.drain()
+    assert order.index("replay-k") < order.index("fresh-k")
+
+
+async def test_background_records_waiting_count_as_queued_and_bound_memory() -> None:
+    release = asyncio.Event()
+
+    async def handler(_: int) -> None:
+        await release.wait()
+
+    flight: InFlight[int] = InFlight(handler, lambda _: None, max_in_flight=4, max_queued=3,
+                                     max_background=1, on_fatal=_no_fatal)
+    for off in range(4):  # one running, three waiting
+        await asyncio.wait_for(flight.submit("p0", off, None, off, background=True), 0.1)
+    blocked = asyncio.ensure_future(flight.submit("p0", 4, None, 4, background=True))
+    await asyncio.sleep(0.01)
+    assert not blocked.done(), "the stream must wait once max_queued records wait"
+    release.set()
+    await asyncio.wait_for(blocked, 1.0)
+    await flight.drain()
+
+
+async def test_a_background_record_revoked_while_waiting_never_runs() -> None:
+    release = asyncio.Event()
+    handled: list[int] = []
+    acked: list[int] = []
+
+    async def handler(off: int) -> None:
+        await release.wait()
+        handled.append(off)
+
+    flight: InFlight[int] = InFlight(handler, acked.append, max_in_flight=4, max_queued=2,
+                                     max_background=1, on_fatal=_no_fatal)
+    await flight.submit("p0", 0, None, 0, background=True)
+    await flight.submit("p0", 1, None, 1, background=True)
+    await flight.submit("p0", 2, None, 2, background=True)
+    flight.revoke({"p0"})
+    release.set()
+    await asyncio.sleep(0.02)
+    assert handled == [0], "only the record that had a place ran; the waiting ones never do"
+    assert acked == [], "a revoked partition acks nothing"
+    # The waiting records' count left with the partition: max_queued records fit again.
+    for off in range(2):
+        await asyncio.wait_for(flight.submit("p1", off, None, off, background=True), 0.1)
+    await flight.drain()
