@@ -1,4 +1,10 @@
-"""Last.fm client: ``track.getInfo`` (by mbid when known) and ``track.getTopTags`` for tags.
+"""Last.fm client: ``track.getInfo`` (by mbid when known), and ``track.getTopTags`` for tags
+only when the track's info carried none.
+
+``track.getInfo`` answers with the track's ``toptags`` already; ``track.getTopTags`` would add
+the less used tags after them, at the cost of a second call per track at Last.fm's 5 calls/s;
+and a stage whose info call went out but whose tag call found no slot in time was deferred
+with its info unused.
 
 Last.fm answers errors as JSON bodies, often with HTTP 200; numbers come as strings,
 ``mbid`` may be ``""`` or missing altogether and ``duration: "0"`` means unknown. Errors 10
@@ -131,7 +137,8 @@ class LastfmClient(ProviderClient):
             cand = await self._info(ident, "search", parse.cache_key(query.artist, query.title))
         if cand is None:
             return []
-        if self._top_tags and cand.get("artist") and cand.get("title"):
+        if (self._top_tags and not cand.get("tags") and cand.get("artist")
+                and cand.get("title")):
             tags = await self._tags(str(cand.get("artist")), str(cand.get("title")))
             if tags:
                 cand = Candidate(NAME, {**cand.fields, "tags": tags}, cand.provider_score, cand.via)

@@ -21,10 +21,16 @@ def client(router: Router, **kw: Any) -> LastfmClient:
     return LastfmClient(api_key="lfm-key-123", base_url=BASE, transport=router.transport, **kw)
 
 
-async def test_get_info_and_top_tags() -> None:
+def _without_toptags() -> dict[str, Any]:
+    body: dict[str, Any] = load("lastfm_track_getinfo")
+    del body["track"]["toptags"]
+    return body
+
+
+async def test_get_info_then_top_tags_when_the_info_has_none() -> None:
     router = Router(
         {
-            INFO: reply(200, load("lastfm_track_getinfo")),
+            INFO: reply(200, _without_toptags()),
             TAGS: reply(200, load("lastfm_track_gettoptags")),
         }
     )
@@ -88,12 +94,15 @@ async def test_error_6_is_not_found() -> None:
     assert len(router.requests) == 1, "no tag lookup for a track that is not there"
 
 
-async def test_tags_fall_back_to_info_toptags() -> None:
+async def test_the_infos_own_toptags_spare_the_tag_call() -> None:
     router = Router(
-        {INFO: reply(200, load("lastfm_track_getinfo")), TAGS: reply(200, load("lastfm_error_6"))}
+        {INFO: reply(200, load("lastfm_track_getinfo")),
+         TAGS: reply(200, load("lastfm_track_gettoptags"))}
     )
     (c,) = await client(router).lookup(TrackQuery("Cher", "Believe"))
     assert c.fields["tags"] == ["pop", "dance"]
+    assert [r.url.params["method"] for r in router.requests] == ["track.getInfo"], (
+        "getInfo carried the top tags: a getTopTags call would spend budget for nothing")
 
 
 @pytest.mark.parametrize(
