@@ -1,24 +1,35 @@
 """Burst drain: a scraper's burst of new tracks through the full waterfall, cold cache.
 
-    python tests/bench/burst_bench.py [--tracks N] [--partitions P] [--settle S] [--png FILE]
+    python tests/bench/burst_bench.py [--tracks N] [--scale K] [--real] [--trickle R]
+        [--long] [--partitions P] [--settle S] [--png FILE]
 
-The simulator enforces the real limits scaled up 4x (MusicBrainz 4 per 1 s, Spotify 600 per
-30 s, Deezer 200 per 5 s, Last.fm 20 per 1 s, Discogs 240 per 60 s) with 50-150 ms latency; the
-worker is told the same rates and runs the default waterfall (``isrc`` required: MusicBrainz
-fills it, or Spotify when MusicBrainz is busy or has no match) with the refresh agent. N
-distinct catalog tracks are produced at once, without ISRC, to tracks.raw. Figures:
+The simulator enforces the real limits scaled up ``--scale`` times (4 by default: MusicBrainz
+4 per 1 s, Spotify 600 per 30 s, Deezer 200 per 5 s, Last.fm 20 per 1 s, Discogs 240 per 60 s)
+with 50-150 ms latency; the worker is told the same rates and runs the default waterfall
+(``isrc`` required: MusicBrainz fills it, or Spotify when MusicBrainz is busy or has no match)
+with the refresh agent. N distinct tracks are produced at once to tracks.raw: catalog tracks
+without ISRC, or with ``--real`` scraper-style noisy queries of the real chart data
+(``noise.py``: typos, moved "feat.", dropped suffixes, 10 % with an ISRC, 55 % with a
+duration), of which ``--absent-share`` (0.19) are left out of the simulator's catalog, which
+holds every other real track. ``--trickle R`` adds R fresh records per second of further
+tracks while the run lasts; ``--long`` is a day's backlog sped up: limits x20, 10,000 tracks, a
+40,000-track catalog, 2 fresh tracks/s trickling in. Figures:
 
-- drain: seconds until every track is published (or dead-lettered), from the CreateTime of
-  the last first publication, tracks/s, against the ceiling set by the providers that can fill
-  the ISRC every track needs (MusicBrainz and Spotify together, paced: 4/1.1 + 600/30.1);
-- the share of tracks whose latest revision is ``complete`` over time (printed every 10 s,
-  and drawn to a PNG when matplotlib is installed: ``pip install matplotlib``, a bench-only
-  dependency), until it stops changing for ``--settle`` seconds;
+- first publication: seconds until every burst track is published (or dead-lettered), from
+  the CreateTime of the last first publication, tracks/s, against Spotify's paced rate (every
+  track needs one Spotify call, for ``spotify_id``) and against the ceiling of the providers
+  that can fill the ISRC (MusicBrainz and Spotify together, paced);
+- finishing: the share of the tracks the catalog has whose latest revision has no stage
+  ``deferred`` or ``failed`` (finished), and the share ``complete``, over time (printed every
+  10 s, drawn to a PNG when matplotlib is installed: ``pip install matplotlib``, a bench-only
+  dependency), until the finished share stops changing for ``--settle`` seconds; when 95 % were
+  finished against the bound set by the scarcest provider they need (one MusicBrainz call per
+  track at its paced rate), and whether any key's revision ever went down in the topic;
 - per provider: calls, calls/s over its active window against the allowed rate, the seconds
   during which ``--backlog`` (3) or more calls waited for its budget and its calls/s in them
   against the allowed rate (budget use with work waiting), the most calls in any window
   against the limit, violations (calls answered with the limit answer) and the slots the
-  worker lost;
+  worker lost; Last.fm's calls by method;
 - dead letters (retryable or not), deferred stages and refresh revisions.
 
 A script, not a test: it prints figures and asserts nothing.
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import time
 from collections import Counter
@@ -36,12 +48,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from common import (
     Bench,
     add_common_options,
     bench_records,
+    catalog_records,
     catalog_size,
-    catalog_tracks,
     encoded,
     log,
     table,
@@ -49,32 +62,140 @@ from common import (
 
 from tests.integration.harness import (
     PROVIDERS,
-    collect,
     http_json,
+    kafka_kwargs,
     metric_value,
     produce,
     scrape,
 )
 from trackflow.schemas.codec import decode
 
-LIMITS: dict[str, tuple[int, float]] = {
-    "musicbrainz": (4, 1.0), "spotify": (600, 30.0), "deezer": (200, 5.0),
-    "lastfm": (20, 1.0), "discogs": (240, 60.0),
+#: The real limits (calls per window, window s), as ``providers.specs`` has them.
+REAL_LIMITS: dict[str, tuple[int, float]] = {
+    "musicbrainz": (1, 1.0), "spotify": (150, 30.0), "deezer": (50, 5.0),
+    "lastfm": (5, 1.0), "discogs": (60, 60.0),
 }
 LATENCY_MS = (50, 150)
 ISRC_PROVIDERS = ("musicbrainz", "spotify")
 SLACK_S = 0.1
-
-
-def latest(values: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for v in values:
-        if v["track_id"] not in out or v["revision"] >= out[v["track_id"]]["revision"]:
-            out[v["track_id"]] = v
-    return out
-
-
 SAMPLE_S = 0.5
+
+
+def scaled(scale: int) -> dict[str, tuple[int, float]]:
+    return {name: (n * scale, window) for name, (n, window) in REAL_LIMITS.items()}
+
+
+def paced(limits: dict[str, tuple[int, float]], provider: str) -> float:
+    n, window = limits[provider]
+    return n / (window + SLACK_S)
+
+
+def real_burst(workdir: Path, n: int, seed: int, absent_share: float
+               ) -> tuple[list[dict[str, Any]], set[str], Path]:
+    """``n`` noisy queries of real tracks, the track ids of those the catalog has, and the
+    catalog CSV: every real track but the absent ones."""
+    import csv
+
+    from noise import catalog_dir, load_catalog, noisy_query
+
+    from trackflow.streams.ingest import RowRejected, row_to_raw
+
+    repo = Path(__file__).resolve().parents[2]
+    tracks = load_catalog(catalog_dir(repo))
+    rng = random.Random(seed)
+    rng.shuffle(tracks)
+    records: list[dict[str, Any]] = []
+    found: set[str] = set()
+    absent: set[str] = set()
+    seen: set[str] = set()
+    for track in tracks:
+        if len(records) >= n:
+            break
+        query, _ = noisy_query(track, rng)
+        try:
+            raw = row_to_raw({"artist": query.artist or None, "title": query.title,
+                              "isrc": query.isrc, "duration_ms": query.duration_ms})
+        except RowRejected:
+            continue
+        if raw["track_id"] in seen:
+            continue
+        seen.add(raw["track_id"])
+        raw["source"] = "bench-chart-scraper"
+        records.append(raw)
+        if rng.random() < absent_share:
+            absent.add(track.key)
+        else:
+            found.add(raw["track_id"])
+    catalog = workdir / "real_catalog.csv"
+    with catalog.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(("artist", "title", "isrc", "duration_ms"))
+        for track in tracks:
+            if track.key not in absent:
+                out.writerow((track.artist, track.title, track.isrc, track.duration_ms))
+    return records, found, catalog
+
+
+def latest(values: dict[str, dict[str, Any]], value: dict[str, Any]) -> None:
+    old = values.get(value["track_id"])
+    if old is None or value["revision"] >= old["revision"]:
+        values[value["track_id"]] = value
+
+
+def finished(value: dict[str, Any]) -> bool:
+    """No stage left ``deferred`` or ``failed``: nothing more to come for the track."""
+    return all(o["outcome"] not in ("deferred", "failed") for o in value["providers"])
+
+
+class Reader:
+    """Reads a topic from the start as it grows, keeping what the bench needs of each
+    record: the first publication's time per key, the latest revision per key, and whether
+    a key's revision ever went down in its partition's order."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._bootstrap, self._topic = bootstrap, topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self.first_ms: dict[str, int] = {}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.last_revision: dict[str, int] = {}
+        self.regressions = 0
+        self.count = 0
+        self.messages: list[Any] = []
+
+    async def read(self, *, keep: bool = False, decoded: bool = True) -> None:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(**kafka_kwargs(self._bootstrap),
+                                              enable_auto_commit=False)
+            await self._consumer.start()
+            parts = None
+            while not parts:
+                await self._consumer._client.force_metadata_update()
+                parts = self._consumer.partitions_for_topic(self._topic)
+            tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_beginning(*tps)
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=1000, max_records=5000)
+            if not batch:
+                return
+            for msgs in batch.values():
+                for m in msgs:
+                    self.count += 1
+                    if keep:
+                        self.messages.append(m)
+                    if not decoded or m.key is None:
+                        continue
+                    key = m.key.decode()
+                    value = decode("EnrichedTrack", m.value)
+                    self.first_ms.setdefault(key, m.timestamp)
+                    if value["revision"] < self.last_revision.get(key, -1):
+                        self.regressions += 1
+                    self.last_revision[key] = value["revision"]
+                    latest(self.latest, value)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
 
 
 async def sample_waiting(port: int, samples: list[tuple[float, dict[str, float]]]) -> None:
@@ -93,25 +214,53 @@ def busy_use(samples: list[tuple[float, dict[str, float]]], provider: str,
     """Seconds during which at least ``backlog`` calls waited for ``provider`` (a sample
     counts for the SAMPLE_S after it), and its calls in those seconds against its rate. One
     waiting call may be the only one, sleeping for the next slot; a few mean the next slots
-    are all claimed."""
+    are all claimed. The simulator's request log keeps the last 10,000 requests: in a long
+    run this is the end of it."""
     busy = [t for t, waiting in samples if waiting[provider] >= backlog]
+    sent = sorted(sim_started + e["at"] for e in entries if e["endpoint"] != "token")
+    if sent:
+        busy = [t for t in busy if t >= sent[0]]
     if not busy:
         return 0.0, 0.0
-    sent = sorted(sim_started + e["at"] for e in entries if e["endpoint"] != "token")
     n = sum(1 for at in sent for t in busy if t <= at < t + SAMPLE_S)
     seconds = len(busy) * SAMPLE_S
     return seconds, n / seconds / allowed
 
 
+async def trickle(bootstrap: str, topic: str, records: list[dict[str, Any]], rate: float
+                  ) -> None:
+    """Produce ``records`` at ``rate`` per second, one second's worth at a time."""
+    per_s = max(1, round(rate))
+    for i in range(0, len(records), per_s):
+        await produce(bootstrap, topic, encoded(records[i:i + per_s]))
+        await asyncio.sleep(per_s / rate)
+
+
 async def main(args: argparse.Namespace) -> None:
+    limits = scaled(args.scale)
     async with Bench("burst", keep_logs=args.keep_logs, stack_dir=args.stack_dir) as bench:
         print(__doc__.split("\n\n", 2)[2].strip())
         print(f"\nrun: {bench.describe()}")
-        tracks = catalog_tracks(args.tracks, args.seed)
-        sim = bench.simulator(LIMITS, latency_ms=LATENCY_MS, size=catalog_size(args.tracks),
-                              seed=args.seed)
+        kind = "real, noisy" if args.real else "generated"
+        print(f"limits x{args.scale}, {args.tracks} tracks ({kind}), "
+              f"{args.partitions} partitions, trickle {args.trickle}/s")
+        trickled: list[dict[str, Any]] = []
+        if args.real:
+            records, found, csv_path = real_burst(bench.workdir, args.tracks, args.seed,
+                                                  args.absent_share)
+            sim = bench.simulator(limits, latency_ms=LATENCY_MS, size=0, catalog=csv_path)
+        else:
+            extra = int(args.trickle * args.max_s)
+            size = args.catalog_size or catalog_size(args.tracks + extra)
+            tracks = catalog_records(size, args.seed, count=args.tracks + extra)
+            if len(tracks) < args.tracks + extra:
+                raise SystemExit(f"the catalog of {size} tracks has only {len(tracks)} "
+                                 f"distinct ones")
+            records = bench_records(tracks[:args.tracks], args.tracks)
+            trickled = bench_records(tracks[args.tracks:], extra, start=args.tracks)
+            found = {r["track_id"] for r in records}
+            sim = bench.simulator(limits, latency_ms=LATENCY_MS, size=size, seed=args.seed)
         topics = await bench.topics(args.partitions)
-        records = bench_records(tracks, args.tracks)
         keys = {r["track_id"] for r in records}
         env = {**sim.worker_env(), "TRACKFLOW_REFRESH__DELAY_S": str(args.refresh_delay),
                "TRACKFLOW_WORKER__AGENTS": '["enrich", "refresh"]'}
@@ -121,66 +270,83 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         produced_ms = time.time() * 1000
         await produce(bench.bootstrap, topics.raw, encoded(records))
-        log(f"{len(records)} tracks produced")
+        log(f"{len(records)} tracks produced ({len(found)} in the catalog)")
+        feeder = (asyncio.create_task(trickle(bench.bootstrap, topics.raw, trickled,
+                                              args.trickle)) if trickled else None)
         # The simulator stamps requests with seconds since it started: where that is on ours.
         asked = time.monotonic()
         health = await http_json(f"{sim.url}/_sim/health")
         sim_started = (asked + time.monotonic()) / 2 - float(health["uptime_s"])
         samples: list[tuple[float, dict[str, float]]] = []
         sampler = asyncio.create_task(sample_waiting(worker.web_port, samples))
-        series: list[tuple[float, int, float]] = []
+        enriched = Reader(bench.bootstrap, topics.enriched)
+        dlq = Reader(bench.bootstrap, topics.dlq)
+        series: list[tuple[float, int, float, float]] = []
         drained_at: float | None = None
+        done_95: float | None = None
         last_change = time.monotonic()
         last_share = -1.0
-        values: list[dict[str, Any]] = []
-        dlq: list[Any] = []
         while time.monotonic() - started < args.max_s:
             await asyncio.sleep(10)
-            msgs = await collect(bench.bootstrap, topics.enriched, until=10**7, timeout=3)
-            dlq = await collect(bench.bootstrap, topics.dlq, until=10**7, timeout=2)
-            values = [decode("EnrichedTrack", m.value) for m in msgs]
-            first_out = {}
-            for m in msgs:
-                first_out.setdefault(m.key, m.timestamp)
-            now = latest(values)
+            await enriched.read()
+            await dlq.read(keep=True, decoded=False)
+            now = {k: v for k, v in enriched.latest.items() if k in keys}
             t = time.monotonic() - started
-            done = len(set(now) | {m.key.decode() for m in dlq if m.key})
+            lettered = {m.key.decode() for m in dlq.messages if m.key}
+            done = len(set(now) | (lettered & keys))
             share = sum(v["status"] == "complete" for v in now.values()) / len(keys)
-            series.append((t, len(now), share))
-            print(f"t={t:6.0f} s published={len(now):5d} complete={share:.3f} "
-                  f"dead letters={len(dlq)}", flush=True)
+            fin = sum(1 for k in found if k in now and finished(now[k])) / max(1, len(found))
+            series.append((t, len(now), share, fin))
+            print(f"t={t:6.0f} s published={len(now):5d} finished={fin:.3f} "
+                  f"complete={share:.3f} dead letters={len(dlq.messages)}", flush=True)
             if drained_at is None and done >= len(keys):
                 # When the last track was first published (its CreateTime), not this sample.
-                drained_at = max([*first_out.values(), *(m.timestamp for m in dlq)]
-                                 ) / 1000 - produced_ms / 1000
-            if share != last_share:
-                last_share, last_change = share, time.monotonic()
+                drained_at = max([*(enriched.first_ms[k] for k in now),
+                                  *(m.timestamp for m in dlq.messages if m.key
+                                    and m.key.decode() in keys)]) / 1000 - produced_ms / 1000
+            if done_95 is None and fin >= 0.95:
+                done_95 = t
+            if fin != last_share:
+                last_share, last_change = fin, time.monotonic()
             elif drained_at is not None and time.monotonic() - last_change >= args.settle:
                 break
+            if drained_at is not None and fin >= 1.0:
+                break
         sampler.cancel()
+        if feeder is not None:
+            feeder.cancel()
         report = await sim.report()
         worker_metrics = await scrape(worker.web_port)
         busy = {name: busy_use(samples, name, await sim.requests(name), sim_started,
-                               LIMITS[name][0] / LIMITS[name][1], args.backlog)
+                               limits[name][0] / limits[name][1], args.backlog)
                 for name in PROVIDERS}
         bench.stop_worker(worker)
+        await enriched.stop()
+        await dlq.stop()
 
-        # Every track needs an ISRC, which MusicBrainz or Spotify fills: together, paced,
-        # they bound how fast a burst can be published.
-        ceiling = sum(LIMITS[p][0] / (LIMITS[p][1] + SLACK_S) for p in ISRC_PROVIDERS)
+        spotify = paced(limits, "spotify")
+        ceiling = sum(paced(limits, p) for p in ISRC_PROVIDERS)
         if drained_at is not None:
-            print(f"\ndrain: {len(keys)} tracks published in {drained_at:.1f} s = "
-                  f"{len(keys) / drained_at:.2f} tracks/s; ceiling {ceiling:.2f} tracks/s "
-                  f"(MusicBrainz + Spotify paced): {len(keys) / drained_at / ceiling:.2f} of it")
+            rate = len(keys) / drained_at
+            print(f"\nfirst publication: {len(keys)} tracks in {drained_at:.1f} s = "
+                  f"{rate:.2f} tracks/s: {rate / spotify:.3f} of Spotify's paced "
+                  f"{spotify:.2f}/s (every track needs it), {rate / ceiling:.3f} of "
+                  f"MusicBrainz + Spotify paced ({ceiling:.2f}/s, the ISRC's ceiling)")
         else:
-            print(f"\ndrain: not finished within {args.max_s:.0f} s")
+            print(f"\nfirst publication: not finished within {args.max_s:.0f} s")
+        bound = len(found) / paced(limits, "musicbrainz")
+        print(f"finishing: {len(found)} tracks the catalog has; bound {bound:.0f} s (one "
+              f"MusicBrainz call each at {paced(limits, 'musicbrainz'):.2f}/s); 95 % finished "
+              + (f"at {done_95:.0f} s = {done_95 / bound:.2f}x the bound" if done_95 is not None
+                 else f"not reached ({last_share:.3f} at the end)")
+              + f"; revisions that went down in the topic: {enriched.regressions}")
         rows = []
         for name in PROVIDERS:
             r = report[name]
             window = float(r["duration_s"])
             n = int(r["requests"])
             achieved = (n - 1) / window if n > 1 and window > 0 else 0.0
-            allowed = LIMITS[name][0] / LIMITS[name][1]
+            allowed = limits[name][0] / limits[name][1]
             lost = metric_value(worker_metrics, "trackflow_ratelimit_slots_lost_total",
                                 provider=name) or 0
             busy_s, busy_ratio = busy[name]
@@ -191,15 +357,28 @@ async def main(args: argparse.Namespace) -> None:
                      f"s with >={args.backlog} waiting", "ratio then", "max_in_window",
                      "violations",
                      "slots lost"), rows))
-        retryable = sum(1 for m in dlq if dict(m.headers).get("trackflow.errors.retryable")
+        kinds = Counter({(k, o): metric_value(worker_metrics, "trackflow_provider_calls_total",
+                                              provider="lastfm", kind=k, outcome=o) or 0
+                         for k in ("id", "search", "tags")
+                         for o in ("found", "not_found", "deferred", "transient")})
+        print("last.fm calls by kind and outcome (worker): "
+              + ", ".join(f"{k}/{o} {int(v)}" for (k, o), v in sorted(kinds.items()) if v))
+        letters = dlq.messages
+        retryable = sum(1 for m in letters if dict(m.headers).get("trackflow.errors.retryable")
                         == b"true")
-        deferred = sum(1 for v in values for o in v["providers"] if o["outcome"] == "deferred")
-        per_track = Counter(v["track_id"] for v in values)
-        print(f"dead letters: {len(dlq)} ({retryable} retryable); deferred stages in all "
-              f"publications: {deferred}; publications: {len(values)}; most publications of "
-              f"one track: {max(per_track.values(), default=0)}")
-        print("complete share series (s, published, share):",
-              [(round(t), n, round(s, 3)) for t, n, s in series])
+        reasons = Counter(dict(m.headers).get("trackflow.errors.reason", b"").decode()
+                          for m in letters)
+        absent_letters = sum(1 for m in letters if m.key and m.key.decode() not in found)
+        final = enriched.latest
+        deferred = Counter(o["provider"] for v in final.values() for o in v["providers"]
+                           if o["outcome"] == "deferred")
+        per_track = Counter(enriched.last_revision)
+        print(f"dead letters: {len(letters)} ({retryable} retryable; {dict(reasons)}; "
+              f"{absent_letters} of tracks the catalog lacks); publications: {enriched.count}; "
+              f"stages still deferred in latest revisions: {dict(deferred)}; "
+              f"tracks published: {len(per_track)}")
+        print("series (s, published, complete, finished):",
+              [(round(t), n, round(s, 3), round(f, 3)) for t, n, s, f in series])
         try:
             import matplotlib
 
@@ -209,34 +388,53 @@ async def main(args: argparse.Namespace) -> None:
             print("matplotlib not installed: no PNG (pip install matplotlib)")
             return
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot([t for t, _, _ in series], [s for _, _, s in series], label="complete")
-        ax.plot([t for t, _, _ in series], [n / len(keys) for _, n, _ in series],
-                label="published")
+        ts = [t for t, _, _, _ in series]
+        ax.plot(ts, [n / len(keys) for _, n, _, _ in series], label="published")
+        ax.plot(ts, [f for _, _, _, f in series], label="finished (of the catalog's)")
+        ax.plot(ts, [s for _, _, s, _ in series], label="complete")
+        ax.axvline(bound, color="grey", linestyle="--", label="bound (MusicBrainz)")
+        ax.axvline(1.3 * bound, color="grey", linestyle=":", label="1.3x bound")
         ax.set_xlabel("seconds since the burst")
         ax.set_ylabel("share of tracks")
         ax.set_ylim(0, 1.02)
-        ax.legend()
-        ax.set_title(f"burst of {len(keys)} tracks, limits x4")
+        ax.legend(loc="lower right")
+        ax.set_title(f"burst of {len(keys)} {'real noisy' if args.real else 'generated'} "
+                     f"tracks, limits x{args.scale}")
         fig.tight_layout()
         fig.savefig(args.png)
         print(f"chart: {args.png}")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Burst drain and share of complete tracks.")
+    parser = argparse.ArgumentParser(description="Burst drain and the finishing of its tracks.")
     parser.add_argument("--tracks", type=int, default=600)
+    parser.add_argument("--scale", type=int, default=4, help="the real limits times this")
+    parser.add_argument("--real", action="store_true",
+                        help="noisy queries of the real chart data, some absent from the catalog")
+    parser.add_argument("--absent-share", type=float, default=0.19)
+    parser.add_argument("--trickle", type=float, default=0.0,
+                        help="fresh records of further tracks per second during the run")
+    parser.add_argument("--catalog-size", type=int, default=0,
+                        help="tracks in the simulator's generated catalog (default 1.25 N)")
+    parser.add_argument("--long", action="store_true",
+                        help="a day's backlog sped up: --scale 20 --tracks 10000 "
+                             "--catalog-size 40000 --trickle 2 --max-s 3600")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--refresh-delay", type=float, default=10.0,
                         help="TRACKFLOW_REFRESH__DELAY_S")
-    parser.add_argument("--settle", type=float, default=40.0,
-                        help="stop once the complete share has not changed for this long")
-    parser.add_argument("--max-s", type=float, default=900.0)
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="stop once the finished share has not changed for this long")
+    parser.add_argument("--max-s", type=float, default=1500.0)
     parser.add_argument("--png", default="burst_complete.png")
     parser.add_argument("--backlog", type=int, default=3,
                         help="calls waiting for a provider that count as work waiting")
     parser.add_argument("--seed", type=int, default=0)
     add_common_options(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.long:
+        args.scale, args.tracks, args.catalog_size = 20, 10_000, 40_000
+        args.trickle, args.max_s = args.trickle or 2.0, 3600.0
+    return args
 
 
 if __name__ == "__main__":

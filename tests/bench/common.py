@@ -354,12 +354,17 @@ class Bench:
         worker.stop()
 
     def simulator(self, limits: dict[str, tuple[int, float]], *, latency_ms: tuple[int, int],
-                  size: int, seed: int = 0, extra_toml: str = "") -> Simulator:
+                  size: int, seed: int = 0, extra_toml: str = "",
+                  catalog: Path | None = None) -> Simulator:
+        """A simulator with these limits and a generated catalog of ``size`` tracks, or the
+        catalog CSV ``catalog``."""
         n = len(self._sims)
         cfg = self.workdir / f"sim{n}.toml"
         cfg.write_text(sim_limits_toml(limits, latency_ms=latency_ms, extra=extra_toml))
+        source = (["--catalog", str(catalog)] if catalog is not None
+                  else ["--size", str(size), "--seed", str(seed)])
         proc = SimulatorProcess.start(self.workdir / f"sim{n}.log", "--config", str(cfg),
-                                      "--size", str(size), "--seed", str(seed))
+                                      *source)
         self._sims.append(proc)
         return Simulator(proc.env, limits)
 
