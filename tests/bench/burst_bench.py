@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import sys
 import time
@@ -155,6 +156,7 @@ class Reader:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._bootstrap, self._topic = bootstrap, topic
         self._consumer: AIOKafkaConsumer | None = None
+        self._tps: list[TopicPartition] = []
         self.first_ms: dict[str, int] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self.last_revision: dict[str, int] = {}
@@ -174,10 +176,11 @@ class Reader:
             tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
             self._consumer.assign(tps)
             await self._consumer.seek_to_beginning(*tps)
-        while True:
+            self._tps = tps
+        # Up to the end the topic has now: a topic that keeps growing is read again next time.
+        ends = await self._consumer.end_offsets(self._tps)
+        while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
             batch = await self._consumer.getmany(timeout_ms=1000, max_records=5000)
-            if not batch:
-                return
             for msgs in batch.values():
                 for m in msgs:
                     self.count += 1
@@ -225,6 +228,32 @@ def busy_use(samples: list[tuple[float, dict[str, float]]], provider: str,
     n = sum(1 for at in sent for t in busy if t <= at < t + SAMPLE_S)
     seconds = len(busy) * SAMPLE_S
     return seconds, n / seconds / allowed
+
+
+def idle_gaps(entries: list[dict[str, Any]], interval: float) -> tuple[float, float]:
+    """Seconds of a provider's active window left unused: the sum, over the gaps between its
+    consecutive calls longer than 1.5 paced intervals, of the gap less one interval; and the
+    share of those seconds in the last tenth of the window (a tail, not a stall)."""
+    sent = sorted(e["at"] for e in entries if e["endpoint"] != "token")
+    if len(sent) < 2:
+        return 0.0, 0.0
+    idle = tail = 0.0
+    end = sent[0] + 0.9 * (sent[-1] - sent[0])
+    for a, b in itertools.pairwise(sent):
+        if b - a > 1.5 * interval:
+            idle += b - a - interval
+            if a >= end:
+                tail += b - a - interval
+    return idle, tail / idle if idle else 0.0
+
+
+def waiting_series(samples: list[tuple[float, dict[str, float]]], started: float,
+                   provider: str, step: float = 10.0) -> list[tuple[int, float]]:
+    """Mean calls waiting for ``provider`` per ``step`` seconds since ``started``."""
+    buckets: dict[int, list[float]] = {}
+    for t, waiting in samples:
+        buckets.setdefault(int((t - started) // step), []).append(waiting[provider])
+    return [(int(k * step), round(sum(v) / len(v), 1)) for k, v in sorted(buckets.items())]
 
 
 async def trickle(bootstrap: str, topic: str, records: list[dict[str, Any]], rate: float
@@ -317,9 +346,11 @@ async def main(args: argparse.Namespace) -> None:
             feeder.cancel()
         report = await sim.report()
         worker_metrics = await scrape(worker.web_port)
-        busy = {name: busy_use(samples, name, await sim.requests(name), sim_started,
+        logs = {name: await sim.requests(name) for name in PROVIDERS}
+        busy = {name: busy_use(samples, name, logs[name], sim_started,
                                limits[name][0] / limits[name][1], args.backlog)
                 for name in PROVIDERS}
+        idle = {name: idle_gaps(logs[name], 1.0 / paced(limits, name)) for name in PROVIDERS}
         bench.stop_worker(worker)
         await enriched.stop()
         await dlq.stop()
@@ -351,12 +382,15 @@ async def main(args: argparse.Namespace) -> None:
                                 provider=name) or 0
             busy_s, busy_ratio = busy[name]
             rows.append((name, n, window, achieved, allowed, achieved / allowed, busy_s,
-                         busy_ratio, f"{r['max_in_window']}/{r['limit']} per {r['window_s']:g} s",
+                         busy_ratio, idle[name][0], idle[name][1],
+                         f"{r['max_in_window']}/{r['limit']} per {r['window_s']:g} s",
                          r["violations"], int(lost)))
         print(table(("provider", "requests", "window s", "calls/s", "allowed/s", "ratio",
-                     f"s with >={args.backlog} waiting", "ratio then", "max_in_window",
-                     "violations",
-                     "slots lost"), rows))
+                     f"s with >={args.backlog} waiting", "ratio then", "idle s",
+                     "idle in last tenth", "max_in_window", "violations", "slots lost"), rows))
+        for name in ("musicbrainz", "spotify"):
+            print(f"calls waiting for {name}, mean per 10 s:",
+                  waiting_series(samples, started, name))
         kinds = Counter({(k, o): metric_value(worker_metrics, "trackflow_provider_calls_total",
                                               provider="lastfm", kind=k, outcome=o) or 0
                          for k in ("id", "search", "tags")
