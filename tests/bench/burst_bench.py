@@ -313,6 +313,7 @@ async def main(args: argparse.Namespace) -> None:
         series: list[tuple[float, int, float, float]] = []
         drained_at: float | None = None
         done_95: float | None = None
+        published_95: float | None = None
         last_change = time.monotonic()
         last_share = -1.0
         while time.monotonic() - started < args.max_s:
@@ -324,10 +325,13 @@ async def main(args: argparse.Namespace) -> None:
             lettered = {m.key.decode() for m in dlq.messages if m.key}
             done = len(set(now) | (lettered & keys))
             share = sum(v["status"] == "complete" for v in now.values()) / len(keys)
-            fin = sum(1 for k in found if k in now and finished(now[k])) / max(1, len(found))
+            n_fin = sum(1 for k in found if k in now and finished(now[k]))
+            fin = n_fin / max(1, len(found))
+            fin_published = n_fin / max(1, sum(1 for k in found if k in now))
             series.append((t, len(now), share, fin))
             print(f"t={t:6.0f} s published={len(now):5d} finished={fin:.3f} "
-                  f"complete={share:.3f} dead letters={len(dlq.messages)}", flush=True)
+                  f"(of those published {fin_published:.3f}) complete={share:.3f} "
+                  f"dead letters={len(dlq.messages)}", flush=True)
             if drained_at is None and done >= len(keys):
                 # When the last track was first published (its CreateTime), not this sample.
                 drained_at = max([*(enriched.first_ms[k] for k in now),
@@ -335,6 +339,8 @@ async def main(args: argparse.Namespace) -> None:
                                     and m.key.decode() in keys)]) / 1000 - produced_ms / 1000
             if done_95 is None and fin >= 0.95:
                 done_95 = t
+            if published_95 is None and drained_at is not None and fin_published >= 0.95:
+                published_95 = t
             if fin != last_share:
                 last_share, last_change = fin, time.monotonic()
             elif drained_at is not None and time.monotonic() - last_change >= args.settle:
@@ -365,12 +371,33 @@ async def main(args: argparse.Namespace) -> None:
                   f"MusicBrainz + Spotify paced ({ceiling:.2f}/s, the ISRC's ceiling)")
         else:
             print(f"\nfirst publication: not finished within {args.max_s:.0f} s")
-        bound = len(found) / paced(limits, "musicbrainz")
-        print(f"finishing: {len(found)} tracks the catalog has; bound {bound:.0f} s (one "
-              f"MusicBrainz call each at {paced(limits, 'musicbrainz'):.2f}/s); 95 % finished "
-              + (f"at {done_95:.0f} s = {done_95 / bound:.2f}x the bound" if done_95 is not None
-                 else f"not reached ({last_share:.3f} at the end)")
-              + f"; revisions that went down in the topic: {enriched.regressions}")
+        # A track Spotify could not match has only MusicBrainz for its ISRC: those tracks
+        # bound the first publication too, at MusicBrainz's rate.
+        misses = len({m.key for m in dlq.messages if m.key}) + sum(
+            1 for k, v in enriched.latest.items() if k in keys and not v["input"].get("isrc")
+            and any(o["provider"] == "spotify" and o["outcome"] == "not_found"
+                    for o in v["providers"]))
+        miss_s = misses / paced(limits, "musicbrainz")
+        print(f"tracks Spotify could not match (MusicBrainz their only source of the ISRC): "
+              f"{misses}, {miss_s:.0f} s at MusicBrainz's paced rate; first-publication bound "
+              f"max({len(keys) / spotify:.0f} s at Spotify, {miss_s:.0f} s)"
+              + (f": {max(len(keys) / spotify, miss_s) / drained_at:.3f} of it reached"
+                 if drained_at else ""))
+        mb = paced(limits, "musicbrainz")
+        bound = len(found) / mb
+        published_found = sum(1 for k in found if k in enriched.latest)
+
+        def when(t: float | None, of: float) -> str:
+            return (f"at {t:.0f} s = {t / bound:.2f}x the bound, {t / of:.2f}x all calls"
+                    if t is not None else "not reached")
+
+        everything = len(keys) / mb
+        print(f"finishing: {len(found)} tracks the catalog has, {published_found} of them "
+              f"published; bound {bound:.0f} s (one MusicBrainz call each at {mb:.2f}/s; "
+              f"{everything:.0f} s for a call for every track of the burst, the absent too); "
+              f"95 % of the catalog's finished {when(done_95, everything)}; 95 % of those "
+              f"published {when(published_95, everything)}; finished at the end "
+              f"{last_share:.3f}; revisions that went down in the topic: {enriched.regressions}")
         rows = []
         for name in PROVIDERS:
             r = report[name]
