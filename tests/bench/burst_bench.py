@@ -314,6 +314,8 @@ async def main(args: argparse.Namespace) -> None:
         drained_at: float | None = None
         done_95: float | None = None
         published_95: float | None = None
+        eta: tuple[float, float] | None = None
+        finished_at: float | None = None
         last_change = time.monotonic()
         last_share = -1.0
         while time.monotonic() - started < args.max_s:
@@ -332,6 +334,10 @@ async def main(args: argparse.Namespace) -> None:
             print(f"t={t:6.0f} s published={len(now):5d} finished={fin:.3f} "
                   f"(of those published {fin_published:.3f}) complete={share:.3f} "
                   f"dead letters={len(dlq.messages)}", flush=True)
+            if eta is None and drained_at is None and done >= len(keys) and samples:
+                # What `trackflow top` tells now: the calls waiting for each provider at its
+                # paced rate; the slowest is the backlog's ETA.
+                eta = (t, max(samples[-1][1][p] / paced(limits, p) for p in PROVIDERS))
             if drained_at is None and done >= len(keys):
                 # When the last track was first published (its CreateTime), not this sample.
                 drained_at = max([*(enriched.first_ms[k] for k in now),
@@ -342,7 +348,7 @@ async def main(args: argparse.Namespace) -> None:
             if published_95 is None and drained_at is not None and fin_published >= 0.95:
                 published_95 = t
             if fin != last_share:
-                last_share, last_change = fin, time.monotonic()
+                last_share, last_change, finished_at = fin, time.monotonic(), t
             elif drained_at is not None and time.monotonic() - last_change >= args.settle:
                 break
             if drained_at is not None and fin >= 1.0:
@@ -398,6 +404,12 @@ async def main(args: argparse.Namespace) -> None:
               f"95 % of the catalog's finished {when(done_95, everything)}; 95 % of those "
               f"published {when(published_95, everything)}; finished at the end "
               f"{last_share:.3f}; revisions that went down in the topic: {enriched.regressions}")
+        if eta is not None and finished_at is not None:
+            took = finished_at - eta[0]
+            print(f"backlog ETA at the end of the first publication (t={eta[0]:.0f} s; the "
+                  f"slowest provider's waiting calls at its paced rate, as trackflow top shows "
+                  f"it): {eta[1]:.0f} s; the finished share last grew {took:.0f} s later: "
+                  f"ETA/measured {eta[1] / took:.2f}" if took > 0 else "")
         rows = []
         for name in PROVIDERS:
             r = report[name]
