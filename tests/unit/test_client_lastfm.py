@@ -27,14 +27,14 @@ def _without_toptags() -> dict[str, Any]:
     return body
 
 
-async def test_get_info_then_top_tags_when_the_info_has_none() -> None:
+async def test_get_info_then_top_tags_when_asked_for() -> None:
     router = Router(
         {
             INFO: reply(200, _without_toptags()),
             TAGS: reply(200, load("lastfm_track_gettoptags")),
         }
     )
-    (c,) = await client(router).lookup(TrackQuery("Cher", "Believe"))
+    (c,) = await client(router, top_tags=True).lookup(TrackQuery("Cher", "Believe"))
     info = router.requests[0].url.params
     assert router.requests[0].url.path == "/2.0/"
     assert (
@@ -151,14 +151,15 @@ async def test_tolerates_sparse_answers() -> None:
             TAGS: reply(200, {"toptags": {"tag": {"name": "solo", "count": 5}}}),
         }
     )
-    (c,) = await client(router).lookup(TrackQuery("a", "b"))
+    (c,) = await client(router, top_tags=True).lookup(TrackQuery("a", "b"))
     assert c.fields == {"title": "X", "artist": "Plain String Artist", "tags": ["solo"]}
 
 
-async def test_top_tags_can_be_disabled() -> None:
-    router = Router({INFO: reply(200, load("lastfm_track_getinfo"))})
-    await client(router, top_tags=False).lookup(TrackQuery("Cher", "Believe"))
+async def test_no_tag_call_by_default_even_for_a_track_whose_info_has_no_tags() -> None:
+    router = Router({INFO: reply(200, _without_toptags())})
+    (c,) = await client(router).lookup(TrackQuery("Cher", "Believe"))
     assert len(router.requests) == 1
+    assert "tags" not in c.fields
 
 
 def test_repr_hides_the_key() -> None:
