@@ -377,6 +377,14 @@ async def main(args: argparse.Namespace) -> None:
                   f"MusicBrainz + Spotify paced ({ceiling:.2f}/s, the ISRC's ceiling)")
         else:
             print(f"\nfirst publication: not finished within {args.max_s:.0f} s")
+        sent = sorted(sim_started + e["at"] for e in logs["spotify"] if e["endpoint"] != "token")
+        if sent and drained_at is not None and not args.trickle:
+            # The burst's own clock: produce started at ``started`` (monotonic).
+            first, last = sent[0] - started, sent[-1] - started
+            print(f"Spotify's first call {first:.1f} s after the burst was produced; its calls "
+                  f"in between at {(len(sent) - 1) / max(1e-9, last - first) / spotify:.3f} of its "
+                  f"paced rate; the last first publication {drained_at - last:.1f} s after its "
+                  f"last call (later stages waiting up to max_wait_s)")
         # A track Spotify could not match has only MusicBrainz for its ISRC: those tracks
         # bound the first publication too, at MusicBrainz's rate.
         misses = len({m.key for m in dlq.messages if m.key}) + sum(
