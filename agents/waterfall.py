@@ -19,11 +19,7 @@ provider: the stage is deferred like an optional one and the later stage fills t
 burst, MusicBrainz at 1 call/s passes the ISRC on to Spotify at 5/s, and the pipeline drains at
 the rate of both instead of MusicBrainz's alone). If the field is still missing after the last
 stage, the stages that passed it on run again and wait for their slot, so a busy provider never
-makes a dead letter. Such a stage takes its provider's slot only when nobody queued for it (the
-slot comes within one paced interval), not within ``max_wait_s``: the records that come back to
-it, which the later stage could not match, have no other provider for the field, and each slot
-a record with another way to its ISRC took made one of them wait a slot longer (in a burst of
-noisy real tracks a quarter come back, and they set when the burst is all published).
+makes a dead letter.
 
 The record is publishable when every ``required`` field is known. When it is not, it is
 dead-lettered: retryable when a transient provider failure may have caused the gap, not
@@ -74,7 +70,6 @@ from trackflow.providers.errors import (
     TransientError,
 )
 from trackflow.providers.matching import best_match
-from trackflow.providers.pacer import paced_rate
 from trackflow.providers.specs import SPECS
 
 log = logging.getLogger("trackflow.agents.waterfall")
@@ -180,12 +175,6 @@ class Waterfall:
             for o in STAGE_OUTCOMES}
         self._deferred_fields = {p: metrics.DEFERRED_FIELDS.labels(provider=p)
                                  for p in self._order}
-        # One paced interval per provider: how long a stage that may pass its required fields
-        # on waits for its slot (see the module docstring).
-        self._slot_s = {p: 1.0 / paced_rate(settings.providers[p].rate,
-                                            settings.providers[p].window_s,
-                                            settings.providers[p].rate_slack_s)
-                        for p in self._order}
 
     def cached(self, raw: dict[str, Any]) -> Enrichment | None:
         """The result cache's result for ``raw`` (counted as a hit), or None (nothing counted):
@@ -258,7 +247,7 @@ class Waterfall:
         may_pass = (required and passed_on is not None
                     and self._filled_later(name, plan, known))
         outcome = await self._run_stage(name, plan, raw, known, transient,
-                                        waits=required and not may_pass, passing=may_pass)
+                                        waits=required and not may_pass)
         if outcome.outcome == "deferred":
             deferred[name] = len(plan.fillable)
             if may_pass and passed_on is not None:
@@ -349,11 +338,9 @@ class Waterfall:
         """Whether the stage may fill a required field: then it waits for its slot, however far."""
         return bool(plan.fillable & set(self._settings.waterfall.required))
 
-    async def _lookup(self, name: str, query: TrackQuery, *, waits: bool,
-                      passing: bool = False) -> list[Candidate]:
+    async def _lookup(self, name: str, query: TrackQuery, *, waits: bool) -> list[Candidate]:
         if not waits and current_priority() is Priority.FRESH:
-            deadline = self._clock() + (self._slot_s[name] if passing
-                                        else self._settings.providers[name].max_wait_s)
+            deadline = self._clock() + self._settings.providers[name].max_wait_s
             with call_deadline(deadline):
                 return await self._providers[name].lookup(query)
         while True:
@@ -366,15 +353,13 @@ class Waterfall:
 
     async def _run_stage(self, name: str, plan: StagePlan, raw: Mapping[str, Any],
                          known: dict[str, FieldValue], transient: list[TransientError],
-                         *, waits: bool, passing: bool = False) -> Outcome:
+                         *, waits: bool) -> Outcome:
         """One stage's lookup and match; ``waits``: it waits for its slot however long (it
         may fill a required field no later stage can), otherwise it is deferred when its
-        provider is busy past ``max_wait_s`` or its breaker is open; ``passing`` (it may pass
-        its required fields on to a later stage): when no slot is free within one paced
-        interval, the stage is deferred at once."""
+        provider is busy past ``max_wait_s`` or its breaker is open."""
         query = query_for(raw, known)
         try:
-            candidates = await self._lookup(name, query, waits=waits, passing=passing)
+            candidates = await self._lookup(name, query, waits=waits)
         except (RateLimitWait, BreakerOpen) as exc:
             if waits:
                 # Required fields: an open breaker is an outage, dead-lettered as retryable.
