@@ -378,8 +378,11 @@ async def main(args: argparse.Namespace) -> None:
         else:
             print(f"\nfirst publication: not finished within {args.max_s:.0f} s")
         sent = sorted(sim_started + e["at"] for e in logs["spotify"] if e["endpoint"] != "token")
-        if sent and drained_at is not None and not args.trickle:
-            # The burst's own clock: produce started at ``started`` (monotonic).
+        if drained_at is not None:
+            # The first publication's calls (later ones are refreshes). The burst's own clock:
+            # produce started at ``started`` (monotonic).
+            sent = [at for at in sent if at - started <= drained_at]
+        if len(sent) > 1 and drained_at is not None and not args.trickle:
             first, last = sent[0] - started, sent[-1] - started
             print(f"Spotify's first call {first:.1f} s after the burst was produced; its calls "
                   f"in between at {(len(sent) - 1) / max(1e-9, last - first) / spotify:.3f} of its "
