@@ -31,6 +31,10 @@ __all__ = ["NEUTRAL_WORDS", "ParsedTitle", "Version", "edit_distance", "parse_ti
 _TITLE_FEAT_BARE = re.compile(r"\s+(?:feat\.?|ft\.|featuring)\s+(.+)$", re.IGNORECASE)
 _BRACKETED = re.compile(r"[\(\[\{]([^\(\)\[\]\{\}]*)[\)\]\}]")
 _DASH_SPLIT = re.compile(r"\s+-\s+|\s+-(?=\s*$)")
+# A dash spaced on one side only, as hand-typed lists write it ("Gold Dust  -Radio Edit"): a
+# separator only when what follows is a version or neutral label, since "Ob-La-Di" and
+# "Re- Hash" are names.
+_ONE_SIDED_DASH = re.compile(r"^(.*?\S)(?:\s+-(?=\S)|(?<=\S)-\s+)(.+)$")
 # Years ("Remastered 2011") are neutral; other numbers may name a remixer ("41 Edit").
 _YEAR = re.compile(r"^(?:19|20)\d\d$")
 
@@ -295,6 +299,9 @@ def parse_title(title: str) -> ParsedTitle:
         featured.extend(split_names(names))
         text = text[: bare_feat.start()] + (f" - {tail}" if tail else "")
     parts = _DASH_SPLIT.split(text)
+    one_sided = _ONE_SIDED_DASH.match(parts[-1]) if parts else None
+    if one_sided is not None and _classify(one_sided.group(2))[0] in ("version", "neutral"):
+        parts[-1:] = [one_sided.group(1), one_sided.group(2)]
     base_raw = parts[0] if parts else ""
     # "Title -" left behind by bracket removal: strip trailing dashes.
     segments = [p for p in parts[1:] if p.strip(" -")] + segments
