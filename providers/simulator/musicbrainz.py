@@ -1,4 +1,8 @@
-"""MusicBrainz WS/2: ISRC lookup and Lucene recording search, under ``/musicbrainz/ws/2``."""
+"""MusicBrainz WS/2: ISRC lookup and Lucene recording search, under ``/musicbrainz/ws/2``.
+
+A fuzzy title term (``recording:hodl~1``, ``~`` alone meaning 2 edits) stands for the indexed
+title words within that many edits, as Lucene expands it (see :mod:`.search`).
+"""
 
 from __future__ import annotations
 
@@ -168,13 +172,34 @@ def _in_range(value: int, bounds: tuple[str, str]) -> bool:
     return (low == "*" or value >= int(low)) and (high == "*" or value <= int(high))
 
 
+_FUZZY_RE = re.compile(r"^(.+?)~(\d*(?:\.\d+)?)$")
+
+
+def _expand_fuzzy(request: web.Request, text: str | None) -> str | None:
+    """A ``recording`` value with each fuzzy term replaced by the title words it stands for."""
+    if text is None or "~" not in text:
+        return text
+    index = state_of(request).catalog.index
+    words = []
+    for word in text.split():
+        fuzzy = _FUZZY_RE.match(word)
+        if fuzzy is None:
+            words.append(word)
+            continue
+        term, edits = fuzzy.groups()
+        # "~0.8" is Lucene's old similarity form: read as the default, like Lucene 4+ does.
+        max_edits = int(edits) if edits.isdigit() else 2
+        words.extend(index.fuzzy("title", term, max_edits) or [term])
+    return " ".join(words)
+
+
 def _search(request: web.Request, query: LuceneQuery, limit: int) -> list[tuple[Track, int]]:
     catalog = state_of(request).catalog
     if "isrc" in query.fields:
         tracks = [t for code in query.fields["isrc"] for t in catalog.by_isrc(code)[:1]]
         scored = [(t, 100) for t in tracks]
     else:
-        title = query.text("recording") or query.text("recordingaccent")
+        title = _expand_fuzzy(request, query.text("recording") or query.text("recordingaccent"))
         artist = query.text("artist") or query.text("artistname")
         album = query.text("release")
         require = [f for f, v in (("title", title), ("artist", artist), ("album", album)) if v]

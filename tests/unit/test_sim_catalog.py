@@ -165,3 +165,19 @@ def test_a_field_search_ranks_exactly_as_scoring_every_candidate() -> None:
                 assert index.search(**fields, require=require, limit=limit) == expected, \
                     (fields, require, limit)
     assert pruned > 300, "the queries must exercise the pruned path, not only the small one"
+
+
+def test_a_fuzzy_term_stands_for_the_title_words_within_its_edits() -> None:
+    catalog = _catalog()
+    target = next(t for t in catalog.tracks
+                  if len(t.title.split()[0]) >= 6 and t.title.split()[0].isalpha())
+    word = target.title.split()[0].lower()
+    swapped = word[0] + word[2] + word[1] + word[3:]  # two letters swapped: one edit
+    assert word in catalog.index.fuzzy("title", swapped, 1)
+    assert word not in catalog.index.fuzzy("title", swapped, 0)
+    assert catalog.index.fuzzy("title", swapped, 5) == catalog.index.fuzzy("title", swapped, 2), \
+        "Lucene allows 2 edits at most"
+    # Without a fuzzy term the words match exactly (Spotify, Deezer, a plain MusicBrainz term).
+    assert not [h for h in catalog.search(title=swapped, artist=target.artist,
+                                          require=["title", "artist"])
+                if h.track.isrc == target.isrc]
