@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 JSON = Any
 """A JSON-compatible value (what a gate may cache)."""
@@ -112,4 +112,15 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
+        ...
+
+
+@runtime_checkable
+class SecondLook(Protocol):
+    """A provider that can ask a wider question for a record its ``lookup`` did not match."""
+
+    async def lookup_again(self, query: TrackQuery) -> list[Candidate]:
+        """Candidates of a query wider than ``lookup``'s (the artist's tracks, fuzzy terms),
+        for :func:`~providers.matching.best_match` with ``second_look=True``; [] when the query
+        has nothing to widen (no artist)."""
         ...

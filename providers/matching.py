@@ -29,6 +29,15 @@ Acceptance: :func:`best_match` takes the best candidate when its total reaches `
 and is a different recording, the one with stronger evidence (ISRC agreement over duration within
 the grace over nothing) wins; with equal evidence the answer is refused as ambiguous.
 
+A second look (``second_look=True``) accepts a candidate from a wider query made for a record the
+first query missed (an artist's tracks, fuzzy terms; see ``Provider.lookup_again``). Such a list
+holds the artist's other songs, and a typo makes the true title look like a neighbour of them,
+so the rule is stricter: the artist must agree (``SECOND_LOOK_ARTIST``), the title must be a
+near-copy (``SECOND_LOOK_TITLE``), the duration must be within the grace when both sides know
+it, and the candidate must beat every other recording in the list by ``SECOND_LOOK_MARGIN``,
+whatever that one scored. A title shorter than ``SECOND_LOOK_MIN_LETTERS`` letters is never
+matched this way: one edit in "Love" is "Lover", another song.
+
 How the numbers were chosen: ``python tests/bench/matching_bench.py`` builds noisy scraper-style
 queries from the real catalog CSVs with ranked distractor lists (remixes, live and acoustic
 versions, covers, same title by other artists and near-names, other songs by the same artist,
@@ -59,6 +68,7 @@ from trackflow.providers.titles import ParsedTitle, Version, edit_distance, pars
 
 __all__ = [
     "AMBIGUITY_MARGIN",
+    "SECOND_LOOK_MARGIN",
     "THRESHOLD",
     "Match",
     "MatchScore",
@@ -92,6 +102,11 @@ ARTIST_WORD_PENALTY = 0.25
 NUMBER_PENALTY = 0.25
 #: A subtitle present on one side only ("A Bar Song (Tipsy)" vs "A Bar Song").
 EXTRA_FACTOR = 0.96
+#: A second look's acceptance (see the module docstring).
+SECOND_LOOK_ARTIST = 0.9
+SECOND_LOOK_TITLE = 0.8
+SECOND_LOOK_MARGIN = 0.08
+SECOND_LOOK_MIN_LETTERS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,12 +410,19 @@ def best_match(
     *,
     threshold: float = THRESHOLD,
     margin: float = AMBIGUITY_MARGIN,
+    second_look: bool = False,
 ) -> Match | None:
-    """The candidate that is surely the queried recording, or None (none good enough, or a tie)."""
+    """The candidate that is surely the queried recording, or None (none good enough, or a tie).
+
+    ``second_look``: the candidates come from a wider query after the first one missed; the
+    stricter rule of the module docstring applies.
+    """
     ranked = rank(query, candidates)
     if not ranked or ranked[0].score.total < threshold:
         return None
     top = ranked[0]
+    if second_look:
+        return top if _sure_second_look(query, top, ranked[1:]) else None
     tied = [
         m
         for m in ranked[1:]
@@ -420,6 +442,19 @@ def best_match(
         return closest
     # Several different recordings fit equally well: guessing would be a coin toss.
     return None
+
+
+def _sure_second_look(query: TrackQuery, top: Match, others: Sequence[Match]) -> bool:
+    """Whether ``top``, the best of a wider query's list, passes the second look's rule."""
+    s = top.score
+    if s.artist < SECOND_LOOK_ARTIST or s.title < SECOND_LOOK_TITLE:
+        return False
+    if s.duration not in (None, 1.0):
+        return False
+    if sum(c.isalpha() for c in parse_title(query.title or "").base) < SECOND_LOOK_MIN_LETTERS:
+        return False
+    return all(s.total - m.score.total >= SECOND_LOOK_MARGIN
+               for m in others if not _same_recording(top.candidate, m.candidate))
 
 
 def _closest_edit(query: TrackQuery, contenders: Sequence[Match]) -> Match | None:

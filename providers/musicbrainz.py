@@ -1,5 +1,11 @@
 """MusicBrainz WS/2 client: ISRC lookup when the ISRC is known, else a Lucene recording search.
 
+A second look (:meth:`MusicBrainzClient.lookup_again`, for a record no stage matched) makes the
+title's words fuzzy terms scoped to the artist: ``(recording:hodl~1 OR recording:on) AND
+artist:"Vampire Weekend"``. MusicBrainz's search is Lucene, whose query syntax has fuzzy terms
+(``term~N``, N edits at most, 2 at most; an adjacent swap is one edit); words of two letters
+stay exact, since two edits would make them match almost any short word.
+
 Search results leave ``joinphrase`` out of a single artist credit and may carry ``"video":
 null``. A 503 is transient either way, but only one saying we exceed the allowable rate limit
 means "too fast" (a rate-limited answer that pauses the provider); a 503 of a busy service is an
@@ -18,6 +24,7 @@ from trackflow.providers import http, parse
 from trackflow.providers.base import JSON, CallGate, Candidate, TrackQuery
 from trackflow.providers.client import ProviderClient, clamp_limit
 from trackflow.providers.errors import NotFound
+from trackflow.providers.titles import parse_title
 
 NAME = "musicbrainz"
 DEFAULT_URL = "https://musicbrainz.org/ws/2"
@@ -40,6 +47,32 @@ def build_search_query(query: TrackQuery) -> str:
     parts = [f'recording:"{escape_lucene(query.title.strip())}"']
     if query.artist.strip():
         parts.append(f'artist:"{escape_lucene(query.artist.strip())}"')
+    if query.duration_ms and query.duration_ms > 0:
+        low = max(0, query.duration_ms - DUR_TOLERANCE_MS)
+        parts.append(f"dur:[{low} TO {query.duration_ms + DUR_TOLERANCE_MS}]")
+    return " AND ".join(parts)
+
+
+_FUZZY_WORD_RE = re.compile(r"[^\W_]+")
+SECOND_LOOK_LIMIT = 25
+"""Recordings a second look asks for: the artist's near-titles, more than a first search."""
+
+
+def fuzzy_term(word: str) -> str:
+    """One title word as a Lucene term: exact up to 2 letters, 1 edit up to 4, else 2."""
+    if len(word) <= 2 or word.isdigit():
+        return word
+    return f"{word}~{1 if len(word) <= 4 else 2}"
+
+
+def build_fuzzy_query(query: TrackQuery) -> str | None:
+    """The second look's Lucene query, or None without an artist or a title word."""
+    artist = query.artist.strip()
+    words = _FUZZY_WORD_RE.findall(parse_title(query.title).base)
+    if not artist or not words:
+        return None
+    terms = " OR ".join(f"recording:{fuzzy_term(w)}" for w in dict.fromkeys(words))
+    parts = [f"({terms})", f'artist:"{escape_lucene(artist)}"']
     if query.duration_ms and query.duration_ms > 0:
         low = max(0, query.duration_ms - DUR_TOLERANCE_MS)
         parts.append(f"dur:[{low} TO {query.duration_ms + DUR_TOLERANCE_MS}]")
@@ -128,8 +161,18 @@ class MusicBrainzClient(ProviderClient):
             return []
         lucene = build_search_query(query)
         found = await self._candidates("search", parse.cache_key(lucene),
-                                       lambda: self._fetch_search(lucene))
+                                       lambda: self._fetch_search(lucene, self._limit))
         log.debug("event=lookup provider=%s via=search candidates=%d", NAME, len(found))
+        return found
+
+    async def lookup_again(self, query: TrackQuery) -> list[Candidate]:
+        lucene = build_fuzzy_query(query)
+        if lucene is None:
+            return []
+        found = await self._candidates(
+            "again", parse.cache_key(lucene),
+            lambda: self._fetch_search(lucene, SECOND_LOOK_LIMIT, via="again"))
+        log.debug("event=lookup provider=%s via=again candidates=%d", NAME, len(found))
         return found
 
     async def _get(self, url: str, kind: str, **kwargs: Any) -> Any:
@@ -151,18 +194,18 @@ class MusicBrainzClient(ProviderClient):
                 out.append(cand.to_json())
         return out
 
-    async def _fetch_search(self, lucene: str) -> JSON:
+    async def _fetch_search(self, lucene: str, limit: int, via: str = "search") -> JSON:
         try:
             body = await self._get(
                 "/recording",
-                "search",
-                params={"query": lucene, "fmt": "json", "limit": self._limit},
+                via,
+                params={"query": lucene, "fmt": "json", "limit": limit},
             )
         except NotFound:
             return []
         out = []
         for rec in parse.as_list(parse.as_dict(body).get("recordings")):
-            cand = parse_recording(rec, via="search")
+            cand = parse_recording(rec, via=via)
             if cand is not None:
                 out.append(cand.to_json())
         return out

@@ -133,14 +133,15 @@ SPECS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (
     ProviderSpec(
         "musicbrainz", frozenset({"musicbrainz_recording_id", "isrc", "release_date",
                                   "duration_ms", "album", "genres", "tags"}),
-        rate=1.0, window_s=1.0, build=_musicbrainz, kinds=("isrc", "search"),
+        rate=1.0, window_s=1.0, build=_musicbrainz, kinds=("isrc", "search", "again"),
         # MusicBrainz answers 403 to User-Agents it blocks: the contact is what to fix.
         config_variables=(ENV_CONTACT,),
         url_variables={"musicbrainz": "TRACKFLOW_MUSICBRAINZ_URL"}),
     ProviderSpec(
         "spotify", frozenset({"spotify_id", "isrc", "popularity", "album", "release_date",
                               "duration_ms", "label", "bpm", "key"}),
-        rate=5.0, window_s=30.0, build=_spotify, kinds=("token", "id", "search", "features"),
+        rate=5.0, window_s=30.0, build=_spotify,
+        kinds=("token", "id", "search", "again", "features"),
         features=frozenset({AUDIO_FEATURES}),
         credentials=("TRACKFLOW_SPOTIFY_CLIENT_ID", "TRACKFLOW_SPOTIFY_CLIENT_SECRET"),
         url_variables={"spotify": "TRACKFLOW_SPOTIFY_API_URL",

@@ -59,6 +59,16 @@ def build_search_q(query: TrackQuery) -> tuple[str, str]:
     return " ".join(parts), "search"
 
 
+def build_artist_q(query: TrackQuery) -> str | None:
+    """The second look's ``q``: the artist's tracks (None without an artist).
+
+    Spotify documents its field filters but not how far a search forgives a misspelling, so a
+    title with a typo is not sent again: the artist's tracks are compared with it here.
+    """
+    artist = query.artist.strip()
+    return f"artist:{parse.quote_field(artist)}" if artist else None
+
+
 def key_name(key: Any, mode: Any) -> str | None:
     """``C# major`` from Spotify's pitch class and mode; None when unknown (-1)."""
     k = parse.as_int(key)
@@ -227,6 +237,16 @@ class SpotifyClient(ProviderClient):
         log.debug("event=lookup provider=%s candidates=%d", NAME, len(candidates))
         return candidates
 
+    async def lookup_again(self, query: TrackQuery) -> list[Candidate]:
+        q = build_artist_q(query)
+        if q is None:
+            return []
+        await self._access_token()
+        found = await self._candidates("again", parse.cache_key(q, self._limit),
+                                       lambda: self._fetch_search(q, "again"))
+        log.debug("event=lookup provider=%s via=again candidates=%d", NAME, len(found))
+        return found
+
     async def _fetch_track(self, sid: str) -> JSON:
         try:
             body = await self._api_get(f"/tracks/{sid}", "id")
@@ -238,7 +258,8 @@ class SpotifyClient(ProviderClient):
     async def _fetch_search(self, q: str, via: str) -> JSON:
         try:
             body = await self._api_get(
-                "/search", "search", params={"q": q, "type": "track", "limit": self._limit}
+                "/search", via if via == "again" else "search",
+                params={"q": q, "type": "track", "limit": self._limit},
             )
         except NotFound:
             return []

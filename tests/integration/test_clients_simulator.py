@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from trackflow.providers.base import Provider, TrackQuery
+from trackflow.providers.base import Provider, SecondLook, TrackQuery
 from trackflow.providers.errors import TransientError
+from trackflow.providers.matching import best_match
 from trackflow.providers.registry import build_providers
 from trackflow.providers.simulator.catalog import Catalog, Track
 from trackflow.providers.simulator.config import SimConfig
@@ -130,6 +131,21 @@ async def test_not_found_is_empty_everywhere(sim_and_clients: Any) -> None:
     assert await clients["musicbrainz"].lookup(unknown_isrc) == []
     assert await clients["deezer"].lookup(unknown_isrc) == []
     assert await clients["spotify"].lookup(unknown_isrc) == []
+
+
+async def test_a_title_with_a_typo_is_found_only_by_a_second_look(sim_and_clients: Any) -> None:
+    _, clients = sim_and_clients
+    t = sample(lambda t: " " not in t.title and len(t.title) >= 6 and t.title.isalpha()
+               and " feat. " not in t.artist)
+    swapped = t.title[0] + t.title[2] + t.title[1] + t.title[3:]
+    typo = TrackQuery(t.artist, swapped, duration_ms=t.duration_ms)
+    for name in ("musicbrainz", "spotify"):
+        client = clients[name]
+        assert isinstance(client, SecondLook)
+        first = await client.lookup(typo)
+        assert best_match(typo, first) is None, f"{name}: a strict search should miss {swapped!r}"
+        match = best_match(typo, await client.lookup_again(typo), second_look=True)
+        assert match is not None and match.candidate.get("isrc") == t.isrc, name
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -154,3 +154,14 @@ def test_contact_is_required_and_repr_is_plain() -> None:
         repr(MusicBrainzClient(contact="x"))
         == "MusicBrainzClient(base_url='https://musicbrainz.org/ws/2')"
     )
+
+
+def test_a_second_look_makes_the_title_words_fuzzy_and_keeps_the_artist_exact() -> None:
+    from trackflow.providers.musicbrainz import build_fuzzy_query
+
+    q = build_fuzzy_query(TrackQuery("Vampire Weekend", "Hodl On (Live)", duration_ms=200_000))
+    assert q == ('(recording:hodl~1 OR recording:on) AND artist:"Vampire Weekend" '
+                 "AND dur:[190000 TO 210000]")
+    assert build_fuzzy_query(TrackQuery("", "Telephnoe")) is None, "no artist: nothing to scope"
+    assert "recording:telephnoe~2" in (build_fuzzy_query(TrackQuery("Lady Gaga", "Telephnoe"))
+                                       or "")

@@ -8,6 +8,7 @@ import pytest
 
 from trackflow.providers.base import Candidate, TrackQuery
 from trackflow.providers.matching import THRESHOLD, best_match, score, similarity
+from trackflow.providers.titles import parse_title
 
 
 def cand(
@@ -290,3 +291,28 @@ def test_the_stated_length_picks_between_two_recordings_with_the_same_title() ->
     assert pick(Q("Northern Horses", "Stars", duration_ms=220_000), cands) is None, (
         "with the length halfway between, the answer is ambiguous and must be refused")
     assert pick(Q("Northern Horses", "Stars"), cands) is None, "without a length: ambiguous"
+
+
+def test_a_second_look_takes_a_typo_only_when_sure() -> None:
+    def cand(title: str, artist: str = "Lady Gaga", duration_ms: int = 220_000) -> Candidate:
+        return Candidate("x", {"artist": artist, "title": title, "duration_ms": duration_ms})
+
+    typo = TrackQuery(artist="Lady Gaga", title="Telephnoe", duration_ms=221_000)
+    found = best_match(typo, [cand("Telephone"), cand("Bad Romance")], second_look=True)
+    assert found is not None and found.candidate.get("title") == "Telephone"
+    # The same list, another length: the duration must agree where both sides know it.
+    assert best_match(typo, [cand("Telephone", duration_ms=260_000)], second_look=True) is None
+    # Another act's song is no typo of this artist's.
+    assert best_match(typo, [cand("Telephone", artist="Lady A")], second_look=True) is None
+    # Two near-titles of one artist: no sure winner.
+    close = TrackQuery(artist="Lady Gaga", title="Telephnoes")
+    assert best_match(close, [cand("Telephone"), cand("Telephones")], second_look=True) is None
+    # One edit in a short title is another song ("Love" is not "Lover").
+    short = TrackQuery(artist="Taylor Swift", title="Love")
+    assert best_match(short, [cand("Lover", "Taylor Swift")], second_look=True) is None
+
+
+def test_a_suffix_after_a_dash_spaced_on_one_side_is_still_a_suffix() -> None:
+    q = TrackQuery(artist="DJ Fresh", title="Gold Dust  -Radio Edit")
+    assert score(q, Candidate("x", {"artist": "DJ Fresh", "title": "Gold Dust"})).total >= 0.82
+    assert parse_title("Ob-La-Di, Ob-La-Da").base == "ob la di ob la da"
