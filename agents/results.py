@@ -135,6 +135,8 @@ class ResultCache:
         if any(o.outcome in ("failed", "deferred") or o.reason == DISABLED
                for o in result.outcomes):
             return None  # a failed, deferred or disabled stage must be tried again
+        if result.failure is not None and result.failure.retryable:
+            return None  # its replay must run the stages again (a second look, an outage)
         if used.answers == 0 and any(o.outcome != "skipped" for o in result.outcomes):
             return None  # stages answered without the cache: nothing bounds the result's age
         entry = KeptResult(used.expires_at, dict(result.filled), tuple(result.outcomes))

@@ -25,6 +25,16 @@ The record is publishable when every ``required`` field is known. When it is not
 dead-lettered: retryable when a transient provider failure may have caused the gap, not
 retryable when the providers answered and simply do not have the data.
 
+A typo in the title ("Telephnoe") makes the providers' searches answer with nothing like the
+track. So a record whose gap the providers answered without a sure match, and that has not had
+a second look yet, is dead-lettered as retryable with reason ``second_look``: the reprocessing
+agent replays it, and the replay, at replay priority (after the fresh work), asks the providers
+that can (:class:`~providers.base.SecondLook`) a wider question, cheapest provider first, and
+matches by :func:`~providers.matching.best_match`'s stricter ``second_look`` rule. Stages that
+then have an ISRC to look up by run again. Only a record the second look missed as well is
+dead-lettered as ``not_found``, and parked. The outcome of a second-looked stage says so
+(reason ``second_look``), also in a result kept for repeated inputs.
+
 A provider disabled in this worker by a configuration error (its gate raises
 ``ProviderDisabled``) is ``skipped`` with reason ``provider_disabled``. That says nothing about
 the track: a record whose only gap is fields a disabled provider could fill is published
@@ -51,7 +61,7 @@ from trackflow.agents.enrich import Enrichment
 from trackflow.agents.records import DISABLED, STAGE_OUTCOMES, FieldValue, Outcome, input_key
 from trackflow.agents.results import KeptResult, ResultCache
 from trackflow.agents.settings import AgentSettings
-from trackflow.providers.base import Candidate, Provider, TrackQuery
+from trackflow.providers.base import Candidate, Provider, SecondLook, TrackQuery
 from trackflow.providers.context import (
     Priority,
     call_deadline,
@@ -153,6 +163,9 @@ def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candida
                       c.provider_score, c.via) for c in candidates]
 
 
+#: The reason of a stage outcome decided by a second look, and of the dead letter asking for one.
+SECOND_LOOK = "second_look"
+
 #: Target fields a raw record may already carry; stages do not look for them again.
 GIVEN_FIELDS = ("isrc", "duration_ms", "album", "spotify_id")
 
@@ -184,7 +197,7 @@ class Waterfall:
 
     async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
         if self._results is None:
-            return await self._run(raw)
+            return await self._run(raw, attempt)
         hit = self.cached(raw)
         if hit is not None:
             return hit
@@ -194,7 +207,7 @@ class Waterfall:
             return self._reuse(raw, shared)
         # The cache reports every answer it hands this record into its context.
         used = current_record().answers
-        result = await self._run(raw)
+        result = await self._run(raw, attempt)
         await self._results.store(key, result, used)
         return result
 
@@ -204,7 +217,7 @@ class Waterfall:
                 self._outcome_counters[outcome.provider, outcome.outcome].inc()
         return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
 
-    async def _run(self, raw: dict[str, Any]) -> Enrichment:
+    async def _run(self, raw: dict[str, Any], attempt: int = 1) -> Enrichment:
         known: dict[str, FieldValue] = {
             name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
         }
@@ -224,6 +237,8 @@ class Waterfall:
             for name in self._order:
                 if name in again:
                     await self._stage(name, raw, known, outcomes, transient, deferred, None)
+        if attempt > 1 and not transient and self._gap(known):
+            await self._second_look(raw, known, outcomes, transient, deferred)
         for name, count in deferred.items():
             self._deferred_fields[name].inc(count)
         for o in outcomes.values():
@@ -253,6 +268,36 @@ class Waterfall:
             if may_pass and passed_on is not None:
                 passed_on.add(name)
         outcomes[name] = outcome
+
+    async def _second_look(self, raw: Mapping[str, Any], known: dict[str, FieldValue],
+                           outcomes: dict[str, Outcome], transient: list[TransientError],
+                           deferred: dict[str, int]) -> None:
+        """Ask the providers that answered a gap field without a sure match a wider question,
+        cheapest first, until the gap is filled; then run again the stages that lacked an input
+        or may look it up by the new one (see the module docstring)."""
+        gap = set(self._gap(known))
+        looked: set[str] = set()
+        for name in sorted(self._order, key=lambda n: -SPECS[n].rate / SPECS[n].window_s):
+            provider = self._providers[name]
+            outcome = outcomes.get(name)
+            plan = plan_stage(name, known, self._settings, self._targets)
+            if (not isinstance(provider, SecondLook) or outcome is None
+                    or outcome.outcome != "not_found" or not plan.fillable & gap):
+                continue
+            looked.add(name)
+            outcomes[name] = await self._run_stage(name, plan, raw, known, transient,
+                                                   waits=True, second_look=True)
+            gap = set(self._gap(known))
+            if not gap:
+                break
+        if gap or not looked:
+            return
+        for name in self._order:
+            o = outcomes.get(name)
+            if name not in looked and o is not None and (
+                    o.outcome == "not_found"
+                    or (o.outcome == "skipped" and (o.reason or "").startswith("missing_"))):
+                await self._stage(name, raw, known, outcomes, transient, deferred, None)
 
     def _filled_later(self, name: str, plan: StagePlan, known: Mapping[str, FieldValue]
                       ) -> bool:
@@ -317,12 +362,24 @@ class Waterfall:
         if gap and not transient and self._awaits_disabled(gap, outcomes):
             return result  # published partial; see the module docstring
         if gap:
-            result.failure = self._failure(gap, transient)
+            result.failure = self._failure(gap, transient, outcomes)
             if transient:
                 waits = [e.retry_after for e in transient if e.retry_after]
                 if waits:
                     result.not_before_ms = int((self._clock() + max(waits)) * 1000)
         return result
+
+    def _second_look_due(self, gap: Sequence[str], outcomes: Sequence[Outcome]) -> bool:
+        """Whether a provider that answered ``not_found`` for a gap field can look again, and
+        none has yet (a second look's outcome carries its reason)."""
+        if any(o.reason == SECOND_LOOK for o in outcomes):
+            return False
+        rules = self._settings.waterfall.fields
+        return any(
+            o.outcome == "not_found" and isinstance(self._providers.get(o.provider), SecondLook)
+            and any(f in SPECS[o.provider].provides and o.provider in rules[f].providers
+                    for f in gap if f in rules)
+            for o in outcomes)
 
     def _awaits_disabled(self, gap: Sequence[str], outcomes: Sequence[Outcome]) -> bool:
         """True when every field of ``gap`` could come from a provider skipped as disabled."""
@@ -338,14 +395,20 @@ class Waterfall:
         """Whether the stage may fill a required field: then it waits for its slot, however far."""
         return bool(plan.fillable & set(self._settings.waterfall.required))
 
-    async def _lookup(self, name: str, query: TrackQuery, *, waits: bool) -> list[Candidate]:
+    async def _lookup(self, name: str, query: TrackQuery, *, waits: bool,
+                      second_look: bool = False) -> list[Candidate]:
+        provider = self._providers[name]
+        if second_look and isinstance(provider, SecondLook):
+            lookup = provider.lookup_again
+        else:
+            lookup = provider.lookup
         if not waits and current_priority() is Priority.FRESH:
             deadline = self._clock() + self._settings.providers[name].max_wait_s
             with call_deadline(deadline):
-                return await self._providers[name].lookup(query)
+                return await lookup(query)
         while True:
             try:
-                return await self._providers[name].lookup(query)
+                return await lookup(query)
             except RateLimitWait:
                 # A lookup shared with a record whose stage had a deadline (the cache lets
                 # identical lookups share one call) gave up: this stage waits, so ask again.
@@ -353,13 +416,13 @@ class Waterfall:
 
     async def _run_stage(self, name: str, plan: StagePlan, raw: Mapping[str, Any],
                          known: dict[str, FieldValue], transient: list[TransientError],
-                         *, waits: bool) -> Outcome:
+                         *, waits: bool, second_look: bool = False) -> Outcome:
         """One stage's lookup and match; ``waits``: it waits for its slot however long (it
         may fill a required field no later stage can), otherwise it is deferred when its
         provider is busy past ``max_wait_s`` or its breaker is open."""
         query = query_for(raw, known)
         try:
-            candidates = await self._lookup(name, query, waits=waits)
+            candidates = await self._lookup(name, query, waits=waits, second_look=second_look)
         except (RateLimitWait, BreakerOpen) as exc:
             if waits:
                 # Required fields: an open breaker is an outage, dead-lettered as retryable.
@@ -386,10 +449,11 @@ class Waterfall:
             log.error("event=provider_permanent_error provider=%s error=%s", name, exc)
             return Outcome(name, "failed", type(exc).__name__)
         threshold = self._settings.providers[name].min_confidence
-        match = best_match(query, _for_matching(name, query, candidates), threshold=threshold)
+        match = best_match(query, _for_matching(name, query, candidates), threshold=threshold,
+                           second_look=second_look)
         if match is None:
-            return Outcome(name, "not_found", "no_candidates" if not candidates
-                           else "no_confident_match")
+            return Outcome(name, "not_found", SECOND_LOOK if second_look
+                           else "no_candidates" if not candidates else "no_confident_match")
         confidence = min(match.confidence, SPECS[name].confidence_cap)
         rules = self._settings.waterfall.fields
         for field_name in plan.fillable:
@@ -401,9 +465,11 @@ class Waterfall:
                 value = match.candidate.get(canon)
                 if value:
                     known[canon] = FieldValue(str(value), name, round(confidence, 4))
-        return Outcome(name, "matched", confidence=round(confidence, 4))
+        return Outcome(name, "matched", SECOND_LOOK if second_look else None,
+                       confidence=round(confidence, 4))
 
-    def _failure(self, gap: list[str], transient: list[TransientError]) -> Failure:
+    def _failure(self, gap: list[str], transient: list[TransientError],
+                 outcomes: Sequence[Outcome]) -> Failure:
         if transient:
             first = transient[0]
             return Failure(
@@ -411,6 +477,11 @@ class Waterfall:
                 message=f"missing {', '.join(gap)} after transient failures: "
                         + "; ".join(str(e) for e in transient)[:500],
                 reason="provider_unavailable", retryable=True, provider=first.provider)
+        if self._second_look_due(gap, outcomes):
+            return Failure(stage="match", error_class="NoSureMatch",
+                           message=f"no sure match for {', '.join(gap)} at the first look; "
+                                   "a wider query follows at replay priority",
+                           reason=SECOND_LOOK, retryable=True)
         return Failure(stage="provider:" + (self._order[0] if self._order else "none"),
                        error_class="NotFound",
                        message=f"no provider knows {', '.join(gap)} for this track",

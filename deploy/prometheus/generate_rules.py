@@ -373,7 +373,8 @@ GROUPS: tuple[Group, ...] = (
     Group('trackflow.deadletters', (
         Alert(
             name='TrackflowDeadLettersGrowing',
-            expr='sum by (stage, provider) (rate(trackflow_dead_letters_total[10m])) * 60 > 1',
+            expr=('sum by (stage, provider) '
+                  '(rate(trackflow_dead_letters_total{stage!="match"}[10m])) * 60 > 1'),
             for_='15m',
             severity='warning',
             summary=('Dead letters growing at stage {{ $labels.stage }} ({{ '
@@ -385,7 +386,8 @@ GROUPS: tuple[Group, ...] = (
                       'reprocessing agent and need no action beyond fixing the provider '
                       'issue. decode/validate failures come from a producer sending bad '
                       'records: contact the producing team with a sample. After a fix, '
-                      'replay with `trackflow dlq replay`.'),
+                      'replay with `trackflow dlq replay`. Stage `match` is left out: those '
+                      'records await a second look, which their replay makes.'),
         ),
         Alert(
             name='TrackflowParkedGrowing',

@@ -352,3 +352,55 @@ async def test_no_later_provider_of_the_field_means_no_passing_on() -> None:
                                        clock=lambda: 1000.0).enrich(dict(RAW), 1))
     assert mb.deadlines == [None], "only MusicBrainz may fill the ISRC: it waits"
     assert result.filled["isrc"].provider == "musicbrainz"
+
+
+class Looker(Fake):
+    """A fake that answers a second look (``lookup_again``) with ``again``."""
+
+    def __init__(self, name: str, answer: Any, again: Any) -> None:
+        super().__init__(name, answer)
+        self.again = again
+        self.again_queries: list[TrackQuery] = []
+
+    async def lookup_again(self, query: TrackQuery) -> list[Candidate]:
+        self.again_queries.append(query)
+        return [Candidate(self.name, f, via="again") for f in self.again]
+
+
+TYPO = {**RAW, "title": "One Mroe Time"}
+
+
+async def test_a_first_look_miss_asks_for_a_second_look_and_the_replay_takes_it() -> None:
+    s = load_settings(env={})
+    wider = [song(isrc="GBDUW0000059"), song(title="Digital Love", isrc="GBDUW0000061",
+                                             duration_ms=298_000)]
+    mb = Looker("musicbrainz", [], wider)
+    dz = Fake("deezer", [song(isrc="GBDUW0000059", bpm=123.0, deezer_id="3135556")])
+    fall = Waterfall({"musicbrainz": mb, "deezer": dz}, s)
+
+    first = await in_record(fall.enrich(dict(TYPO), 1))
+    assert first.failure is not None and first.failure.reason == "second_look"
+    assert first.failure.retryable, "the replay is what makes the second look"
+    assert not mb.again_queries, "a fresh record never spends budget on a second look"
+
+    replay = await in_record(fall.enrich(dict(TYPO), 2))
+    assert replay.failure is None
+    assert replay.filled["isrc"].value == "GBDUW0000059"
+    assert replay.filled["bpm"].value == 123.0, "Deezer runs with the ISRC the second look found"
+    assert {o.provider: o.reason for o in replay.outcomes}["musicbrainz"] == "second_look"
+
+
+async def test_a_second_look_that_misses_too_parks_the_record_as_not_found() -> None:
+    s = load_settings(env={})
+    mb = Looker("musicbrainz", [], [song(title="Digital Love", isrc="GBDUW0000061")])
+    replay = await in_record(Waterfall({"musicbrainz": mb}, s).enrich(dict(TYPO), 2))
+    assert len(mb.again_queries) == 1
+    assert replay.failure is not None and replay.failure.reason == "not_found"
+    assert not replay.failure.retryable
+
+
+async def test_no_provider_able_to_look_again_means_not_found_at_once() -> None:
+    s = load_settings(env={})
+    result = await in_record(Waterfall({"musicbrainz": Fake("musicbrainz", [])}, s)
+                             .enrich(dict(TYPO), 1))
+    assert result.failure is not None and result.failure.reason == "not_found"
