@@ -92,9 +92,9 @@ def paced(limits: dict[str, tuple[int, float]], provider: str) -> float:
 
 
 def real_burst(workdir: Path, n: int, seed: int, absent_share: float
-               ) -> tuple[list[dict[str, Any]], set[str], Path]:
-    """``n`` noisy queries of real tracks, the track ids of those the catalog has, and the
-    catalog CSV: every real track but the absent ones."""
+               ) -> tuple[list[dict[str, Any]], set[str], Path, dict[str, str | None]]:
+    """``n`` noisy queries of real tracks, the track ids of those the catalog has, the catalog
+    CSV (every real track but the absent ones), and each track id's true ISRC (None: absent)."""
     import csv
 
     from noise import catalog_dir, load_catalog, noisy_query
@@ -107,6 +107,7 @@ def real_burst(workdir: Path, n: int, seed: int, absent_share: float
     rng.shuffle(tracks)
     records: list[dict[str, Any]] = []
     found: set[str] = set()
+    truth: dict[str, str | None] = {}
     absent: set[str] = set()
     seen: set[str] = set()
     for track in tracks:
@@ -125,8 +126,10 @@ def real_burst(workdir: Path, n: int, seed: int, absent_share: float
         records.append(raw)
         if rng.random() < absent_share:
             absent.add(track.key)
+            truth[raw["track_id"]] = None
         else:
             found.add(raw["track_id"])
+            truth[raw["track_id"]] = track.isrc
     catalog = workdir / "real_catalog.csv"
     with catalog.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
@@ -134,7 +137,37 @@ def real_burst(workdir: Path, n: int, seed: int, absent_share: float
         for track in tracks:
             if track.key not in absent:
                 out.writerow((track.artist, track.title, track.isrc, track.duration_ms))
-    return records, found, catalog
+    return records, found, catalog, truth
+
+
+def isrc_accuracy(latest: dict[str, dict[str, Any]], truth: dict[str, str | None]) -> None:
+    """Print recall and precision of the published ISRCs against the real ones, overall and
+    for those Spotify alone gave, and the second looks' part in them."""
+    present = sum(1 for isrc in truth.values() if isrc)
+    rows: Counter[str] = Counter()
+    for key, value in latest.items():
+        if key not in truth or not value.get("isrc") or value["input"].get("isrc"):
+            continue
+        right = value["isrc"] == truth[key]
+        source = (value.get("sources") or {}).get("isrc", {}).get("provider", "?")
+        second = any(o["reason"] == "second_look" and o["outcome"] == "matched"
+                     for o in value["providers"])
+        for group in ("all", f"from {source}") + (("by a second look",) if second else ()):
+            rows[group, right] += 1
+        if truth[key] is None:
+            rows["absent published", True] += 1
+    given = sum(1 for key, v in latest.items() if truth.get(key) and v["input"].get("isrc"))
+    print(f"ISRCs against the truth ({present} of {len(truth)} tracks in the catalog; {given} "
+          "carried their own ISRC and are left out):")
+    for group in sorted({g for g, _ in rows}):
+        ok, bad = rows[group, True], rows[group, False]
+        if group == "absent published":
+            print(f"  tracks the catalog lacks, published with an ISRC: {ok}")
+            continue
+        print(f"  {group}: {ok + bad} published, {ok} right, {bad} wrong, "
+              f"precision {ok / max(1, ok + bad):.4f}")
+    print(f"  recall (right ISRCs of the catalog's tracks): "
+          f"{rows['all', True] / max(1, present - given):.4f}")
 
 
 def latest(values: dict[str, dict[str, Any]], value: dict[str, Any]) -> None:
@@ -275,8 +308,8 @@ async def main(args: argparse.Namespace) -> None:
               f"{args.partitions} partitions, trickle {args.trickle}/s")
         trickled: list[dict[str, Any]] = []
         if args.real:
-            records, found, csv_path = real_burst(bench.workdir, args.tracks, args.seed,
-                                                  args.absent_share)
+            records, found, csv_path, truth = real_burst(bench.workdir, args.tracks,
+                                                         args.seed, args.absent_share)
             sim = bench.simulator(limits, latency_ms=LATENCY_MS, size=0, catalog=csv_path)
         else:
             extra = int(args.trickle * args.max_s)
@@ -288,6 +321,7 @@ async def main(args: argparse.Namespace) -> None:
             records = bench_records(tracks[:args.tracks], args.tracks)
             trickled = bench_records(tracks[args.tracks:], extra, start=args.tracks)
             found = {r["track_id"] for r in records}
+            truth: dict[str, str | None] = {}
             sim = bench.simulator(limits, latency_ms=LATENCY_MS, size=size, seed=args.seed)
         topics = await bench.topics(args.partitions)
         keys = {r["track_id"] for r in records}
@@ -448,8 +482,10 @@ async def main(args: argparse.Namespace) -> None:
         print("last.fm calls by kind and outcome (worker): "
               + ", ".join(f"{k}/{o} {int(v)}" for (k, o), v in sorted(kinds.items()) if v))
         letters = dlq.messages
+        # A first-look miss is dead-lettered retryable on purpose, for its second look.
         retryable = sum(1 for m in letters if dict(m.headers).get("trackflow.errors.retryable")
-                        == b"true")
+                        == b"true" and dict(m.headers).get("trackflow.errors.reason")
+                        != b"second_look")
         reasons = Counter(dict(m.headers).get("trackflow.errors.reason", b"").decode()
                           for m in letters)
         absent_letters = sum(1 for m in letters if m.key and m.key.decode() not in found)
@@ -457,7 +493,10 @@ async def main(args: argparse.Namespace) -> None:
         deferred = Counter(o["provider"] for v in final.values() for o in v["providers"]
                            if o["outcome"] == "deferred")
         per_track = Counter(enriched.last_revision)
-        print(f"dead letters: {len(letters)} ({retryable} retryable; {dict(reasons)}; "
+        if truth:
+            isrc_accuracy(enriched.latest, truth)
+        print(f"dead letters: {len(letters)} ({retryable} retryable, second looks aside; "
+              f"{dict(reasons)}; "
               f"{absent_letters} of tracks the catalog lacks); publications: {enriched.count}; "
               f"stages still deferred in latest revisions: {dict(deferred)}; "
               f"tracks published: {len(per_track)}")

@@ -7,7 +7,13 @@ Where the real files lack a field the generator makes one up, seeded and stable 
 ``most_streamed_2024.csv`` has ISRCs but no durations (a plausible 2-6 minute duration is drawn),
 ``top_hits_2000_2019.csv`` has durations but no ISRCs (a fake ``ZZ``-country ISRC is made).
 Typos never touch digits: "We Come 1" -> "We Come 2" is another song, not a typo a matcher could
-be expected to undo.
+be expected to undo. Each kind of typo has its own noise name (:data:`TITLE_TYPO_KINDS`: letters
+swapped, space moved, letter doubled, letter dropped, neighbour key, suffix with stray spacing),
+so the benchmark can report by kind.
+
+Every case has two candidate lists: a first page for the query, which lacks the true recording
+when the title is mistyped in every distinctive word (a strict search would not find it), and
+what a wider query (the artist's tracks) returns, for the matcher's second look.
 """
 
 from __future__ import annotations
@@ -64,6 +70,23 @@ _NEIGHBOURS = {
     for row in _ROWS
     for i, ch in enumerate(row)
 }
+# Typo kinds and their weights per edit (space moved is made less often than its weight says: it
+# needs two words of 3+ letters).
+TYPO_WEIGHTS = {
+    "letter dropped": 0.26,
+    "letter doubled": 0.13,
+    "neighbour key": 0.25,
+    "letters swapped": 0.2,
+    "space moved": 0.16,
+}
+#: Noise names that change the letters or spacing of a query's title.
+TITLE_TYPO_KINDS = (*TYPO_WEIGHTS, "suffix with stray spacing")
+# Words a search engine drops (Lucene's English stop set, its words of 4+ letters, and a few
+# common Spanish ones): they do not make a title findable.
+STOPWORDS = frozenset(
+    ("into", "such", "that", "their", "then", "there", "these", "they", "this", "will", "with",
+     "from", "your", "para", "como", "pero")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +105,7 @@ class TrueTrack:
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One benchmark query with the candidate list a provider would return."""
+    """One benchmark query with the candidate lists a provider would return."""
 
     query: TrackQuery
     candidates: list[Candidate]
@@ -91,6 +114,11 @@ class Case:
     track: TrueTrack
     noise: tuple[str, ...]
     """Noise applied to the query, for error reports."""
+    second: list[Candidate]
+    """What a wider query (the artist's tracks) returns, for a second look."""
+    first_has_truth: bool
+    """Whether ``candidates`` holds the true recording: not when it is absent, nor when the
+    query's title is mistyped in every distinctive word (:func:`strict_search_finds`)."""
 
 
 def catalog_dir(repo: Path) -> Path:
@@ -144,25 +172,83 @@ def load_catalog(directory: Path) -> list[TrueTrack]:
     return list(by_key.values())
 
 
-def typo(text: str, rng: random.Random, edits: int) -> str:
-    """Apply keyboard-style edits (drop, double, neighbour key, swap) to letters only."""
-    chars = list(text)
+def _edit_spots(chars: Sequence[str], kind: str) -> list[int]:
+    """Where an edit of ``kind`` may go: letters of words of 3+ letters, never a digit."""
+    in_word = [False] * len(chars)
+    for m in re.finditer(r"[^\W\d_]{3,}", "".join(chars)):
+        in_word[m.start() : m.end()] = [True] * (m.end() - m.start())
+    if kind == "letters swapped":
+        return [
+            i
+            for i in range(len(chars) - 1)
+            if in_word[i] and in_word[i + 1] and chars[i].lower() != chars[i + 1].lower()
+        ]
+    if kind == "space moved":
+        # +i: the letter after the space at i moves before it ("TheM iddle"); -i: the letter
+        # before it moves after it ("Th eMiddle").
+        return [
+            sign * i
+            for i, c in enumerate(chars)
+            if c == " " and 0 < i < len(chars) - 1 and in_word[i - 1] and in_word[i + 1]
+            for sign in (1, -1)
+        ]
+    if kind == "neighbour key":
+        return [i for i, c in enumerate(chars) if in_word[i] and c.lower() in _NEIGHBOURS]
+    return [i for i, c in enumerate(chars) if in_word[i]]
+
+
+def typo(text: str, rng: random.Random, edits: int) -> tuple[str, tuple[str, ...]]:
+    """``text`` with up to ``edits`` keyboard-style edits, and the kind of each edit made.
+
+    Kinds are drawn by :data:`TYPO_WEIGHTS` among those with a place to go (a one-word title has
+    no space to move); a text with none is left as it is.
+    """
+    chars, kinds = list(text), []
     for _ in range(edits):
-        letters = [i for i, c in enumerate(chars) if c.isalpha()]
-        if len(letters) < 4:
+        spots = {kind: _edit_spots(chars, kind) for kind in TYPO_WEIGHTS}
+        possible = [kind for kind in TYPO_WEIGHTS if spots[kind]]
+        if not possible:
             break
-        i = rng.choice(letters)
-        op = rng.random()
-        if op < 0.3:
+        kind = rng.choices(possible, [TYPO_WEIGHTS[k] for k in possible])[0]
+        i = rng.choice(spots[kind])
+        if kind == "letter dropped":
             del chars[i]
-        elif op < 0.45:
+        elif kind == "letter doubled":
             chars.insert(i, chars[i])
-        elif op < 0.75:
-            low = chars[i].lower()
-            chars[i] = rng.choice(_NEIGHBOURS.get(low, low) or low)
-        elif i + 1 < len(chars) and chars[i + 1].isalpha():
+        elif kind == "neighbour key":
+            key = rng.choice(_NEIGHBOURS[chars[i].lower()])
+            chars[i] = key.upper() if chars[i].isupper() else key
+        elif kind == "letters swapped":
             chars[i], chars[i + 1] = chars[i + 1], chars[i]
-    return "".join(chars)
+        elif i > 0:
+            chars[i], chars[i + 1] = chars[i + 1], " "
+        else:
+            chars[-i - 1], chars[-i] = " ", chars[-i - 1]
+        kinds.append(kind)
+    return "".join(chars), tuple(kinds)
+
+
+def stray_spacing(title: str, suffix: str, rng: random.Random) -> str:
+    """``title`` with the label of a neutral ``suffix`` after a dash spaced on one side only."""
+    label = suffix.strip(" -()[]")
+    return title + rng.choice((" -", "  -", "- ", "-  ")) + label
+
+
+def base_title(title: str) -> str:
+    """The title without bracketed parts and dash suffixes ("Song (feat. X) - Remix" -> "Song")."""
+    return re.split(r"\s+-\s+", re.sub(r"\s*[\(\[].*?[\)\]]", "", title))[0].strip() or title
+
+
+def strict_search_finds(title: str, query_title: str) -> bool:
+    """Whether a strict search (a phrase query, a field filter) for ``query_title`` returns the
+    recording titled ``title``: some distinctive word of its base title (4+ letters, not in
+    :data:`STOPWORDS`; any word when it has none) is intact in the query."""
+    words = [w for w in (_crude(w) for w in base_title(title).split()) if w]
+    distinctive = [
+        w for w in words if sum(c.isalpha() for c in w) >= 4 and w not in STOPWORDS
+    ] or words
+    present = {_crude(w) for w in query_title.split()}
+    return not distinctive or any(w in present for w in distinctive)
 
 
 def _strip_accents(text: str) -> str:
@@ -174,7 +260,8 @@ _FEAT_IN_TITLE = re.compile(r"\s*[\(\[](?:feat\.?|ft\.?|featuring|with)\s+([^\)\
 
 
 def noisy_query(track: TrueTrack, rng: random.Random) -> tuple[TrackQuery, tuple[str, ...]]:
-    """A query for ``track`` the way scrapers and playlist importers write it."""
+    """A query for ``track`` the way scrapers and playlist importers write it, and the names of
+    the noise applied (each kind of title typo by its own name, see :data:`TITLE_TYPO_KINDS`)."""
     artist, title, noise = track.artist, track.title, []
     feat = _FEAT_IN_TITLE.search(title)
     if feat is not None:
@@ -195,9 +282,14 @@ def noisy_query(track: TrueTrack, rng: random.Random) -> tuple[TrackQuery, tuple
     if neutral is not None and rng.random() < 0.4:
         title = title[: neutral.start()]
         noise.append("neutral suffix dropped")
-    elif neutral is None and rng.random() < 0.15:
-        title += rng.choice(NEUTRAL_SUFFIXES)
-        noise.append("neutral suffix added")
+    elif neutral is None:
+        roll = rng.random()
+        if roll < 0.15:
+            title += rng.choice(NEUTRAL_SUFFIXES)
+            noise.append("neutral suffix added")
+        elif roll < 0.19:
+            title = stray_spacing(title, rng.choice(NEUTRAL_SUFFIXES), rng)
+            noise.append("suffix with stray spacing")
     if artist.lower().startswith("the ") and rng.random() < 0.5:
         artist = artist[4:]
         noise.append("'The' dropped")
@@ -222,11 +314,12 @@ def noisy_query(track: TrueTrack, rng: random.Random) -> tuple[TrackQuery, tuple
         title = re.sub(r"[.,'!?]", "", title)
         noise.append("punctuation dropped")
     if rng.random() < 0.2:
-        title = typo(title, rng, 1 if rng.random() < 0.7 else 2)
-        noise.append("title typo")
+        title, kinds = typo(title, rng, 1 if rng.random() < 0.7 else 2)
+        noise.extend(dict.fromkeys(kinds))
     if rng.random() < 0.15:
-        artist = typo(artist, rng, 1)
-        noise.append("artist typo")
+        artist, kinds = typo(artist, rng, 1)
+        if kinds:
+            noise.append("artist typo")
     if rng.random() < 0.12:
         artist, title = "", f"{artist} - {title}"
         noise.append("'Artist - Title' with empty artist")
@@ -275,13 +368,10 @@ class CandidateFactory:
         fields["bench_id"] = bench_id or f"d{self.serial}"
         return Candidate(provider="bench", fields=fields)
 
-    def _base_title(self, title: str) -> str:
-        return re.split(r"\s+-\s+", re.sub(r"\s*[\(\[].*?[\)\]]", "", title))[0].strip() or title
-
     def distractors(self, track: TrueTrack, rng: random.Random) -> list[Candidate]:
         """Plausible wrong answers a search engine returns for this track."""
         out: list[Candidate] = []
-        base, dur = self._base_title(track.title), track.duration_ms
+        base, dur = base_title(track.title), track.duration_ms
         remixer = rng.choice(self.artists)
         versions = [
             (f"{base} ({remixer} Remix)", dur + rng.randint(-20_000, 150_000)),
@@ -360,6 +450,30 @@ class CandidateFactory:
             out.append(self._candidate(rng, track.artist, base + extra, dur - 40_000, None))
         return out
 
+    def wider(
+        self,
+        track: TrueTrack,
+        truths: Sequence[Candidate],
+        distractors: Sequence[Candidate],
+        rng: random.Random,
+    ) -> list[Candidate]:
+        """What a wider query (the artist's tracks) returns: up to 10 other songs of the artist
+        from the catalog as the provider prints them, ``truths``, and the artist's versions of
+        the song (remix, live, the original...) among ``distractors``."""
+        own = coarse_key(track.artist, track.title)
+        songs = [t for t in self.by_artist[track.artist] if coarse_key(t.artist, t.title) != own]
+        song_titles = {t.title for t in songs}
+        others = [
+            self._candidate(rng, t.artist, t.title, t.duration_ms, None)
+            for t in rng.sample(songs, min(len(songs), 10))
+        ]
+        versions = [
+            c
+            for c in distractors
+            if c.get("artist") == track.artist and c.get("title") not in song_titles
+        ]
+        return [*others, *truths, *versions]
+
     def truths(self, track: TrueTrack, rng: random.Random) -> list[Candidate]:
         """The true recording as a provider prints it, sometimes also a second release of it."""
         artist, title = track.artist, track.title
@@ -424,10 +538,27 @@ def provider_quirks(candidate: Candidate, rng: random.Random) -> Candidate:
     return Candidate(candidate.provider, fields, candidate.provider_score, candidate.via)
 
 
+def _ranked(query: TrackQuery, pool: Sequence[Candidate], rng: random.Random) -> list[Candidate]:
+    return sorted(pool, key=lambda c: -_relevance(query, c, rng))
+
+
+def _page(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Provider score from the rank, like MusicBrainz's 100, 98, 95... for a page of hits."""
+    return [
+        Candidate(c.provider, c.fields, round(1.0 - 0.04 * i, 2)) for i, c in enumerate(candidates)
+    ]
+
+
 def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 0.25,
                quirks: bool = True) -> list[Case]:
     """One case per track; ``absent_share`` of them have the true recording left out; with
-    ``quirks`` candidates are dressed as real answers are (:func:`provider_quirks`)."""
+    ``quirks`` candidates are dressed as real answers are (:func:`provider_quirks`), a candidate
+    in both lists the same way.
+
+    The first list is a page of 10 for the query, the true recording among them unless it is
+    absent or the title is mistyped in every distinctive word (:func:`strict_search_finds`);
+    ``second`` is :meth:`CandidateFactory.wider`'s list, ranked the same crude way.
+    """
     rng = random.Random(seed)
     quirk_rng = random.Random(seed + 1)  # a separate stream: the cases stay those of the seed
     factory = CandidateFactory(tracks)
@@ -436,19 +567,24 @@ def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 
         query, noise = noisy_query(track, rng)
         absent = rng.random() < absent_share
         truths = [] if absent else factory.truths(track, rng)
-        pool = truths + factory.distractors(track, rng)
-        ranked = sorted(pool, key=lambda c: -_relevance(query, c, rng))[:10]
+        distractors = factory.distractors(track, rng)
+        mistyped = any(kind in TITLE_TYPO_KINDS for kind in noise)
+        first_has_truth = bool(truths) and not (
+            mistyped and not strict_search_finds(track.title, query.title)
+        )
+        first = _ranked(query, [*(truths if first_has_truth else ()), *distractors], rng)[:10]
+        if first_has_truth and not any(c in first for c in truths):
+            first[-1] = truths[0]  # providers do return the right one within the first page
+        second = _ranked(query, factory.wider(track, truths, distractors, rng), rng)
         if quirks:
-            dressed = {id(c): provider_quirks(c, quirk_rng) for c in ranked}
-            truths = [dressed.get(id(c), c) for c in truths]
-            ranked = [dressed[id(c)] for c in ranked]
-        if truths and not any(c in ranked for c in truths):
-            ranked[-1] = truths[0]  # providers do return the right one within the first page
-        # Provider score from the rank, like MusicBrainz's 100, 98, 95... for a page of hits.
-        candidates = [
-            Candidate(c.provider, c.fields, round(1.0 - 0.04 * i, 2)) for i, c in enumerate(ranked)
-        ]
+            dressed: dict[int, Candidate] = {}
+            for c in (*first, *second):
+                if id(c) not in dressed:
+                    dressed[id(c)] = provider_quirks(c, quirk_rng)
+            first, second = [dressed[id(c)] for c in first], [dressed[id(c)] for c in second]
         truth_ids = frozenset(str(c.get("bench_id")) for c in truths)
         noise = noise + (("truth absent",) if absent else ())
-        cases.append(Case(query, candidates, truth_ids, track, noise))
+        cases.append(
+            Case(query, _page(first), truth_ids, track, noise, _page(second), first_has_truth)
+        )
     return cases
