@@ -47,6 +47,10 @@ recall 0.965 / 0.959; floors 0.7 -> recall 0.971, floors 0.8 -> 0.958, precision
 remaining errors there are catalog duplicates and typos inside version labels, which no
 threshold separates. The floors stay at 0.75 rather than 0.7 as margin for near-names the
 benchmark does not generate ("Love" vs "Love Me" scores 0.61 on title).
+Those figures are from the bench before it named its typo kinds and took the truth out of the
+first list where a strict search would miss it; on its present cases (seed 1, 5,308 queries) the
+first look gives recall 0.889 and the second look raises it to 0.955 (263 of 1,764 second looks
+recovered the track, none wrong), precision 0.998 in both.
 """
 
 from __future__ import annotations
