@@ -374,22 +374,22 @@ class Waterfall:
         none has yet (a second look's outcome carries its reason)."""
         if any(o.reason == SECOND_LOOK for o in outcomes):
             return False
-        rules = self._settings.waterfall.fields
         return any(
             o.outcome == "not_found" and isinstance(self._providers.get(o.provider), SecondLook)
-            and any(f in SPECS[o.provider].provides and o.provider in rules[f].providers
-                    for f in gap if f in rules)
+            and any(self._may_fill(o.provider, f) for f in gap)
             for o in outcomes)
+
+    def _may_fill(self, provider: str, field: str) -> bool:
+        """Whether ``provider``'s answers carry ``field`` and the rules let it fill it."""
+        rule = self._settings.waterfall.fields.get(field)
+        return rule is not None and field in SPECS[provider].provides and provider in rule.providers
 
     def _awaits_disabled(self, gap: Sequence[str], outcomes: Sequence[Outcome]) -> bool:
         """True when every field of ``gap`` could come from a provider skipped as disabled."""
         disabled = {o.provider for o in outcomes if o.reason == DISABLED}
         if not disabled:
             return False
-        rules = self._settings.waterfall.fields
-        return all(any(field in SPECS[p].provides and field in rules
-                       and p in rules[field].providers for p in disabled)
-                   for field in gap)
+        return all(any(self._may_fill(p, field) for p in disabled) for field in gap)
 
     def _waits(self, plan: StagePlan) -> bool:
         """Whether the stage may fill a required field: then it waits for its slot, however far."""

@@ -258,8 +258,7 @@ class SpotifyClient(ProviderClient):
     async def _fetch_search(self, q: str, via: str) -> JSON:
         try:
             body = await self._api_get(
-                "/search", via if via == "again" else "search",
-                params={"q": q, "type": "track", "limit": self._limit},
+                "/search", "search", params={"q": q, "type": "track", "limit": self._limit}
             )
         except NotFound:
             return []
