@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from trackflow.providers.base import Candidate, TrackQuery
-from trackflow.providers.matching import THRESHOLD, best_match, score, similarity
+from trackflow.providers.matching import THRESHOLD, best_match, score, similarity, typo_edits
 from trackflow.providers.titles import parse_title
 
 
@@ -310,6 +310,40 @@ def test_a_second_look_takes_a_typo_only_when_sure() -> None:
     # One edit in a short title is another song ("Love" is not "Lover").
     short = TrackQuery(artist="Taylor Swift", title="Love")
     assert best_match(short, [cand("Lover", "Taylor Swift")], second_look=True) is None
+
+
+def test_a_second_look_scores_typos_by_edits_over_the_unspaced_title() -> None:
+    def cand(title: str, artist: str = "Jung Kook") -> Candidate:
+        return Candidate("x", {"artist": artist, "title": title, "duration_ms": 317_000})
+
+    # Two typos in a short word ("Newr" for "Never") cost the whole word at the first look;
+    # over the unspaced title they are 2 edits in 10 letters.
+    two = TrackQuery(artist="Jung Kook", title="Newr Let Go", duration_ms=316_115)
+    assert best_match(two, [cand("Never Let Go")]) is None
+    found = best_match(two, [cand("Never Let Go"), cand("Seven")], second_look=True)
+    assert found is not None and found.candidate.get("title") == "Never Let Go"
+    # A space moved breaks two words; unspaced, it is one swap.
+    moved = TrackQuery(artist="Drake", title="Girls aWn tGirls")
+    found = best_match(moved, [cand("Girls Want Girls", "Drake")], second_look=True)
+    assert found is not None
+    # Two edits in nine letters are another song ("Yankee 150" and "Yandel 150" both exist).
+    other = TrackQuery(artist="Yandel", title="Yankee 150")
+    assert best_match(other, [cand("Yandel 150", "Yandel")], second_look=True) is None
+    # Numbers must agree: one edit, another part.
+    part = TrackQuery(artist="Jung Kook", title="Never Let Go Pt. 3")
+    assert best_match(part, [cand("Never Let Go Pt. 2")], second_look=True) is None
+    # A title the query gives as "Artist - Title" counts its letters after the split.
+    split = TrackQuery(artist="", title="Sia - Chandelirr")
+    found = best_match(split, [cand("Chandelier", "Sia")], second_look=True)
+    assert found is not None
+
+
+def test_typo_edits_allow_lucene_like_budgets() -> None:
+    assert typo_edits("love", "lover") is None  # under five letters: none
+    assert typo_edits("telephnoe", "telephone") == 1
+    assert typo_edits("animks", "animals") is None  # two edits need eight letters
+    assert typo_edits("newrletgo", "neverletgo") == 2
+    assert typo_edits("part2", "part3") is None
 
 
 def test_a_suffix_after_a_dash_spaced_on_one_side_is_still_a_suffix() -> None:
