@@ -170,6 +170,27 @@ def isrc_accuracy(latest: dict[str, dict[str, Any]], truth: dict[str, str | None
           f"{rows['all', True] / max(1, present - given):.4f}")
 
 
+def print_misses(records: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
+                 truth: dict[str, str | None], catalog: Path, limit: int) -> None:
+    """Up to ``limit`` tracks the catalog has that got no right ISRC: the query, the catalog's
+    artist and title for the true ISRC, and what the providers answered."""
+    import csv
+
+    with catalog.open(newline="", encoding="utf-8") as fh:
+        names = {row["isrc"]: f"{row['artist']} / {row['title']}" for row in csv.DictReader(fh)}
+    missed = [r for r in records if truth.get(r["track_id"]) and not r.get("isrc")
+              and (latest.get(r["track_id"]) or {}).get("isrc") != truth[r["track_id"]]]
+    print(f"catalog tracks without their right ISRC: {len(missed)}"
+          + (f"; the first {min(limit, len(missed))}:" if limit and missed else ""))
+    for r in missed[:limit]:
+        value = latest.get(r["track_id"])
+        answered = ("parked or dead-lettered" if value is None else ", ".join(
+            f"{o['provider']} {o['outcome']}" + (f" ({o['reason']})" if o["reason"] else "")
+            for o in value["providers"] if o["outcome"] != "skipped"))
+        true_name = names.get(truth[r["track_id"]] or "")
+        print(f"  - {r.get('artist')!r} / {r['title']!r} is {true_name!r}: {answered}")
+
+
 def latest(values: dict[str, dict[str, Any]], value: dict[str, Any]) -> None:
     old = values.get(value["track_id"])
     if old is None or value["revision"] >= old["revision"]:
@@ -326,7 +347,8 @@ async def main(args: argparse.Namespace) -> None:
         topics = await bench.topics(args.partitions)
         keys = {r["track_id"] for r in records}
         env = {**sim.worker_env(), "TRACKFLOW_REFRESH__DELAY_S": str(args.refresh_delay),
-               "TRACKFLOW_WORKER__AGENTS": '["enrich", "refresh"]'}
+               # The reprocessing agent replays the first-look misses for their second look.
+               "TRACKFLOW_WORKER__AGENTS": '["enrich", "refresh", "reprocess"]'}
         worker = bench.worker(topics, partitions=args.partitions, env=env, name="burst")
         await worker.wait_ready()
         await sim.reset()
@@ -495,6 +517,8 @@ async def main(args: argparse.Namespace) -> None:
         per_track = Counter(enriched.last_revision)
         if truth:
             isrc_accuracy(enriched.latest, truth)
+        if args.real:
+            print_misses(records, enriched.latest, truth, csv_path, args.misses)
         print(f"dead letters: {len(letters)} ({retryable} retryable, second looks aside; "
               f"{dict(reasons)}; "
               f"{absent_letters} of tracks the catalog lacks); publications: {enriched.count}; "
@@ -552,6 +576,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=3,
                         help="calls waiting for a provider that count as work waiting")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--misses", type=int, default=0,
+                        help="with --real: print this many catalog tracks that got no right ISRC")
     add_common_options(parser)
     args = parser.parse_args()
     if args.long:
