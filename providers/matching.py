@@ -118,6 +118,9 @@ EXTRA_FACTOR = 0.96
 #: A second look's acceptance (see the module docstring).
 SECOND_LOOK_ARTIST = 0.9
 SECOND_LOOK_TITLE = 0.8
+#: A second look's mistyped artist: taken only with the title intact (up to its spacing).
+SECOND_LOOK_ARTIST_TYPO = 0.8
+SECOND_LOOK_INTACT = 0.97
 SECOND_LOOK_MARGIN = 0.08
 SECOND_LOOK_MIN_LETTERS = 5
 
@@ -205,8 +208,9 @@ def similarity(a: str, b: str, word_penalty: float = TITLE_WORD_PENALTY,
                typos: bool = False) -> float:
     """Similarity 0..1 of two folded strings: character ratio minus a cost per unmatched word.
 
-    ``typos`` (a second look's titles): a string within :func:`typo_edits` of the other, its
-    spaces aside, scores ``1 - edits / length`` however its words were broken by the typos.
+    ``typos`` (a second look's): a string of as many words as the other and within
+    :func:`typo_edits` of it, its spaces aside, scores ``1 - edits / length`` however its words
+    were broken by the typos ("danie lcaesar" is one swap from "daniel caesar").
     """
     if a == b:
         return 1.0
@@ -221,8 +225,8 @@ def similarity(a: str, b: str, word_penalty: float = TITLE_WORD_PENALTY,
     if ratio < 0.9 and abs(len(a) - len(b)) <= 3 and max(len(a), len(b)) <= 40:
         ratio = max(ratio, 1.0 - edit_distance(a, b) / max(len(a), len(b)))
     plain = max(0.0, ratio - _unmatched(a.split(), b.split(), word_penalty))
-    if not typos:
-        return plain
+    if not typos or a.count(" ") != b.count(" "):
+        return plain  # a word more or less is another name or title, not a typo
     edits = typo_edits(joined_a, joined_b)
     return plain if edits is None else max(plain, 1.0 - edits / max(len(joined_a), len(joined_b)))
 
@@ -245,8 +249,8 @@ def typo_edits(a: str, b: str) -> int | None:
     return edits if edits <= allowed else None
 
 
-def _artist_name_similarity(a: str, b: str) -> float:
-    return similarity(a, b, ARTIST_WORD_PENALTY)
+def _artist_name_similarity(a: str, b: str, typos: bool = False) -> float:
+    return similarity(a, b, ARTIST_WORD_PENALTY, typos)
 
 
 def _title_similarity(q: ParsedTitle, c: ParsedTitle, typos: bool = False) -> float:
@@ -278,16 +282,17 @@ def _versions_agree(q: Sequence[Version], c: Sequence[Version]) -> bool:
 
 
 def _artist_similarity(
-    q: ArtistCredit, q_feat: tuple[str, ...], c: ArtistCredit, c_feat: tuple[str, ...]
+    q: ArtistCredit, q_feat: tuple[str, ...], c: ArtistCredit, c_feat: tuple[str, ...],
+    typos: bool = False,
 ) -> float:
     """Artist similarity from the whole credit or the primary artist, whichever is better.
 
     The primary-artist path lets "Macklemore" match "Macklemore & Ryan Lewis" and Spotify's
     "Calvin Harris, Rihanna" match "Calvin Harris feat. Rihanna"; extra names cost a little.
     """
-    best = _artist_name_similarity(q.full, c.full)
+    best = _artist_name_similarity(q.full, c.full, typos)
     q_all, c_all = (*q.main, *q_feat), (*c.main, *c_feat)
-    primary = _artist_name_similarity(q.primary, c.primary)
+    primary = _artist_name_similarity(q.primary, c.primary, typos)
     if primary > best:
         q_extra = [n for n in q.main[1:] if not _credited(n, c_all)]
         c_extra = [n for n in c.main[1:] if not _credited(n, q_all)]
@@ -353,15 +358,15 @@ def _score_text(
     q_feat = tuple(dict.fromkeys(qa.featured + qt.featured))
     c_feat = tuple(dict.fromkeys(ca.featured + ct.featured))
     title = _title_similarity(qt, ct, typos)
-    artist = _artist_similarity(qa, q_feat, ca, c_feat) if qa.full else 0.0
+    artist = _artist_similarity(qa, q_feat, ca, c_feat, typos) if qa.full else 0.0
     return title, artist, _versions_agree(qt.versions, ct.versions)
 
 
 def score(query: TrackQuery, candidate: Candidate, *, typos: bool = False) -> MatchScore:
     """Score one candidate against the query (pure; see the module docstring for the rules).
 
-    ``typos``: titles a few typos apart score as near-copies (:func:`typo_edits`), for a second
-    look's list."""
+    ``typos``: titles and artist names a few typos apart score as near-copies
+    (:func:`typo_edits`), for a second look's list."""
     c_artist = str(candidate.get("artist") or "")
     c_title = str(candidate.get("title") or "")
     best: tuple[float, float, bool] = (0.0, 0.0, False)
@@ -491,11 +496,13 @@ def best_match(
 def _sure_second_look(query: TrackQuery, top: Match, others: Sequence[Match]) -> bool:
     """Whether ``top``, the best of a wider query's list, passes the second look's rule."""
     s = top.score
-    if s.artist < SECOND_LOOK_ARTIST or s.title < SECOND_LOOK_TITLE:
+    title_typo = s.artist >= SECOND_LOOK_ARTIST and s.title >= SECOND_LOOK_TITLE
+    artist_typo = s.title >= SECOND_LOOK_INTACT and s.artist >= SECOND_LOOK_ARTIST_TYPO
+    if not (title_typo or artist_typo):
         return False
     if s.duration not in (None, 1.0):
         return False
-    if s.title < 0.97 and _letters(query) < SECOND_LOOK_MIN_LETTERS:
+    if s.title < SECOND_LOOK_INTACT and _letters(query) < SECOND_LOOK_MIN_LETTERS:
         return False
     return all(s.total - m.score.total >= SECOND_LOOK_MARGIN
                for m in others if not _same_recording(top.candidate, m.candidate))

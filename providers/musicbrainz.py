@@ -24,6 +24,7 @@ from trackflow.providers import http, parse
 from trackflow.providers.base import JSON, CallGate, Candidate, TrackQuery
 from trackflow.providers.client import ProviderClient, clamp_limit
 from trackflow.providers.errors import NotFound
+from trackflow.providers.normalize import named
 from trackflow.providers.titles import parse_title
 
 NAME = "musicbrainz"
@@ -66,13 +67,19 @@ def fuzzy_term(word: str) -> str:
 
 
 def build_fuzzy_query(query: TrackQuery) -> str | None:
-    """The second look's Lucene query, or None without an artist or a title word."""
-    artist = query.artist.strip()
-    words = _FUZZY_WORD_RE.findall(parse_title(query.title).base)
-    if not artist or not words:
+    """The second look's Lucene query, or None without an artist or a title word: the title's
+    words and the artist's as fuzzy terms, the artist also as its phrase (it ranks the artist
+    spelt right first), so a typo on either side is forgiven. An input that gives
+    ``"Artist - Title"`` with no artist is read as such."""
+    artist, title = named(query.artist, query.title)
+    words = _FUZZY_WORD_RE.findall(parse_title(title).base)
+    names = _FUZZY_WORD_RE.findall(artist.lower())
+    if not names or not words:
         return None
     terms = " OR ".join(f"recording:{fuzzy_term(w)}" for w in dict.fromkeys(words))
-    parts = [f"({terms})", f'artist:"{escape_lucene(artist)}"']
+    credit = " OR ".join([f'artist:"{escape_lucene(artist)}"',
+                          *(f"artist:{fuzzy_term(w)}" for w in dict.fromkeys(names))])
+    parts = [f"({terms})", f"({credit})"]
     if query.duration_ms and query.duration_ms > 0:
         low = max(0, query.duration_ms - DUR_TOLERANCE_MS)
         parts.append(f"dur:[{low} TO {query.duration_ms + DUR_TOLERANCE_MS}]")

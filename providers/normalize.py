@@ -160,6 +160,14 @@ def parse_artists(artist: str) -> ArtistCredit:
 
 
 
+def named(artist: str, title: str) -> tuple[str, str]:
+    """``(artist, title)`` as given, or split from ``"Artist - Title"`` when the artist is blank."""
+    if artist.strip():
+        return artist.strip(), title
+    split = split_artist_title(title)
+    return split if split is not None else ("", title)
+
+
 def split_artist_title(text: str) -> tuple[str, str] | None:
     """Split ``"Artist - Title"`` at the first spaced dash; None when there is none.
 

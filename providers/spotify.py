@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import re
 import time
@@ -31,7 +32,8 @@ from trackflow.providers.errors import (
     NotFound,
     PermanentError,
 )
-from trackflow.providers.normalize import normalize_isrc
+from trackflow.providers.normalize import named, normalize_isrc
+from trackflow.providers.titles import parse_title
 
 NAME = "spotify"
 DEFAULT_API_URL = "https://api.spotify.com/v1"
@@ -59,14 +61,23 @@ def build_search_q(query: TrackQuery) -> tuple[str, str]:
     return " ".join(parts), "search"
 
 
-def build_artist_q(query: TrackQuery) -> str | None:
-    """The second look's ``q``: the artist's tracks (None without an artist).
+def build_again_qs(query: TrackQuery) -> list[str]:
+    """The second look's two ``q``: the artist's tracks, and the title's (its suffixes and
+    featured names left out) by anyone; none without an artist.
 
-    Spotify documents its field filters but not how far a search forgives a misspelling, so a
-    title with a typo is not sent again: the artist's tracks are compared with it here.
+    Spotify documents its field filters but not how far a search forgives a misspelling, so
+    neither side is sent with its typo hoping for the best: one filter per side, and the
+    answers are compared with the whole query here; a typo in the title is found among the
+    artist's tracks, one in the artist among the title's.
     """
-    artist = query.artist.strip()
-    return f"artist:{parse.quote_field(artist)}" if artist else None
+    artist, title = named(query.artist, query.title)
+    if not artist:
+        return []
+    qs = [f"artist:{parse.quote_field(artist)}"]
+    base = parse_title(title).base
+    if base:
+        qs.append(f"track:{parse.quote_field(base)}")
+    return qs
 
 
 def key_name(key: Any, mode: Any) -> str | None:
@@ -238,14 +249,17 @@ class SpotifyClient(ProviderClient):
         return candidates
 
     async def lookup_again(self, query: TrackQuery) -> list[Candidate]:
-        q = build_artist_q(query)
-        if q is None:
+        qs = build_again_qs(query)
+        if not qs:
             return []
         await self._access_token()
-        found = await self._candidates("again", parse.cache_key(q, self._limit),
-                                       lambda: self._fetch_search(q, "again"))
+        found: dict[str, Candidate] = {}
+        for q in qs:
+            for cand in await self._candidates("again", parse.cache_key(q, self._limit),
+                                               functools.partial(self._fetch_search, q, "again")):
+                found.setdefault(str(cand.get("spotify_id")), cand)
         log.debug("event=lookup provider=%s via=again candidates=%d", NAME, len(found))
-        return found
+        return list(found.values())
 
     async def _fetch_track(self, sid: str) -> JSON:
         try:

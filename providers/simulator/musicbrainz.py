@@ -175,8 +175,9 @@ def _in_range(value: int, bounds: tuple[str, str]) -> bool:
 _FUZZY_RE = re.compile(r"^(.+?)~(\d*(?:\.\d+)?)$")
 
 
-def _expand_fuzzy(request: web.Request, text: str | None) -> str | None:
-    """A ``recording`` value with each fuzzy term replaced by the title words it stands for."""
+def _expand_fuzzy(request: web.Request, text: str | None, field: str) -> str | None:
+    """A ``recording`` or ``artist`` value with each fuzzy term replaced by the words of the
+    catalog's ``field`` (title or artist) it stands for."""
     if text is None or "~" not in text:
         return text
     index = state_of(request).catalog.index
@@ -189,7 +190,7 @@ def _expand_fuzzy(request: web.Request, text: str | None) -> str | None:
         term, edits = fuzzy.groups()
         # "~0.8" is Lucene's old similarity form: read as the default, like Lucene 4+ does.
         max_edits = int(edits) if edits.isdigit() else 2
-        words.extend(index.fuzzy("title", term, max_edits) or [term])
+        words.extend(index.fuzzy(field, term, max_edits) or [term])
     return " ".join(words)
 
 
@@ -199,8 +200,10 @@ def _search(request: web.Request, query: LuceneQuery, limit: int) -> list[tuple[
         tracks = [t for code in query.fields["isrc"] for t in catalog.by_isrc(code)[:1]]
         scored = [(t, 100) for t in tracks]
     else:
-        title = _expand_fuzzy(request, query.text("recording") or query.text("recordingaccent"))
-        artist = query.text("artist") or query.text("artistname")
+        title = _expand_fuzzy(request, query.text("recording") or query.text("recordingaccent"),
+                              "title")
+        artist = _expand_fuzzy(request, query.text("artist") or query.text("artistname"),
+                               "artist")
         album = query.text("release")
         require = [f for f, v in (("title", title), ("artist", artist), ("album", album)) if v]
         hits = catalog.search(

@@ -457,9 +457,10 @@ class CandidateFactory:
         distractors: Sequence[Candidate],
         rng: random.Random,
     ) -> list[Candidate]:
-        """What a wider query (the artist's tracks) returns: up to 10 other songs of the artist
-        from the catalog as the provider prints them, ``truths``, and the artist's versions of
-        the song (remix, live, the original...) among ``distractors``."""
+        """What the wider queries return (the artist's tracks, fuzzy terms, the title alone): up
+        to 10 other songs of the artist from the catalog as the provider prints them,
+        ``truths``, and ``distractors`` (the artist's versions of the song, the same title by
+        other and near-named artists)."""
         own = coarse_key(track.artist, track.title)
         songs = [t for t in self.by_artist[track.artist] if coarse_key(t.artist, t.title) != own]
         song_titles = {t.title for t in songs}
@@ -467,12 +468,9 @@ class CandidateFactory:
             self._candidate(rng, t.artist, t.title, t.duration_ms, None)
             for t in rng.sample(songs, min(len(songs), 10))
         ]
-        versions = [
-            c
-            for c in distractors
-            if c.get("artist") == track.artist and c.get("title") not in song_titles
-        ]
-        return [*others, *truths, *versions]
+        rest = [c for c in distractors
+                if c.get("artist") != track.artist or c.get("title") not in song_titles]
+        return [*others, *truths, *rest]
 
     def truths(self, track: TrueTrack, rng: random.Random) -> list[Candidate]:
         """The true recording as a provider prints it, sometimes also a second release of it."""

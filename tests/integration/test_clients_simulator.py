@@ -148,6 +148,22 @@ async def test_a_title_with_a_typo_is_found_only_by_a_second_look(sim_and_client
         assert match is not None and match.candidate.get("isrc") == t.isrc, name
 
 
+async def test_an_artist_with_a_typo_is_found_only_by_a_second_look(sim_and_clients: Any
+                                                                   ) -> None:
+    _, clients = sim_and_clients
+    t = sample(lambda t: 1 <= len(t.artist.split()) <= 2
+               and all(len(w) >= 4 and w.isalpha() for w in t.artist.split()))
+    doubled = " ".join(w + w[-1] for w in t.artist.split())  # no word of it spelt right
+    typo = TrackQuery(doubled, t.title, duration_ms=t.duration_ms)
+    for name in ("musicbrainz", "spotify"):
+        client = clients[name]
+        assert isinstance(client, SecondLook)
+        first = await client.lookup(typo)
+        assert best_match(typo, first) is None, f"{name}: a strict search should miss {doubled!r}"
+        match = best_match(typo, await client.lookup_again(typo), second_look=True)
+        assert match is not None and match.candidate.get("isrc") == t.isrc, name
+
+
 @pytest.mark.parametrize("name", NAMES)
 async def test_rate_limit_answers_are_transient_rate_limited(name: str) -> None:
     config = relaxed().with_provider(name, rate_limit=1, rate_window_s=30.0)

@@ -156,12 +156,15 @@ def test_contact_is_required_and_repr_is_plain() -> None:
     )
 
 
-def test_a_second_look_makes_the_title_words_fuzzy_and_keeps_the_artist_exact() -> None:
+def test_a_second_look_makes_the_title_and_artist_words_fuzzy() -> None:
     from trackflow.providers.musicbrainz import build_fuzzy_query
 
     q = build_fuzzy_query(TrackQuery("Vampire Weekend", "Hodl On (Live)", duration_ms=200_000))
-    assert q == ('(recording:hodl~1 OR recording:on) AND artist:"Vampire Weekend" '
-                 "AND dur:[190000 TO 210000]")
+    assert q == ('(recording:hodl~1 OR recording:on) AND (artist:"Vampire Weekend" OR '
+                 "artist:vampire~2 OR artist:weekend~2) AND dur:[190000 TO 210000]")
     assert build_fuzzy_query(TrackQuery("", "Telephnoe")) is None, "no artist: nothing to scope"
+    split = build_fuzzy_query(TrackQuery("", "Sia - Chandelirr")) or ""
+    assert split.startswith('(recording:chandelirr~2) AND (artist:"Sia" OR artist:sia~1)'), (
+        "an 'Artist - Title' input with no artist is read as such")
     assert "recording:telephnoe~2" in (build_fuzzy_query(TrackQuery("Lady Gaga", "Telephnoe"))
                                        or "")

@@ -93,6 +93,17 @@ async def test_search_by_artist_and_track_gets_token_first() -> None:
     assert first.provider_score is None, "Spotify gives no score; the order is its ranking"
 
 
+async def test_a_second_look_asks_for_the_artist_and_for_the_title_apart() -> None:
+    router = Router({"/api/token": tokens(), "/v1/search": reply(200, load("spotify_search"))})
+    got = await client(router).lookup_again(TrackQuery("", "deadmau5 - Strobe (Radio Edit)"))
+    assert [r.url.params["q"] for r in router.requests[1:]] == ['artist:"deadmau5"',
+                                                                'track:"strobe"']
+    ids = [c.get("spotify_id") for c in got]
+    assert len(ids) == len(set(ids)) == 2, "the same track from both answers is kept once"
+    assert all(c.via == "again" for c in got)
+    assert await client(router).lookup_again(TrackQuery("", "Strobe")) == [], "no artist"
+
+
 async def test_search_by_isrc_when_known() -> None:
     router = Router({"/api/token": tokens(), "/v1/search": reply(200, load("spotify_search"))})
     got = await client(router).lookup(TrackQuery("x", "y", isrc="USUS10900123"))
