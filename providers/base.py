@@ -120,7 +120,7 @@ class SecondLook(Protocol):
     """A provider that can ask a wider question for a record its ``lookup`` did not match."""
 
     async def lookup_again(self, query: TrackQuery) -> list[Candidate]:
-        """Candidates of a query wider than ``lookup``'s (the artist's tracks, fuzzy terms),
-        for :func:`~providers.matching.best_match` with ``second_look=True``; [] when the query
-        has nothing to widen (no artist)."""
+        """Candidates of queries wider than ``lookup``'s (the artist's tracks, the title's,
+        fuzzy terms), for :func:`~providers.matching.best_match` with ``second_look=True``; []
+        when the query has nothing to widen (no artist)."""
         ...

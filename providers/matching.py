@@ -118,7 +118,8 @@ EXTRA_FACTOR = 0.96
 #: A second look's acceptance (see the module docstring).
 SECOND_LOOK_ARTIST = 0.9
 SECOND_LOOK_TITLE = 0.8
-#: A second look's mistyped artist: taken only with the title intact (up to its spacing).
+#: A second look's mistyped artist; with a mistyped title too (the title below
+#: ``SECOND_LOOK_INTACT``), the durations must be known and agree.
 SECOND_LOOK_ARTIST_TYPO = 0.8
 SECOND_LOOK_INTACT = 0.97
 SECOND_LOOK_MARGIN = 0.08
@@ -496,10 +497,10 @@ def best_match(
 def _sure_second_look(query: TrackQuery, top: Match, others: Sequence[Match]) -> bool:
     """Whether ``top``, the best of a wider query's list, passes the second look's rule."""
     s = top.score
-    title_typo = s.artist >= SECOND_LOOK_ARTIST and s.title >= SECOND_LOOK_TITLE
-    artist_typo = s.title >= SECOND_LOOK_INTACT and s.artist >= SECOND_LOOK_ARTIST_TYPO
-    if not (title_typo or artist_typo):
+    if s.artist < SECOND_LOOK_ARTIST_TYPO or s.title < SECOND_LOOK_TITLE:
         return False
+    if s.artist < SECOND_LOOK_ARTIST and s.title < SECOND_LOOK_INTACT and s.duration != 1.0:
+        return False  # a typo on both sides: only a length that agrees vouches for it
     if s.duration not in (None, 1.0):
         return False
     if s.title < SECOND_LOOK_INTACT and _letters(query) < SECOND_LOOK_MIN_LETTERS:

@@ -1,7 +1,8 @@
 """MusicBrainz WS/2: ISRC lookup and Lucene recording search, under ``/musicbrainz/ws/2``.
 
-A fuzzy title term (``recording:hodl~1``, ``~`` alone meaning 2 edits) stands for the indexed
-title words within that many edits, as Lucene expands it (see :mod:`.search`).
+A fuzzy term (``recording:hodl~1``, ``artist:pitbulll~2``, ``~`` alone meaning 2 edits) stands
+for the indexed title or artist words within that many edits, as Lucene expands it (see
+:mod:`.search`).
 """
 
 from __future__ import annotations

@@ -172,8 +172,9 @@ def isrc_accuracy(latest: dict[str, dict[str, Any]], truth: dict[str, str | None
 
 def print_misses(records: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
                  truth: dict[str, str | None], catalog: Path, limit: int) -> None:
-    """Up to ``limit`` tracks the catalog has that got no right ISRC: the query, the catalog's
-    artist and title for the true ISRC, and what the providers answered."""
+    """Up to ``limit`` tracks published with a wrong ISRC (absent ones too), and up to ``limit``
+    tracks the catalog has that got no right ISRC: the query, the catalog's artist and title
+    for the true ISRC, and what the providers answered."""
     import csv
 
     with catalog.open(newline="", encoding="utf-8") as fh:
@@ -182,6 +183,15 @@ def print_misses(records: list[dict[str, Any]], latest: dict[str, dict[str, Any]
               and (latest.get(r["track_id"]) or {}).get("isrc") != truth[r["track_id"]]]
     print(f"catalog tracks without their right ISRC: {len(missed)}"
           + (f"; the first {min(limit, len(missed))}:" if limit and missed else ""))
+    wrong = [r for r in records if not r.get("isrc") and (latest.get(r["track_id"]) or {}).get(
+        "isrc") not in (None, truth.get(r["track_id"]))]
+    for r in wrong[:limit]:
+        value = latest[r["track_id"]]
+        source = (value.get("sources") or {}).get("isrc", {}).get("provider", "?")
+        given = value.get("isrc")
+        print(f"  - wrong: {r.get('artist')!r} / {r['title']!r} "
+              f"(truth {names.get(truth.get(r['track_id']) or '', 'absent')!r}) got "
+              f"{names.get(str(given), given)!r} from {source}")
     for r in missed[:limit]:
         value = latest.get(r["track_id"])
         answered = ("parked or dead-lettered" if value is None else ", ".join(

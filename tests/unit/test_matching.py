@@ -338,16 +338,18 @@ def test_a_second_look_scores_typos_by_edits_over_the_unspaced_title() -> None:
     assert found is not None
 
 
-def test_a_second_look_takes_a_mistyped_artist_only_with_the_title_intact() -> None:
+def test_a_second_look_takes_a_mistyped_artist() -> None:
     def cand(artist: str, title: str = "Time of Our Lives") -> Candidate:
         return Candidate("x", {"artist": artist, "title": title, "duration_ms": 229_000})
 
     typo = TrackQuery(artist="Badsgah", title="Time Of Our Lives")
     found = best_match(typo, [cand("Badshah"), cand("Pitbull")], second_look=True)
     assert found is not None and found.candidate.get("artist") == "Badshah"
-    # A typo on both sides is too far from the query to be sure of.
+    # A typo on both sides: only a length that agrees vouches for it.
     both = TrackQuery(artist="Badsgah", title="Tmie Of Our Lives")
     assert best_match(both, [cand("Badshah")], second_look=True) is None
+    timed = TrackQuery(artist="Badsgah", title="Tmie Of Our Lives", duration_ms=230_000)
+    assert best_match(timed, [cand("Badshah")], second_look=True) is not None
     # A word more is another act, not a typo ("Billie Eilish" vs "Billie Eilish Jr.").
     near = TrackQuery(artist="Billie Eilish", title="Time Of Our Lives")
     assert best_match(near, [cand("Billie Eilish Jr.")], second_look=True) is None
