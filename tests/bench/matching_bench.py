@@ -3,10 +3,10 @@
     python tests/bench/matching_bench.py [--seed S] [--limit N] [--examples K] [--no-quirks]
 
 For every real track (see ``noise.py``) one noisy query and two candidate lists: the first page
-of up to 10 for the query, and what a wider query (the artist's tracks) returns. A quarter of
-the tracks are absent from both; the first list also lacks the true recording when the query's
-title is mistyped in every distinctive word, as a strict search (MusicBrainz phrase query,
-Spotify field filter) would. Three pickers:
+of up to 10 for the query, and what the wider queries (the artist's tracks, the title's) return.
+A quarter of the tracks are absent from both; the first list also lacks the true recording when
+the query's title is mistyped in every distinctive word or its artist in every word, as a
+strict search (MusicBrainz phrase query, Spotify field filter) would. Three pickers:
 
 * before: ``providers.matching.best_match`` on the first list alone;
 * after: the same, then, when it gives nothing, ``best_match(..., second_look=True)`` on the
@@ -219,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     present = [case for case in cases if case.truth]
     print(
-        f"first lists lacking a present truth (title mistyped in every distinctive word): "
+        f"first lists lacking a present truth (title mistyped in every distinctive word or "
+        f"artist in every word): "
         f"{sum(not case.first_has_truth for case in present)} of {len(present)}; "
         f"wider lists: {sum(len(case.second) for case in cases) / max(1, len(cases)):.1f} "
         f"candidates on average"

@@ -12,8 +12,9 @@ swapped, space moved, letter doubled, letter dropped, neighbour key, suffix with
 so the benchmark can report by kind.
 
 Every case has two candidate lists: a first page for the query, which lacks the true recording
-when the title is mistyped in every distinctive word (a strict search would not find it), and
-what a wider query (the artist's tracks) returns, for the matcher's second look.
+when the title is mistyped in every distinctive word or the artist in every word (a strict
+search would not find it), and what the wider queries (the artist's tracks, the title's) return,
+for the matcher's second look.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class Case:
     """What a wider query (the artist's tracks) returns, for a second look."""
     first_has_truth: bool
     """Whether ``candidates`` holds the true recording: not when it is absent, nor when the
-    query's title is mistyped in every distinctive word (:func:`strict_search_finds`)."""
+    query's title is mistyped in every distinctive word (:func:`strict_search_finds`) or its
+    artist in every word (:func:`strict_artist_finds`)."""
 
 
 def catalog_dir(repo: Path) -> Path:
@@ -249,6 +251,16 @@ def strict_search_finds(title: str, query_title: str) -> bool:
     ] or words
     present = {_crude(w) for w in query_title.split()}
     return not distinctive or any(w in present for w in distinctive)
+
+
+def strict_artist_finds(artist: str, query: TrackQuery) -> bool:
+    """Whether a strict artist filter for ``query`` returns a recording by ``artist``: a word of
+    the name (not in :data:`STOPWORDS`) is intact in the query's artist, or in its title when
+    the query gives "Artist - Title" with no artist."""
+    words = [w for w in (_crude(w) for w in artist.split()) if w and w not in STOPWORDS]
+    asked = query.artist or query.title or ""
+    present = {_crude(w) for w in asked.split()}
+    return not words or any(w in present for w in words)
 
 
 def _strip_accents(text: str) -> str:
@@ -554,7 +566,8 @@ def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 
     in both lists the same way.
 
     The first list is a page of 10 for the query, the true recording among them unless it is
-    absent or the title is mistyped in every distinctive word (:func:`strict_search_finds`);
+    absent, the title is mistyped in every distinctive word (:func:`strict_search_finds`) or the
+    artist in every word (:func:`strict_artist_finds`);
     ``second`` is :meth:`CandidateFactory.wider`'s list, ranked the same crude way.
     """
     rng = random.Random(seed)
@@ -568,7 +581,8 @@ def make_cases(tracks: Sequence[TrueTrack], seed: int, *, absent_share: float = 
         distractors = factory.distractors(track, rng)
         mistyped = any(kind in TITLE_TYPO_KINDS for kind in noise)
         first_has_truth = bool(truths) and not (
-            mistyped and not strict_search_finds(track.title, query.title)
+            (mistyped and not strict_search_finds(track.title, query.title))
+            or ("artist typo" in noise and not strict_artist_finds(track.artist, query))
         )
         first = _ranked(query, [*(truths if first_has_truth else ()), *distractors], rng)[:10]
         if first_has_truth and not any(c in first for c in truths):
