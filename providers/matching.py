@@ -135,6 +135,12 @@ SECOND_LOOK_ARTIST_TYPO = 0.8
 SECOND_LOOK_INTACT = 0.97
 SECOND_LOOK_MARGIN = 0.08
 SECOND_LOOK_MIN_LETTERS = 5
+#: With a length that agrees: the title's floor instead of ``SECOND_LOOK_TITLE``, this many
+#: letters, and :func:`typo_edits`' wider budgets.
+VOUCHED_MIN_LETTERS = 3
+#: How :func:`score` reads typos: not at all (the first look), by the second look's budgets,
+#: or by the wider ones a length that agrees allows.
+NO_TYPOS, TYPOS, VOUCHED_TYPOS = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +223,13 @@ def _unmatched(words_a: list[str], words_b: list[str], word_penalty: float) -> f
 
 @lru_cache(maxsize=131072)
 def similarity(a: str, b: str, word_penalty: float = TITLE_WORD_PENALTY,
-               typos: bool = False) -> float:
+               typos: int = NO_TYPOS) -> float:
     """Similarity 0..1 of two folded strings: character ratio minus a cost per unmatched word.
 
-    ``typos`` (a second look's): a string of as many words as the other and within
-    :func:`typo_edits` of it, its spaces aside, scores ``1 - edits / length`` however its words
-    were broken by the typos ("danie lcaesar" is one swap from "daniel caesar").
+    ``typos`` (a second look's, ``TYPOS`` or ``VOUCHED_TYPOS``): a string of as many words as
+    the other and within :func:`typo_edits` of it, its spaces aside, scores
+    ``1 - edits / length`` however its words were broken by the typos ("danie lcaesar" is one
+    swap from "daniel caesar").
     """
     if a == b:
         return 1.0
@@ -239,20 +246,24 @@ def similarity(a: str, b: str, word_penalty: float = TITLE_WORD_PENALTY,
     plain = max(0.0, ratio - _unmatched(a.split(), b.split(), word_penalty))
     if not typos or a.count(" ") != b.count(" "):
         return plain  # a word more or less is another name or title, not a typo
-    edits = typo_edits(joined_a, joined_b)
+    edits = typo_edits(joined_a, joined_b, vouched=typos == VOUCHED_TYPOS)
     return plain if edits is None else max(plain, 1.0 - edits / max(len(joined_a), len(joined_b)))
 
 
-def typo_edits(a: str, b: str) -> int | None:
+def typo_edits(a: str, b: str, *, vouched: bool = False) -> int | None:
     """The edits (an adjacent swap is one) between two unspaced strings when they are few
     enough to be typos of one another, else None.
 
-    Lucene's fuzzy ``AUTO`` allowance, on the shorter string: none below 5 characters ("Love"
-    and "Lover" are two songs), one up to 7, two from 8. Numbers must be equal: "Pt. 2" and
-    "Pt. 3" are one edit apart and two songs.
+    On the shorter string: none below 5 characters ("Love" and "Lover" are two songs), one up to
+    7, two from 8; ``vouched`` (a length that agrees vouches for the match), Lucene's fuzzy
+    ``AUTO``: one from 3 characters, two from 6. Numbers must be equal: "Pt. 2" and "Pt. 3" are
+    one edit apart and two songs.
     """
     short, long = sorted((len(a), len(b)))
-    allowed = 0 if short < 5 else 1 if short < 8 else 2
+    if vouched:
+        allowed = 0 if short < 3 else 1 if short < 6 else 2
+    else:
+        allowed = 0 if short < 5 else 1 if short < 8 else 2
     if allowed == 0 or long - short > allowed or long > 60:
         return None
     if re.findall(r"\d+", a) != re.findall(r"\d+", b):
@@ -261,11 +272,11 @@ def typo_edits(a: str, b: str) -> int | None:
     return edits if edits <= allowed else None
 
 
-def _artist_name_similarity(a: str, b: str, typos: bool = False) -> float:
+def _artist_name_similarity(a: str, b: str, typos: int = NO_TYPOS) -> float:
     return similarity(a, b, ARTIST_WORD_PENALTY, typos)
 
 
-def _title_similarity(q: ParsedTitle, c: ParsedTitle, typos: bool = False) -> float:
+def _title_similarity(q: ParsedTitle, c: ParsedTitle, typos: int = NO_TYPOS) -> float:
     base = similarity(q.base, c.base, typos=typos)
     if q.extras != c.extras:
         # A subtitle on one side only is usually dropped by a scraper ("A Bar Song (Tipsy)"),
@@ -295,7 +306,7 @@ def _versions_agree(q: Sequence[Version], c: Sequence[Version]) -> bool:
 
 def _artist_similarity(
     q: ArtistCredit, q_feat: tuple[str, ...], c: ArtistCredit, c_feat: tuple[str, ...],
-    typos: bool = False,
+    typos: int = NO_TYPOS,
 ) -> float:
     """Artist similarity from the whole credit or the primary artist, whichever is better.
 
@@ -363,7 +374,7 @@ def _readings(artist: str, title: str) -> list[tuple[str, str]]:
 
 
 def _score_text(
-    q_artist: str, q_title: str, c_artist: str, c_title: str, typos: bool = False
+    q_artist: str, q_title: str, c_artist: str, c_title: str, typos: int = NO_TYPOS
 ) -> tuple[float, float, bool]:
     qt, ct = parse_title(q_title), parse_title(c_title)
     qa, ca = parse_artists(q_artist), parse_artists(c_artist)
@@ -374,11 +385,11 @@ def _score_text(
     return title, artist, _versions_agree(qt.versions, ct.versions)
 
 
-def score(query: TrackQuery, candidate: Candidate, *, typos: bool = False) -> MatchScore:
+def score(query: TrackQuery, candidate: Candidate, *, typos: int = NO_TYPOS) -> MatchScore:
     """Score one candidate against the query (pure; see the module docstring for the rules).
 
-    ``typos``: titles and artist names a few typos apart score as near-copies
-    (:func:`typo_edits`), for a second look's list."""
+    ``typos`` (``TYPOS``, ``VOUCHED_TYPOS``): titles and artist names a few typos apart score
+    as near-copies (:func:`typo_edits`), for a second look's list."""
     c_artist = str(candidate.get("artist") or "")
     c_title = str(candidate.get("title") or "")
     best: tuple[float, float, bool] = (0.0, 0.0, False)
@@ -434,7 +445,7 @@ def score(query: TrackQuery, candidate: Candidate, *, typos: bool = False) -> Ma
     )
 
 
-def rank(query: TrackQuery, candidates: Sequence[Candidate], *, typos: bool = False
+def rank(query: TrackQuery, candidates: Sequence[Candidate], *, typos: int = NO_TYPOS
          ) -> list[Match]:
     """All candidates scored, best first (provider score, then position, break equal totals)."""
     scored = [Match(c, score(query, c, typos=typos), i) for i, c in enumerate(candidates)]
@@ -478,12 +489,12 @@ def best_match(
     ``second_look``: the candidates come from a wider query after the first one missed; the
     stricter rule of the module docstring applies.
     """
-    ranked = rank(query, candidates, typos=second_look)
+    if second_look:
+        return _second_look(query, candidates, threshold)
+    ranked = rank(query, candidates)
     if not ranked or ranked[0].score.total < threshold:
         return None
     top = ranked[0]
-    if second_look:
-        return top if _sure_second_look(query, top, ranked[1:]) else None
     tied = [
         m
         for m in ranked[1:]
@@ -505,16 +516,34 @@ def best_match(
     return None
 
 
-def _sure_second_look(query: TrackQuery, top: Match, others: Sequence[Match]) -> bool:
-    """Whether ``top``, the best of a wider query's list, passes the second look's rule."""
+def _second_look(query: TrackQuery, candidates: Sequence[Candidate], threshold: float
+                 ) -> Match | None:
+    """The second look's pick (see the module docstring): by the typo budgets, or, when the
+    query gives a length, by the wider ones with the length agreeing."""
+    for typos in (TYPOS, VOUCHED_TYPOS) if query.duration_ms else (TYPOS,):
+        ranked = rank(query, candidates, typos=typos)
+        if ranked and ranked[0].score.total >= threshold and _sure_second_look(
+                query, ranked[0], ranked[1:], vouched=typos == VOUCHED_TYPOS):
+            return ranked[0]
+    return None
+
+
+def _sure_second_look(query: TrackQuery, top: Match, others: Sequence[Match], *,
+                      vouched: bool = False) -> bool:
+    """Whether ``top``, the best of a wider query's list, passes the second look's rule;
+    ``vouched``: scored by the wider typo budgets, so the length must agree."""
     s = top.score
-    if s.artist < SECOND_LOOK_ARTIST_TYPO or s.title < SECOND_LOOK_TITLE:
+    if vouched and s.duration != 1.0:
+        return False
+    if s.artist < SECOND_LOOK_ARTIST_TYPO or s.title < (TITLE_FLOOR if vouched
+                                                          else SECOND_LOOK_TITLE):
         return False
     if s.artist < SECOND_LOOK_ARTIST and s.title < SECOND_LOOK_INTACT and s.duration != 1.0:
         return False  # a typo on both sides: only a length that agrees vouches for it
     if s.duration not in (None, 1.0):
         return False
-    if s.title < SECOND_LOOK_INTACT and _letters(query) < SECOND_LOOK_MIN_LETTERS:
+    if s.title < SECOND_LOOK_INTACT and _letters(query) < (
+            VOUCHED_MIN_LETTERS if vouched else SECOND_LOOK_MIN_LETTERS):
         return False
     return all(s.total - m.score.total >= SECOND_LOOK_MARGIN
                for m in others if not _same_recording(top.candidate, m.candidate))

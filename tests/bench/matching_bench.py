@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))  # noise.py sits next to this script
 from noise import Case, catalog_dir, load_catalog, make_cases  # noqa: E402
 
 from trackflow.providers.base import Candidate  # noqa: E402
-from trackflow.providers.matching import THRESHOLD, best_match, rank, score  # noqa: E402
+from trackflow.providers.matching import THRESHOLD, TYPOS, best_match, rank, score  # noqa: E402
 
 #: The by-kind row of the cases whose first list lacks a present truth (a derived kind).
 FIRST_MISSES = "(first list lacks the truth)"
@@ -123,7 +123,7 @@ def explain(case: Case, pick: Pick) -> str:
     else:
         text = "truth not in the first list (strict search)"
     if pick.second_look:
-        ranked = rank(case.query, case.second)
+        ranked = rank(case.query, case.second, typos=TYPOS)
         truth = next(m for m in ranked if str(m.candidate.get("bench_id")) in case.truth)
         rival = next((m for m in ranked if str(m.candidate.get("bench_id")) not in case.truth),
                      None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -307,9 +308,15 @@ def test_a_second_look_takes_a_typo_only_when_sure() -> None:
     # Two near-titles of one artist: no sure winner.
     close = TrackQuery(artist="Lady Gaga", title="Telephnoes")
     assert best_match(close, [cand("Telephone"), cand("Telephones")], second_look=True) is None
-    # One edit in a short title is another song ("Love" is not "Lover").
+    # One edit in a short title is another song ("Love" is not "Lover")...
     short = TrackQuery(artist="Taylor Swift", title="Love")
     assert best_match(short, [cand("Lover", "Taylor Swift")], second_look=True) is None
+    # ...unless a length that agrees vouches for it.
+    timed = TrackQuery(artist="Papa Roach", title="Sars", duration_ms=215_000)
+    scars = [cand("Scars", "Papa Roach", 210_000), cand("Last Resort", "Papa Roach", 200_000)]
+    assert best_match(timed, scars, second_look=True) is not None
+    assert best_match(replace(timed, duration_ms=None), scars, second_look=True) is None
+    assert best_match(replace(timed, duration_ms=260_000), scars, second_look=True) is None
 
 
 def test_a_second_look_scores_typos_by_edits_over_the_unspaced_title() -> None:
@@ -361,6 +368,8 @@ def test_typo_edits_allow_lucene_like_budgets() -> None:
     assert typo_edits("animks", "animals") is None  # two edits need eight letters
     assert typo_edits("newrletgo", "neverletgo") == 2
     assert typo_edits("part2", "part3") is None
+    assert typo_edits("sars", "scars", vouched=True) == 1, "a length that agrees: Lucene's AUTO"
+    assert typo_edits("animks", "animals", vouched=True) == 2
 
 
 def test_a_suffix_after_a_dash_spaced_on_one_side_is_still_a_suffix() -> None:
