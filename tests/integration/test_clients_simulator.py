@@ -133,19 +133,26 @@ async def test_not_found_is_empty_everywhere(sim_and_clients: Any) -> None:
     assert await clients["spotify"].lookup(unknown_isrc) == []
 
 
+async def found_only_by_a_second_look(clients: dict[str, Provider], typo: TrackQuery,
+                                      isrc: str) -> None:
+    """Both clients able to look again miss ``typo`` at the first look and find ``isrc`` at the
+    second."""
+    for name in ("musicbrainz", "spotify"):
+        client = clients[name]
+        assert isinstance(client, SecondLook)
+        first = await client.lookup(typo)
+        assert best_match(typo, first) is None, f"{name}: a strict search should miss {typo}"
+        match = best_match(typo, await client.lookup_again(typo), second_look=True)
+        assert match is not None and match.candidate.get("isrc") == isrc, name
+
+
 async def test_a_title_with_a_typo_is_found_only_by_a_second_look(sim_and_clients: Any) -> None:
     _, clients = sim_and_clients
     t = sample(lambda t: " " not in t.title and len(t.title) >= 6 and t.title.isalpha()
                and " feat. " not in t.artist)
     swapped = t.title[0] + t.title[2] + t.title[1] + t.title[3:]
-    typo = TrackQuery(t.artist, swapped, duration_ms=t.duration_ms)
-    for name in ("musicbrainz", "spotify"):
-        client = clients[name]
-        assert isinstance(client, SecondLook)
-        first = await client.lookup(typo)
-        assert best_match(typo, first) is None, f"{name}: a strict search should miss {swapped!r}"
-        match = best_match(typo, await client.lookup_again(typo), second_look=True)
-        assert match is not None and match.candidate.get("isrc") == t.isrc, name
+    await found_only_by_a_second_look(
+        clients, TrackQuery(t.artist, swapped, duration_ms=t.duration_ms), t.isrc)
 
 
 async def test_an_artist_with_a_typo_is_found_only_by_a_second_look(sim_and_clients: Any
@@ -154,14 +161,8 @@ async def test_an_artist_with_a_typo_is_found_only_by_a_second_look(sim_and_clie
     t = sample(lambda t: 1 <= len(t.artist.split()) <= 2
                and all(len(w) >= 4 and w.isalpha() for w in t.artist.split()))
     doubled = " ".join(w + w[-1] for w in t.artist.split())  # no word of it spelt right
-    typo = TrackQuery(doubled, t.title, duration_ms=t.duration_ms)
-    for name in ("musicbrainz", "spotify"):
-        client = clients[name]
-        assert isinstance(client, SecondLook)
-        first = await client.lookup(typo)
-        assert best_match(typo, first) is None, f"{name}: a strict search should miss {doubled!r}"
-        match = best_match(typo, await client.lookup_again(typo), second_look=True)
-        assert match is not None and match.candidate.get("isrc") == t.isrc, name
+    await found_only_by_a_second_look(
+        clients, TrackQuery(doubled, t.title, duration_ms=t.duration_ms), t.isrc)
 
 
 @pytest.mark.parametrize("name", NAMES)
