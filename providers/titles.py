@@ -79,6 +79,7 @@ _KIND_PHRASES: tuple[tuple[str, str], ...] = (
     ("mash up", "mashup"),
     ("sped up", "sped up"),
     ("speed up", "sped up"),
+    ("high and fast", "sped up"),  # "SNAP - High and Fast", the label's sped-up release
     ("a cappella", "acapella"),
     ("a capella", "acapella"),
     ("re recorded", "rerecording"),

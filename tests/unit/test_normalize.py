@@ -123,6 +123,7 @@ def test_split_featured_keeps_original_spelling() -> None:
         ("Song (Club Dub)", "song", (Version("dub", "club"),)),
         ("Song (Techno Mix)", "song", (Version("remix", "techno"),)),
         ("Song - Sped Up", "song", (Version("sped up", ""),)),
+        ("SNAP - High and Fast", "snap", (Version("sped up", ""),)),
         ("Song (Slowed + Reverb)", "song", (Version("slowed", "reverb"),)),
         ("Song (Bootleg)", "song", (Version("bootleg", ""),)),
         ("Song (Mashup)", "song", (Version("mashup", ""),)),
