@@ -165,6 +165,9 @@ def _for_matching(provider: str, query: TrackQuery, candidates: Sequence[Candida
 
 #: The reason of a stage outcome decided by a second look, and of the dead letter asking for one.
 SECOND_LOOK = "second_look"
+#: The stage and error class of that dead letter.
+MATCH_STAGE = "match"
+NO_SURE_MATCH = "NoSureMatch"
 
 #: Target fields a raw record may already carry; stages do not look for them again.
 GIVEN_FIELDS = ("isrc", "duration_ms", "album", "spotify_id")
@@ -478,7 +481,7 @@ class Waterfall:
                         + "; ".join(str(e) for e in transient)[:500],
                 reason="provider_unavailable", retryable=True, provider=first.provider)
         if self._second_look_due(gap, outcomes):
-            return Failure(stage="match", error_class="NoSureMatch",
+            return Failure(stage=MATCH_STAGE, error_class=NO_SURE_MATCH,
                            message=f"no sure match for {', '.join(gap)} at the first look; "
                                    "a wider query follows at replay priority",
                            reason=SECOND_LOOK, retryable=True)

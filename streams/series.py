@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from trackflow.agents import metrics as sm
 from trackflow.agents.records import STAGE_OUTCOMES
+from trackflow.agents.waterfall import MATCH_STAGE, NO_SURE_MATCH
 from trackflow.providers import metrics as pm
 from trackflow.providers.breaker import State
 from trackflow.providers.specs import PROVIDER_NAMES, SPECS
@@ -93,6 +94,13 @@ def create_stream_series(settings: Settings, providers: Iterable[str] = PROVIDER
         sm.DEAD_LETTERS.labels(stage=stage, provider="", retryable="false")
         for family in (sm.DLQ_RECEIVED, sm.DLQ_PARKED):
             family.labels(stage=stage, provider="", error_class=error_class)
+    # A record no stage matched, dead-lettered for its second look (``agents.waterfall``): no
+    # provider of its own, retried at the reprocessing agent.
+    sm.DEAD_LETTERS.labels(stage=MATCH_STAGE, provider="", retryable="true")
+    for family in (sm.DLQ_RECEIVED, sm.DLQ_PARKED):
+        family.labels(stage=MATCH_STAGE, provider="", error_class=NO_SURE_MATCH)
+    sm.DLQ_SCHEDULED.labels(provider="")
+    sm.DLQ_REPLAYED.labels(provider="")
     for p in providers:
         for outcome in STAGE_OUTCOMES:
             sm.PROVIDER_STAGE_OUTCOMES.labels(provider=p, outcome=outcome)

@@ -41,6 +41,12 @@ def test_every_provider_gets_its_alerted_series_at_zero() -> None:
     assert value("trackflow_provider_calls_total", provider="discogs", kind="token",
                  outcome="transient") is None
     assert value("trackflow_cache_errors_total", operation="mget") is not None
+    # The second look's dead letters have no provider: stage "match", retried.
+    assert value("trackflow_dead_letters_total", stage="match", provider="",
+                 retryable="true") is not None
+    assert value("trackflow_dlq_received_total", stage="match", provider="",
+                 error_class="NoSureMatch") is not None
+    assert value("trackflow_dlq_scheduled_total", provider="") is not None
 
 
 def test_stage_outcomes_are_the_schemas_and_each_has_its_series_at_zero() -> None:
