@@ -73,8 +73,8 @@ title intact, "Kgyo", "Alon", half with the title mistyped too), 12-20 typos ins
 labels, credits moved between artist and title and catalog duplicates. Loosening the rule to
 take them (edits from three letters, two edits from six, titles under five letters, a floor of
 0.85 within the budget) reached recall 0.982-0.987 on the cases before the strict artist filter
-but matched an absent track wrongly in each seed
-("Jax Jones" for "Jim Jones", "Lil Nas X" for "Lil Nas, Jr.", "Yankee 150" for "Yandel 150").
+but matched an absent track wrongly in each seed ("Jax Jones" for "Jim Jones", "Lil Nas X" for
+"Lil Nas, Jr.", "Yankee 150" for "Yandel 150").
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ from functools import lru_cache
 from trackflow.providers.base import Candidate, TrackQuery
 from trackflow.providers.normalize import (
     ArtistCredit,
+    named,
     normalize_artist,
     normalize_isrc,
     parse_artists,
@@ -557,9 +558,8 @@ def _sure_second_look(query: TrackQuery, top: Match, others: Sequence[Match], *,
 
 def _letters(query: TrackQuery) -> int:
     """The letters of the query's title base, read from "Artist - Title" when it names no artist."""
-    title = query.title or ""
-    split = None if (query.artist or "").strip() else split_artist_title(title)
-    return sum(c.isalpha() for c in parse_title(split[1] if split else title).base)
+    _, title = named(query.artist or "", query.title or "")
+    return sum(c.isalpha() for c in parse_title(title).base)
 
 
 def _closest_edit(query: TrackQuery, contenders: Sequence[Match]) -> Match | None:

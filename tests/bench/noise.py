@@ -116,7 +116,7 @@ class Case:
     noise: tuple[str, ...]
     """Noise applied to the query, for error reports."""
     second: list[Candidate]
-    """What a wider query (the artist's tracks) returns, for a second look."""
+    """What the wider queries (the artist's tracks, the title's) return, for a second look."""
     first_has_truth: bool
     """Whether ``candidates`` holds the true recording: not when it is absent, nor when the
     query's title is mistyped in every distinctive word (:func:`strict_search_finds`) or its
