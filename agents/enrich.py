@@ -46,7 +46,7 @@ from trackflow.agents.refresh_schedule import (
 from trackflow.agents.runner import RunningAgent, Topics, producer_send, run_agent
 from trackflow.agents.settings import AgentSettings
 from trackflow.agents.wire import NO_REGISTRY, Schemas
-from trackflow.providers.context import Priority, call_priority, enter_record
+from trackflow.providers.context import Priority, call_priority, current_record, enter_record
 from trackflow.providers.errors import ConfigError
 from trackflow.schemas.codec import (
     AVRO_CONTENT_TYPE,
@@ -56,6 +56,9 @@ from trackflow.schemas.codec import (
 )
 
 log = logging.getLogger("trackflow.agents.enrich")
+
+#: The enrichment agent's name (its Faust agent, its in-flight tracker).
+ENRICH_AGENT = "trackflow.enrich"
 
 
 @dataclass(slots=True)
@@ -112,6 +115,8 @@ class EnrichmentPipeline:
         k = settings.kafka
         # Metric children resolved once: ``labels()`` takes a lock and a dict lookup per call.
         self._records_in = metrics.RECORDS_IN.labels(topic=k.raw_topic)
+        self._fresh_done = metrics.FRESH_RECORDS
+        self._fresh_calls = metrics.FRESH_CALLS
         self._enriched_out = metrics.RECORDS_OUT.labels(topic=k.enriched_topic)
         self._status = {s: metrics.ENRICHED.labels(status=s) for s in ("complete", "partial")}
         self._avro_headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
@@ -127,6 +132,14 @@ class EnrichmentPipeline:
         headers = list(msg.headers or ())
         attempt = attempt_of(headers)
         self._records_in.inc()
+        await self._handle(msg, headers, attempt)
+        if attempt == 1:
+            # What it cost each provider, for the backlog's estimate (agents.backlog).
+            for provider, calls in current_record().calls.items():
+                self._fresh_calls.labels(provider=provider).inc(calls)
+            self._fresh_done.inc()
+
+    async def _handle(self, msg: Any, headers: list[tuple[str, bytes]], attempt: int) -> None:
         try:
             raw = await self._schemas.decode_raw(msg.value, headers)
         except DecodeError as exc:
@@ -178,6 +191,7 @@ class EnrichmentPipeline:
         if result is None:
             return None
         self._records_in.inc()
+        self._fresh_done.inc()  # answered from the cache: no call
         if result.failure is not None or stages_to_refresh(result.outcomes):
             return self._complete(msg, headers, attempt, raw, result)
         now = self._clock()
@@ -297,7 +311,7 @@ def register_enrich_agent(app: faust.App, topics: Topics, settings: AgentSetting
     pipeline = EnrichmentPipeline(send=producer_send(app), settings=settings, enricher=enricher,
                                   refreshed=refreshed, kept_encodings=kept_encodings,
                                   schemas=schemas)
-    agent = run_agent(app, topics.raw, name="trackflow.enrich", handler=pipeline.handle,
+    agent = run_agent(app, topics.raw, name=ENRICH_AGENT, handler=pipeline.handle,
                          inline=pipeline.handle_inline, recover=pipeline.recover_inline,
                          max_in_flight=settings.worker.max_in_flight,
                          max_queued=settings.worker.max_queued, on_fatal=on_fatal,

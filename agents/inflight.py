@@ -87,6 +87,11 @@ class OffsetTracker(Generic[E]):
         return self._slots[-1].offset if self._slots else None
 
     @property
+    def unfinished(self) -> int:
+        """Records registered and not finished (finished ones wait here for those before)."""
+        return len(self._by_offset)
+
+    @property
     def oldest_unfinished(self) -> int | None:
         """The offset the committed position must not pass, or None when nothing is pending."""
         return self._slots[0].offset if self._slots else None
@@ -114,6 +119,8 @@ class _Partition(Generic[E]):
     """The background records' places (``max_background``)."""
     background_waiting: int = 0
     """Background records waiting for a place (counted as queued)."""
+    received: int | None = None
+    """The offset after the last record received (None: none since the assignment)."""
 
 
 class InFlight(Generic[E]):
@@ -185,6 +192,15 @@ class InFlight(Generic[E]):
         part = self._partitions.get(tp)
         return part.tracker.oldest_unfinished if part is not None else None
 
+    def not_finished(self, tp: Hashable, end: int) -> int | None:
+        """Records of ``tp`` up to ``end`` not finished here: those not received yet, and
+        those received and not finished (None: nothing received since the assignment).
+        Read-only."""
+        part = self._partitions.get(tp)
+        if part is None or part.received is None:
+            return None
+        return max(0, end - part.received) + part.tracker.unfinished
+
     async def submit(self, tp: Hashable, offset: int, key: Hashable, item: E, *,
                      background: bool = False) -> None:
         """Start processing ``item``, or queue it while its partition is at the maximum;
@@ -209,6 +225,7 @@ class InFlight(Generic[E]):
             if self._partitions.get(tp) is not part:
                 return  # revoked (or shutting down) while we waited: its new owner reads it
         part.tracker.start(offset, item)
+        part.received = offset + 1
         if background:
             self._start_background(tp, part, offset, key, item)
             return

@@ -48,6 +48,52 @@ REFRESH_BACKLOG = Gauge(
     "trackflow_refresh_backlog",
     "Refresh requests this worker has read and not finished (waiting until due or running).",
 )
+REFRESH_PENDING_STAGES = Gauge(
+    "trackflow_refresh_pending_stages",
+    "Stages of the refresh requests this worker has read that will call their provider and "
+    "have not run yet, by provider: what the refresh backlog still asks of each provider.",
+    ["provider"],
+)
+REFRESH_STAGES = Counter(
+    "trackflow_refresh_stages_total",
+    "Refresh stages over that were planned to call their provider, by provider; with "
+    "trackflow_ratelimit_slots_total{priority=\"refresh\"}, the calls such a stage costs.",
+    ["provider"],
+)
+REFRESH_DUE_IN_SECONDS = Gauge(
+    "trackflow_refresh_due_in_seconds",
+    "How long until the last refresh request this worker has read is due (0 when all are).",
+)
+FRESH_RECORDS = Counter(
+    "trackflow_fresh_records_total",
+    "Fresh records finished (published or dead-lettered): read from the raw topic for the "
+    "first time, dead-letter replays not counted.",
+)
+FRESH_CALLS = Counter(
+    "trackflow_fresh_calls_total",
+    "Calls the fresh records finished made of each provider, and the calls they gave up at "
+    "their stage's deadline (each comes back as a refresh): with trackflow_fresh_records_total, "
+    "what a fresh record costs each provider.",
+    ["provider"],
+)
+FRESH_BACKLOG = Gauge(
+    "trackflow_fresh_backlog_records",
+    "Records of the raw topic this worker has not finished: not read yet (its consumer lag) "
+    "or in flight.",
+)
+BACKLOG_CALLS = Gauge(
+    "trackflow_backlog_calls",
+    "Calls the backlog still needs from each provider (agents.backlog): the fresh records not "
+    "finished times a fresh record's calls, plus the refresh stages to come times a refresh "
+    "stage's calls, over the last minute.",
+    ["provider"],
+)
+FRESH_CALL_DEMAND = Gauge(
+    "trackflow_fresh_call_demand",
+    "Calls per second that fresh records arriving now ask of each provider (agents.backlog): "
+    "their arrival rate (the median over the last minute) times a fresh record's calls.",
+    ["provider"],
+)
 REFRESH_OLDEST_SECONDS = Gauge(
     "trackflow_refresh_oldest_due_seconds",
     "How long the most overdue refresh request has been due (0 when none is overdue).",

@@ -82,7 +82,13 @@ class Refresher(Protocol):
     """Runs some stages again for a record that knows ``filled``."""
 
     async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
-                      outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment: ...
+                      outcomes: Sequence[Outcome], stages: Sequence[str], *,
+                      on_stage: Callable[[str], None] | None = None) -> Enrichment:
+        """``on_stage(name)`` once each stage of ``stages`` is over (run or skipped)."""
+
+    def planned(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                stages: Sequence[str]) -> list[str]:
+        """The stages of ``stages`` that would call their provider, with ``filled`` known."""
 
 
 class RefreshAgent:
@@ -109,6 +115,10 @@ class RefreshAgent:
         self._headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
         # Due times of the requests being handled, for the backlog's age.
         self._due: dict[int, float] = {}
+        # What the requests being handled still ask of each provider: with the rate fresh
+        # records leave it, the backlog's ETA (``trackflow top``, the pipeline dashboard).
+        self._pending_stages = metrics.REFRESH_PENDING_STAGES
+        self._stages_run = metrics.REFRESH_STAGES
         for outcome in ("published", "unchanged", "rescheduled", "finished", "skipped_done",
                         "invalid"):
             metrics.REFRESHES.labels(outcome=outcome)
@@ -116,6 +126,10 @@ class RefreshAgent:
     def overdue_s(self) -> float:
         """How long the most overdue request being handled has been due (0: none)."""
         return max(0.0, self._clock() - min(self._due.values())) if self._due else 0.0
+
+    def due_in_s(self) -> float:
+        """How long until the last request being handled is due (0: all are)."""
+        return max(0.0, max(self._due.values()) - self._clock()) if self._due else 0.0
 
     async def handle(self, event: Any) -> None:
         msg = event.message
@@ -138,14 +152,29 @@ class RefreshAgent:
             return  # re-delivered after its refresh was published
         token = id(request)
         self._due[token] = request.due_ms / 1000
+        # The stages that will call their provider: one another stage has filled meanwhile
+        # is skipped at no cost.
+        pending = set(self._refresher.planned(request.raw, request.filled, request.stages))
+        for name in pending:
+            self._pending_stages.labels(provider=name).inc()
+
+        def stage_over(name: str) -> None:
+            if name in pending:
+                pending.discard(name)
+                self._pending_stages.labels(provider=name).dec()
+                self._stages_run.labels(provider=name).inc()
+
         try:
             wait = request.due_ms / 1000 - self._clock()
             if wait > 0:
                 await self._sleep(wait)
             result = await self._refresher.refresh(request.raw, request.filled,
-                                                   request.outcomes, request.stages)
+                                                   request.outcomes, request.stages,
+                                                   on_stage=stage_over)
         finally:
             del self._due[token]
+            for name in pending:  # cancelled (a rebalance, a stop), or not a stage here
+                self._pending_stages.labels(provider=name).dec()
         now = self._clock()
         k = self._settings.kafka
         key = track_id.encode()
@@ -259,6 +288,7 @@ def register_refresh_agent(app: faust.App, topics: Topics, settings: AgentSettin
                         key_of=lambda msg: msg.key)
     metrics.REFRESH_BACKLOG.set_function(running.inflight.in_flight)
     metrics.REFRESH_OLDEST_SECONDS.set_function(agent.overdue_s)
+    metrics.REFRESH_DUE_IN_SECONDS.set_function(agent.due_in_s)
     return running
 
 

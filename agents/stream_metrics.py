@@ -44,6 +44,19 @@ class LagExporter:
     def __init__(self, topics: set[str]) -> None:
         self.topics = topics
         self.exported: set[tuple[str, str]] = set()
+        self._lags: dict[tuple[str, str], int] = {}
+        self._ends: dict[tuple[str, str], int] = {}
+
+    def total(self, topic: str) -> int:
+        """The lag of ``topic``'s partitions this worker consumes, at the last tick."""
+        return sum(lag for (t, _), lag in self._lags.items() if t == topic)
+
+    def lag(self, topic: str, partition: int) -> int:
+        return self._lags.get((topic, str(partition)), 0)
+
+    def ends(self, topic: str) -> dict[int, int]:
+        """The end offsets of ``topic``'s partitions this worker consumes, at the last tick."""
+        return {int(p): end for (t, p), end in self._ends.items() if t == topic}
 
     async def tick(self, consumer: Any) -> None:
         tps = [tp for tp in consumer.assignment() if tp.topic in self.topics]
@@ -63,15 +76,19 @@ class LagExporter:
                 if end is None or position is None:
                     continue
                 labels = (tp.topic, str(tp.partition))
-                metrics.CONSUMER_LAG.labels(*labels).set(max(0, end - position))
+                self._lags[labels] = max(0, end - position)
+                self._ends[labels] = end
+                metrics.CONSUMER_LAG.labels(*labels).set(self._lags[labels])
                 current.add(labels)
         # Partitions that moved to another worker must not keep reporting a stale lag here.
         for labels in self.exported - current:
             metrics.CONSUMER_LAG.remove(*labels)
+            self._lags.pop(labels, None)
+            self._ends.pop(labels, None)
         self.exported = current
 
 
-def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
+def register_lag_metrics(app: faust.App, topics: set[str]) -> LagExporter:
     """Every few seconds: end offset minus this worker's position, per assigned partition."""
     exporter = LagExporter(topics)
 
@@ -79,3 +96,4 @@ def register_lag_metrics(app: faust.App, topics: set[str]) -> None:
         await exporter.tick(app.consumer)
 
     app.timer(LAG_INTERVAL_S, name="trackflow.consumer_lag")(consumer_lag)
+    return exporter

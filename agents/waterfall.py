@@ -105,6 +105,13 @@ def missing_fields(known: Mapping[str, FieldValue], targets: Sequence[str]) -> l
     return [t for t in targets if t not in known]
 
 
+def _known(raw: Mapping[str, Any], filled: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    """What a record knows: its given fields, then what stages filled."""
+    known = {name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)}
+    known.update(filled)
+    return known
+
+
 def plan_stage(provider: str, known: Mapping[str, FieldValue], settings: AgentSettings,
                targets: Sequence[str]) -> StagePlan:
     """Pure: may ``provider`` contribute anything to a record that knows ``known``?"""
@@ -221,9 +228,7 @@ class Waterfall:
         return self._finish(raw, dict(kept.filled), list(kept.outcomes), [])
 
     async def _run(self, raw: dict[str, Any], attempt: int = 1) -> Enrichment:
-        known: dict[str, FieldValue] = {
-            name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
-        }
+        known = _known(raw, {})
         outcomes: dict[str, Outcome] = {}
         transient: list[TransientError] = []
         deferred: dict[str, int] = {}
@@ -320,21 +325,30 @@ class Waterfall:
         return [f for f in self._settings.waterfall.required if f not in known]
 
     async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
-                      outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
+                      outcomes: Sequence[Outcome], stages: Sequence[str], *,
+                      on_stage: Callable[[str], None] | None = None) -> Enrichment:
         """Run ``stages`` again for a record that already knows ``filled``; the other stages
         keep their outcomes. The record is published already, so its stages wait for budget
         as long as it takes, at refresh priority (:class:`~providers.context.Priority`): what
         fresh records leave, and at least the refreshes' minimum share. An open breaker defers
-        them again."""
+        them again. ``on_stage`` is told each stage's name once it is over (run or skipped)."""
         with call_priority(Priority.REFRESH):
-            return await self._refresh(raw, filled, outcomes, stages)
+            return await self._refresh(raw, filled, outcomes, stages,
+                                       on_stage or (lambda name: None))
+
+    def planned(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                stages: Sequence[str]) -> list[str]:
+        """The stages of ``stages`` a refresh would ask their provider for, with what is known
+        now (one with nothing left to fill, another provider having filled it meanwhile, is
+        skipped without a call): what the refresh backlog asks of each provider."""
+        known = _known(raw, filled)
+        return [name for name in self._order if name in stages
+                and plan_stage(name, known, self._settings, self._targets).skip_reason is None]
 
     async def _refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
-                       outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
-        known: dict[str, FieldValue] = {
-            name: FieldValue(raw[name], "input", 1.0) for name in GIVEN_FIELDS if raw.get(name)
-        }
-        known.update(filled)
+                       outcomes: Sequence[Outcome], stages: Sequence[str],
+                       on_stage: Callable[[str], None]) -> Enrichment:
+        known = _known(raw, filled)
         previous = {o.provider: o for o in outcomes}
         out: list[Outcome] = []
         transient: list[TransientError] = []
@@ -346,9 +360,11 @@ class Waterfall:
             plan = plan_stage(name, known, self._settings, self._targets)
             if plan.skip_reason is not None:
                 out.append(Outcome(name, "skipped", plan.skip_reason))
+                on_stage(name)
                 continue
             outcome = await self._run_stage(name, plan, raw, known, transient,
                                             waits=self._waits(plan))
+            on_stage(name)
             if outcome.outcome == "deferred":
                 self._deferred_fields[name].inc(len(plan.fillable))
             out.append(outcome)

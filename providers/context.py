@@ -59,6 +59,9 @@ class RecordContext:
     """Whose budget its calls take (see :func:`call_priority`)."""
     deadline: float | None = None
     """Until when its calls wait for their rate-limit slot (see :func:`call_deadline`)."""
+    calls: dict[str, int] = field(default_factory=dict)
+    """By provider, the calls it was let make and those it gave up at their deadline (see
+    :func:`count_call`)."""
 
 
 class RecordContextNotSet(LookupError):
@@ -92,6 +95,15 @@ def record_or_none() -> RecordContext | None:
     """The record being worked on, or None: for code that also runs outside records (the
     cache serves the CLI and tests too)."""
     return _record.get(None)
+
+
+def count_call(provider: str) -> None:
+    """A call of the current record to ``provider`` got its rate-limit slot, or gave up at
+    its deadline (it comes back as a refresh): what a record costs each provider
+    (``agents.backlog``). Outside a record, nothing."""
+    record = _record.get(None)
+    if record is not None:
+        record.calls[provider] = record.calls.get(provider, 0) + 1
 
 
 @contextmanager

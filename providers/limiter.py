@@ -213,6 +213,10 @@ class GlobalLimiter:
         self.min_shares: Mapping[Priority, float] = dict(min_shares or {})
         """The share of each provider's rate each priority below fresh gets at least, however
         many fresh calls wait."""
+        for priority in Priority:
+            if priority is not Priority.FRESH:
+                metrics.RATELIMIT_MIN_SHARE.labels(priority=priority.name.lower()).set(
+                    self.min_shares.get(priority, 0.0))
         self._outage_skip_s = outage_skip_s
         self._clock = clock
         self._skip_until = 0.0

@@ -22,6 +22,8 @@ trackflow_ratelimit_capacity                    gauge     provider
 trackflow_ratelimit_waits_total                 counter   provider
 trackflow_ratelimit_wait_seconds                histogram provider
 trackflow_ratelimit_limited_answers_total       counter   provider
+trackflow_ratelimit_slots_total                 counter   provider, priority (fresh|refresh|replay)
+trackflow_ratelimit_min_share                   gauge     priority (refresh|replay)
 trackflow_breaker_state                         gauge     provider (0 closed, 1 half_open, 2 open)
 trackflow_breaker_transitions_total             counter   provider, from_state, to_state
 trackflow_breaker_rejected_calls_total          counter   provider
@@ -162,6 +164,18 @@ RATELIMIT_TRANSIT = Histogram(
     "rate_slack_max_s).",
     ["provider"],
     buckets=_CALL_BUCKETS,
+)
+RATELIMIT_SLOTS = Counter(
+    "trackflow_ratelimit_slots_total",
+    "Calls let go by the gate (a slot taken), by provider and the priority whose budget it "
+    "took (fresh, refresh, replay): what is left of a provider's rate for refreshes.",
+    ["provider", "priority"],
+)
+RATELIMIT_MIN_SHARE = Gauge(
+    "trackflow_ratelimit_min_share",
+    "The share of every provider's rate a priority below fresh gets however busy fresh "
+    "records keep it (limiter.refresh_min_share, limiter.replay_min_share).",
+    ["priority"],
 )
 WAITING_CALLS = Gauge(
     "trackflow_ratelimit_waiting_calls",

@@ -22,7 +22,12 @@ from typing import NoReturn, Protocol
 
 from trackflow.providers import metrics
 from trackflow.providers.base import CallSpec
-from trackflow.providers.context import Priority, current_deadline, current_priority
+from trackflow.providers.context import (
+    Priority,
+    count_call,
+    current_deadline,
+    current_priority,
+)
 from trackflow.providers.errors import RateLimitWait
 from trackflow.providers.limiter import GlobalLimiter
 from trackflow.providers.policy import ProviderPolicy
@@ -105,6 +110,9 @@ class Pacer:
         self._mode = metrics.LIMITER_MODE.labels(provider=provider)
         self._mode.set(1 if limiter is not None else 0)
         self._waiting = metrics.WAITING_CALLS.labels(provider=provider)
+        self._slots = {p: metrics.RATELIMIT_SLOTS.labels(provider=provider,
+                                                         priority=p.name.lower())
+                       for p in Priority}
         metrics.RATELIMIT_RATE.labels(provider=provider).set(self.rate)
         metrics.LIMITER_ERRORS.labels(provider=provider)
         metrics.RATELIMIT_SLOTS_LOST.labels(provider=provider)
@@ -120,20 +128,28 @@ class Pacer:
                 if self.limiter is not None and self.limiter.available:
                     done = await self._global_slot(st, spec, deadline)
                     if isinstance(done, Committed):
+                        self._slot_taken()
                         return done
                     if done is None and await self._partition_slot(partition, st, spec,
                                                                    deadline):
+                        self._slot_taken()
                         return None  # Redis did not answer: the fallback took over
                 else:
                     self._leave_global()
                     if await self._partition_slot(partition, st, spec, deadline):
+                        self._slot_taken()
                         return None
         finally:
             self._waiting.dec()
 
+    def _slot_taken(self) -> None:
+        self._slots[current_priority()].inc()
+        count_call(self.provider)
+
     def _give_up(self, spec: CallSpec, deadline: float, now: float, wait: float) -> NoReturn:
         metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
                                       outcome="deferred").inc()
+        count_call(self.provider)
         raise RateLimitWait(self.provider,
                             f"no rate-limit slot before the stage's deadline "
                             f"({max(0.0, deadline - now):.1f} s away)", retry_after=wait)

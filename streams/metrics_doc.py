@@ -42,6 +42,10 @@ _UNIT_OVERRIDES: dict[str, str] = {
     "trackflow_ratelimit_waiting_calls": "calls",
     "trackflow_ratelimit_rate": "calls per second",
     "trackflow_refresh_backlog": "refresh requests",
+    "trackflow_ratelimit_min_share": "ratio (0..1)",
+    "trackflow_refresh_pending_stages": "stages",
+    "trackflow_backlog_calls": "calls",
+    "trackflow_fresh_call_demand": "calls per second",
     "trackflow_redis_evicting": "state (0 noeviction, 1 evicts)",
 }
 #: Area of a family, from the start of its name (first match wins); the table is grouped by it.

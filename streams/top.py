@@ -166,6 +166,11 @@ class ProviderRow:
     """Time to serve the waiting calls at the provider's paced rate."""
     deferred_per_s: float | None = None
     """Fields deferred per second (provider busy or down)."""
+    backlog_calls: float | None = None
+    """Calls the backlog (fresh records not finished, refreshes to come) still needs from the
+    provider (see :func:`backlog_demand`)."""
+    backlog_eta_s: float | None = None
+    """Time to make them at the rate fresh records arriving and replays leave."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,33 @@ class View:
     """Refresh requests read and not finished, all workers."""
     refresh_overdue_s: float | None = None
     """How long the most overdue refresh request has been due."""
+    backlog_eta_s: float | None = None
+    """When the backlog is done, its refreshes included (see :func:`backlog_eta`); None:
+    nothing left."""
+    backlog_eta_provider: str | None = None
+    """The provider that sets it (None: the last request's due time does)."""
+
+
+#: How far back ``trackflow top`` reads the replays' rate for the backlog's ETA: a provider at
+#: 1/s makes one call a second, so a frame's second says little.
+ETA_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogDemand:
+    """What the backlog asks of one provider, and the rate left to answer it."""
+
+    calls: float
+    """Calls still needed (``trackflow_backlog_calls``, all workers: see
+    :mod:`agents.backlog`)."""
+    rate: float
+    """Calls per second for them: the paced rate less what fresh records arriving ask and
+    what replays took in the window up to their minimum share; at least the refreshes'
+    minimum share."""
+
+    @property
+    def eta_s(self) -> float:
+        return self.calls / self.rate if self.rate > 0 else math.inf
 
 
 def _label_values(snap: Snapshot, label: str, names: Iterable[str]) -> list[str]:
@@ -203,12 +235,53 @@ def _gauge_sum(snap: Snapshot, name: str, provider: str) -> float | None:
     return sum(values) if values else None
 
 
+def _worst(per_worker: Sequence[Snapshot], name: str, **match: str) -> float | None:
+    """The highest value of a gauge every worker exports alike (the paced rate, a share)."""
+    values = [v for w in per_worker for _, v in w.select(name, **match)]
+    return max(values) if values else None
+
+
+def backlog_demand(window: Snapshot | None, cur: Snapshot, provider: str, *,
+                   per_worker: Sequence[Snapshot] = ()) -> BacklogDemand | None:
+    """What the backlog still needs from ``provider``; None when nothing, or when the
+    provider's paced rate is unknown. The rate is what the limiter leaves the backlog
+    (:mod:`providers.limiter`): fresh records arriving first, then refreshes, replays only
+    their minimum share while refreshes ask."""
+    workers = per_worker or (cur,)
+    calls = cur.total("trackflow_backlog_calls", provider=provider)
+    paced = _worst(workers, "trackflow_ratelimit_rate", provider=provider)
+    if calls <= 0 or not paced:
+        return None
+    fresh = cur.total("trackflow_fresh_call_demand", provider=provider)
+    replays = 0.0
+    if window is not None and cur.t > window.t:
+        replays = increase(window, cur, "trackflow_ratelimit_slots_total", provider=provider,
+                           priority="replay") / (cur.t - window.t)
+    replay_share = _worst(workers, "trackflow_ratelimit_min_share", priority="replay") or 0.0
+    refresh_share = _worst(workers, "trackflow_ratelimit_min_share", priority="refresh") or 0.0
+    left = paced - fresh - min(replays, replay_share * paced)
+    return BacklogDemand(calls, max(left, refresh_share * paced))
+
+
+def backlog_eta(demands: Mapping[str, BacklogDemand], due_in_s: float
+                ) -> tuple[float | None, str | None]:
+    """When the backlog is done and which provider decides it: the slowest provider's calls
+    at its rate, but not before the last refresh request read is due."""
+    if not demands:
+        return (due_in_s, None) if due_in_s > 0 else (None, None)
+    provider = max(demands, key=lambda p: demands[p].eta_s)
+    eta = demands[provider].eta_s
+    return (eta, provider) if eta >= due_in_s else (due_in_s, None)
+
+
 def build_view(prev: Snapshot | None, cur: Snapshot, *,
-               per_worker: Sequence[Snapshot] = ()) -> View:
+               per_worker: Sequence[Snapshot] = (), window: Snapshot | None = None) -> View:
     """Every figure of one frame from two merged snapshots (``prev`` None on the first).
 
     ``per_worker`` (the current snapshots, unmerged) gives the worst breaker state; without it
-    the merged (summed) gauge is read, which is right for a single worker.
+    the merged (summed) gauge is read, which is right for a single worker. ``window`` (merged,
+    up to :data:`ETA_WINDOW_S` old; ``prev`` without it) is where the backlog ETA's replay
+    rate is read from.
     """
     lat = bucket_increase(prev, cur, "trackflow_end_to_end_latency_seconds")
     if not lat or max(lat.values(), default=0.0) <= 0:
@@ -217,8 +290,13 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
     rows = []
     providers = _label_values(cur, "provider", (
         "trackflow_provider_calls_total", "trackflow_breaker_state",
-        "trackflow_ratelimit_capacity", "trackflow_cache_requests_total"))
+        "trackflow_ratelimit_capacity", "trackflow_cache_requests_total",
+        "trackflow_ratelimit_rate", "trackflow_backlog_calls"))
+    demands: dict[str, BacklogDemand] = {}
     for p in providers:
+        demand = backlog_demand(window or prev, cur, p, per_worker=per_worker)
+        if demand is not None:
+            demands[p] = demand
         calls = increase(prev, cur, "trackflow_provider_calls_total", provider=p)
         errors = increase(prev, cur, "trackflow_provider_calls_total", provider=p,
                           outcome=ERROR_OUTCOMES)
@@ -229,8 +307,7 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
         lookups = increase(prev, cur, "trackflow_cache_requests_total", provider=p, level="lru")
         waiting = _gauge_sum(cur, "trackflow_ratelimit_waiting_calls", p)
         # Every worker exports the same paced rate: the provider's, for all of them.
-        paced = max((v for w in per_worker or (cur,)
-                     for v in [_max_gauge(w, "trackflow_ratelimit_rate", p)] if v), default=None)
+        paced = _worst(per_worker or (cur,), "trackflow_ratelimit_rate", provider=p)
         states = [_max_gauge(w, "trackflow_breaker_state", p) for w in per_worker or (cur,)]
         worst = max((s for s in states if s is not None), default=None)
         rows.append(ProviderRow(
@@ -244,8 +321,12 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
             waiting=waiting,
             drain_s=waiting / paced if waiting is not None and paced else None,
             deferred_per_s=per_second(prev, cur, "trackflow_deferred_fields_total", provider=p),
+            backlog_calls=demand.calls if demand else None,
+            backlog_eta_s=demand.eta_s if demand else None,
         ))
     overdue = [v for _, v in cur.select("trackflow_refresh_oldest_due_seconds")]
+    due_in = _worst(per_worker or (cur,), "trackflow_refresh_due_in_seconds") or 0.0
+    eta, eta_provider = backlog_eta(demands, due_in)
     return View(
         in_per_s=per_second(prev, cur, "trackflow_records_in_total"),
         out_per_s=per_second(prev, cur, "trackflow_records_out_total"),
@@ -259,6 +340,8 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
         providers=tuple(rows),
         refresh_backlog=cur.total("trackflow_refresh_backlog"),
         refresh_overdue_s=max(overdue) if overdue else None,
+        backlog_eta_s=eta,
+        backlog_eta_provider=eta_provider,
     )
 
 
@@ -279,6 +362,15 @@ def _secs(v: float | None) -> str:
     return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
 
 
+def _eta(view: View) -> str:
+    if view.backlog_eta_s is None:
+        return "-"
+    if math.isinf(view.backlog_eta_s):
+        return f"never ({view.backlog_eta_provider} leaves the backlog nothing)"
+    by = view.backlog_eta_provider or "the last refresh's due time"
+    return f"{_secs(view.backlog_eta_s)} ({by})"
+
+
 _BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 
 
@@ -296,6 +388,7 @@ def render(view: View, *, urls: Sequence[str], answered: int) -> Group:
                  f"workers {answered}/{len(urls)}",
                  f"refresh backlog [bold]{view.refresh_backlog:,.0f}[/] overdue "
                  f"[bold]{_secs(view.refresh_overdue_s)}[/]")
+    head.add_row("", "", "", "", f"backlog ETA [bold]{_eta(view)}[/]")
     table = Table(title="providers", expand=False)
     for col in ("provider", "calls/s", "errors", "breaker", "tokens", "cache hits"):
         table.add_column(col, justify="left" if col in ("provider", "breaker") else "right")
@@ -308,11 +401,13 @@ def render(view: View, *, urls: Sequence[str], answered: int) -> Group:
     if not view.providers:
         table.add_row("(no provider calls yet)", "", "", "", "", "")
     budget = Table(title="budget", expand=False)
-    for col in ("provider", "waiting", "drain at rate", "deferred/s"):
+    for col in ("provider", "waiting", "drain at rate", "deferred/s", "backlog calls",
+                "backlog ETA"):
         budget.add_column(col, justify="left" if col == "provider" else "right")
     for r in view.providers:
         budget.add_row(r.provider, _num(r.waiting, "{:,.0f}"), _secs(r.drain_s),
-                       _num(r.deferred_per_s))
+                       _num(r.deferred_per_s), _num(r.backlog_calls, "{:,.0f}"),
+                       _secs(r.backlog_eta_s))
     return Group(Text("trackflow top", style="bold"), head, table, budget)
 
 

@@ -10,7 +10,8 @@ from typing import IO, Any
 
 import faust
 
-from trackflow.agents.enrich import NoProviders, register_enrich_agent
+from trackflow.agents.backlog import register_backlog_estimate
+from trackflow.agents.enrich import ENRICH_AGENT, NoProviders, register_enrich_agent
 from trackflow.agents.refresh import (
     declare_refresh_table,
     register_refresh_agent,
@@ -205,7 +206,11 @@ class TrackflowApp:
         sources = {k.raw_topic, k.dlq_topic, k.refresh_topic}
         self.rewind = Rewind(app.consumer, sources, k.consumer_group, k)
         fence_seeks(app)
-        register_lag_metrics(app, sources)
+        lags = register_lag_metrics(app, sources)
+        enrich = next((a for a in self.agents if a.name == ENRICH_AGENT), None)
+        if enrich is not None:
+            register_backlog_estimate(app, lags=lags, inflight=enrich.inflight,
+                                      raw_topic=k.raw_topic, refresh_topic=k.refresh_topic)
         export_build_info()
         self.log_filter = OutageLogFilter(settings.worker.kafka_log_interval_s)
 

@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prometheus"))
+from generate_rules import backlog_eta  # deploy/ is not a package: by path
+
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "dashboards"
 
@@ -221,10 +224,32 @@ def pipeline() -> dict[str, Any]:
     b.ts("Refresh backlog", "Refresh requests read and not finished (waiting until due or "
          "running), and how long the most overdue one has been due.",
          [q("sum(trackflow_refresh_backlog)", "backlog"),
-          q("max(trackflow_refresh_oldest_due_seconds)", "most overdue (s)")])
-    b.ts("Refreshes", "Refresh requests scheduled and handled per second, by outcome.",
+          q("max(trackflow_refresh_oldest_due_seconds)", "most overdue (s)"),
+          q(f"sum by (provider) (trackflow_refresh_pending_stages{{{P}}})",
+            "{{provider}} stages to come"),
+          q("sum(trackflow_fresh_backlog_records)", "fresh records not finished")])
+    b.ts("Backlog ETA", "When the backlog is done, per provider: the calls the fresh records "
+         "not finished and the refreshes to come (those not due yet too) still need, at the "
+         "rate fresh records arriving and replays leave; the slowest provider sets it, and it "
+         "is never before the last refresh request read is due. trackflow top shows the same "
+         "figure.",
+         [q(backlog_eta(P, RI), "{{provider}}"),
+          q("max(trackflow_refresh_due_in_seconds)", "last refresh due in")], unit="s")
+    b.ts("Backlog calls", "What the ETA divides (agents.backlog, per worker, added up): the "
+         "calls the backlog still needs from each provider, the calls per second fresh "
+         "records arriving ask of it, and what a fresh record has cost it lately.",
+         [q(f"sum by (provider) (trackflow_backlog_calls{{{P}}})", "{{provider}} calls"),
+          q(f"sum by (provider) (trackflow_fresh_call_demand{{{P}}})",
+            "{{provider}} fresh calls/s"),
+          q(f"sum by (provider) (rate(trackflow_fresh_calls_total{{{P}}}[{RI}])) / scalar("
+            f"sum(rate(trackflow_fresh_records_total[{RI}])))", "{{provider}} calls per record")])
+    b.ts("Refreshes", "Refresh requests scheduled and handled per second, by outcome; "
+         "refresh stages run, by provider; fresh records read.",
          [q(f"sum(rate(trackflow_refresh_scheduled_total[{RI}]))", "scheduled"),
-          q(f"sum by (outcome) (rate(trackflow_refreshes_total[{RI}]))", "{{outcome}}")],
+          q(f"sum by (outcome) (rate(trackflow_refreshes_total[{RI}]))", "{{outcome}}"),
+          q(f"sum by (provider) (rate(trackflow_refresh_stages_total{{{P}}}[{RI}]))",
+            "{{provider}} stages"),
+          q(f"sum(rate(trackflow_fresh_records_total[{RI}]))", "fresh records read")],
          unit="ops")
     b.ts("Global limiter", "1 while a provider is paced by the limiter in Redis, 0 while by "
          "the per-partition fallback; failed round trips and slots lost to late wake-ups.",

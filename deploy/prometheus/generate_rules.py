@@ -49,6 +49,42 @@ class Group:
     alerts: tuple[Alert, ...]
 
 
+def larger(a: str, b: str) -> str:
+    """The larger of two vectors with the same labels, element by element."""
+    return f"(({a}) > ({b}) or ({b}))"
+
+
+def smaller(a: str, b: str) -> str:
+    """The smaller of two vectors with the same labels, element by element."""
+    return f"(({a}) < ({b}) or ({b}))"
+
+
+def backlog_eta(where: str, window: str) -> str:
+    """Per provider, how long the backlog still needs it: what ``trackflow top`` computes
+    (``streams.top.backlog_demand``). The calls the workers estimate the backlog still needs
+    (fresh records not finished, refresh stages to come: ``agents.backlog``) over the rate left
+    for them: the paced rate less what fresh records arriving ask and what replays take up to
+    their minimum share, at least the refreshes' own minimum share. ``where``: label matchers
+    for every selector (may be empty); ``window``: the replays' rate's."""
+    by = "sum by (provider)"
+
+    def m(name: str, *labels: str) -> str:
+        matchers = [label for label in (*labels, where) if label]
+        return f"{name}{{{','.join(matchers)}}}" if matchers else name
+
+    paced = f"max by (provider) ({m('trackflow_ratelimit_rate')})"
+    fresh = f"({by} ({m('trackflow_fresh_call_demand')}) or 0 * {paced})"
+    replay_slots = m("trackflow_ratelimit_slots_total", 'priority="replay"')
+    replays = f"({by} (rate({replay_slots}[{window}])) or 0 * {paced})"
+
+    def share(priority: str) -> str:
+        return (f'{paced} * scalar(max(trackflow_ratelimit_min_share{{priority="{priority}"}}) '
+                f"or vector(0))")
+
+    left = f"{paced} - {fresh} - {smaller(replays, share('replay'))}"
+    return f"{by} ({m('trackflow_backlog_calls')}) / {larger(left, share('refresh'))}"
+
+
 def budget_group(hours: float) -> Group:
     """Backlogs that will not drain within ``hours``: calls waiting for a provider's budget,
     and refresh requests."""
@@ -72,13 +108,15 @@ def budget_group(hours: float) -> Group:
         ),
         Alert(
             name='TrackflowRefreshBacklogWontDrain',
-            expr=(f'sum(trackflow_refresh_backlog) / clamp_min(sum(rate('
-                  f'trackflow_refreshes_total{{outcome="published"}}[30m])), 1e-9) > {secs}'),
+            expr=f'{backlog_eta("", "30m")} > {secs}',
             for_='15m',
             severity='warning',
-            summary=f'Refresh backlog needs more than {hours:g} h to drain',
-            description=('{{ $value | printf "%.0f" }} s of refresh requests are waiting at '
-                          'the current refresh pace.'),
+            summary=(f'Refresh backlog needs more than {hours:g} h of '
+                     '{{ $labels.provider }}'),
+            description=('The backlog (fresh records not finished, refreshes to come) still '
+                          'needs {{ $value | printf "%.0f" }} s of {{ $labels.provider }} calls '
+                          'at the rate fresh records arriving and replays leave (the backlog '
+                          'ETA of trackflow top and the pipeline dashboard).'),
             runbook=('Partial records wait for their deferred fields. Look at the Budget '
                       'row of the pipeline dashboard: which provider defers most '
                       '(trackflow_deferred_fields_total), and whether fresh traffic leaves '

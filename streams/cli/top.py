@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import click
 import httpx
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from trackflow.streams.top import (
     DEFAULT_URL,
+    ETA_WINDOW_S,
     Snapshot,
     build_view,
     merge,
@@ -43,18 +45,28 @@ def top(urls: tuple[str, ...], interval: float, once: bool) -> None:
             view = build_view(merge(first), merge(snaps), per_worker=snaps)
             console.print(render(view, urls=urls, answered=len(snaps)))
             return
+        # The frames of the last ETA_WINDOW_S: the backlog ETA reads the replays' rate over them.
+        history: deque[Snapshot] = deque()
         with Live(console=console, refresh_per_second=4, screen=False) as live:
             try:
                 while True:
                     snaps, errors = scrape_all(client, urls)
                     if snaps:
                         cur = merge(snaps)
-                        live.update(render(build_view(prev, cur, per_worker=snaps), urls=urls,
-                                           answered=len(snaps)))
+                        while history and cur.t - history[0].t > ETA_WINDOW_S:
+                            history.popleft()
+                        window = history[0] if history else None
+                        live.update(render(build_view(prev, cur, per_worker=snaps,
+                                                      window=window),
+                                           urls=urls, answered=len(snaps)))
                         prev = cur if len(snaps) == len(urls) else None
                     else:
                         live.update(Text(no_worker_message(urls, errors), style="yellow"))
                         prev = None
+                    if prev is None:
+                        history.clear()  # a worker missing: its counters would seem to drop
+                    else:
+                        history.append(prev)
                     time.sleep(interval)
             except KeyboardInterrupt:
                 pass

@@ -56,6 +56,7 @@ MAY_STAY_ZERO = {
     "trackflow_provider_disabled": "a provider must lack its credentials",
     "trackflow_records_skipped_total": "Kafka must refuse a record for what it is (too large)",
     "trackflow_refreshes_total": "a deferred stage's refresh must come due (refresh.delay_s)",
+    "trackflow_refresh_stages_total": "a deferred stage's refresh must come due",
     # Gauges of work in progress: 0 once the run has settled, which is when it is scraped.
     "trackflow_in_flight_records": "read after the pipeline settled",
     "trackflow_ratelimit_waiting_calls": "read after the pipeline settled",
@@ -64,6 +65,11 @@ MAY_STAY_ZERO = {
     "trackflow_consumer_lag_records": "read after the pipeline settled",
     "trackflow_refresh_backlog": "read after the pipeline settled",
     "trackflow_refresh_oldest_due_seconds": "read after the pipeline settled",
+    "trackflow_refresh_pending_stages": "read after the pipeline settled",
+    "trackflow_refresh_due_in_seconds": "read after the pipeline settled",
+    "trackflow_fresh_backlog_records": "read after the pipeline settled",
+    "trackflow_backlog_calls": "read after the pipeline settled",
+    "trackflow_fresh_call_demand": "a minute after the records came, none arrive",
     "trackflow_breaker_state": "0 is closed: the outage is over when it is read",
     "trackflow_breaker_failure_rate": "the failure window may have rolled past the outage",
     # The local stack's one Redis: no maxmemory, and noeviction (Redis's defaults).

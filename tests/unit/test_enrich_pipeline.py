@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.unit.fakes import Event, Message, Sender
 from trackflow.agents.deadletter import (
@@ -27,6 +28,7 @@ from trackflow.agents.deadletter import (
 )
 from trackflow.agents.enrich import Enrichment, EnrichmentPipeline
 from trackflow.agents.records import FieldValue, Outcome, validate_raw
+from trackflow.providers.context import count_call
 from trackflow.schemas.codec import AVRO_CONTENT_TYPE, decode, encode
 from trackflow.streams.settings import Settings
 
@@ -418,3 +420,31 @@ async def test_a_burst_of_replays_does_not_hold_fresh_records_back() -> None:
     await flight.drain()
     assert acked == list(range(150)), "every record acked once, in offset order"
     assert len(sender.sent) == 150
+
+
+class CallingEnricher(FixedEnricher):
+    """Takes two Spotify slots and gives one MusicBrainz call up at its deadline."""
+
+    async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
+        count_call("spotify")
+        count_call("spotify")
+        count_call("musicbrainz")
+        return await super().enrich(raw, attempt)
+
+
+def _counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_fresh_record_counts_its_calls_when_finished_a_replay_does_not() -> None:
+    sender = Sender()
+    pipeline = _pipeline(sender, CallingEnricher())
+    records = _counted("trackflow_fresh_records_total")
+    spotify = _counted("trackflow_fresh_calls_total", provider="spotify")
+    await pipeline.handle(Event(Message(_avro_track(), key=b"t1", offset=1)))
+    assert _counted("trackflow_fresh_records_total") == records + 1
+    assert _counted("trackflow_fresh_calls_total", provider="spotify") == spotify + 2
+    replay = Message(_avro_track(), key=b"t1", offset=2, headers=[(H_RAW_ATTEMPT, b"2")])
+    await pipeline.handle(Event(replay))
+    assert _counted("trackflow_fresh_records_total") == records + 1, "a replay is not fresh"
+    assert _counted("trackflow_fresh_calls_total", provider="spotify") == spotify + 2

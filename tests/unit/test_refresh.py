@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
+
+from prometheus_client import REGISTRY
 
 from tests.unit.fakes import Event, Message, Sender
 from trackflow.agents.deadletter import H_RAW_ATTEMPT
@@ -20,6 +22,7 @@ from trackflow.agents.refresh_schedule import (
 from trackflow.agents.waterfall import Waterfall
 from trackflow.providers.base import Candidate, TrackQuery
 from trackflow.providers.context import enter_record
+from trackflow.providers.specs import SPECS
 from trackflow.schemas.codec import decode, encode
 from trackflow.streams.settings import Settings, load_settings
 
@@ -45,9 +48,17 @@ class FakeRefresher:
         self.calls: list[list[str]] = []
 
     async def refresh(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
-                      outcomes: Sequence[Outcome], stages: Sequence[str]) -> Enrichment:
+                      outcomes: Sequence[Outcome], stages: Sequence[str], *,
+                      on_stage: Callable[[str], None] | None = None) -> Enrichment:
         self.calls.append(list(stages))
+        for name in stages:
+            if on_stage is not None:
+                on_stage(name)
         return self.result
+
+    def planned(self, raw: dict[str, Any], filled: Mapping[str, FieldValue],
+                stages: Sequence[str]) -> list[str]:
+        return list(stages)
 
 
 class Clock:
@@ -159,6 +170,51 @@ async def test_a_due_refresh_runs_only_its_stages_and_publishes_the_next_revisio
     assert table == {}, "nothing left to refresh: the track leaves the table"
 
 
+def _pending(provider: str) -> float:
+    return REGISTRY.get_sample_value("trackflow_refresh_pending_stages",
+                                     {"provider": provider}) or 0.0
+
+
+def _stages_run(provider: str) -> float:
+    return REGISTRY.get_sample_value("trackflow_refresh_stages_total",
+                                     {"provider": provider}) or 0.0
+
+
+async def test_a_request_waiting_until_due_counts_its_stages_as_pending_until_they_run() -> None:
+    sender, clock = Sender(), Clock()
+    seen: list[tuple[float, float]] = []
+
+    async def sleep(s: float) -> None:
+        seen.append((_pending("lastfm"), agent.due_in_s()))
+        await clock.sleep(s)
+
+    agent = RefreshAgent(send=sender, settings=SETTINGS, refresher=FakeRefresher(DEFERRED),
+                         table={}, clock=clock, sleep=sleep)
+    before, run_before = _pending("lastfm"), _stages_run("lastfm")
+    await agent.handle(_request())
+    assert seen == [(before + 1, 30.0)], "while it waits: one Last.fm stage to come, due in 30 s"
+    assert _pending("lastfm") == before and agent.due_in_s() == 0.0
+    assert _stages_run("lastfm") == run_before + 1
+
+
+async def test_a_request_cancelled_before_its_stages_ran_leaves_nothing_pending() -> None:
+    clock = Clock()
+
+    async def never(s: float) -> None:
+        await asyncio.Event().wait()
+
+    agent = RefreshAgent(send=Sender(), settings=SETTINGS, refresher=FakeRefresher(DEFERRED),
+                         table={}, clock=clock, sleep=never)
+    before, run_before = _pending("lastfm"), _stages_run("lastfm")
+    task = asyncio.ensure_future(agent.handle(_request()))
+    await asyncio.sleep(0)
+    assert _pending("lastfm") == before + 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert _pending("lastfm") == before, "a rebalance took it away: the new owner counts it"
+    assert _stages_run("lastfm") == run_before
+
+
 async def test_stages_still_deferred_are_rescheduled_later_until_the_last_round() -> None:
     sender, clock, table = Sender(), Clock(), {}
     partly = Enrichment(filled={"isrc": FieldValue("GBDUW0000059", "musicbrainz", 0.97)},
@@ -225,9 +281,12 @@ async def test_waterfall_refresh_runs_only_the_given_stages_on_top_of_what_is_kn
     fm = Fake("lastfm", [{**song, "tags": ["house"], "listeners": 10}])
     known = {"musicbrainz_recording_id": FieldValue("mbid", "musicbrainz", 0.97)}
     enter_record(0)  # as the refresh agent does for each request
+    over: list[str] = []
     result = await Waterfall({"musicbrainz": mb, "lastfm": fm}, s).refresh(
         dict(TRACK), known, [Outcome("musicbrainz", "matched", confidence=0.97),
-                             Outcome("lastfm", "deferred", "RateLimitWait")], ["lastfm"])
+                             Outcome("lastfm", "deferred", "RateLimitWait")], ["lastfm"],
+        on_stage=over.append)
+    assert over == ["lastfm"], "told when each stage asked of it is over"
     assert mb.queries == 0, "a stage that answered is not asked again"
     assert fm.queries == 1
     assert result.filled["musicbrainz_recording_id"].value == "mbid"
@@ -404,3 +463,16 @@ async def test_with_a_registry_the_refresh_publishes_in_the_confluent_wire_forma
     value = sender.sent[0][2] or b""
     assert confluent_schema_id(value) == 41
     assert decode("EnrichedTrack", value, writers={41: enriched})["status"] == "complete"
+
+
+async def test_a_refresh_plans_only_the_stages_left_something_to_fill() -> None:
+    s = load_settings(env={})
+    song = {"artist": "Daft Punk", "title": "One More Time", "duration_ms": 320_000}
+    waterfall = Waterfall({"musicbrainz": Fake("musicbrainz", [song]),
+                           "lastfm": Fake("lastfm", [song])}, s)
+    targets = waterfall.planned(dict(TRACK), {}, ["musicbrainz", "lastfm"])
+    assert targets == ["musicbrainz", "lastfm"]
+    # Everything MusicBrainz could fill is known (another stage filled it meanwhile): its
+    # stage would be skipped without a call, so it is no part of the backlog.
+    filled = {f: FieldValue("x", "spotify", 0.9) for f in SPECS["musicbrainz"].provides}
+    assert waterfall.planned(dict(TRACK), filled, ["musicbrainz", "lastfm"]) == ["lastfm"]

@@ -11,15 +11,18 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from rich.console import Console
 
 from trackflow.streams.cli.top import top
 from trackflow.streams.top import (
+    View,
     bucket_increase,
     build_view,
     merge,
     parse,
     per_second,
     quantile,
+    render,
     scrape_all,
 )
 
@@ -186,3 +189,68 @@ def test_build_view_shows_budget_waits_drain_time_deferrals_and_the_refresh_back
     assert row.drain_s == pytest.approx(60.0), "30 calls waiting at 0.5 calls/s"
     assert row.deferred_per_s == pytest.approx(3.0)
     assert view.refresh_backlog == 8 and view.refresh_overdue_s == 2.5
+
+
+def backlog_exposition(*, calls: float, fresh: float = 0.0, replay: float = 0.0,
+                       due_in: float = 0.0, paced: float = 1.0) -> str:
+    """A worker's backlog for MusicBrainz as it estimates it (agents.backlog), and the slots
+    replays have taken so far."""
+    reg = CollectorRegistry()
+    Counter("trackflow_ratelimit_slots_total", "", ["provider", "priority"], registry=reg).labels(
+        "musicbrainz", "replay").inc(replay)
+    Gauge("trackflow_ratelimit_rate", "", ["provider"], registry=reg).labels(
+        "musicbrainz").set(paced)
+    share = Gauge("trackflow_ratelimit_min_share", "", ["priority"], registry=reg)
+    share.labels("refresh").set(0.1)
+    share.labels("replay").set(0.05)
+    Gauge("trackflow_backlog_calls", "", ["provider"], registry=reg).labels(
+        "musicbrainz").set(calls)
+    Gauge("trackflow_fresh_call_demand", "", ["provider"], registry=reg).labels(
+        "musicbrainz").set(fresh)
+    Gauge("trackflow_refresh_due_in_seconds", "", registry=reg).set(due_in)
+    return generate_latest(reg).decode()
+
+
+def test_the_backlog_eta_is_its_calls_at_the_rate_fresh_records_arriving_leave() -> None:
+    # Fresh records arriving ask 0.5/s of MusicBrainz's 1/s: 100 calls take 200 s.
+    b = parse(backlog_exposition(calls=100, fresh=0.5, due_in=30), t=60.0)
+    view = build_view(b, b)
+    (row,) = view.providers
+    assert row.backlog_calls == pytest.approx(100)
+    assert row.backlog_eta_s == pytest.approx(200)
+    assert (view.backlog_eta_s, view.backlog_eta_provider) == (pytest.approx(200), "musicbrainz")
+    assert "backlog ETA 200.00 s (musicbrainz)" in _frame(view)
+
+
+def test_busy_fresh_records_and_replays_leave_the_backlog_at_least_the_refreshes_share() -> None:
+    saturated = parse(backlog_exposition(calls=100, fresh=1.0), t=60.0)
+    (row,) = build_view(saturated, saturated).providers
+    assert row.backlog_eta_s == pytest.approx(1000), "the refreshes' minimum share, 0.1/s"
+    # Replays took 30 slots in the minute while no refresh was due; once refreshes ask,
+    # replays keep only their minimum share (0.05/s).
+    a = parse(backlog_exposition(calls=100), t=0.0)
+    replays = parse(backlog_exposition(calls=100, replay=30), t=60.0)
+    (row,) = build_view(replays, replays, window=a).providers
+    assert row.backlog_eta_s == pytest.approx(100 / 0.95)
+
+
+def test_the_backlog_eta_is_not_before_the_last_refresh_is_due() -> None:
+    b = parse(backlog_exposition(calls=10, due_in=90), t=60.0)
+    view = build_view(b, b)
+    assert (view.backlog_eta_s, view.backlog_eta_provider) == (90, None)
+    idle = parse(backlog_exposition(calls=0), t=60.0)
+    assert build_view(idle, idle).backlog_eta_s is None, "nothing left"
+
+
+def test_two_workers_add_their_backlogs_and_share_one_provider_rate() -> None:
+    w1 = parse(backlog_exposition(calls=100, fresh=0.25), t=60.0)
+    w2 = parse(backlog_exposition(calls=50, fresh=0.25, due_in=20), t=60.0)
+    view = build_view(merge([w1, w2]), merge([w1, w2]), per_worker=[w1, w2])
+    # The paced rate is every worker's together (not summed); fresh records ask 0.5/s of it.
+    assert view.backlog_eta_s == pytest.approx(150 / 0.5)
+
+
+def _frame(view: View) -> str:
+    console = Console(width=200, record=True)
+    console.print(render(view, urls=["u"], answered=1))
+    return console.export_text()
