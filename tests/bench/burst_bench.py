@@ -70,6 +70,7 @@ from tests.integration.harness import (
     scrape,
 )
 from trackflow.schemas.codec import decode
+from trackflow.streams.top import ETA_WINDOW_S, Snapshot, build_view, parse
 
 #: The real limits (calls per window, window s), as ``providers.specs`` has them.
 REAL_LIMITS: dict[str, tuple[int, float]] = {
@@ -80,6 +81,7 @@ LATENCY_MS = (50, 150)
 ISRC_PROVIDERS = ("musicbrainz", "spotify")
 SLACK_S = 0.1
 SAMPLE_S = 0.5
+FRAME_S = 5.0
 
 
 def scaled(scale: int) -> dict[str, tuple[int, float]]:
@@ -265,14 +267,49 @@ class Reader:
             await self._consumer.stop()
 
 
-async def sample_waiting(port: int, samples: list[tuple[float, dict[str, float]]]) -> None:
-    """Every SAMPLE_S, how many calls wait for each provider's budget (the worker's gauge)."""
+async def sample_waiting(port: int, samples: list[tuple[float, dict[str, float]]],
+                         frames: list[Snapshot]) -> None:
+    """Every SAMPLE_S, how many calls wait for each provider's budget (the worker's gauge);
+    every FRAME_S, the whole scrape as ``trackflow top`` reads it."""
     while True:
         text = await scrape(port)
-        samples.append((time.monotonic(), {
+        now = time.monotonic()
+        samples.append((now, {
             name: metric_value(text, "trackflow_ratelimit_waiting_calls", provider=name) or 0.0
             for name in PROVIDERS}))
+        if not frames or now - frames[-1].t >= FRAME_S:
+            frames.append(parse(text, now))
         await asyncio.sleep(SAMPLE_S)
+
+
+def eta_accuracy(etas: list[tuple[float, float]], start: float, finished: float) -> str:
+    """The ETA shown against the time left, at the end of the first publication, 30 s and
+    60 s later, and the range over the samples from then until 30 s before the end (the last
+    seconds are a few calls either way)."""
+    later = [(t, e / (finished - t)) for t, e in etas if start <= t < finished - 30]
+    if not later:
+        return "no samples"
+    marks = []
+    for after in (0, 30, 60):
+        at = next(((t, r) for t, r in later if t >= start + after), None)
+        if at is not None:
+            marks.append(f"+{after} s: {at[1]:.2f}")
+    rest = [r for t, r in later if t >= start + 60]
+    span = f"; from +60 s {min(rest):.2f}-{max(rest):.2f}" if rest else ""
+    return ", ".join(marks) + span
+
+
+def top_eta(frames: list[Snapshot]) -> tuple[float | None, str | None, str]:
+    """The backlog ETA ``trackflow top`` shows at the last frame (its rates over the frames
+    of the last ETA_WINDOW_S), the provider that sets it, and each provider's part of it
+    (calls still needed at the rate left for refreshes)."""
+    cur = frames[-1]
+    window = next((f for f in frames if cur.t - f.t <= ETA_WINDOW_S), None)
+    view = build_view(cur, cur, window=window)
+    parts = " ".join(
+        f"{r.provider[:2]} {r.backlog_calls:.0f}/{r.backlog_calls / r.backlog_eta_s:.2f}"
+        for r in view.providers if r.backlog_calls and r.backlog_eta_s)
+    return view.backlog_eta_s, view.backlog_eta_provider, parts
 
 
 def busy_use(samples: list[tuple[float, dict[str, float]]], provider: str,
@@ -373,14 +410,17 @@ async def main(args: argparse.Namespace) -> None:
         health = await http_json(f"{sim.url}/_sim/health")
         sim_started = (asked + time.monotonic()) / 2 - float(health["uptime_s"])
         samples: list[tuple[float, dict[str, float]]] = []
-        sampler = asyncio.create_task(sample_waiting(worker.web_port, samples))
+        frames: list[Snapshot] = []
+        sampler = asyncio.create_task(sample_waiting(worker.web_port, samples, frames))
         enriched = Reader(bench.bootstrap, topics.enriched)
         dlq = Reader(bench.bootstrap, topics.dlq)
         series: list[tuple[float, int, float, float]] = []
+        etas: list[tuple[float, float]] = []  # (t, the backlog ETA top showed then)
         drained_at: float | None = None
         done_95: float | None = None
         published_95: float | None = None
         eta: tuple[float, float] | None = None
+        top: tuple[float | None, str | None] = (None, None)
         finished_at: float | None = None
         refreshed_at: float | None = None
         last_change = time.monotonic()
@@ -398,13 +438,18 @@ async def main(args: argparse.Namespace) -> None:
             fin = n_fin / max(1, len(found))
             fin_published = n_fin / max(1, sum(1 for k in found if k in now))
             series.append((t, len(now), share, fin))
+            shown, _, parts = top_eta(frames) if frames else (None, None, "")
+            if shown is not None:
+                etas.append((t, shown))
             print(f"t={t:6.0f} s published={len(now):5d} finished={fin:.3f} "
                   f"(of those published {fin_published:.3f}) complete={share:.3f} "
-                  f"dead letters={len(dlq.messages)}", flush=True)
+                  f"dead letters={len(dlq.messages)} ETA="
+                  f"{'-' if shown is None else f'{shown:.0f} s'} ({parts})", flush=True)
             if eta is None and drained_at is None and done >= len(keys) and samples:
                 # What `trackflow top` tells now: the calls waiting for each provider at its
                 # paced rate; the slowest is the backlog's ETA.
                 eta = (t, max(samples[-1][1][p] / paced(limits, p) for p in PROVIDERS))
+                top = top_eta(frames)[:2]
             if drained_at is None and done >= len(keys):
                 # When the last track was first published (its CreateTime), not this sample.
                 drained_at = max([*(enriched.first_ms[k] for k in now),
@@ -489,11 +534,20 @@ async def main(args: argparse.Namespace) -> None:
         if eta is not None and finished_at is not None:
             took = finished_at - eta[0]
             done = (refreshed_at or finished_at) - eta[0]
-            print(f"backlog ETA at the end of the first publication (t={eta[0]:.0f} s; the "
-                  f"slowest provider's waiting calls at its paced rate, as trackflow top shows "
-                  f"it): {eta[1]:.0f} s; every published track finished {done:.0f} s later: "
-                  f"ETA/measured {eta[1] / done:.2f}; the finished share last grew (second "
-                  f"looks too) {took:.0f} s later" if took > 0 and done > 0 else "")
+            top_s, by = top
+            shown = (f"{top_s:.0f} s (set by {by or 'the last due time'}): ETA/measured "
+                     f"{top_s / done:.2f}" if top_s is not None and done > 0
+                     else "none")
+            print(f"backlog ETA at the end of the first publication (t={eta[0]:.0f} s), as "
+                  f"trackflow top shows it: {shown}; every published track finished "
+                  f"{done:.0f} s later; the slowest provider's waiting calls at its paced "
+                  f"rate alone said {eta[1]:.0f} s ({eta[1] / max(done, 1e-9):.2f}); the "
+                  f"finished share last grew (second looks too) {took:.0f} s later"
+                  if took > 0 and done > 0 else "")
+        if eta is not None and refreshed_at is not None:
+            print("backlog ETA against the time every published track then took to finish "
+                  "(samples after the first publication): " + eta_accuracy(
+                      etas, eta[0], refreshed_at))
         rows = []
         for name in PROVIDERS:
             r = report[name]
