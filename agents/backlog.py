@@ -16,7 +16,8 @@ every few seconds and per provider, from this worker's own counters over the las
   costs none);
 - **the fresh demand**: the calls per second fresh records arriving now ask, the arrival rate
   times a fresh record's calls. The arrival rate is the median of the raw topic's growth rates
-  between samples: a burst produced at once is one sample's spike, not a rate. (Records read
+  between samples, less the dead letters sent back to it for another attempt (replays): a
+  burst produced at once is one sample's spike, not a rate. (Records read
   are no measure of arrivals: the consumer fetches ahead of the agent, and a backlog is read
   as fast as it is worked off.)
 
@@ -60,9 +61,9 @@ class ProviderCounts:
     refresh_calls: float = 0.0
     """Calls made at refresh priority."""
     refresh_stages: float = 0.0
-    """Refresh stages over (run, or skipped with nothing left to fill)."""
+    """Refresh stages over that were planned to call the provider."""
     pending_stages: float = 0.0
-    """Refresh stages to come (a gauge, not a total)."""
+    """Refresh stages to come that will call the provider (a gauge, not a total)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,9 @@ class Sample:
     """Fresh records not finished: not read yet, or in flight (a gauge)."""
     fresh_produced: float = 0.0
     """The raw topic's end offsets, added up over the partitions this worker reads."""
+    replays_sent: float = 0.0
+    """Dead letters this worker sent back to the raw topic, since start: they arrive there
+    too, and are no fresh records."""
     providers: Mapping[str, ProviderCounts] = field(default_factory=dict)
     refresh_read: float = 0.0
     """Refresh requests read and not finished (their stages are the pending ones)."""
@@ -116,10 +120,13 @@ class BacklogEstimate:
 
     def arrival_rate(self) -> float:
         """Fresh records arriving per second: the median of the raw topic's growth rates
-        between samples (a rebalance's change of partitions is no arrival: negative rates
-        count as 0, the median drops the jump)."""
+        between samples, less the dead letters sent back to it (a rebalance's change of
+        partitions is no arrival: negative rates count as 0, the median drops the jump). The
+        replays a worker sends land on any worker's partitions: added up over the workers,
+        the figures agree."""
         pairs = zip(self._samples, list(self._samples)[1:], strict=False)
-        rates = [max(0.0, (b.fresh_produced - a.fresh_produced) / (b.t - a.t))
+        rates = [max(0.0, (b.fresh_produced - a.fresh_produced - b.replays_sent
+                           + a.replays_sent) / (b.t - a.t))
                  for a, b in pairs if b.t > a.t]
         return statistics.median(rates) if rates else 0.0
 
@@ -182,7 +189,8 @@ def read_sample(t: float, *, fresh_produced: float = 0.0, refresh_unread: float 
     (_, records), = _samples(metrics.FRESH_RECORDS) or [({}, 0.0)]
     (_, backlog), = _samples(metrics.FRESH_BACKLOG) or [({}, 0.0)]
     (_, read), = _samples(metrics.REFRESH_BACKLOG) or [({}, 0.0)]
-    return Sample(t, records, backlog, fresh_produced, providers, read, refresh_unread)
+    replays = sum(v for _, v in _samples(metrics.DLQ_REPLAYED))
+    return Sample(t, records, backlog, fresh_produced, replays, providers, read, refresh_unread)
 
 
 def export(estimate: BacklogEstimate, sample: Sample) -> None:

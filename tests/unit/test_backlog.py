@@ -23,7 +23,7 @@ def sample(t: float, records: float, backlog: float, in_flight: float = 0.0,
            **providers: ProviderCounts) -> Sample:
     """``backlog`` records not read yet, ``in_flight`` read and not finished; the raw topic
     holds ``records + backlog`` (nothing finished leaves it)."""
-    return Sample(t, records, backlog + in_flight, records + backlog, providers)
+    return Sample(t, records, backlog + in_flight, records + backlog, 0.0, providers)
 
 
 def test_a_burst_produced_at_once_is_a_backlog_not_an_arrival_rate() -> None:
@@ -43,6 +43,14 @@ def test_a_burst_produced_at_once_is_a_backlog_not_an_arrival_rate() -> None:
     assert d.calls == pytest.approx(600 + 120 - 600 + 100), "the records not finished, one each"
 
 
+def test_dead_letters_sent_back_to_the_raw_topic_are_no_fresh_arrivals() -> None:
+    est = BacklogEstimate()
+    # The raw topic grows by 5/s: 4 of them second looks the reprocessing agent sent back.
+    for i in range(13):
+        est.add(Sample(5.0 * i, 0, 0, 25.0 * i, 20.0 * i))
+    assert est.arrival_rate() == pytest.approx(1.0)
+
+
 def test_refresh_stages_to_come_cost_what_the_recent_stages_cost() -> None:
     est = BacklogEstimate()
     # Early refresh stages found nothing left to ask (0 calls for 80 stages); in the last
@@ -58,7 +66,7 @@ def test_refresh_stages_to_come_cost_what_the_recent_stages_cost() -> None:
 
 def test_requests_not_read_yet_ask_what_those_read_ask() -> None:
     est = BacklogEstimate()
-    est.add(Sample(0, 0, 0, 0, {"discogs": ProviderCounts(pending_stages=100)},
+    est.add(Sample(0, 0, 0, 0, 0, {"discogs": ProviderCounts(pending_stages=100)},
                    refresh_read=200, refresh_unread=100))
     (d,) = est.demand(["discogs"]).values()
     assert d.calls == pytest.approx(150), "half the requests read need Discogs: half the unread"
@@ -98,6 +106,7 @@ def test_a_sample_reads_the_workers_own_figures() -> None:
     metrics.REFRESH_STAGES.labels(provider="lastfm").inc(5)
     metrics.REFRESH_PENDING_STAGES.labels(provider="lastfm").inc(4)
     metrics.FRESH_RECORDS.inc(7)
+    metrics.DLQ_REPLAYED.labels(provider="lastfm").inc(2)
     try:
         after = read_sample(12.0, fresh_produced=2, refresh_unread=3)
     finally:
@@ -107,6 +116,7 @@ def test_a_sample_reads_the_workers_own_figures() -> None:
             b.refresh_stages - a.refresh_stages, b.pending_stages - a.pending_stages
             ) == (3, 6, 5, 4), "replays' slots are no part of it"
     assert after.fresh_records - before.fresh_records == 7
+    assert after.replays_sent - before.replays_sent == 2
     assert (after.t, after.fresh_produced, after.refresh_unread) == (12.0, 2, 3)
 
 
