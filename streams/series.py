@@ -23,6 +23,7 @@ from trackflow.agents.records import STAGE_OUTCOMES
 from trackflow.agents.waterfall import MATCH_STAGE, NO_SURE_MATCH
 from trackflow.providers import metrics as pm
 from trackflow.providers.breaker import State
+from trackflow.providers.context import Priority
 from trackflow.providers.specs import PROVIDER_NAMES, SPECS
 from trackflow.streams.settings import Settings
 
@@ -113,6 +114,12 @@ def create_stream_series(settings: Settings, providers: Iterable[str] = PROVIDER
                 family.labels(stage="provider", provider=p, error_class=error_class)
         sm.DLQ_SCHEDULED.labels(provider=p)
         sm.DLQ_REPLAYED.labels(provider=p)
+        # The backlog's estimate (``agents.backlog``) and what it is made of.
+        for estimate in (sm.BACKLOG_CALLS, sm.FRESH_CALL_DEMAND, sm.FRESH_CALLS,
+                         sm.REFRESH_PENDING_STAGES, sm.REFRESH_STAGES):
+            estimate.labels(provider=p)
+        for priority in Priority:
+            pm.RATELIMIT_SLOTS.labels(provider=p, priority=priority.name.lower())
 
 
 def create_series(settings: Settings, providers: Iterable[str] = PROVIDER_NAMES) -> None:
