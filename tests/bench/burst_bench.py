@@ -531,6 +531,13 @@ async def main(args: argparse.Namespace) -> None:
               f"95 % of the catalog's finished {when(done_95, everything)}; 95 % of those "
               f"published {when(published_95, everything)}; finished at the end "
               f"{last_share:.3f}; revisions that went down in the topic: {enriched.regressions}")
+        if args.trickle and published_95 is not None and args.trickle < mb:
+            # Each trickled record asks MusicBrainz once at fresh priority, ahead of the
+            # refreshes: the burst has what is left of its rate.
+            left = len(keys) / (mb - args.trickle)
+            print(f"with {args.trickle:g} fresh tracks/s trickling in, MusicBrainz has "
+                  f"{mb - args.trickle:.2f}/s left for the burst: {left:.0f} s for a call for "
+                  f"every burst track; 95 % of those published at {published_95 / left:.2f}x it")
         if eta is not None and finished_at is not None:
             took = finished_at - eta[0]
             done = (refreshed_at or finished_at) - eta[0]
