@@ -9,9 +9,9 @@ every few seconds and per provider, from this worker's own counters over the las
 
 - **the backlog's calls**: the fresh records not finished (not received yet by the agent, or
   received and not finished) times the calls a fresh record asks of the provider
-  (counted per record, when it is finished: the calls it made and those it gave up at its
-  stage's deadline, which come back as refreshes; a record is counted when finished, since
-  its calls come long after it is read in a burst), plus the refresh stages to come times the
+  (counted per record, when it is finished: the calls it made, and one for each stage it was
+  published with deferred, whose refresh calls again; counted when finished, since in a burst
+  its calls come long after it is read), plus the refresh stages to come times the
   calls a refresh stage has made lately (a stage whose answer another stage already filled
   costs none);
 - **the fresh demand**: the calls per second fresh records arriving now ask, the arrival rate
@@ -57,7 +57,7 @@ class ProviderCounts:
     """One provider's counters at a sample (totals since the worker started)."""
 
     fresh_calls: float = 0.0
-    """Calls of the fresh records finished, those given up at their deadline included."""
+    """Calls of the fresh records finished, and one per stage they left deferred."""
     refresh_calls: float = 0.0
     """Calls made at refresh priority."""
     refresh_stages: float = 0.0

@@ -132,31 +132,39 @@ class EnrichmentPipeline:
         headers = list(msg.headers or ())
         attempt = attempt_of(headers)
         self._records_in.inc()
-        await self._handle(msg, headers, attempt)
+        result = await self._handle(msg, headers, attempt)
         if attempt == 1:
-            # What it cost each provider, for the backlog's estimate (agents.backlog).
-            for provider, calls in current_record().calls.items():
-                self._fresh_calls.labels(provider=provider).inc(calls)
+            # What it cost each provider, for the backlog's estimate (agents.backlog): the
+            # calls it made, and a call more where its stage was deferred (a refresh follows).
+            calls = dict(current_record().calls)
+            for o in result.outcomes if result is not None else ():
+                if o.outcome == "deferred":
+                    calls[o.provider] = calls.get(o.provider, 0) + 1
+            for provider, n in calls.items():
+                self._fresh_calls.labels(provider=provider).inc(n)
             self._fresh_done.inc()
 
-    async def _handle(self, msg: Any, headers: list[tuple[str, bytes]], attempt: int) -> None:
+    async def _handle(self, msg: Any, headers: list[tuple[str, bytes]], attempt: int
+                      ) -> Enrichment | None:
+        """Decode, enrich and publish (or dead-letter) one record; its enrichment, None when
+        it never reached the providers."""
         try:
             raw = await self._schemas.decode_raw(msg.value, headers)
         except DecodeError as exc:
             await self._dead_letter(msg, headers, attempt, Failure(
                 "decode", type(exc).__name__, str(exc), exc.reason, retryable=False))
-            return
+            return None
         except ConfigError as exc:  # the registry could not be asked for the record's schema
             await self._dead_letter(msg, headers, attempt, Failure(
                 "decode", type(exc).__name__, str(exc)[:300], "schema_registry_unavailable",
                 retryable=True))
-            return
+            return None
         try:
             raw = validate_raw(raw)
         except InvalidRecord as exc:
             await self._dead_letter(msg, headers, attempt, Failure(
                 "validate", type(exc).__name__, str(exc), exc.reason, retryable=False))
-            return
+            return None
         if attempt > 1:
             # A dead letter's replay: it waits for budget the fresh records and refreshes
             # leave, and its minimum share.
@@ -165,6 +173,7 @@ class EnrichmentPipeline:
         else:
             result = await self._enricher.enrich(raw, attempt)
         await self._complete(msg, headers, attempt, raw, result)
+        return result
 
     async def handle_inline(self, event: Any) -> Inline:
         """Finish a record the result cache answers without a task of its own (see

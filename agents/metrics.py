@@ -71,9 +71,9 @@ FRESH_RECORDS = Counter(
 )
 FRESH_CALLS = Counter(
     "trackflow_fresh_calls_total",
-    "Calls the fresh records finished made of each provider, and the calls they gave up at "
-    "their stage's deadline (each comes back as a refresh): with trackflow_fresh_records_total, "
-    "what a fresh record costs each provider.",
+    "Calls the fresh records finished made of each provider, and one more for each stage "
+    "published deferred (its refresh calls again): with trackflow_fresh_records_total, what a "
+    "fresh record costs each provider.",
     ["provider"],
 )
 FRESH_BACKLOG = Gauge(

@@ -60,8 +60,7 @@ class RecordContext:
     deadline: float | None = None
     """Until when its calls wait for their rate-limit slot (see :func:`call_deadline`)."""
     calls: dict[str, int] = field(default_factory=dict)
-    """By provider, the calls it was let make and those it gave up at their deadline (see
-    :func:`count_call`)."""
+    """By provider, the calls it was let make (see :func:`count_call`)."""
 
 
 class RecordContextNotSet(LookupError):
@@ -98,9 +97,8 @@ def record_or_none() -> RecordContext | None:
 
 
 def count_call(provider: str) -> None:
-    """A call of the current record to ``provider`` got its rate-limit slot, or gave up at
-    its deadline (it comes back as a refresh): what a record costs each provider
-    (``agents.backlog``). Outside a record, nothing."""
+    """A call of the current record to ``provider`` got its rate-limit slot: what a record
+    costs each provider (``agents.backlog``). Outside a record, nothing."""
     record = _record.get(None)
     if record is not None:
         record.calls[provider] = record.calls.get(provider, 0) + 1

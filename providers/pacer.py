@@ -149,7 +149,6 @@ class Pacer:
     def _give_up(self, spec: CallSpec, deadline: float, now: float, wait: float) -> NoReturn:
         metrics.PROVIDER_CALLS.labels(provider=self.provider, kind=spec.kind,
                                       outcome="deferred").inc()
-        count_call(self.provider)
         raise RateLimitWait(self.provider,
                             f"no rate-limit slot before the stage's deadline "
                             f"({max(0.0, deadline - now):.1f} s away)", retry_after=wait)

@@ -423,12 +423,13 @@ async def test_a_burst_of_replays_does_not_hold_fresh_records_back() -> None:
 
 
 class CallingEnricher(FixedEnricher):
-    """Takes two Spotify slots and gives one MusicBrainz call up at its deadline."""
+    """Takes two Spotify slots and one of MusicBrainz, and leaves Last.fm deferred."""
 
     async def enrich(self, raw: dict[str, Any], attempt: int) -> Enrichment:
         count_call("spotify")
         count_call("spotify")
         count_call("musicbrainz")
+        self.result = Enrichment(outcomes=[Outcome("lastfm", "deferred", "RateLimitWait")])
         return await super().enrich(raw, attempt)
 
 
@@ -441,9 +442,12 @@ async def test_a_fresh_record_counts_its_calls_when_finished_a_replay_does_not()
     pipeline = _pipeline(sender, CallingEnricher())
     records = _counted("trackflow_fresh_records_total")
     spotify = _counted("trackflow_fresh_calls_total", provider="spotify")
+    lastfm = _counted("trackflow_fresh_calls_total", provider="lastfm")
     await pipeline.handle(Event(Message(_avro_track(), key=b"t1", offset=1)))
     assert _counted("trackflow_fresh_records_total") == records + 1
     assert _counted("trackflow_fresh_calls_total", provider="spotify") == spotify + 2
+    assert _counted("trackflow_fresh_calls_total", provider="lastfm") == lastfm + 1, \
+        "a deferred stage costs its refresh's call"
     replay = Message(_avro_track(), key=b"t1", offset=2, headers=[(H_RAW_ATTEMPT, b"2")])
     await pipeline.handle(Event(replay))
     assert _counted("trackflow_fresh_records_total") == records + 1, "a replay is not fresh"
