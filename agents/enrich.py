@@ -48,6 +48,7 @@ from trackflow.agents.settings import AgentSettings
 from trackflow.agents.wire import NO_REGISTRY, Schemas
 from trackflow.providers.context import Priority, call_priority, current_record, enter_record
 from trackflow.providers.errors import ConfigError
+from trackflow.providers.specs import PROVIDER_NAMES
 from trackflow.schemas.codec import (
     AVRO_CONTENT_TYPE,
     CONTENT_TYPE,
@@ -116,7 +117,7 @@ class EnrichmentPipeline:
         # Metric children resolved once: ``labels()`` takes a lock and a dict lookup per call.
         self._records_in = metrics.RECORDS_IN.labels(topic=k.raw_topic)
         self._fresh_done = metrics.FRESH_RECORDS
-        self._fresh_calls = metrics.FRESH_CALLS
+        self._fresh_calls = {p: metrics.FRESH_CALLS.labels(provider=p) for p in PROVIDER_NAMES}
         self._enriched_out = metrics.RECORDS_OUT.labels(topic=k.enriched_topic)
         self._status = {s: metrics.ENRICHED.labels(status=s) for s in ("complete", "partial")}
         self._avro_headers = [(CONTENT_TYPE, AVRO_CONTENT_TYPE.encode())]
@@ -141,7 +142,8 @@ class EnrichmentPipeline:
                 if o.outcome == "deferred":
                     calls[o.provider] = calls.get(o.provider, 0) + 1
             for provider, n in calls.items():
-                self._fresh_calls.labels(provider=provider).inc(n)
+                child = self._fresh_calls.get(provider)
+                (child or metrics.FRESH_CALLS.labels(provider=provider)).inc(n)
             self._fresh_done.inc()
 
     async def _handle(self, msg: Any, headers: list[tuple[str, bytes]], attempt: int

@@ -225,18 +225,14 @@ def _label_values(snap: Snapshot, label: str, names: Iterable[str]) -> list[str]
     return sorted(v for v in found if v)
 
 
-def _max_gauge(snap: Snapshot, name: str, provider: str) -> float | None:
-    values = [v for _, v in snap.select(name, provider=provider)]
-    return max(values) if values else None
-
-
 def _gauge_sum(snap: Snapshot, name: str, provider: str) -> float | None:
     values = [v for _, v in snap.select(name, provider=provider)]
     return sum(values) if values else None
 
 
 def _worst(per_worker: Sequence[Snapshot], name: str, **match: str) -> float | None:
-    """The highest value of a gauge every worker exports alike (the paced rate, a share)."""
+    """The highest value of a gauge over the workers (the paced rate and the shares every
+    worker exports alike; the worst breaker state)."""
     values = [v for w in per_worker for _, v in w.select(name, **match)]
     return max(values) if values else None
 
@@ -308,8 +304,7 @@ def build_view(prev: Snapshot | None, cur: Snapshot, *,
         waiting = _gauge_sum(cur, "trackflow_ratelimit_waiting_calls", p)
         # Every worker exports the same paced rate: the provider's, for all of them.
         paced = _worst(per_worker or (cur,), "trackflow_ratelimit_rate", provider=p)
-        states = [_max_gauge(w, "trackflow_breaker_state", p) for w in per_worker or (cur,)]
-        worst = max((s for s in states if s is not None), default=None)
+        worst = _worst(per_worker or (cur,), "trackflow_breaker_state", provider=p)
         rows.append(ProviderRow(
             provider=p,
             calls_per_s=per_second(prev, cur, "trackflow_provider_calls_total", provider=p),
